@@ -1,0 +1,9 @@
+"""autocompress: search per-layer pruning and bit-widths for a trained PyTorch model, measure every candidate
+honestly, store every trial, and export the best one as a real, smaller, faster model."""
+
+from autocompress.errors import UserError
+from autocompress.study import Study, load_study, resume, search
+
+__version__ = "0.1.0"
+
+__all__ = ["Study", "UserError", "load_study", "resume", "search"]

@@ -1,0 +1,294 @@
+"""The `autocompress` command line (contract in DESIGN.md).
+
+Exit codes: 0 success; 2 bad input (one line on stderr naming the place and what would be right);
+1 any other failure; 130 interrupted (the study resumes with ``autocompress resume``).
+``--format json`` prints one JSON document on stdout and nothing else there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import sys
+from enum import Enum
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autocompress import study as api
+from autocompress.errors import UserError
+from autocompress.runtime import Progress as LoopProgress
+from autocompress.search import STRATEGIES
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Search how to compress a trained PyTorch model, then export the best one.")
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+class TableFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class BoardFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+Storage = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL [default: $AUTOCOMPRESS_STORAGE "
+                                             "or sqlite:///autocompress.db]")]
+Trials = Annotated[int | None, typer.Option("--trials", help="total finished trials")]
+Time = Annotated[str | None, typer.Option("--time", help="total wall time, e.g. 30m")]
+Workers = Annotated[int, typer.Option("--workers", help="trials run at once, one Ray worker (CPU) each")]
+RayAddress = Annotated[str | None, typer.Option("--ray-address", help="join an existing Ray cluster")]
+TrialTimeout = Annotated[float | None, typer.Option("--trial-timeout", help="seconds before a trial is failed")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+Executor = Annotated[str, typer.Option("--executor", hidden=True, help="ray (default) or inline")]
+
+
+def _progress_reporter(quiet: bool) -> tuple[Any, Any]:
+    if quiet:
+        return None, None
+    bar = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[best]}"), console=err, transient=False)
+    task_id = bar.add_task("search", total=None, best="")
+
+    def report(progress: LoopProgress) -> None:
+        best = f"best feasible accuracy {progress.best_feasible:.4f}" if progress.best_feasible else "none feasible yet"
+        bar.update(task_id, completed=progress.finished, total=progress.budget_trials, best=best)
+
+    return bar, report
+
+
+def _interruptible() -> None:
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def _print_board(study: api.Study, top: int = 5) -> None:
+    rows = study.leaderboard(top=top)
+    out.print(_board_table(rows))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+    return str(value)
+
+
+def _board_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(show_lines=False)
+    columns = ["rank", "trial", "state", "feasible", "pareto", "accuracy", "accuracy_drop", "speedup",
+               "speedup_b32", "latency_ms", "size_bytes", "violation", "error"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c)) for c in columns))
+    return table
+
+
+@app.command()
+def search(
+    space: Annotated[str, typer.Argument(help="space YAML file")],
+    study: Annotated[str | None, typer.Option("--study", help="study name [default: SPACE-date]")] = None,
+    storage: Storage = None,
+    strategy: Annotated[str, typer.Option("--strategy", help="see 'autocompress strategies'")] = "tpe",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    trials: Trials = None,
+    time: Time = None,
+    workers: Workers = 1,
+    ray_address: RayAddress = None,
+    trial_timeout: TrialTimeout = None,
+    quiet: Quiet = False,
+    executor: Executor = "ray",
+) -> None:
+    """Create a study from SPACE and search until the budget is spent."""
+    _interruptible()
+    bar, report = _progress_reporter(quiet)
+    name = study or api.default_study_name(space)
+    try:
+        if bar:
+            bar.start()
+        result = api.search(space, study=name, storage=storage, strategy=strategy, seed=seed, trials=trials,
+                            time_budget=time, workers=workers, ray_address=ray_address, executor=executor,
+                            trial_timeout=trial_timeout, on_progress=report)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; finished trials are stored. Go on with: autocompress resume {name}")
+        raise typer.Exit(130) from None
+    finally:
+        if bar:
+            bar.stop()
+    _finish(result)
+
+
+def _finish(result: api.Study) -> None:
+    record = result.record
+    err.print(f"study {result.name!r}: {record.stop_reason}")
+    _print_board(result)
+
+
+@app.command()
+def resume(
+    name: Annotated[str, typer.Argument(help="study name")],
+    storage: Storage = None,
+    trials: Trials = None,
+    time: Time = None,
+    workers: Workers = 1,
+    ray_address: RayAddress = None,
+    trial_timeout: TrialTimeout = None,
+    quiet: Quiet = False,
+    executor: Executor = "ray",
+) -> None:
+    """Continue a study from the store; --trials and --time set new totals."""
+    _interruptible()
+    bar, report = _progress_reporter(quiet)
+    try:
+        if bar:
+            bar.start()
+        result = api.resume(name, storage=storage, trials=trials, time_budget=time, workers=workers,
+                            ray_address=ray_address, executor=executor, trial_timeout=trial_timeout,
+                            on_progress=report)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; finished trials are stored. Go on with: autocompress resume {name}")
+        raise typer.Exit(130) from None
+    finally:
+        if bar:
+            bar.stop()
+    _finish(result)
+
+
+@app.command()
+def studies(storage: Storage = None, format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+            ) -> None:
+    """List the studies in the store."""
+    from autocompress.store import StudyStore
+
+    records = StudyStore(storage, create=False).studies()
+    rows = [{"name": r.name, "task": r.task, "strategy": r.strategy, "status": r.status,
+             "trials": r.counts, "created_at": r.created_at.isoformat(timespec="seconds")} for r in records]
+    if format is TableFormat.json:
+        print(json.dumps(rows))
+        return
+    table = Table()
+    for column in ("name", "task", "strategy", "status", "trials", "created_at"):
+        table.add_column(column)
+    for row in rows:
+        row["trials"] = ", ".join(f"{k} {v}" for k, v in sorted(row["trials"].items())) or "none"
+        table.add_row(*(str(row[c]) for c in ("name", "task", "strategy", "status", "trials", "created_at")))
+    out.print(table)
+
+
+@app.command()
+def status(name: Annotated[str, typer.Argument()], storage: Storage = None,
+           format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table) -> None:
+    """Budgets, what was spent, trial counts and the best feasible trial of a study."""
+    study = api.load_study(name, storage)
+    record = study.record
+    best = study.leaderboard(top=1, feasible_only=True)
+    doc = {"name": record.name, "status": record.status, "stop_reason": record.stop_reason,
+           "strategy": record.strategy, "seed": record.seed, "task": record.task, "budgets": record.budgets,
+           "spent": record.spent, "trials": record.counts, "baseline": record.baseline,
+           "best_feasible": best[0] if best else None}
+    if format is TableFormat.json:
+        print(json.dumps(doc))
+        return
+    table = Table(show_header=False)
+    for key, value in doc.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else _fmt(value))
+    out.print(table)
+
+
+@app.command()
+def leaderboard(
+    name: Annotated[str, typer.Argument()],
+    storage: Storage = None,
+    top: Annotated[int | None, typer.Option("--top", min=1)] = None,
+    feasible_only: Annotated[bool, typer.Option("--feasible-only")] = False,
+    pareto: Annotated[bool, typer.Option("--pareto", help="only the Pareto front of feasible trials")] = False,
+    format: Annotated[BoardFormat, typer.Option("--format")] = BoardFormat.table,
+) -> None:
+    """Trials ranked: feasible first (Pareto front, then accuracy), infeasible by constraint violation."""
+    study = api.load_study(name, storage)
+    rows = study.pareto() if pareto else study.leaderboard(feasible_only=feasible_only)
+    rows = rows[:top] if top else rows
+    if format is BoardFormat.json:
+        print(json.dumps(rows))
+    elif format is BoardFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["rank", "trial"])
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buffer.getvalue())
+    else:
+        out.print(_board_table(rows))
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument()],
+    out_dir: Annotated[str, typer.Option("--out", help="folder for model.pt and manifest.json")],
+    storage: Storage = None,
+    trial: Annotated[int | None, typer.Option("--trial", help="trial number [default: Pareto-best feasible]")] = None,
+    allow_infeasible: Annotated[bool, typer.Option("--allow-infeasible",
+                                                   help="export the closest trial when none is feasible")] = False,
+) -> None:
+    """Export a trial's model (TorchScript) with a manifest, verified in a fresh process."""
+    study = api.load_study(name, storage)
+    path = study.export(out_dir, trial, allow_infeasible=allow_infeasible)
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    feasible = "" if manifest["feasible"] else " (INFEASIBLE: meets no constraint set; closest trial)"
+    out.print(f"exported trial {manifest['trial']}{feasible} to {path} "
+              f"(verified accuracy {manifest['verified']['accuracy']:.4f})")
+
+
+@app.command()
+def strategies() -> None:
+    """List the search strategies and what each searches."""
+    table = Table()
+    table.add_column("strategy")
+    table.add_column("what it searches, and its knobs")
+    for name, cls in STRATEGIES.items():
+        table.add_row(name, cls.description)
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: maps errors to exit codes (2 bad input, 1 failure) with one line on stderr."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        sys.stderr.write(f"autocompress: error: {exc}\n")
+        sys.exit(2)
+    except click.exceptions.UsageError as exc:
+        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
+        sys.stderr.write(f"autocompress: error: {where}{exc.format_message()}\n")
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.stderr.write("autocompress: interrupted\n")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # anything else is our failure: say it in one line, exit 1
+        sys.stderr.write(f"autocompress: failed: {type(exc).__name__}: {exc}\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Runtime: `run_trial` (pure), executors (inline, Ray) and the search loop with budgets and resume."""
+
+from autocompress.runtime._executors import Executor, Finished, InlineExecutor, Job, RayExecutor
+from autocompress.runtime._loop import Budget, Progress, SearchLoop, violations
+from autocompress.runtime._trial import TrialResult, baseline_metrics, run_trial
+
+__all__ = [
+    "Budget",
+    "Executor",
+    "Finished",
+    "InlineExecutor",
+    "Job",
+    "Progress",
+    "RayExecutor",
+    "SearchLoop",
+    "TrialResult",
+    "baseline_metrics",
+    "run_trial",
+    "violations",
+]

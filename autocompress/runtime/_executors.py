@@ -1,0 +1,187 @@
+"""Executors run trials: `InlineExecutor` in this process, `RayExecutor` on long-lived Ray actors.
+
+An executor never touches the store; it hands finished trials back to the loop, which records them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from autocompress.errors import UserError
+from autocompress.runtime._trial import TrialResult, run_trial
+from autocompress.space import Policy
+
+
+@dataclass(frozen=True)
+class Job:
+    number: int
+    task_ref: str
+    policy: dict[str, Any]
+    finetune_epochs: float
+    measure: dict[str, int]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job's end: a result, or an error with its reason. ``retryable`` when the worker process died."""
+
+    job: Job
+    result: TrialResult | None = None
+    error: str = ""
+    retryable: bool = False
+
+
+def execute(job: Job, train_threads: int | None = None, lock: Any = None) -> TrialResult:
+    return run_trial(job.task_ref, Policy.from_dict(job.policy), job.finetune_epochs, measure=job.measure,
+                     seed=job.seed, train_threads=train_threads, measure_lock=lock or _no_lock)
+
+
+@contextmanager
+def _no_lock() -> Any:
+    yield
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line: the exception type and message, with the innermost frame of the traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}{where}"
+
+
+class Executor(ABC):
+    """Runs up to `slots` jobs at once. `wait` returns the jobs finished within `timeout` seconds."""
+
+    slots: int
+
+    @abstractmethod
+    def submit(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def wait(self, timeout: float) -> list[Finished]: ...
+
+    @abstractmethod
+    def running(self) -> list[int]: ...
+
+    def shutdown(self) -> None:
+        """Release workers; jobs still running are abandoned (the loop re-queues them)."""
+
+
+class InlineExecutor(Executor):
+    """Runs each job synchronously in this process; for debugging and for tests of pure logic."""
+
+    slots = 1
+
+    def __init__(self) -> None:
+        self._queue: list[Job] = []
+
+    def submit(self, job: Job) -> None:
+        self._queue.append(job)
+
+    def running(self) -> list[int]:
+        return [job.number for job in self._queue]
+
+    def wait(self, timeout: float) -> list[Finished]:
+        if not self._queue:
+            return []
+        job = self._queue.pop(0)
+        try:
+            return [Finished(job, result=execute(job))]
+        except Exception as exc:  # a trial's own failure is data, not a crash of the loop
+            return [Finished(job, error=describe_exception(exc))]
+
+
+def _ray_env() -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+class RayExecutor(Executor):
+    """K long-lived Ray actors, one CPU each; model loading and process start are paid once per worker.
+
+    A worker that dies is replaced and its job reported `retryable`; a job past `trial_timeout` seconds
+    has its worker killed and is reported failed. Latency measurement is serialised across workers by a
+    lease-based lock actor, so no measurement shares the cores with another trial's work.
+    """
+
+    def __init__(self, workers: int, *, address: str | None = None, trial_timeout: float | None = None) -> None:
+        import ray
+
+        _ray_env()
+        self.slots = workers
+        self._trial_timeout = trial_timeout
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            try:
+                if address:
+                    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                             runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+                else:
+                    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                             runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise UserError("--ray-address", f"cannot join Ray at {address!r}: {str(exc).splitlines()[0]}") from None
+        from autocompress.runtime._ray_actors import LatencyLock, TrialWorker
+
+        self._lock = LatencyLock.remote()
+        self._actor_cls = TrialWorker
+        self._idle = [TrialWorker.remote(self._lock) for _ in range(workers)]
+        self._busy: dict[Any, tuple[Job, Any, float]] = {}  # ref -> (job, actor, start)
+
+    def submit(self, job: Job) -> None:
+        actor = self._idle.pop()
+        ref = actor.run.remote(job)
+        self._busy[ref] = (job, actor, time.monotonic())
+
+    def running(self) -> list[int]:
+        return [job.number for job, _, _ in self._busy.values()]
+
+    def wait(self, timeout: float) -> list[Finished]:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+        if not self._busy:
+            return []
+        ready, _ = ray.wait(list(self._busy), num_returns=len(self._busy), timeout=timeout)
+        finished = []
+        for ref in ready:
+            job, actor, _ = self._busy.pop(ref)
+            try:
+                finished.append(Finished(job, result=ray.get(ref)))
+                self._idle.append(actor)
+            except RayTaskError as exc:
+                cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                finished.append(Finished(job, error=describe_exception(cause)))
+                self._idle.append(actor)
+            except (RayActorError, WorkerCrashedError) as exc:
+                reason = str(exc).strip().splitlines()[0][:300]
+                finished.append(Finished(job, error=f"worker died: {reason}", retryable=True))
+                self._idle.append(self._actor_cls.remote(self._lock))
+        if self._trial_timeout:
+            now = time.monotonic()
+            for ref, (job, actor, start) in list(self._busy.items()):
+                if now - start > self._trial_timeout:
+                    ray.kill(actor)
+                    del self._busy[ref]
+                    finished.append(Finished(job, error=f"timed out after {self._trial_timeout:g} s"))
+                    self._idle.append(self._actor_cls.remote(self._lock))
+        return finished
+
+    def shutdown(self) -> None:
+        import ray
+
+        for _, actor, _ in self._busy.values():
+            ray.kill(actor)
+        for actor in self._idle:
+            ray.kill(actor)
+        self._busy.clear()
+        self._idle.clear()
+        if self._owns_ray:
+            ray.shutdown()

@@ -1,0 +1,130 @@
+"""`run_trial`: one candidate, start to end, in whatever process runs it (inline or a Ray worker).
+
+Pure with respect to the store: it returns a `TrialResult` (metrics and the artefact's bytes) and never
+opens the database, so a worker on another node needs only the task's import path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from autocompress.compress import prune, quantize
+from autocompress.measure import (
+    compare_latency,
+    count_bops,
+    count_macs,
+    count_params,
+    serialize,
+    to_torchscript,
+    torch_threads,
+)
+from autocompress.space import Policy
+from autocompress.task import Task, load_task
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What a finished trial returns: metrics by the names of DESIGN.md and the deployable model's bytes."""
+
+    metrics: dict[str, float]
+    artefact: bytes = b""
+    worker: str = ""
+    intermediate: list[tuple[int, str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Baseline:
+    script: torch.jit.ScriptModule
+    accuracy: float
+    macs: int
+    params: int
+    size_bytes: int
+
+
+@lru_cache(maxsize=4)
+def cached_task(task_ref: str) -> Task:
+    return load_task(task_ref)
+
+
+@lru_cache(maxsize=4)
+def _baseline(task_ref: str) -> _Baseline:
+    task = cached_task(task_ref)
+    model = task.baseline_model()
+    x1 = task.example_input(1)
+    script = to_torchscript(model, x1)
+    return _Baseline(script, task.evaluate(script), sum(count_macs(model, x1).values()), count_params(model),
+                     len(serialize(script)))
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_trial(
+    task_ref: str,
+    policy: Policy,
+    finetune_epochs: float,
+    *,
+    measure: dict[str, int],
+    seed: int = 0,
+    train_threads: int | None = None,
+    measure_lock: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> TrialResult:
+    """Prune, fine-tune, quantize, then evaluate and measure the deployable (TorchScript) model.
+
+    Latency is measured interleaved with the baseline in this process, under `measure_lock` so that no
+    other trial's work shares the measured cores; ``speedup`` is therefore a same-run ratio.
+    """
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    task = cached_task(task_ref)
+    base = _baseline(task_ref)
+    x1, x32 = task.example_input(1), task.example_input(32)
+    with torch_threads(train_threads or torch.get_num_threads()):
+        model = prune(task.baseline_model(), policy, x1)
+        if finetune_epochs > 0 and not policy.is_identity:
+            task.finetune(model, finetune_epochs, seed=seed)
+        layer_macs = count_macs(model, x1)
+        deployed = quantize(model, policy, x1, task.calibration_batches())
+        script = to_torchscript(deployed, x1)
+        accuracy = task.evaluate(script)
+    artefact = serialize(script)
+    timing = dict(threads=measure["threads"], warmup=measure["warmup"], repeats=measure["repeats"])
+    with measure_lock():
+        b1 = compare_latency({"base": base.script, "cand": script}, x1, **timing)
+        b32 = compare_latency({"base": base.script, "cand": script}, x32, **timing)
+    metrics = {
+        "accuracy": accuracy,
+        "accuracy_drop": base.accuracy - accuracy,
+        "latency_ms": b1["cand"],
+        "latency_ms_b32": b32["cand"],
+        "baseline_latency_ms": b1["base"],
+        "baseline_latency_ms_b32": b32["base"],
+        "speedup": b1["base"] / b1["cand"],
+        "speedup_b32": b32["base"] / b32["cand"],
+        "macs": float(sum(layer_macs.values())),
+        "params": float(count_params(model)),
+        "size_bytes": float(len(artefact)),
+        "bops": float(count_bops(layer_macs, policy)),
+        "finetune_epochs": float(finetune_epochs),
+        "wall_s": time.perf_counter() - start_wall,
+        "cpu_s": time.process_time() - start_cpu,
+    }
+    return TrialResult(metrics, artefact, worker_id(), [(0, "accuracy", accuracy)])
+
+
+def baseline_metrics(task_ref: str, measure: dict[str, int]) -> dict[str, float]:
+    """The uncompressed model measured the same way as every trial (identity policy, no fine-tune)."""
+    result = run_trial(task_ref, Policy(()), 0.0, measure=measure)
+    metrics = dict(result.metrics)
+    metrics["size_bytes"] = float(_baseline(task_ref).size_bytes)
+    return metrics

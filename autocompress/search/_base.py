@@ -1,0 +1,119 @@
+"""The `Controller` contract: how a search strategy proposes policies and learns from results."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from autocompress.space import Policy, Space
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What to try next: a policy at a fidelity (fine-tune epochs). `number` is the trial number."""
+
+    number: int
+    policy: Policy
+    finetune_epochs: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a trial gave back to the controller.
+
+    ``values`` holds the trial metrics (at least the space's objectives when ``state == "complete"``);
+    ``violations`` maps each named constraint to how far it is broken (> 0) or met (<= 0).
+    """
+
+    state: Literal["complete", "failed"]
+    values: dict[str, float] = field(default_factory=dict)
+    violations: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        return self.state == "complete" and all(v <= 0 for v in self.violations.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "values": self.values, "violations": self.violations}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        return cls(data["state"], dict(data["values"]), dict(data["violations"]))
+
+
+class Controller(ABC):
+    """A search strategy driven by ask/tell.
+
+    Life cycle of a trial, as seen by a controller:
+
+    1. The loop calls `ask` whenever a worker is free. Several proposals may be in flight at once; those
+       asked but not yet told are `pending` and the controller may use them (e.g. as constant liars) so it
+       does not propose the same thing twice.
+    2. The loop calls `tell` exactly once per proposal, in completion order, which need not be ask order.
+       A trial that raised, crashed or timed out is told with ``Outcome(state="failed")``; a controller
+       must not stall on failures. Outcomes carry every metric, so a controller may optimise what it needs.
+    3. After every `tell` the loop stores `state_dict()` in the study. `state_dict` returns JSON-compatible
+       data only (never pickle); `load_state_dict` on a fresh instance of the same class, seed and space
+       restores it so that the next `ask` returns exactly what the uninterrupted controller would have.
+
+    Controllers are deterministic for a given space, seed and sequence of asks and tells. The default state
+    is the event log of asks and tells, restored by replaying it; a strategy whose state is cheaper to hold
+    directly may override both methods (and must keep the same guarantee).
+
+    Subclasses implement `_ask(number)` and `_tell(number, outcome)`; ``name`` and ``description`` feed
+    ``autocompress strategies``.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        self.space = space
+        self.seed = seed
+        self.pending: dict[int, Proposal] = {}
+        self._events: list[list[Any]] = []
+        self._next_number = 0
+
+    def ask(self) -> Proposal:
+        number = self._next_number
+        proposal = self._ask(number)
+        self._next_number += 1
+        self.pending[number] = proposal
+        self._events.append(["ask", number])
+        return proposal
+
+    def tell(self, number: int, outcome: Outcome) -> None:
+        if number not in self.pending:
+            raise ValueError(f"trial {number} is not pending (told twice, or never asked)")
+        self._tell(number, outcome)
+        del self.pending[number]
+        self._events.append(["tell", number, outcome.to_dict()])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"controller": self.name, "seed": self.seed, "events": [list(e) for e in self._events]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self._events:
+            raise RuntimeError("load_state_dict needs a fresh controller")
+        if state.get("controller") != self.name or state.get("seed") != self.seed:
+            raise ValueError(f"state belongs to {state.get('controller')!r} seed {state.get('seed')}")
+        for event in state["events"]:
+            if event[0] == "ask":
+                proposal = self.ask()
+                if proposal.number != event[1]:
+                    raise RuntimeError(f"replay diverged at ask {event[1]}")
+            else:
+                self.tell(event[1], Outcome.from_dict(event[2]))
+
+    @abstractmethod
+    def _ask(self, number: int) -> Proposal:
+        """Propose trial `number` (inside the space)."""
+
+    @abstractmethod
+    def _tell(self, number: int, outcome: Outcome) -> None:
+        """Learn from the outcome of trial `number`."""
+
+    @property
+    def full_fidelity(self) -> float:
+        return self.space.finetune_epochs[-1]

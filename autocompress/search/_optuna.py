@@ -1,0 +1,67 @@
+"""`tpe` and `nsga2`: Optuna 5 samplers driven through ask/tell, multi-objective, constraint-aware.
+
+Optuna does not persist sampler state; our state is the ask/tell log (see `Controller`), and replaying it
+against a fresh sampler with the same seed reproduces the sampler's random stream and history exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import optuna
+
+from autocompress.search._base import Controller, Outcome, Proposal
+from autocompress.space import Space
+
+optuna.logging.set_verbosity(logging.WARNING)
+
+
+class _OptunaController(Controller):
+    sampler_name: ClassVar[str]
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        super().__init__(space, seed)
+        self._objectives = list(space.objectives.items())
+        self._study = optuna.create_study(
+            directions=["maximize" if d == "max" else "minimize" for _, d in self._objectives],
+            sampler=self._make_sampler(seed),
+        )
+        self._trials: dict[int, optuna.Trial] = {}
+
+    def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
+
+    def _ask(self, number: int) -> Proposal:
+        trial = self._study.ask()
+        params = {
+            f"{layer}/{setting}": trial.suggest_categorical(f"{layer}/{setting}", list(choices))
+            for layer, setting, choices in self.space.dimensions()
+        }
+        self._trials[number] = trial
+        return Proposal(number, self.space.policy_from_params(params), self.full_fidelity)
+
+    def _tell(self, number: int, outcome: Outcome) -> None:
+        trial = self._trials.pop(number)
+        if outcome.state != "complete":
+            self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        for name, value in outcome.violations.items():
+            trial.set_constraint(name, value)
+        self._study.tell(trial, [outcome.values[metric] for metric, _ in self._objectives])
+
+
+class TPEController(_OptunaController):
+    name = "tpe"
+    description = "Optuna multi-objective TPE with constraints and constant liar (startup trials: 10)"
+
+    def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(4, len(self.space.dimensions()))))
+
+
+class NSGA2Controller(_OptunaController):
+    name = "nsga2"
+    description = "Optuna NSGA-II evolutionary multi-objective search with constraints (population 16)"
+
+    def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)

@@ -1,0 +1,88 @@
+"""Find the compressible layers of a model from its graph.
+
+Layers are the `nn.Conv2d` and `nn.Linear` modules. Channel pruning acts on groups of coupled layers
+(torch-pruning's dependency graph: a residual add ties the output channels of every conv feeding it); each
+group is pruned through its root layer, so only roots are prunable, and the model's output layer never is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+LAYER_TYPES = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A compressible layer as found in the graph; `reason` says why it cannot be pruned, if it cannot."""
+
+    name: str
+    kind: str
+    in_channels: int
+    out_channels: int
+    prunable: bool
+    reason: str = ""
+
+
+def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
+    """Names of the conv/linear layers whose output is the model's output (their width is fixed)."""
+    produced: dict[int, str] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, LAYER_TYPES):
+            hooks.append(module.register_forward_hook(lambda m, i, o, n=name: produced.__setitem__(id(o), n)))
+    try:
+        with torch.no_grad():
+            out = model(example_input)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    outputs = out if isinstance(out, (tuple, list)) else [out]
+    return {produced[id(o)] for o in outputs if id(o) in produced}
+
+
+def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+
+
+def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
+    model.eval()
+    fixed = output_layers(model, example_input)
+    graph = build_graph(model, example_input)
+    names = {module: name for name, module in model.named_modules()}
+    ignored = [module for module, name in names.items() if name in fixed]
+    roots: set[str] = set()
+    followers: dict[str, str] = {}
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)):
+        root = names[group[0].dep.target.module]
+        roots.add(root)
+        for dep, _ in group:
+            member = names.get(dep.target.module)
+            if member and member != root and dep.target.module in names and _prunes_out(dep):
+                followers.setdefault(member, root)
+    layers = []
+    for name, module in model.named_modules():
+        if not isinstance(module, LAYER_TYPES):
+            continue
+        cin, cout = (module.in_channels, module.out_channels) if isinstance(module, nn.Conv2d) else (
+            module.in_features,
+            module.out_features,
+        )
+        if name in fixed:
+            prunable, reason = False, "its output is the model's output"
+        elif name in roots:
+            prunable, reason = True, ""
+        elif name in followers:
+            prunable, reason = False, f"its output channels are coupled to {followers[name]!r}; prune that layer"
+        else:
+            prunable, reason = False, "torch-pruning found no channel group rooted at it"
+        layers.append(LayerInfo(name, type(module).__name__, cin, cout, prunable, reason))
+    return layers
+
+
+def _prunes_out(dep: tp.Dependency) -> bool:
+    return dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels)

@@ -1,0 +1,258 @@
+"""The space file: its pydantic schema, loading with one-line errors, and resolution against a model.
+
+Validation happens here, at the boundary, so the rest of the system only ever sees a valid `Space`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from autocompress.errors import UserError
+from autocompress.space._discover import LayerInfo
+from autocompress.space._policy import LayerSetting, Policy
+
+SUPPORTED_WEIGHT_BITS = (8, 32)
+CRITERIA = ("l1", "l2")
+METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConstraintsSpec(_Strict):
+    """Budgets a trial must meet to be feasible, relative to the uncompressed baseline where named so."""
+
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="baseline accuracy minus accuracy")
+    min_speedup: float | None = Field(None, gt=0, description="baseline latency (batch 1) / latency")
+    max_latency_ms: float | None = Field(None, gt=0, description="latency at batch 1 in ms")
+    max_size_bytes: int | None = Field(None, gt=0, description="serialised model size")
+    max_macs: int | None = Field(None, gt=0, description="multiply-accumulates per sample")
+
+
+class FidelitySpec(_Strict):
+    finetune_epochs: list[float] = Field([1.0], min_length=1, description="fine-tune epochs per rung, ascending")
+
+    @field_validator("finetune_epochs")
+    @classmethod
+    def _ascending(cls, value: list[float]) -> list[float]:
+        if any(v < 0 for v in value) or value != sorted(value):
+            raise ValueError("must be non-negative and ascending, e.g. [1, 3, 9]")
+        return value
+
+
+class LayerChoicesSpec(_Strict):
+    channel_sparsity: list[float] | None = Field(None, min_length=1, description="fractions in [0, 1)")
+    weight_bits: list[int] | None = Field(None, min_length=1, description=f"each one of {SUPPORTED_WEIGHT_BITS}")
+
+    @field_validator("channel_sparsity")
+    @classmethod
+    def _sparsity_range(cls, value: list[float] | None) -> list[float] | None:
+        for v in value or []:
+            if not 0 <= v < 1:
+                raise ValueError(f"{v} is outside [0, 1)")
+        return value
+
+    @field_validator("weight_bits")
+    @classmethod
+    def _bits_supported(cls, value: list[int] | None) -> list[int] | None:
+        for v in value or []:
+            if v not in SUPPORTED_WEIGHT_BITS:
+                raise ValueError(f"{v} bits is not supported; use one of {list(SUPPORTED_WEIGHT_BITS)}")
+        return value
+
+
+class DefaultsSpec(LayerChoicesSpec):
+    criterion: Literal["l1", "l2"] = "l1"
+
+
+class MeasureSpec(_Strict):
+    threads: int = Field(1, ge=1, description="torch threads while measuring latency")
+    repeats: int = Field(30, ge=3, description="timed runs per batch size; the median is kept")
+    warmup: int = Field(5, ge=0)
+
+
+class SpaceFile(_Strict):
+    """Top-level schema of a space YAML file."""
+
+    task: str = Field(description="import path of a Task, e.g. experiments.digits:task")
+    objectives: dict[Literal[METRICS], Literal["max", "min"]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"accuracy": "max", "latency_ms": "min"}, min_length=1
+    )
+    constraints: ConstraintsSpec = ConstraintsSpec()
+    fidelity: FidelitySpec = FidelitySpec()
+    defaults: DefaultsSpec = DefaultsSpec(channel_sparsity=[0.0, 0.25, 0.5], weight_bits=[8, 32])
+    layers: dict[str, LayerChoicesSpec] = Field(default_factory=dict, description="glob pattern -> choices")
+    measure: MeasureSpec = MeasureSpec()
+
+
+def _did_you_mean(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = SpaceFile
+    for part in loc[:-1]:
+        if model is SpaceFile and part == "layers":
+            model = LayerChoicesSpec
+            continue
+        info = model.model_fields.get(str(part))
+        if info is None or not isinstance(info.annotation, type) or not issubclass(info.annotation, BaseModel):
+            continue
+        model = info.annotation
+    return list(model.model_fields)
+
+
+def parse_space(text: str, source: str = "<space>") -> SpaceFile:
+    """Parse and validate space YAML; any problem raises `UserError` naming the file and field."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise UserError(where, f"malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise UserError(source, "must be a YAML mapping with at least a 'task' key")
+    try:
+        return SpaceFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        field_path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}" + _did_you_mean(str(loc[-1]), _allowed_keys(loc))
+        elif err["type"] == "missing":
+            message = "is required"
+        else:
+            message = f"{err['msg']} (got {err.get('input')!r})"
+        raise UserError(f"{source}: {field_path}", message) from None
+
+
+def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(str(path), f"cannot read space file ({exc.strerror})") from None
+    return parse_space(text, str(path)), text
+
+
+@dataclass(frozen=True)
+class LayerChoices:
+    channel_sparsity: tuple[float, ...]
+    weight_bits: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated space resolved against a model: the choices per layer that controllers search.
+
+    JSON-serialisable (`to_dict`/`from_dict`) so that a study is rebuilt from the store alone.
+    """
+
+    task: str
+    objectives: dict[str, str]
+    constraints: dict[str, float]
+    finetune_epochs: tuple[float, ...]
+    layers: dict[str, LayerChoices]
+    criterion: str = "l1"
+    measure: dict[str, int] = field(default_factory=lambda: MeasureSpec().model_dump())
+
+    def dimensions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
+        """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""
+        dims = []
+        for name, choices in self.layers.items():
+            for setting in ("channel_sparsity", "weight_bits"):
+                values = getattr(choices, setting)
+                if len(values) > 1:
+                    dims.append((name, setting, values))
+        return dims
+
+    def policy_from_params(self, params: dict[str, Any]) -> Policy:
+        """Build a policy from ``{"layer/setting": value}``; settings not given take their only choice."""
+        layers = {}
+        for name, choices in self.layers.items():
+            layers[name] = LayerSetting(
+                channel_sparsity=float(params.get(f"{name}/channel_sparsity", choices.channel_sparsity[0])),
+                weight_bits=int(params.get(f"{name}/weight_bits", choices.weight_bits[0])),
+            )
+        return Policy.from_mapping(layers, self.criterion)
+
+    def contains(self, policy: Policy) -> bool:
+        if set(self.layers) != {name for name, _ in policy}:
+            return False
+        return all(
+            s.channel_sparsity in self.layers[n].channel_sparsity and s.weight_bits in self.layers[n].weight_bits
+            for n, s in policy
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "objectives": dict(self.objectives),
+            "constraints": dict(self.constraints),
+            "finetune_epochs": list(self.finetune_epochs),
+            "layers": {n: {"channel_sparsity": list(c.channel_sparsity), "weight_bits": list(c.weight_bits)}
+                       for n, c in self.layers.items()},
+            "criterion": self.criterion,
+            "measure": dict(self.measure),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Space:
+        return cls(
+            task=data["task"],
+            objectives=dict(data["objectives"]),
+            constraints=dict(data["constraints"]),
+            finetune_epochs=tuple(data["finetune_epochs"]),
+            layers={n: LayerChoices(tuple(c["channel_sparsity"]), tuple(c["weight_bits"]))
+                    for n, c in data["layers"].items()},
+            criterion=data.get("criterion", "l1"),
+            measure=dict(data.get("measure", MeasureSpec().model_dump())),
+        )
+
+
+def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<space>") -> Space:
+    """Apply defaults and glob overrides to the discovered layers; reject patterns that match nothing and
+    pruning asked of a layer that cannot be pruned (named, before any trial runs)."""
+    default_sparsity = tuple(spec.defaults.channel_sparsity or [0.0])
+    default_bits = tuple(spec.defaults.weight_bits or [32])
+    choices: dict[str, LayerChoices] = {}
+    explicit: dict[str, str] = {}
+    for info in layers:
+        sparsity, bits = default_sparsity if info.prunable else (0.0,), default_bits
+        for pattern, override in spec.layers.items():
+            if fnmatch.fnmatchcase(info.name, pattern):
+                if override.channel_sparsity is not None:
+                    sparsity = tuple(override.channel_sparsity)
+                    explicit[info.name] = pattern
+                if override.weight_bits is not None:
+                    bits = tuple(override.weight_bits)
+        if not info.prunable and any(s > 0 for s in sparsity):
+            raise UserError(
+                f"{source}: layers.{explicit[info.name]}",
+                f"layer {info.name!r} cannot be pruned ({info.reason}); set its channel_sparsity to [0.0]",
+            )
+        choices[info.name] = LayerChoices(tuple(sorted(set(sparsity))), tuple(sorted(set(bits))))
+    names = [info.name for info in layers]
+    for pattern in spec.layers:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            hint = _did_you_mean(pattern, names)
+            raise UserError(f"{source}: layers.{pattern}", f"pattern matches no layer of the model{hint}")
+    return Space(
+        task=spec.task,
+        objectives=dict(spec.objectives),
+        constraints={k: v for k, v in spec.constraints.model_dump().items() if v is not None},
+        finetune_epochs=tuple(spec.fidelity.finetune_epochs),
+        layers=choices,
+        criterion=spec.defaults.criterion,
+        measure=spec.measure.model_dump(),
+    )

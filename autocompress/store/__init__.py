@@ -1,0 +1,38 @@
+"""The study store: SQLAlchemy 2 schema with Alembic migrations, repository and ranking."""
+
+from autocompress.store._engine import DEFAULT_STORAGE, default_storage, head_revision, open_engine
+from autocompress.store._ranking import RankedTrial, dominates, hypervolume_2d, pareto_fronts, rank_trials
+from autocompress.store._repository import (
+    COMPLETE,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    Artefact,
+    StudyRecord,
+    StudyStore,
+    TrialRecord,
+    sha256_file,
+)
+
+__all__ = [
+    "COMPLETE",
+    "DEFAULT_STORAGE",
+    "FAILED",
+    "FINISHED",
+    "QUEUED",
+    "RUNNING",
+    "Artefact",
+    "RankedTrial",
+    "StudyRecord",
+    "StudyStore",
+    "TrialRecord",
+    "default_storage",
+    "dominates",
+    "head_revision",
+    "hypervolume_2d",
+    "open_engine",
+    "pareto_fronts",
+    "rank_trials",
+    "sha256_file",
+]

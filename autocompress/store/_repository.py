@@ -1,0 +1,281 @@
+"""The study store's repository: study and trial life cycle, each state change one transaction.
+
+Everything above the store sees frozen `StudyRecord`/`TrialRecord` values, never ORM rows. Only the search
+loop writes; readers (leaderboard, report, export) open their own short read transactions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from autocompress.errors import UserError
+from autocompress.store._engine import default_storage, open_engine, sqlite_path
+from autocompress.store._models import ArtefactRow, IntermediateValueRow, StudyRow, TrialRow, utcnow
+
+#: trial states: running (a worker has it), queued (to be re-run: its controller died or was interrupted)
+RUNNING, QUEUED, COMPLETE, FAILED = "running", "queued", "complete", "failed"
+FINISHED = (COMPLETE, FAILED)
+
+
+@dataclass(frozen=True)
+class Artefact:
+    kind: str
+    path: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    state: str
+    policy: dict[str, Any]
+    finetune_epochs: float
+    metrics: dict[str, Any]
+    violations: dict[str, float]
+    error: str
+    worker: str
+    attempts: int
+    started_at: datetime
+    finished_at: datetime | None
+    artefacts: tuple[Artefact, ...] = ()
+
+    def as_mapping(self) -> dict[str, Any]:
+        return {"number": self.number, "state": self.state, "metrics": self.metrics, "violations": self.violations}
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    name: str
+    task: str
+    strategy: str
+    seed: int
+    space: dict[str, Any]
+    space_text: str
+    budgets: dict[str, Any]
+    spent: dict[str, Any]
+    controller_state: dict[str, Any]
+    baseline: dict[str, Any]
+    status: str
+    stop_reason: str
+    created_at: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _trial_record(row: TrialRow) -> TrialRecord:
+    return TrialRecord(
+        number=row.number,
+        state=row.state,
+        policy=row.policy,
+        finetune_epochs=row.finetune_epochs,
+        metrics=row.metrics,
+        violations=row.violations,
+        error=row.error,
+        worker=row.worker,
+        attempts=row.attempts,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        artefacts=tuple(Artefact(a.kind, a.path, a.sha256, a.size_bytes) for a in row.artefacts),
+    )
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StudyStore:
+    """A study store at a SQLAlchemy URL (default ``sqlite:///autocompress.db`` or ``$AUTOCOMPRESS_STORAGE``).
+
+    ``create=False`` opens an existing store only (for readers); it never creates a file or a schema.
+    """
+
+    def __init__(self, url: str | None = None, *, create: bool = False) -> None:
+        self.url = url or default_storage()
+        self.engine = open_engine(self.url, create=create)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def artifacts_root(self) -> Path:
+        """Where trial artefacts live: beside a SQLite file, else ``$AUTOCOMPRESS_ARTIFACTS`` or the cwd."""
+        env = os.environ.get("AUTOCOMPRESS_ARTIFACTS")
+        if env:
+            return Path(env)
+        path = sqlite_path(self.url)
+        return (path.resolve().parent if path else Path.cwd()) / "autocompress-artifacts"
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _study_row(self, session: Session, name: str, *, lock: bool = False) -> StudyRow:
+        query = select(StudyRow).where(StudyRow.name == name)
+        if lock:
+            query = query.with_for_update()
+        row = session.scalars(query).one_or_none()
+        if row is None:
+            known = session.scalars(select(StudyRow.name).order_by(StudyRow.name).limit(10)).all()
+            hint = f"; known: {', '.join(known)}" if known else "; the store has no studies yet"
+            raise UserError(f"study {name!r}", f"not found in {self._where()}{hint}")
+        return row
+
+    def _where(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # -- studies ------------------------------------------------------------------------------------------
+    def create_study(self, *, name: str, task: str, strategy: str, seed: int, space: dict[str, Any],
+                     space_text: str, budgets: dict[str, Any], baseline: dict[str, Any],
+                     controller_state: dict[str, Any]) -> StudyRecord:
+        row = StudyRow(name=name, task=task, strategy=strategy, seed=seed, space=space, space_text=space_text,
+                       budgets=budgets, spent={"trials": 0, "wall_s": 0.0, "cpu_s": 0.0},
+                       controller_state=controller_state, baseline=baseline, status="running", stop_reason="")
+        try:
+            with self._session() as session:
+                session.add(row)
+        except IntegrityError:
+            raise UserError(f"--study {name}", "a study of that name exists; resume it or pick another name") from None
+        return self.study(name)
+
+    def study_exists(self, name: str) -> bool:
+        with self._session() as session:
+            return session.scalar(select(func.count()).where(StudyRow.name == name)) == 1
+
+    def study(self, name: str) -> StudyRecord:
+        with self._session() as session:
+            row = self._study_row(session, name)
+            counts = dict(session.execute(
+                select(TrialRow.state, func.count()).where(TrialRow.study_id == row.id).group_by(TrialRow.state)
+            ).all())
+            return self._study_record(row, counts)
+
+    def studies(self) -> list[StudyRecord]:
+        with self._session() as session:
+            rows = session.scalars(select(StudyRow).order_by(StudyRow.created_at)).all()
+            counts: dict[int, dict[str, int]] = {}
+            for study_id, state, count in session.execute(
+                select(TrialRow.study_id, TrialRow.state, func.count()).group_by(TrialRow.study_id, TrialRow.state)
+            ):
+                counts.setdefault(study_id, {})[state] = count
+            return [self._study_record(row, counts.get(row.id, {})) for row in rows]
+
+    @staticmethod
+    def _study_record(row: StudyRow, counts: dict[str, int]) -> StudyRecord:
+        return StudyRecord(row.name, row.task, row.strategy, row.seed, row.space, row.space_text, row.budgets,
+                           row.spent, row.controller_state, row.baseline, row.status, row.stop_reason,
+                           row.created_at, counts)
+
+    def update_study(self, name: str, **values: Any) -> None:
+        """Set study columns (status, stop_reason, budgets, spent, controller_state) in one transaction."""
+        with self._session() as session:
+            row = self._study_row(session, name, lock=True)
+            for key, value in values.items():
+                setattr(row, key, value)
+
+    # -- trials -------------------------------------------------------------------------------------------
+    def trials(self, name: str, states: tuple[str, ...] | None = None) -> list[TrialRecord]:
+        with self._session() as session:
+            study = self._study_row(session, name)
+            query = select(TrialRow).where(TrialRow.study_id == study.id).options(selectinload(TrialRow.artefacts))
+            if states:
+                query = query.where(TrialRow.state.in_(states))
+            return [_trial_record(r) for r in session.scalars(query.order_by(TrialRow.number))]
+
+    def trial(self, name: str, number: int) -> TrialRecord:
+        with self._session() as session:
+            study = self._study_row(session, name)
+            row = session.scalars(
+                select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
+                .options(selectinload(TrialRow.artefacts))
+            ).one_or_none()
+            if row is None:
+                raise UserError(f"--trial {number}", f"study {name!r} has no trial {number}")
+            return _trial_record(row)
+
+    def start_trial(self, name: str, number: int, policy: dict[str, Any], finetune_epochs: float,
+                    controller_state: dict[str, Any]) -> None:
+        """Record trial `number` as running (a new row, or a queued one re-run) with the controller state
+        that asked for it, in one transaction."""
+        with self._session() as session:
+            study = self._study_row(session, name, lock=True)
+            row = session.scalars(
+                select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
+            ).one_or_none()
+            now = utcnow()
+            if row is None:
+                session.add(TrialRow(study_id=study.id, number=number, state=RUNNING, policy=policy,
+                                     finetune_epochs=finetune_epochs, metrics={}, violations={}, error="",
+                                     worker="", attempts=1, started_at=now, heartbeat_at=now))
+            elif row.state in (QUEUED, RUNNING):
+                row.state, row.attempts, row.started_at, row.heartbeat_at = RUNNING, row.attempts + 1, now, now
+            else:
+                raise RuntimeError(f"trial {number} of {name!r} is already {row.state}")
+            study.controller_state = controller_state
+
+    def finish_trial(self, name: str, number: int, *, state: str, metrics: dict[str, Any],
+                     violations: dict[str, float], error: str, worker: str,
+                     intermediate: list[tuple[int, str, float]], artefacts: list[Artefact],
+                     controller_state: dict[str, Any], spent: dict[str, Any]) -> None:
+        """Record a finished trial, its artefacts, the controller state after its tell and the budget spent,
+        all in one transaction: a crash leaves either all of it or none."""
+        assert state in FINISHED
+        with self._session() as session:
+            study = self._study_row(session, name, lock=True)
+            row = session.scalars(
+                select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
+            ).one()
+            if row.state in FINISHED:
+                raise RuntimeError(f"trial {number} of {name!r} is already {row.state}")
+            row.state, row.metrics, row.violations, row.error, row.worker = state, metrics, violations, error, worker
+            row.finished_at = row.heartbeat_at = utcnow()
+            for step, metric, value in intermediate:
+                session.add(IntermediateValueRow(trial_id=row.id, step=step, name=metric, value=value))
+            for art in artefacts:
+                session.add(ArtefactRow(trial_id=row.id, kind=art.kind, path=art.path, sha256=art.sha256,
+                                        size_bytes=art.size_bytes))
+            study.controller_state = controller_state
+            study.spent = spent
+
+    def queue_unfinished(self, name: str) -> list[TrialRecord]:
+        """Mark trials left running (by a dead or interrupted controller) as queued; return all queued."""
+        with self._session() as session:
+            study = self._study_row(session, name, lock=True)
+            for row in session.scalars(select(TrialRow).where(TrialRow.study_id == study.id,
+                                                              TrialRow.state == RUNNING)):
+                row.state = QUEUED
+        return self.trials(name, (QUEUED,))
+
+    def heartbeat(self, name: str, numbers: list[int]) -> None:
+        if not numbers:
+            return
+        with self._session() as session:
+            study = self._study_row(session, name)
+            for row in session.scalars(select(TrialRow).where(TrialRow.study_id == study.id,
+                                                              TrialRow.number.in_(numbers))):
+                row.heartbeat_at = utcnow()
+
+    def write_artefact(self, name: str, number: int, kind: str, data: bytes, suffix: str) -> Artefact:
+        """Write bytes under the artefacts root (temp file, then atomic rename) and describe them."""
+        folder = self.artifacts_root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"trial-{number}-{kind}{suffix}"
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return Artefact(kind, str(path.resolve()), hashlib.sha256(data).hexdigest(), len(data))

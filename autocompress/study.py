@@ -1,0 +1,201 @@
+"""The Python API, mirroring the CLI: `search`, `resume`, `load_study` and the `Study` handle.
+
+The CLI is a thin layer over these functions, so a notebook user and a shell user get the same behaviour,
+the same validation and the same errors (`UserError` for anything the user can fix).
+"""
+
+from __future__ import annotations
+
+import re
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from autocompress.errors import UserError
+from autocompress.runtime import Budget, Executor, InlineExecutor, Progress, RayExecutor, SearchLoop, baseline_metrics
+from autocompress.search import STRATEGIES, Controller, make_controller
+from autocompress.space import Space, discover_layers, load_space_file, resolve_space
+from autocompress.store import StudyRecord, StudyStore, TrialRecord, rank_trials
+from autocompress.task import load_task
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str | float | None, flag: str = "--time") -> float | None:
+    """'90', '90s', '30m', '2h', '1d' -> seconds; must be positive."""
+    if text is None:
+        return None
+    match = _DURATION.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(flag, f"{text!r} is not a positive duration; e.g. 90s, 30m, 2h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def _check_trials(trials: int | None) -> None:
+    if trials is not None and trials < 1:
+        raise UserError("--trials", f"{trials} is not a positive number of trials")
+
+
+def _check_workers(workers: int) -> None:
+    if workers < 1:
+        raise UserError("--workers", f"{workers} is not a positive number of workers")
+
+
+def default_study_name(space_path: str | Path) -> str:
+    return f"{Path(space_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _executor(kind: str, workers: int, ray_address: str | None, trial_timeout: float | None) -> Executor:
+    if kind == "inline":
+        return InlineExecutor()
+    return RayExecutor(workers, address=ray_address, trial_timeout=trial_timeout)
+
+
+def _restore_controller(record: StudyRecord, space: Space) -> Controller:
+    controller = make_controller(record.strategy, space, record.seed)
+    controller.load_state_dict(record.controller_state)
+    return controller
+
+
+def search(
+    space_path: str | Path,
+    *,
+    study: str | None = None,
+    storage: str | None = None,
+    strategy: str = "tpe",
+    seed: int = 0,
+    trials: int | None = None,
+    time_budget: str | float | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    executor: str = "ray",
+    trial_timeout: float | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Study:
+    """Create a study from a space file and run it until its budget is spent.
+
+    Everything the user gave is validated before the store is touched; without `trials` or `time_budget`
+    the search runs 20 trials.
+    """
+    _check_trials(trials)
+    _check_workers(workers)
+    time_s = parse_duration(time_budget)
+    if strategy not in STRATEGIES:
+        raise UserError("--strategy", f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    spec, text = load_space_file(space_path)
+    task = load_task(spec.task, where=f"{space_path}: task")
+    model = task.baseline_model()
+    space = resolve_space(spec, discover_layers(model, task.example_input(1)), str(space_path))
+    name = study or default_study_name(space_path)
+    budget = Budget(trials=trials if trials or time_s else 20, time_s=time_s)
+    store = StudyStore(storage, create=True)
+    if store.study_exists(name):
+        raise UserError(f"--study {name}", "a study of that name exists; resume it or pick another name")
+    baseline = baseline_metrics(space.task, space.measure)
+    controller = make_controller(strategy, space, seed)
+    store.create_study(name=name, task=space.task, strategy=strategy, seed=seed, space=space.to_dict(),
+                       space_text=text, budgets=budget.to_dict(), baseline=baseline,
+                       controller_state=controller.state_dict())
+    loop = SearchLoop(store, name, space, controller, _executor(executor, workers, ray_address, trial_timeout),
+                      budget, on_progress)
+    loop.run()
+    return Study(name, store)
+
+
+def resume(
+    name: str,
+    *,
+    storage: str | None = None,
+    trials: int | None = None,
+    time_budget: str | float | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    executor: str = "ray",
+    trial_timeout: float | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Study:
+    """Continue a study from the store alone; `trials` and `time_budget` set new totals."""
+    _check_trials(trials)
+    _check_workers(workers)
+    time_s = parse_duration(time_budget)
+    store = StudyStore(storage, create=False)
+    record = store.study(name)
+    old = Budget.from_dict(record.budgets)
+    budget = Budget(trials=trials if trials is not None else old.trials,
+                    time_s=time_s if time_s is not None else old.time_s, max_retries=old.max_retries)
+    space = Space.from_dict(record.space)
+    controller = _restore_controller(record, space)
+    store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
+    loop = SearchLoop(store, name, space, controller, _executor(executor, workers, ray_address, trial_timeout),
+                      budget, on_progress)
+    loop.run()
+    return Study(name, store)
+
+
+def load_study(name: str, storage: str | None = None) -> Study:
+    store = StudyStore(storage, create=False)
+    store.study(name)
+    return Study(name, store)
+
+
+LEADERBOARD_METRICS = ("accuracy", "accuracy_drop", "speedup", "speedup_b32", "latency_ms", "latency_ms_b32",
+                       "size_bytes", "macs", "params")
+
+
+class Study:
+    """A handle on a stored study: reads only, except `export`, which writes files outside the store."""
+
+    def __init__(self, name: str, store: StudyStore) -> None:
+        self.name = name
+        self.store = store
+
+    @property
+    def record(self) -> StudyRecord:
+        return self.store.study(self.name)
+
+    def trials(self) -> list[TrialRecord]:
+        return self.store.trials(self.name)
+
+    def leaderboard(self, top: int | None = None, feasible_only: bool = False) -> list[dict[str, Any]]:
+        """Trials ranked: feasible first (Pareto front, then first objective), then by constraint violation."""
+        record = self.record
+        trials = {t.number: t for t in self.trials()}
+        rows = []
+        for ranked in rank_trials([t.as_mapping() for t in trials.values()], record.space["objectives"]):
+            if feasible_only and not ranked.feasible:
+                continue
+            trial = trials[ranked.number]
+            row: dict[str, Any] = {"rank": ranked.rank, "trial": trial.number, "state": trial.state,
+                                   "feasible": ranked.feasible, "pareto": ranked.pareto_front == 0}
+            row.update({m: trial.metrics.get(m) for m in LEADERBOARD_METRICS})
+            row["violation"] = ranked.violation if ranked.violation != float("inf") else None
+            row["error"] = trial.error
+            rows.append(row)
+        return rows[:top] if top else rows
+
+    def pareto(self) -> list[dict[str, Any]]:
+        return [row for row in self.leaderboard(feasible_only=True) if row["pareto"]]
+
+    def trials_dataframe(self) -> Any:
+        """One row per trial: number, state, a column per layer setting and per metric."""
+        import pandas as pd
+
+        rows = []
+        for trial in self.trials():
+            row: dict[str, Any] = {"number": trial.number, "state": trial.state, "error": trial.error,
+                                   "finetune_epochs": trial.finetune_epochs}
+            for layer, setting in trial.policy["layers"].items():
+                for key, value in setting.items():
+                    row[f"{layer}/{key}"] = value
+            row.update(trial.metrics)
+            row.update({f"violation/{k}": v for k, v in trial.violations.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def export(self, out: str | Path, trial: int | None = None, allow_infeasible: bool = False) -> Path:
+        from autocompress.export import export_trial
+
+        return export_trial(self, Path(out), trial, allow_infeasible=allow_infeasible)
+

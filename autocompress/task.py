@@ -1,0 +1,182 @@
+"""The `Task`: what the user brings (a trained model, its data and how to judge it).
+
+Tasks are referenced by import path (``experiments.digits:task``) so that a Ray worker on another node can
+rebuild the same task from the string alone. `SupervisedTask` implements the protocol for the common case of
+an in-memory classification data set and caches the trained baseline on disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import io
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from autocompress.errors import UserError
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What a worker needs to compress and judge a model.
+
+    `baseline_model` returns a fresh copy of the trained float model each call (callers mutate it).
+    `evaluate` returns the task metric on a split, higher is better (accuracy, or cosine fidelity).
+    `finetune` trains a (compressed) model in place for a number of epochs on the training split.
+    `calibration_batches` yields a few input batches for quantization observers and data-driven criteria.
+    `example_input` gives an input batch of the given size for tracing and latency measurement.
+    """
+
+    name: str
+
+    def baseline_model(self) -> nn.Module: ...
+
+    def evaluate(self, model: nn.Module, split: str = "test") -> float: ...
+
+    def finetune(self, model: nn.Module, epochs: float, seed: int = 0) -> None: ...
+
+    def calibration_batches(self) -> Iterator[torch.Tensor]: ...
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor: ...
+
+
+def load_task(ref: str, *, where: str = "task") -> Task:
+    """Import a task from ``module.path:attribute``; an attribute that is callable is called once."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise UserError(where, f"{ref!r} is not an import path; expected 'package.module:attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(where, f"cannot import module {module_name!r} ({exc}); is it on PYTHONPATH?") from None
+    if not hasattr(module, attr):
+        raise UserError(where, f"module {module_name!r} has no attribute {attr!r}")
+    task = getattr(module, attr)
+    if not isinstance(task, Task) and callable(task):
+        task = task()
+    if not isinstance(task, Task):
+        raise UserError(where, f"{ref!r} is not a Task (needs baseline_model, evaluate, finetune, ...)")
+    return task
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("AUTOCOMPRESS_CACHE") or Path.home() / ".cache" / "autocompress"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class SupervisedTask:
+    """A classification task on tensors held in memory.
+
+    The baseline is trained once with `train_recipe` and cached under ``$AUTOCOMPRESS_CACHE`` (default
+    ``~/.cache/autocompress``), keyed by a hash of the model factory's source code, the data and the recipe,
+    so a change to any of them retrains and nothing stale is ever loaded.
+    """
+
+    name: str
+    model_factory: Callable[[], nn.Module]
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    train_epochs: int = 30
+    lr: float = 3e-3
+    finetune_lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    seed: int = 0
+    _baseline_state: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
+
+    # -- protocol -----------------------------------------------------------------------------------------
+    def baseline_model(self) -> nn.Module:
+        if self._baseline_state is None:
+            self._baseline_state = self._load_or_train()
+        model = self.model_factory()
+        model.load_state_dict(copy.deepcopy(self._baseline_state))
+        return model.eval()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str = "test") -> float:
+        model.eval()
+        x, y = self.data[split]
+        correct = 0
+        for start in range(0, len(x), 256):
+            logits = model(x[start : start + 256])
+            correct += int((logits.argmax(dim=1) == y[start : start + 256]).sum())
+        return correct / len(x)
+
+    def finetune(self, model: nn.Module, epochs: float, seed: int = 0) -> None:
+        self._train(model, epochs, self.finetune_lr, seed)
+
+    def calibration_batches(self) -> Iterator[torch.Tensor]:
+        x, _ = self.data["train"]
+        for start in range(0, min(len(x), 512), 128):
+            yield x[start : start + 128]
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        x, _ = self.data["test"]
+        reps = -(-batch_size // len(x))
+        return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size].clone()
+
+    # -- training -----------------------------------------------------------------------------------------
+    def _train(self, model: nn.Module, epochs: float, lr: float, seed: int) -> None:
+        """Adam with cosine decay; fractional epochs train on that fraction of the batches."""
+        seed_everything(seed)
+        x, y = self.data["train"]
+        steps_per_epoch = -(-len(x) // self.batch_size)
+        total = max(1, round(epochs * steps_per_epoch))
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+        gen = torch.Generator().manual_seed(seed)
+        model.train()
+        step = 0
+        while step < total:
+            order = torch.randperm(len(x), generator=gen)
+            for start in range(0, len(x), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                if step >= total:
+                    break
+        model.eval()
+
+    def cache_key(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(inspect.getsource(inspect.getmodule(self.model_factory) or self.model_factory).encode())
+        for split in sorted(self.data):
+            for tensor in self.data[split]:
+                digest.update(tensor.numpy().tobytes())
+        digest.update(repr((self.train_epochs, self.lr, self.batch_size, self.weight_decay, self.seed)).encode())
+        digest.update(torch.__version__.encode())
+        return digest.hexdigest()[:20]
+
+    def _load_or_train(self) -> dict[str, torch.Tensor]:
+        path = _cache_dir() / f"{self.name}-{self.cache_key()}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True)
+        model = self.model_factory()
+        self._train(model, self.train_epochs, self.lr, self.seed)
+        state = model.state_dict()
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(path)  # atomic: concurrent workers never read half a file
+        return state
