@@ -1,0 +1,13 @@
+"""Tasks for the architectures in `experiments.models`, all on scikit-learn's digits at 16x16."""
+
+from __future__ import annotations
+
+from experiments.digits import load_digits_splits
+from experiments.models import DenseNetLike, MobileNetV2Like, ResNetLike
+from autocompress.task import SupervisedTask
+
+_DATA = load_digits_splits()
+
+resnet = SupervisedTask(name="resnet", model_factory=ResNetLike, data=_DATA, train_epochs=25)
+mobilenet = SupervisedTask(name="mobilenet", model_factory=MobileNetV2Like, data=_DATA, train_epochs=30)
+densenet = SupervisedTask(name="densenet", model_factory=DenseNetLike, data=_DATA, train_epochs=25)
