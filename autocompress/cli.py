@@ -272,7 +272,7 @@ def strategies() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps errors to exit codes (2 bad input, 1 failure) with one line on stderr."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except UserError as exc:
         sys.stderr.write(f"autocompress: error: {exc}\n")
         sys.exit(2)
@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # anything else is our failure: say it in one line, exit 1
         sys.stderr.write(f"autocompress: failed: {type(exc).__name__}: {exc}\n")
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

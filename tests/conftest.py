@@ -1,0 +1,96 @@
+"""Shared fixtures: real SQLite stores in tmp folders, a fast digits space, process helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+FAST_SPACE = """
+task: experiments.digits:task
+objectives: {accuracy: max, latency_ms: min}
+constraints: {max_accuracy_drop: 0.02, min_speedup: 1.2}
+fidelity: {finetune_epochs: [0.5]}
+defaults: {channel_sparsity: [0.0, 0.25, 0.5], weight_bits: [8, 32]}
+measure: {threads: 1, repeats: 5, warmup: 1}
+"""
+
+
+@pytest.fixture
+def fast_space(tmp_path: Path) -> Path:
+    path = tmp_path / "digits-fast.yaml"
+    path.write_text(FAST_SPACE)
+    return path
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["RAY_AUTH_MODE"] = "disabled"
+    return env
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "autocompress", *args], capture_output=True, text=True,
+                          env=cli_env(), cwd=cwd, timeout=timeout, check=False)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (by parent links in /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_pids(pids: list[int], timeout: float = 20.0) -> None:
+    """SIGKILL the given processes and wait until they are gone (tests never leave processes behind)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            try:
+                if "Z" in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]):
+                    break  # a zombie: dead, waiting for a parent that is not us
+            except OSError:
+                break
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts; they and everything below them are killed at the end."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        kill_pids([*descendants(proc.pid), proc.pid])
+        proc.wait(timeout=30)

@@ -1,0 +1,64 @@
+"""The space file: validation at the boundary and resolution against the digits model graph."""
+
+from __future__ import annotations
+
+import pytest
+
+from autocompress.errors import UserError
+from autocompress.space import LayerSetting, Policy, discover_layers, parse_space, resolve_space
+from experiments.digits import DigitsNet, task
+
+
+@pytest.fixture(scope="module")
+def layers():
+    model = DigitsNet().eval()
+    return discover_layers(model, task.example_input(1))
+
+
+def test_discovery_marks_residual_followers_and_output_layer_unprunable(layers) -> None:
+    by_name = {layer.name: layer for layer in layers}
+    assert by_name["stem.0"].prunable and by_name["block1.conv1"].prunable
+    assert not by_name["block1.conv2"].prunable and "stem.0" in by_name["block1.conv2"].reason
+    assert not by_name["fc"].prunable and "output" in by_name["fc"].reason
+
+
+def test_resolve_applies_defaults_and_glob_overrides(layers) -> None:
+    spec = parse_space("task: experiments.digits:task\nlayers:\n  'block*.conv1': {channel_sparsity: [0.0, 0.5]}\n")
+    space = resolve_space(spec, layers)
+    assert space.layers["block1.conv1"].channel_sparsity == (0.0, 0.5)
+    assert space.layers["down.0"].channel_sparsity == (0.0, 0.25, 0.5)
+    assert space.layers["fc"].channel_sparsity == (0.0,)
+    params = {f"{layer}/{setting}": choices[-1] for layer, setting, choices in space.dimensions()}
+    assert space.contains(space.policy_from_params(params))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("task: x:y\nobjectivs: {}", "did you mean 'objectives'"),
+        ("task: x:y\ndefaults: {channel_sparsity: [1.5]}", "outside [0, 1)"),
+        ("task: x:y\ndefaults: {weight_bits: [7]}", "not supported"),
+        ("task: [unclosed", "malformed YAML"),
+        ("objectives: {accuracy: max}", "task: is required"),
+        ("task: x:y\nfidelity: {finetune_epochs: [3, 1]}", "ascending"),
+    ],
+)
+def test_bad_space_files_raise_one_line_user_errors(text: str, expected: str) -> None:
+    with pytest.raises(UserError) as info:
+        parse_space(text, "bad.yaml")
+    message = str(info.value)
+    assert expected in message and message.startswith("bad.yaml") and "\n" not in message
+
+
+def test_pattern_matching_nothing_and_pruning_an_unprunable_layer_are_rejected(layers) -> None:
+    with pytest.raises(UserError, match="matches no layer"):
+        resolve_space(parse_space("task: x:y\nlayers: {'nope.*': {weight_bits: [8]}}"), layers)
+    with pytest.raises(UserError, match="'fc' cannot be pruned"):
+        resolve_space(parse_space("task: x:y\nlayers: {fc: {channel_sparsity: [0.0, 0.5]}}"), layers)
+
+
+def test_policy_round_trips_through_json_and_is_hashable() -> None:
+    policy = Policy.from_mapping({"b": LayerSetting(0.5, 8), "a": LayerSetting(0.0, 32)}, "l2")
+    again = Policy.from_dict(__import__("json").loads(policy.to_json()))
+    assert again == policy and hash(again) == hash(policy)
+    assert [name for name, _ in policy] == ["a", "b"]
