@@ -48,6 +48,9 @@ Storage = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL [
                                              "or sqlite:///autocompress.db]")]
 Trials = Annotated[int | None, typer.Option("--trials", help="total finished trials")]
 Time = Annotated[str | None, typer.Option("--time", help="total wall time, e.g. 30m")]
+CpuHours = Annotated[float | None, typer.Option("--cpu-hours", help="total CPU hours used by trials")]
+MaxFailures = Annotated[int | None, typer.Option("--max-failures", help="failed trials before the study stops")]
+OnBudget = Annotated[str, typer.Option("--on-budget", help="running trials when a budget runs out: finish|cancel")]
 Workers = Annotated[int, typer.Option("--workers", help="trials run at once, one Ray worker (CPU) each")]
 RayAddress = Annotated[str | None, typer.Option("--ray-address", help="join an existing Ray cluster")]
 TrialTimeout = Annotated[float | None, typer.Option("--trial-timeout", help="seconds before a trial is failed")]
@@ -64,6 +67,8 @@ def _progress_reporter(quiet: bool) -> tuple[Any, Any]:
 
     def report(progress: LoopProgress) -> None:
         best = f"best feasible accuracy {progress.best_feasible:.4f}" if progress.best_feasible else "none feasible yet"
+        if progress.time_left_s is not None:
+            best += f", {progress.time_left_s:.0f} s left"
         bar.update(task_id, completed=progress.finished, total=progress.budget_trials, best=best)
 
     return bar, report
@@ -113,6 +118,9 @@ def search(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     trials: Trials = None,
     time: Time = None,
+    cpu_hours: CpuHours = None,
+    max_failures: MaxFailures = None,
+    on_budget: OnBudget = "finish",
     workers: Workers = 1,
     ray_address: RayAddress = None,
     trial_timeout: TrialTimeout = None,
@@ -127,7 +135,8 @@ def search(
         if bar:
             bar.start()
         result = api.search(space, study=name, storage=storage, strategy=strategy, seed=seed, trials=trials,
-                            time_budget=time, workers=workers, ray_address=ray_address, executor=executor,
+                            time_budget=time, cpu_hours=cpu_hours, max_failures=max_failures, on_budget=on_budget,
+                            workers=workers, ray_address=ray_address, executor=executor,
                             trial_timeout=trial_timeout, on_progress=report)
     except KeyboardInterrupt:
         err.print(f"interrupted; finished trials are stored. Go on with: autocompress resume {name}")
@@ -150,6 +159,9 @@ def resume(
     storage: Storage = None,
     trials: Trials = None,
     time: Time = None,
+    cpu_hours: CpuHours = None,
+    max_failures: MaxFailures = None,
+    on_budget: OnBudget = "finish",
     workers: Workers = 1,
     ray_address: RayAddress = None,
     trial_timeout: TrialTimeout = None,
@@ -162,7 +174,8 @@ def resume(
     try:
         if bar:
             bar.start()
-        result = api.resume(name, storage=storage, trials=trials, time_budget=time, workers=workers,
+        result = api.resume(name, storage=storage, trials=trials, time_budget=time, cpu_hours=cpu_hours,
+                            max_failures=max_failures, on_budget=on_budget, workers=workers,
                             ray_address=ray_address, executor=executor, trial_timeout=trial_timeout,
                             on_progress=report)
     except KeyboardInterrupt:

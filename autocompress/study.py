@@ -6,6 +6,7 @@ the same validation and the same errors (`UserError` for anything the user can f
 
 from __future__ import annotations
 
+import logging
 import re
 
 from collections.abc import Callable
@@ -43,8 +44,50 @@ def _check_workers(workers: int) -> None:
         raise UserError("--workers", f"{workers} is not a positive number of workers")
 
 
+def _check_timeout(seconds: float | None) -> None:
+    if seconds is not None and seconds <= 0:
+        raise UserError("--trial-timeout", f"{seconds} is not a positive number of seconds")
+
+
 def default_study_name(space_path: str | Path) -> str:
     return f"{Path(space_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def study_logger(store: StudyStore, name: str) -> logging.Logger:
+    """A logger that appends to the study's log file, ``<artefacts>/<study>/study.log``."""
+    folder = store.artifacts_root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"autocompress.study.{name}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    path = str((folder / "study.log").resolve())
+    if not any(getattr(h, "baseFilename", None) == path for h in logger.handlers):
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def _budget(trials: int | None, time_budget: str | float | None, cpu_hours: float | None,
+            max_failures: int | None, on_budget: str, base: Budget | None = None) -> Budget:
+    """Validate budget flags; values not given keep those of `base` (on resume) or the defaults."""
+    _check_trials(trials)
+    time_s = parse_duration(time_budget)
+    if cpu_hours is not None and cpu_hours <= 0:
+        raise UserError("--cpu-hours", f"{cpu_hours} is not a positive number of CPU hours")
+    if max_failures is not None and max_failures < 1:
+        raise UserError("--max-failures", f"{max_failures} is not a positive number of failures")
+    if on_budget not in ("finish", "cancel"):
+        raise UserError("--on-budget", f"{on_budget!r} is not one of: finish, cancel")
+    base = base or Budget(trials=None if (trials or time_s or cpu_hours) else 20)
+    return Budget(
+        trials=trials if trials is not None else base.trials,
+        time_s=time_s if time_s is not None else base.time_s,
+        cpu_s=cpu_hours * 3600 if cpu_hours is not None else base.cpu_s,
+        max_failures=max_failures if max_failures is not None else base.max_failures,
+        max_retries=base.max_retries,
+        on_budget=on_budget,  # type: ignore[arg-type]
+    )
 
 
 def _executor(kind: str, workers: int, ray_address: str | None, trial_timeout: float | None) -> Executor:
@@ -68,6 +111,9 @@ def search(
     seed: int = 0,
     trials: int | None = None,
     time_budget: str | float | None = None,
+    cpu_hours: float | None = None,
+    max_failures: int | None = None,
+    on_budget: str = "finish",
     workers: int = 1,
     ray_address: str | None = None,
     executor: str = "ray",
@@ -79,9 +125,9 @@ def search(
     Everything the user gave is validated before the store is touched; without `trials` or `time_budget`
     the search runs 20 trials.
     """
-    _check_trials(trials)
+    budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget)
     _check_workers(workers)
-    time_s = parse_duration(time_budget)
+    _check_timeout(trial_timeout)
     if strategy not in STRATEGIES:
         raise UserError("--strategy", f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     spec, text = load_space_file(space_path)
@@ -89,7 +135,6 @@ def search(
     model = task.baseline_model()
     space = resolve_space(spec, discover_layers(model, task.example_input(1)), str(space_path))
     name = study or default_study_name(space_path)
-    budget = Budget(trials=trials if trials or time_s else 20, time_s=time_s)
     store = StudyStore(storage, create=True)
     if store.study_exists(name):
         raise UserError(f"--study {name}", "a study of that name exists; resume it or pick another name")
@@ -99,7 +144,7 @@ def search(
                        space_text=text, budgets=budget.to_dict(), baseline=baseline,
                        controller_state=controller.state_dict())
     loop = SearchLoop(store, name, space, controller, _executor(executor, workers, ray_address, trial_timeout),
-                      budget, on_progress)
+                      budget, on_progress, study_logger(store, name))
     loop.run()
     return Study(name, store)
 
@@ -110,26 +155,27 @@ def resume(
     storage: str | None = None,
     trials: int | None = None,
     time_budget: str | float | None = None,
+    cpu_hours: float | None = None,
+    max_failures: int | None = None,
+    on_budget: str = "finish",
     workers: int = 1,
     ray_address: str | None = None,
     executor: str = "ray",
     trial_timeout: float | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Study:
-    """Continue a study from the store alone; `trials` and `time_budget` set new totals."""
+    """Continue a study from the store alone; budget arguments set new totals, the others stay."""
     _check_trials(trials)
     _check_workers(workers)
-    time_s = parse_duration(time_budget)
+    _check_timeout(trial_timeout)
     store = StudyStore(storage, create=False)
     record = store.study(name)
-    old = Budget.from_dict(record.budgets)
-    budget = Budget(trials=trials if trials is not None else old.trials,
-                    time_s=time_s if time_s is not None else old.time_s, max_retries=old.max_retries)
+    budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, Budget.from_dict(record.budgets))
     space = Space.from_dict(record.space)
     controller = _restore_controller(record, space)
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
     loop = SearchLoop(store, name, space, controller, _executor(executor, workers, ray_address, trial_timeout),
-                      budget, on_progress)
+                      budget, on_progress, study_logger(store, name))
     loop.run()
     return Study(name, store)
 

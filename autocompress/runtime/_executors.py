@@ -119,13 +119,16 @@ class RayExecutor(Executor):
         self._trial_timeout = trial_timeout
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
+            # Workers import the task by path and share our cache and artefact settings.
+            env = {k: v for k, v in os.environ.items() if k.startswith("AUTOCOMPRESS_")}
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
             try:
                 if address:
                     ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                             runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+                             runtime_env={"env_vars": env})
                 else:
                     ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                             runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+                             runtime_env={"env_vars": env})
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise UserError("--ray-address", f"cannot join Ray at {address!r}: {str(exc).splitlines()[0]}") from None
         from autocompress.runtime._ray_actors import LatencyLock, TrialWorker

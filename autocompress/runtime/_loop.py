@@ -2,39 +2,57 @@
 
 It asks the controller for proposals while workers are free and budget is left, submits them, and records
 each finished trial together with the controller's state in one transaction. Resuming is the same loop
-started on a study whose controller is rebuilt from the store; trials left running are re-run first.
+started on a study whose controller is rebuilt from the store; trials left running by a dead controller are
+re-run first, under their old numbers.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from autocompress.runtime._executors import Executor, Finished, Job
 from autocompress.search import Controller, Outcome, Proposal
 from autocompress.space import Policy, Space
-from autocompress.store import COMPLETE, FAILED, QUEUED, StudyStore
+from autocompress.store import COMPLETE, FAILED, StudyStore
+from autocompress.store._models import utcnow
+
+#: a running trial whose controller has not written a heartbeat for this long is taken over by a resume
+LEASE_S = 60.0
+HEARTBEAT_S = 10.0
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Totals for a study (not increments): finished trials and wall-clock seconds, summed over sessions.
+    """Totals for a study (not increments), summed over every session that worked on it.
 
-    ``max_retries``: how often a trial whose worker process died is re-run before it is recorded failed.
+    ``trials``: finished trials (complete or failed); ``time_s``: wall-clock seconds of search;
+    ``cpu_s``: CPU seconds used by trials; ``max_failures``: failed trials before the study stops;
+    ``max_retries``: re-runs of a trial whose worker process died before it is recorded failed;
+    ``on_budget``: what happens to running trials when a budget runs out: ``finish`` (default) lets them
+    finish and records them, ``cancel`` stops them and queues them for the next resume.
     """
 
     trials: int | None = None
     time_s: float | None = None
+    cpu_s: float | None = None
+    max_failures: int | None = None
     max_retries: int = 2
+    on_budget: Literal["finish", "cancel"] = "finish"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Budget:
-        return cls(**{k: data.get(k) for k in ("trials", "time_s")}, max_retries=data.get("max_retries", 2))
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def violations(metrics: dict[str, float], constraints: dict[str, float]) -> dict[str, float]:
@@ -61,23 +79,52 @@ class Progress:
     finished: int
     budget_trials: int | None
     elapsed_s: float
+    time_left_s: float | None
     best_feasible: float | None
     last_number: int
     last_state: str
 
 
+def controller_id() -> str:
+    return f"controller:{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def abandoned(owner: str, heartbeat_at: datetime) -> bool:
+    """A running trial may be taken over when its controller is known dead (same host, no such process) or
+    has not written a heartbeat within `LEASE_S`."""
+    kind, _, rest = owner.partition(":")
+    host, _, pid = rest.rpartition(":")
+    if kind == "controller" and host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid():
+        return not _pid_alive(int(pid))
+    return utcnow() - heartbeat_at > timedelta(seconds=LEASE_S)
+
+
 class SearchLoop:
     def __init__(self, store: StudyStore, study: str, space: Space, controller: Controller, executor: Executor,
-                 budget: Budget, on_progress: Callable[[Progress], None] | None = None) -> None:
+                 budget: Budget, on_progress: Callable[[Progress], None] | None = None,
+                 log: logging.Logger | None = None) -> None:
         self.store, self.study, self.space = store, study, space
         self.controller, self.executor, self.budget = controller, executor, budget
         self.on_progress = on_progress or (lambda progress: None)
+        self.log = log or logging.getLogger("autocompress.loop")
+        self.owner = controller_id()
         record = store.study(study)
         self._seed = record.seed
-        self._spent = dict(record.spent)
+        self._spent = {"trials": 0, "failed": 0, "wall_s": 0.0, "cpu_s": 0.0, **record.spent}
         self._finished = sum(record.counts.get(s, 0) for s in (COMPLETE, FAILED))
+        self._failed = record.counts.get(FAILED, 0)
         self._best = self._best_feasible(store, study)
-        self._attempts: dict[int, int] = {}
+        self._retries: dict[int, int] = {}
 
     @staticmethod
     def _best_feasible(store: StudyStore, study: str) -> float | None:
@@ -85,28 +132,43 @@ class SearchLoop:
                   if all(v <= 0 for v in t.violations.values())]
         return max(values) if values else None
 
-    def _stop_reason(self, elapsed: float) -> str | None:
-        if self.budget.trials is not None and self._finished >= self.budget.trials:
-            return f"trial budget reached ({self._finished}/{self.budget.trials})"
-        if self.budget.time_s is not None and self._spent.get("wall_s", 0.0) + elapsed >= self.budget.time_s:
-            return f"time budget reached ({self.budget.time_s:g} s)"
+    def _stop_reason(self, wall_s: float) -> str | None:
+        b = self.budget
+        if b.trials is not None and self._finished >= b.trials:
+            return f"trial budget reached ({self._finished}/{b.trials} trials)"
+        if b.time_s is not None and wall_s >= b.time_s:
+            return f"time budget reached ({wall_s:.0f}/{b.time_s:g} s)"
+        if b.cpu_s is not None and self._spent["cpu_s"] >= b.cpu_s:
+            return f"cpu budget reached ({self._spent['cpu_s'] / 3600:.3g}/{b.cpu_s / 3600:g} cpu-hours)"
+        if b.max_failures is not None and self._failed >= b.max_failures:
+            return f"failure budget reached ({self._failed}/{b.max_failures} failed trials)"
         return None
 
     def run(self) -> str:
-        """Run until a budget is spent; return why it stopped. On KeyboardInterrupt, running trials are
-        queued for the next resume and the interrupt propagates."""
-        queued = self.store.queue_unfinished(self.study)
-        redo = [self.controller.pending[t.number] for t in queued]
-        for proposal, record in zip(redo, queued, strict=True):
-            if proposal.policy != Policy.from_dict(record.policy):
+        """Run until a budget is spent; return why it stopped. On KeyboardInterrupt (or any crash of the
+        loop), running trials are queued for the next resume and the exception propagates."""
+        redo = []
+        for record in self.store.queue_unfinished(self.study, abandoned):
+            proposal = self.controller.pending.get(record.number)
+            if proposal is None or proposal.policy != Policy.from_dict(record.policy):
                 raise RuntimeError(f"trial {record.number}: restored controller disagrees with the store")
+            redo.append(proposal)
+        if redo:
+            self.log.info("re-running trials left unfinished: %s", [p.number for p in redo])
         start = time.monotonic()
-        wall_before = self._spent.get("wall_s", 0.0)
+        wall_before = self._spent["wall_s"]
+        last_beat = start
+        reason: str | None = None
         try:
             while True:
-                elapsed = time.monotonic() - start
-                reason = self._stop_reason(elapsed)
+                self._spent["wall_s"] = wall_before + time.monotonic() - start
+                reason = self._stop_reason(self._spent["wall_s"])
                 in_flight = len(self.executor.running())
+                if reason and in_flight and self.budget.on_budget == "cancel":
+                    self.log.info("%s: cancelling running trials %s", reason, self.executor.running())
+                    self.executor.shutdown()
+                    self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
+                    break
                 while reason is None and in_flight < self.executor.slots and (
                     self.budget.trials is None or self._finished + in_flight < self.budget.trials
                 ):
@@ -118,22 +180,27 @@ class SearchLoop:
                 for finished in self.executor.wait(timeout=1.0):
                     self._spent["wall_s"] = wall_before + time.monotonic() - start
                     self._record(finished, start)
+                if time.monotonic() - last_beat > HEARTBEAT_S:
+                    self.store.heartbeat(self.study, self.executor.running())
+                    last_beat = time.monotonic()
         except BaseException:
             self.executor.shutdown()
-            self.store.queue_unfinished(self.study)
+            self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
             self._spent["wall_s"] = wall_before + time.monotonic() - start
             self.store.update_study(self.study, status="interrupted", spent=self._spent,
                                     stop_reason="interrupted; run 'autocompress resume' to go on")
+            self.log.info("interrupted after %d finished trials", self._finished)
             raise
         self.executor.shutdown()
         self._spent["wall_s"] = wall_before + time.monotonic() - start
-        reason = self._stop_reason(time.monotonic() - start) or "no more proposals"
+        reason = reason or self._stop_reason(self._spent["wall_s"]) or "no more proposals"
         self.store.update_study(self.study, status="finished", stop_reason=reason, spent=self._spent)
+        self.log.info("stopped: %s", reason)
         return reason
 
     def _submit(self, proposal: Proposal) -> None:
         self.store.start_trial(self.study, proposal.number, proposal.policy.to_dict(), proposal.finetune_epochs,
-                               self.controller.state_dict())
+                               self.controller.state_dict(), owner=self.owner)
         self.executor.submit(self._job(proposal))
 
     def _job(self, proposal: Proposal) -> Job:
@@ -142,8 +209,10 @@ class SearchLoop:
 
     def _record(self, finished: Finished, start: float) -> None:
         number = finished.job.number
-        if finished.retryable and self._attempts.get(number, 0) < self.budget.max_retries:
-            self._attempts[number] = self._attempts.get(number, 0) + 1
+        if finished.retryable and self._retries.get(number, 0) < self.budget.max_retries:
+            self._retries[number] = self._retries.get(number, 0) + 1
+            self.log.warning("trial %d: %s; retry %d/%d", number, finished.error, self._retries[number],
+                             self.budget.max_retries)
             self.executor.submit(finished.job)
             return
         artefacts, metrics, viol, error = [], {}, {}, finished.error
@@ -152,11 +221,14 @@ class SearchLoop:
             viol = violations(metrics, self.space.constraints)
             artefacts.append(self.store.write_artefact(self.study, number, "model", finished.result.artefact,
                                                        ".pt"))
-            self._spent["cpu_s"] = self._spent.get("cpu_s", 0.0) + metrics.get("cpu_s", 0.0)
+            self._spent["cpu_s"] += metrics.get("cpu_s", 0.0)
+        elif self._retries.get(number):
+            error = f"{error} (after {self._retries[number]} retries)"
         outcome = Outcome(COMPLETE if finished.result else FAILED, metrics, viol)
         self.controller.tell(number, outcome)
         self._finished += 1
-        self._spent["trials"] = self._finished
+        self._failed += outcome.state == FAILED
+        self._spent["trials"], self._spent["failed"] = self._finished, self._failed
         self.store.finish_trial(
             self.study, number, state=outcome.state, metrics=metrics, violations=viol, error=error,
             worker=finished.result.worker if finished.result else "",
@@ -165,8 +237,11 @@ class SearchLoop:
         )
         if outcome.feasible:
             self._best = max(self._best or 0.0, metrics["accuracy"])
-        self.on_progress(Progress(self._finished, self.budget.trials, time.monotonic() - start, self._best,
-                                  number, outcome.state))
-
-
-__all__ = ["QUEUED", "Budget", "Progress", "SearchLoop", "violations"]
+        if outcome.state == COMPLETE:
+            self.log.info("trial %d complete: accuracy %.4f speedup %.2fx feasible %s", number,
+                          metrics["accuracy"], metrics["speedup"], outcome.feasible)
+        else:
+            self.log.warning("trial %d failed: %s", number, error)
+        time_left = None if self.budget.time_s is None else max(0.0, self.budget.time_s - self._spent["wall_s"])
+        self.on_progress(Progress(self._finished, self.budget.trials, time.monotonic() - start, time_left,
+                                  self._best, number, outcome.state))

@@ -67,7 +67,16 @@ def _baseline(task_ref: str) -> _Baseline:
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid, plus the Ray node id when running on a Ray worker (several nodes may share a host)."""
+    ident = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ident += f":node={ray.get_runtime_context().get_node_id()[:12]}"
+    except ImportError:
+        pass
+    return ident
 
 
 def run_trial(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -209,9 +209,9 @@ class StudyStore:
             return _trial_record(row)
 
     def start_trial(self, name: str, number: int, policy: dict[str, Any], finetune_epochs: float,
-                    controller_state: dict[str, Any]) -> None:
+                    controller_state: dict[str, Any], owner: str = "") -> None:
         """Record trial `number` as running (a new row, or a queued one re-run) with the controller state
-        that asked for it, in one transaction."""
+        that asked for it, in one transaction. `owner` names the controller process until a worker reports."""
         with self._session() as session:
             study = self._study_row(session, name, lock=True)
             row = session.scalars(
@@ -221,9 +221,10 @@ class StudyStore:
             if row is None:
                 session.add(TrialRow(study_id=study.id, number=number, state=RUNNING, policy=policy,
                                      finetune_epochs=finetune_epochs, metrics={}, violations={}, error="",
-                                     worker="", attempts=1, started_at=now, heartbeat_at=now))
+                                     worker=owner, attempts=1, started_at=now, heartbeat_at=now))
             elif row.state in (QUEUED, RUNNING):
                 row.state, row.attempts, row.started_at, row.heartbeat_at = RUNNING, row.attempts + 1, now, now
+                row.worker = owner
             else:
                 raise RuntimeError(f"trial {number} of {name!r} is already {row.state}")
             study.controller_state = controller_state
@@ -252,13 +253,19 @@ class StudyStore:
             study.controller_state = controller_state
             study.spent = spent
 
-    def queue_unfinished(self, name: str) -> list[TrialRecord]:
-        """Mark trials left running (by a dead or interrupted controller) as queued; return all queued."""
+    def queue_unfinished(self, name: str, abandoned: Callable[[str, datetime], bool] | None = None
+                         ) -> list[TrialRecord]:
+        """Mark running trials as queued (to be re-run) and return all queued trials.
+
+        `abandoned(owner, heartbeat_at)` selects which running trials to take over (default: all); a live
+        controller's trials must not be taken, so resume passes a test of owner liveness and heartbeat age.
+        """
         with self._session() as session:
             study = self._study_row(session, name, lock=True)
             for row in session.scalars(select(TrialRow).where(TrialRow.study_id == study.id,
                                                               TrialRow.state == RUNNING)):
-                row.state = QUEUED
+                if abandoned is None or abandoned(row.worker, row.heartbeat_at):
+                    row.state = QUEUED
         return self.trials(name, (QUEUED,))
 
     def heartbeat(self, name: str, numbers: list[int]) -> None:

@@ -1,0 +1,57 @@
+"""Digits tasks that fail on purpose, for crash-safety tests with real processes.
+
+Which trial fails is chosen by the fine-tune seed (study seed + trial number); the baseline (no fine-tune)
+never fails. ``AUTOCOMPRESS_FAULT_DIR`` holds marker files so a fault can happen once, then not again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from torch import nn
+
+from experiments.digits import task as digits
+
+
+class FaultyTask:
+    def __init__(self, fault: str, trials: tuple[int, ...]) -> None:
+        self.name = f"faulty-{fault}"
+        self.fault = fault
+        self.trials = trials
+
+    def __getattr__(self, attr: str):  # everything but finetune behaves like the digits task
+        return getattr(digits, attr)
+
+    def baseline_model(self) -> nn.Module:
+        return digits.baseline_model()
+
+    def evaluate(self, model: nn.Module, split: str = "test") -> float:
+        return digits.evaluate(model, split)
+
+    def calibration_batches(self):
+        return digits.calibration_batches()
+
+    def example_input(self, batch_size: int = 1):
+        return digits.example_input(batch_size)
+
+    def finetune(self, model: nn.Module, epochs: float, seed: int = 0) -> None:
+        if seed in self.trials:
+            if self.fault == "raise":
+                raise RuntimeError(f"injected failure in trial seed {seed}")
+            if self.fault == "hang":
+                time.sleep(3600)
+            if self.fault in ("die", "die-once"):
+                marker = Path(os.environ["AUTOCOMPRESS_FAULT_DIR"]) / f"died-{seed}"
+                if self.fault == "die" or not marker.exists():
+                    marker.touch()
+                    os.kill(os.getpid(), signal.SIGKILL)
+        digits.finetune(model, epochs, seed)
+
+
+raising = FaultyTask("raise", (1, 3))
+hanging = FaultyTask("hang", (1,))
+dies_once = FaultyTask("die-once", (1,))
+dies_always = FaultyTask("die", (2,))
