@@ -187,7 +187,7 @@ def load_study(name: str, storage: str | None = None) -> Study:
 
 
 LEADERBOARD_METRICS = ("accuracy", "accuracy_drop", "speedup", "speedup_b32", "latency_ms", "latency_ms_b32",
-                       "size_bytes", "macs", "params")
+                       "size_bytes", "macs", "params", "finetune_epochs", "rung", "promoted_from")
 
 
 class Study:

@@ -31,7 +31,9 @@ class Task(Protocol):
 
     `baseline_model` returns a fresh copy of the trained float model each call (callers mutate it).
     `evaluate` returns the task metric on a split, higher is better (accuracy, or cosine fidelity).
-    `finetune` trains a (compressed) model in place for a number of epochs on the training split.
+    `finetune` trains a (compressed) model in place for a number of epochs on the training split; it may
+    accept ``on_step``, a callable to call between optimisation steps (the runtime uses it to pause training
+    while another trial measures latency).
     `calibration_batches` yields a few input batches for quantization observers and data-driven criteria.
     `example_input` gives an input batch of the given size for tracing and latency measurement.
     """
@@ -118,8 +120,9 @@ class SupervisedTask:
             correct += int((logits.argmax(dim=1) == y[start : start + 256]).sum())
         return correct / len(x)
 
-    def finetune(self, model: nn.Module, epochs: float, seed: int = 0) -> None:
-        self._train(model, epochs, self.finetune_lr, seed)
+    def finetune(self, model: nn.Module, epochs: float, seed: int = 0,
+                 on_step: Callable[[], None] | None = None) -> None:
+        self._train(model, epochs, self.finetune_lr, seed, on_step)
 
     def calibration_batches(self) -> Iterator[torch.Tensor]:
         x, _ = self.data["train"]
@@ -132,7 +135,8 @@ class SupervisedTask:
         return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size].clone()
 
     # -- training -----------------------------------------------------------------------------------------
-    def _train(self, model: nn.Module, epochs: float, lr: float, seed: int) -> None:
+    def _train(self, model: nn.Module, epochs: float, lr: float, seed: int,
+               on_step: Callable[[], None] | None = None) -> None:
         """Adam with cosine decay; fractional epochs train on that fraction of the batches."""
         seed_everything(seed)
         x, y = self.data["train"]
@@ -153,6 +157,8 @@ class SupervisedTask:
                 opt.step()
                 sched.step()
                 step += 1
+                if on_step is not None:
+                    on_step()
                 if step >= total:
                     break
         model.eval()

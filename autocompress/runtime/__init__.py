@@ -2,12 +2,13 @@
 
 from autocompress.runtime._executors import Executor, Finished, InlineExecutor, Job, RayExecutor
 from autocompress.runtime._loop import Budget, Progress, SearchLoop, violations
-from autocompress.runtime._trial import TrialResult, baseline_metrics, run_trial
+from autocompress.runtime._trial import Gate, TrialResult, baseline_metrics, run_trial
 
 __all__ = [
     "Budget",
     "Executor",
     "Finished",
+    "Gate",
     "InlineExecutor",
     "Job",
     "Progress",

@@ -9,12 +9,11 @@ import os
 import time
 import traceback
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from autocompress.errors import UserError
-from autocompress.runtime._trial import TrialResult, run_trial
+from autocompress.runtime._trial import Gate, TrialResult, run_trial
 from autocompress.space import Policy
 
 
@@ -38,14 +37,9 @@ class Finished:
     retryable: bool = False
 
 
-def execute(job: Job, train_threads: int | None = None, lock: Any = None) -> TrialResult:
+def execute(job: Job, train_threads: int | None = None, gate: Gate | None = None) -> TrialResult:
     return run_trial(job.task_ref, Policy.from_dict(job.policy), job.finetune_epochs, measure=job.measure,
-                     seed=job.seed, train_threads=train_threads, measure_lock=lock or _no_lock)
-
-
-@contextmanager
-def _no_lock() -> Any:
-    yield
+                     seed=job.seed, train_threads=train_threads, gate=gate or Gate())
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -107,8 +101,8 @@ class RayExecutor(Executor):
     """K long-lived Ray actors, one CPU each; model loading and process start are paid once per worker.
 
     A worker that dies is replaced and its job reported `retryable`; a job past `trial_timeout` seconds
-    has its worker killed and is reported failed. Latency measurement is serialised across workers by a
-    lease-based lock actor, so no measurement shares the cores with another trial's work.
+    has its worker killed and is reported failed. A `CoreGate` actor keeps every latency measurement alone on
+    the machine: other trials' compute pauses while one measures.
     """
 
     def __init__(self, workers: int, *, address: str | None = None, trial_timeout: float | None = None) -> None:
@@ -131,12 +125,24 @@ class RayExecutor(Executor):
                              runtime_env={"env_vars": env})
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise UserError("--ray-address", f"cannot join Ray at {address!r}: {str(exc).splitlines()[0]}") from None
-        from autocompress.runtime._ray_actors import LatencyLock, TrialWorker
+        from autocompress.runtime._ray_actors import CoreGate, TrialWorker
 
-        self._lock = LatencyLock.remote()
+        self._gate = CoreGate.remote()
         self._actor_cls = TrialWorker
-        self._idle = [TrialWorker.remote(self._lock) for _ in range(workers)]
+        self._names: dict[Any, str] = {}
+        self._idle = [self._new_worker() for _ in range(workers)]
         self._busy: dict[Any, tuple[Job, Any, float]] = {}  # ref -> (job, actor, start)
+
+    def _new_worker(self) -> Any:
+        name = f"worker-{len(self._names)}"
+        actor = self._actor_cls.remote(self._gate, name)
+        self._names[actor] = name
+        return actor
+
+    def _replace(self, actor: Any) -> None:
+        """Drop a dead or killed worker (and its hold on the core gate) and start a fresh one."""
+        self._gate.forget.remote(self._names.pop(actor))
+        self._idle.append(self._new_worker())
 
     def submit(self, job: Job) -> None:
         actor = self._idle.pop()
@@ -166,7 +172,7 @@ class RayExecutor(Executor):
             except (RayActorError, WorkerCrashedError) as exc:
                 reason = str(exc).strip().splitlines()[0][:300]
                 finished.append(Finished(job, error=f"worker died: {reason}", retryable=True))
-                self._idle.append(self._actor_cls.remote(self._lock))
+                self._replace(actor)
         if self._trial_timeout:
             now = time.monotonic()
             for ref, (job, actor, start) in list(self._busy.items()):
@@ -174,7 +180,7 @@ class RayExecutor(Executor):
                     ray.kill(actor)
                     del self._busy[ref]
                     finished.append(Finished(job, error=f"timed out after {self._trial_timeout:g} s"))
-                    self._idle.append(self._actor_cls.remote(self._lock))
+                    self._replace(actor)
         return finished
 
     def shutdown(self) -> None:

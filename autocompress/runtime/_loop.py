@@ -203,6 +203,14 @@ class SearchLoop:
                                self.controller.state_dict(), owner=self.owner)
         self.executor.submit(self._job(proposal))
 
+    def _promotion(self, number: int) -> dict[str, float]:
+        """Multi-fidelity bookkeeping stored with the trial: its rung and the trial it was promoted from."""
+        promotion_of = getattr(self.controller, "promotion_of", None)
+        if promotion_of is None:
+            return {}
+        rung, parent = promotion_of(number)
+        return {"rung": float(rung)} | ({"promoted_from": float(parent)} if parent is not None else {})
+
     def _job(self, proposal: Proposal) -> Job:
         return Job(proposal.number, self.space.task, proposal.policy.to_dict(), proposal.finetune_epochs,
                    dict(self.space.measure), self._seed + proposal.number)
@@ -217,7 +225,7 @@ class SearchLoop:
             return
         artefacts, metrics, viol, error = [], {}, {}, finished.error
         if finished.result is not None:
-            metrics = finished.result.metrics
+            metrics = {**finished.result.metrics, **self._promotion(number)}
             viol = violations(metrics, self.space.constraints)
             artefacts.append(self.store.write_artefact(self.study, number, "model", finished.result.artefact,
                                                        ".pt"))

@@ -10,8 +10,8 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -66,6 +66,34 @@ def _baseline(task_ref: str) -> _Baseline:
                      len(serialize(script)))
 
 
+class Gate:
+    """Where a trial tells the machine what it is doing; the default does nothing (a trial alone).
+
+    `computing` wraps the trial's compute, `measuring` its latency measurement, and `checkpoint` is called
+    between fine-tuning steps. A shared gate (the Ray executor's `CoreGate`) uses them to keep every
+    measurement alone on the cores.
+    """
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        yield
+
+    def checkpoint(self) -> None:
+        """Between training steps."""
+
+
+def _finetune(task: Task, model: torch.nn.Module, epochs: float, seed: int, gate: Gate) -> None:
+    """Fine-tune, pausing at steps for the gate where the task supports a step callback."""
+    if "on_step" in inspect.signature(task.finetune).parameters:
+        task.finetune(model, epochs, seed=seed, on_step=gate.checkpoint)  # type: ignore[call-arg]
+    else:
+        task.finetune(model, epochs, seed=seed)
+
+
 def worker_id() -> str:
     """host:pid, plus the Ray node id when running on a Ray worker (several nodes may share a host)."""
     ident = f"{socket.gethostname()}:{os.getpid()}"
@@ -87,28 +115,33 @@ def run_trial(
     measure: dict[str, int],
     seed: int = 0,
     train_threads: int | None = None,
-    measure_lock: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    gate: Gate | None = None,
 ) -> TrialResult:
     """Prune, fine-tune, quantize, then evaluate and measure the deployable (TorchScript) model.
 
-    Latency is measured interleaved with the baseline in this process, under `measure_lock` so that no
+    Latency is measured interleaved with the baseline in this process, inside `gate.measuring()` so that no
     other trial's work shares the measured cores; ``speedup`` is therefore a same-run ratio.
     """
+    gate = gate or Gate()
     start_wall, start_cpu = time.perf_counter(), time.process_time()
-    task = cached_task(task_ref)
-    base = _baseline(task_ref)
-    x1, x32 = task.example_input(1), task.example_input(32)
-    with torch_threads(train_threads or torch.get_num_threads()):
-        model = prune(task.baseline_model(), policy, x1)
-        if finetune_epochs > 0 and not policy.is_identity:
-            task.finetune(model, finetune_epochs, seed=seed)
-        layer_macs = count_macs(model, x1)
-        deployed = quantize(model, policy, x1, task.calibration_batches())
-        script = to_torchscript(deployed, x1)
-        accuracy = task.evaluate(script)
-    artefact = serialize(script)
+    with gate.computing():
+        task = cached_task(task_ref)
+        base = _baseline(task_ref)
+        x1, x32 = task.example_input(1), task.example_input(32)
+        with torch_threads(train_threads or torch.get_num_threads()):
+            model = prune(task.baseline_model(), policy, x1)
+            gate.checkpoint()
+            if finetune_epochs > 0 and not policy.is_identity:
+                _finetune(task, model, finetune_epochs, seed, gate)
+            layer_macs = count_macs(model, x1)
+            deployed = quantize(model, policy, x1, task.calibration_batches())
+            gate.checkpoint()
+            script = to_torchscript(deployed, x1)
+            gate.checkpoint()
+            accuracy = task.evaluate(script)
+        artefact = serialize(script)
     timing = dict(threads=measure["threads"], warmup=measure["warmup"], repeats=measure["repeats"])
-    with measure_lock():
+    with gate.measuring():
         b1 = compare_latency({"base": base.script, "cand": script}, x1, **timing)
         b32 = compare_latency({"base": base.script, "cand": script}, x32, **timing)
     metrics = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from autocompress.errors import UserError
+from autocompress.search._asha import ASHAController
 from autocompress.search._base import Controller, Outcome, Proposal
 from autocompress.search._optuna import NSGA2Controller, TPEController
 from autocompress.search._random import RandomController
@@ -14,13 +15,18 @@ STRATEGIES: dict[str, type[Controller]] = {
 
 
 def make_controller(name: str, space: Space, seed: int = 0) -> Controller:
+    """The strategy `name`, wrapped in ASHA when the space has more than one fine-tune rung."""
     if name not in STRATEGIES:
         raise UserError("--strategy", f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](space, seed)
+    controller = STRATEGIES[name](space, seed)
+    if len(space.finetune_epochs) > 1:
+        return ASHAController(controller, eta=space.eta)
+    return controller
 
 
 __all__ = [
     "STRATEGIES",
+    "ASHAController",
     "Controller",
     "NSGA2Controller",
     "Outcome",

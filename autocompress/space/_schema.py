@@ -39,6 +39,7 @@ class ConstraintsSpec(_Strict):
 
 class FidelitySpec(_Strict):
     finetune_epochs: list[float] = Field([1.0], min_length=1, description="fine-tune epochs per rung, ascending")
+    eta: int = Field(3, ge=2, description="successive-halving reduction factor when there are several rungs")
 
     @field_validator("finetune_epochs")
     @classmethod
@@ -165,6 +166,7 @@ class Space:
     layers: dict[str, LayerChoices]
     criterion: str = "l1"
     measure: dict[str, int] = field(default_factory=lambda: MeasureSpec().model_dump())
+    eta: int = 3
 
     def dimensions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
         """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""
@@ -204,6 +206,7 @@ class Space:
                        for n, c in self.layers.items()},
             "criterion": self.criterion,
             "measure": dict(self.measure),
+            "eta": self.eta,
         }
 
     @classmethod
@@ -217,6 +220,7 @@ class Space:
                     for n, c in data["layers"].items()},
             criterion=data.get("criterion", "l1"),
             measure=dict(data.get("measure", MeasureSpec().model_dump())),
+            eta=data.get("eta", 3),
         )
 
 
@@ -255,4 +259,5 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         layers=choices,
         criterion=spec.defaults.criterion,
         measure=spec.measure.model_dump(),
+        eta=spec.fidelity.eta,
     )

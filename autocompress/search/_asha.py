@@ -1,0 +1,83 @@
+"""Asynchronous successive halving (ASHA) over fine-tuning epochs, wrapped around any controller.
+
+Rungs are the space's ``fidelity.finetune_epochs`` (e.g. [1, 3, 9]). New configurations come from the inner
+controller and run at the lowest rung; whenever a configuration is in the top 1/eta of the results finished
+at its rung, it is promoted: the same policy runs again at the next rung (fine-tuned from the baseline for
+that many epochs; no checkpoint is carried over). The inner controller learns from the lowest rung, where
+all of its proposals are measured alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autocompress.search._base import Controller, Outcome, Proposal
+
+
+def _score(outcome: Outcome, first_objective: str, direction: str) -> float:
+    """One number per result, larger is better: the first objective, minus the total constraint violation
+    (so feasible results outrank infeasible ones of similar quality); failures score -inf."""
+    if outcome.state != "complete":
+        return float("-inf")
+    value = outcome.values[first_objective]
+    value = value if direction == "max" else -value
+    return value - sum(max(0.0, v) for v in outcome.violations.values())
+
+
+class ASHAController(Controller):
+    name = "asha"
+    description = "multi-fidelity wrapper: successive halving over the space's fine-tune rungs (knob: eta)"
+
+    def __init__(self, inner: Controller, eta: int = 3) -> None:
+        super().__init__(inner.space, inner.seed)
+        self.name = f"asha+{inner.name}"  # type: ignore[misc]
+        self.inner = inner
+        self.eta = eta
+        self.rungs = tuple(inner.space.finetune_epochs)
+        self._first = next(iter(inner.space.objectives.items()))
+        self._rung: dict[int, int] = {}  # trial number -> rung
+        self._config: dict[int, int] = {}  # trial number -> config id (its rung-0 trial number)
+        self._inner_number: dict[int, int] = {}  # rung-0 trial number -> inner controller's number
+        self._policy: dict[int, Any] = {}  # config id -> policy
+        self._scores: list[dict[int, float]] = [{} for _ in self.rungs]  # per rung: config id -> score
+        self._promoted: list[set[int]] = [set() for _ in self.rungs]  # per rung: configs promoted from it
+
+    def promotion_of(self, number: int) -> tuple[int, int | None]:
+        """(rung, trial number it was promoted from) of trial `number`."""
+        rung = self._rung[number]
+        if rung == 0:
+            return 0, None
+        config = self._config[number]
+        parent = next(n for n, c in self._config.items() if c == config and self._rung[n] == rung - 1)
+        return rung, parent
+
+    def _promotable(self) -> tuple[int, int] | None:
+        for rung in range(len(self.rungs) - 2, -1, -1):
+            scores = self._scores[rung]
+            top = len(scores) // self.eta
+            if top == 0:
+                continue
+            best = sorted(scores, key=lambda c: (-scores[c], c))[:top]
+            for config in best:
+                if config not in self._promoted[rung] and scores[config] > float("-inf"):
+                    return config, rung + 1
+        return None
+
+    def _ask(self, number: int) -> Proposal:
+        promotion = self._promotable()
+        if promotion is not None:
+            config, rung = promotion
+            self._promoted[rung - 1].add(config)
+            self._rung[number], self._config[number] = rung, config
+            return Proposal(number, self._policy[config], self.rungs[rung])
+        proposal = self.inner.ask()
+        self._rung[number], self._config[number] = 0, number
+        self._inner_number[number] = proposal.number
+        self._policy[number] = proposal.policy
+        return Proposal(number, proposal.policy, self.rungs[0])
+
+    def _tell(self, number: int, outcome: Outcome) -> None:
+        rung, config = self._rung[number], self._config[number]
+        self._scores[rung][config] = _score(outcome, *self._first)
+        if rung == 0:
+            self.inner.tell(self._inner_number[number], outcome)

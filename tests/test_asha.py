@@ -1,0 +1,70 @@
+"""ASHA over fine-tune rungs: promotions of the top 1/eta, bookkeeping, and exact resume from state."""
+
+from __future__ import annotations
+
+import pytest
+
+from autocompress.search import ASHAController, Outcome, make_controller
+from autocompress.space import discover_layers, parse_space, resolve_space
+from experiments.digits import DigitsNet, task
+
+
+@pytest.fixture(scope="module")
+def space():
+    spec = parse_space("task: experiments.digits:task\nfidelity: {finetune_epochs: [1, 3, 9], eta: 3}\n"
+                       "constraints: {max_accuracy_drop: 0.02}")
+    return resolve_space(spec, discover_layers(DigitsNet().eval(), task.example_input(1)))
+
+
+def fake_outcome(policy) -> Outcome:
+    """A deterministic stand-in result: less sparsity, higher accuracy (controllers see only numbers)."""
+    sparsity = sum(s.channel_sparsity for _, s in policy)
+    accuracy = 1.0 - 0.05 * sparsity
+    return Outcome("complete", {"accuracy": accuracy, "latency_ms": 1.0 - 0.1 * sparsity, "accuracy_drop": 0.0},
+                   {"max_accuracy_drop": -1.0})
+
+
+def drive(controller, steps: int, pending: int = 2) -> list:
+    """Ask/tell with `pending` proposals in flight, telling oldest first."""
+    proposals, in_flight = [], []
+    for _ in range(steps):
+        while len(in_flight) < pending:
+            proposal = controller.ask()
+            proposals.append(proposal)
+            in_flight.append(proposal)
+        done = in_flight.pop(0)
+        controller.tell(done.number, fake_outcome(done.policy))
+    return proposals
+
+
+def test_make_controller_wraps_multi_rung_spaces_in_asha(space) -> None:
+    assert isinstance(make_controller("random", space, 0), ASHAController)
+
+
+def test_top_third_is_promoted_to_the_next_rung(space) -> None:
+    controller = make_controller("random", space, seed=1)
+    proposals = drive(controller, 30)
+    epochs = [p.finetune_epochs for p in proposals]
+    assert epochs.count(1) > epochs.count(3) > epochs.count(9) > 0
+    for proposal in proposals:
+        rung, parent = controller.promotion_of(proposal.number)
+        assert proposal.finetune_epochs == (1, 3, 9)[rung]
+        if parent is not None:
+            assert proposals[parent].policy == proposal.policy and controller.promotion_of(parent)[0] == rung - 1
+    promoted = [p for p in proposals if p.finetune_epochs == 3]
+    rung0 = [p for p in proposals if p.finetune_epochs == 1]
+    mean = lambda ps: sum(fake_outcome(p.policy).values["accuracy"] for p in ps) / len(ps)  # noqa: E731
+    assert mean(promoted) > mean(rung0)  # promotions pick the better configurations
+
+
+def test_restored_asha_proposes_what_the_uninterrupted_one_does(space) -> None:
+    original = make_controller("tpe", space, seed=2)
+    drive(original, 12)
+    restored = make_controller("tpe", space, seed=2)
+    restored.load_state_dict(original.state_dict())
+    assert restored.pending.keys() == original.pending.keys()
+    for _ in range(5):
+        a, b = original.ask(), restored.ask()
+        assert (a.number, a.policy, a.finetune_epochs) == (b.number, b.policy, b.finetune_epochs)
+        original.tell(a.number, fake_outcome(a.policy))
+        restored.tell(b.number, fake_outcome(b.policy))
