@@ -132,6 +132,7 @@ class RayExecutor(Executor):
         self._names: dict[Any, str] = {}
         self._idle = [self._new_worker() for _ in range(workers)]
         self._busy: dict[Any, tuple[Job, Any, float]] = {}  # ref -> (job, actor, start)
+        ray.get([actor.ready.remote() for actor in self._idle])  # start-up is paid here, not by trial 0
 
     def _new_worker(self) -> Any:
         name = f"worker-{len(self._names)}"
@@ -158,7 +159,10 @@ class RayExecutor(Executor):
 
         if not self._busy:
             return []
-        ready, _ = ray.wait(list(self._busy), num_returns=len(self._busy), timeout=timeout)
+        ready, rest = ray.wait(list(self._busy), num_returns=1, timeout=timeout)
+        if ready and rest:  # collect whatever else is done too, without waiting
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
         finished = []
         for ref in ready:
             job, actor, _ = self._busy.pop(ref)

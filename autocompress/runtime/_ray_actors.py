@@ -121,5 +121,8 @@ class TrialWorker:
     def __init__(self, gate: Any, name: str) -> None:
         self._gate = _RayGate(gate, name)
 
+    def ready(self) -> bool:
+        return True
+
     def run(self, job: Job) -> TrialResult:
         return execute(job, train_threads=1, gate=self._gate)
