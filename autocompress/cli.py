@@ -16,11 +16,17 @@ import sys
 from enum import Enum
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from typer import Abort, Exit
+
+try:  # typer >= 0.26 vendors click; its usage errors are not click's
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.exceptions import UsageError
 
 from autocompress import study as api
 from autocompress.errors import UserError
@@ -66,6 +72,8 @@ def _progress_reporter(quiet: bool) -> tuple[Any, Any]:
     task_id = bar.add_task("search", total=None, best="")
 
     def report(progress: LoopProgress) -> None:
+        if not bar.live.is_started:  # started by the first finished trial: bad input prints nothing else
+            bar.start()
         best = f"best feasible accuracy {progress.best_feasible:.4f}" if progress.best_feasible else "none feasible yet"
         if progress.time_left_s is not None:
             best += f", {progress.time_left_s:.0f} s left"
@@ -132,8 +140,6 @@ def search(
     bar, report = _progress_reporter(quiet)
     name = study or api.default_study_name(space)
     try:
-        if bar:
-            bar.start()
         result = api.search(space, study=name, storage=storage, strategy=strategy, seed=seed, trials=trials,
                             time_budget=time, cpu_hours=cpu_hours, max_failures=max_failures, on_budget=on_budget,
                             workers=workers, ray_address=ray_address, executor=executor,
@@ -172,8 +178,6 @@ def resume(
     _interruptible()
     bar, report = _progress_reporter(quiet)
     try:
-        if bar:
-            bar.start()
         result = api.resume(name, storage=storage, trials=trials, time_budget=time, cpu_hours=cpu_hours,
                             max_failures=max_failures, on_budget=on_budget, workers=workers,
                             ray_address=ray_address, executor=executor, trial_timeout=trial_timeout,
@@ -289,14 +293,14 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         sys.stderr.write(f"autocompress: error: {exc}\n")
         sys.exit(2)
-    except click.exceptions.UsageError as exc:
+    except UsageError as exc:
         where = f"{exc.ctx.command_path}: " if exc.ctx else ""
         sys.stderr.write(f"autocompress: error: {where}{exc.format_message()}\n")
         sys.exit(2)
-    except click.exceptions.Abort:
+    except Abort:
         sys.stderr.write("autocompress: interrupted\n")
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # anything else is our failure: say it in one line, exit 1
         sys.stderr.write(f"autocompress: failed: {type(exc).__name__}: {exc}\n")

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import logging
 import re
-
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from autocompress.errors import UserError
-from autocompress.runtime import Budget, Executor, InlineExecutor, Progress, RayExecutor, SearchLoop, baseline_metrics
+from autocompress.runtime import (
+    Budget,
+    Executor,
+    InlineExecutor,
+    Progress,
+    RayExecutor,
+    SearchLoop,
+    baseline_metrics,
+    check_ray_address,
+)
 from autocompress.search import STRATEGIES, Controller, make_controller
 from autocompress.space import Space, discover_layers, load_space_file, resolve_space
 from autocompress.store import StudyRecord, StudyStore, TrialRecord, rank_trials
@@ -96,6 +104,37 @@ def _executor(kind: str, workers: int, ray_address: str | None, trial_timeout: f
     return RayExecutor(workers, address=ray_address, trial_timeout=trial_timeout)
 
 
+def check_feasible_up_front(space: Space, model: Any, example_input: Any, source: str) -> None:
+    """Reject constraints no policy in the space can meet, before any trial runs.
+
+    Bounds: the most compressed policy's MACs (every layer at its largest sparsity) for ``max_macs``; for
+    ``min_speedup``, that MACs ratio times 32 / (smallest weight bits), a generous upper bound on what
+    pruning plus quantization can give on any backend.
+    """
+    import copy
+
+    from autocompress.compress import prune
+    from autocompress.measure import count_macs
+    from autocompress.space import LayerSetting, Policy
+
+    if not {"min_speedup", "max_macs"} & space.constraints.keys():
+        return
+    extreme = Policy.from_mapping({n: LayerSetting(max(c.channel_sparsity), min(c.weight_bits))
+                                   for n, c in space.layers.items()}, space.criterion)
+    base_macs = sum(count_macs(model, example_input).values())
+    pruned_macs = sum(count_macs(prune(copy.deepcopy(model), extreme, example_input), example_input).values())
+    bits = min(min(c.weight_bits) for c in space.layers.values())
+    bound = base_macs / max(pruned_macs, 1) * 32 / bits
+    if space.constraints.get("min_speedup", 0) > bound:
+        raise UserError(f"{source}: constraints.min_speedup",
+                        f"{space.constraints['min_speedup']:g} cannot be met: even the most compressed policy of "
+                        f"this space is bounded by {bound:.1f}x; lower it or allow more sparsity/fewer bits")
+    if space.constraints.get("max_macs", float("inf")) < pruned_macs:
+        raise UserError(f"{source}: constraints.max_macs",
+                        f"{space.constraints['max_macs']:g} cannot be met: the most compressed policy of this space "
+                        f"still has {pruned_macs} MACs")
+
+
 def _restore_controller(record: StudyRecord, space: Space) -> Controller:
     controller = make_controller(record.strategy, space, record.seed)
     controller.load_state_dict(record.controller_state)
@@ -135,17 +174,23 @@ def search(
     model = task.baseline_model()
     space = resolve_space(spec, discover_layers(model, task.example_input(1)), str(space_path))
     name = study or default_study_name(space_path)
+    check_feasible_up_front(space, model, task.example_input(1), str(space_path))
+    if ray_address and executor == "ray":
+        check_ray_address(ray_address)
     store = StudyStore(storage, create=True)
     if store.study_exists(name):
         raise UserError(f"--study {name}", "a study of that name exists; resume it or pick another name")
-    baseline = baseline_metrics(space.task, space.measure)
-    controller = make_controller(strategy, space, seed)
-    store.create_study(name=name, task=space.task, strategy=strategy, seed=seed, space=space.to_dict(),
-                       space_text=text, budgets=budget.to_dict(), baseline=baseline,
-                       controller_state=controller.state_dict())
-    loop = SearchLoop(store, name, space, controller, _executor(executor, workers, ray_address, trial_timeout),
-                      budget, on_progress, study_logger(store, name))
-    loop.run()
+    runner = _executor(executor, workers, ray_address, trial_timeout)  # joins Ray before anything is stored
+    try:
+        baseline = baseline_metrics(space.task, space.measure)
+        controller = make_controller(strategy, space, seed)
+        store.create_study(name=name, task=space.task, strategy=strategy, seed=seed, space=space.to_dict(),
+                           space_text=text, budgets=budget.to_dict(), baseline=baseline,
+                           controller_state=controller.state_dict())
+    except BaseException:
+        runner.shutdown()
+        raise
+    SearchLoop(store, name, space, controller, runner, budget, on_progress, study_logger(store, name)).run()
     return Study(name, store)
 
 
@@ -168,15 +213,16 @@ def resume(
     _check_trials(trials)
     _check_workers(workers)
     _check_timeout(trial_timeout)
+    if ray_address and executor == "ray":
+        check_ray_address(ray_address)
     store = StudyStore(storage, create=False)
     record = store.study(name)
     budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, Budget.from_dict(record.budgets))
     space = Space.from_dict(record.space)
     controller = _restore_controller(record, space)
+    runner = _executor(executor, workers, ray_address, trial_timeout)
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
-    loop = SearchLoop(store, name, space, controller, _executor(executor, workers, ray_address, trial_timeout),
-                      budget, on_progress, study_logger(store, name))
-    loop.run()
+    SearchLoop(store, name, space, controller, runner, budget, on_progress, study_logger(store, name)).run()
     return Study(name, store)
 
 

@@ -64,7 +64,11 @@ def load_task(ref: str, *, where: str = "task") -> Task:
         raise UserError(where, f"module {module_name!r} has no attribute {attr!r}")
     task = getattr(module, attr)
     if not isinstance(task, Task) and callable(task):
-        task = task()
+        try:
+            task = task()
+        except Exception as exc:  # the user's factory: report it as their input, in one line
+            raise UserError(where, f"{ref!r} is not a Task and calling it to build one failed "
+                                   f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(task, Task):
         raise UserError(where, f"{ref!r} is not a Task (needs baseline_model, evaluate, finetune, ...)")
     return task

@@ -1,6 +1,13 @@
 """Runtime: `run_trial` (pure), executors (inline, Ray) and the search loop with budgets and resume."""
 
-from autocompress.runtime._executors import Executor, Finished, InlineExecutor, Job, RayExecutor
+from autocompress.runtime._executors import (
+    Executor,
+    Finished,
+    InlineExecutor,
+    Job,
+    RayExecutor,
+    check_ray_address,
+)
 from autocompress.runtime._loop import Budget, Progress, SearchLoop, violations
 from autocompress.runtime._trial import Gate, TrialResult, baseline_metrics, run_trial
 
@@ -16,6 +23,7 @@ __all__ = [
     "SearchLoop",
     "TrialResult",
     "baseline_metrics",
+    "check_ray_address",
     "run_trial",
     "violations",
 ]

@@ -6,6 +6,7 @@ An executor never touches the store; it hands finished trials back to the loop, 
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -92,6 +93,22 @@ class InlineExecutor(Executor):
             return [Finished(job, error=describe_exception(exc))]
 
 
+def check_ray_address(address: str) -> None:
+    """Fail fast, with a one-line error, when nothing listens at a ``host:port`` Ray address (ray.init
+    itself retries for a minute before giving up)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto":
+        return
+    if not sep or not port.isdigit() or not host:
+        raise UserError("--ray-address", f"{address!r} is not host:port (e.g. 127.0.0.1:6379) or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        raise UserError("--ray-address", f"no Ray cluster answers at {address} ({exc.strerror or exc}); "
+                        "start one with 'ray start --head' or drop --ray-address for a local one") from None
+
+
 def _ray_env() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -109,6 +126,8 @@ class RayExecutor(Executor):
         import ray
 
         _ray_env()
+        if address:
+            check_ray_address(address)
         self.slots = workers
         self._trial_timeout = trial_timeout
         self._owns_ray = not ray.is_initialized()

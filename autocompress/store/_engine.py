@@ -76,7 +76,6 @@ def open_engine(url: str, *, create: bool) -> Engine:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -99,6 +98,9 @@ def ensure_schema(engine: Engine, *, create: bool) -> None:
     if current is None and not create:
         raise UserError(where, "is empty: no study store yet; run 'autocompress search' first")
     config = _alembic_config()
+    if engine.url.get_backend_name() == "sqlite":
+        with engine.connect() as conn:  # persistent: readers never block the writing loop
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     try:
         with engine.begin() as conn:
             config.attributes["connection"] = conn

@@ -1,0 +1,197 @@
+"""The bad-input corpus: every bad input exits 2 with one line on stderr that names the place and what would
+be right, no traceback, and leaves the study store byte-for-byte unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import autocompress
+from autocompress.cli import main
+from autocompress.store import StudyStore
+from tests.conftest import FAST_SPACE, run_cli
+
+GOOD = FAST_SPACE
+
+
+@dataclass
+class Case:
+    id: str
+    argv: Callable[[Path], list[str]]
+    expect: str
+    space: str | None = None  # the space file's text, written to WORK/space.yaml
+    setup: Callable[[Path], None] = field(default=lambda work: None)
+
+
+def search(*extra: str) -> Callable[[Path], list[str]]:
+    return lambda w: ["search", str(w / "space.yaml"), "--storage", f"sqlite:///{w / 'store.db'}",
+                      "--study", "new", "--executor", "inline", *extra]
+
+
+def on_store(*args: str) -> Callable[[Path], list[str]]:
+    return lambda w: [*args, "--storage", f"sqlite:///{w / 'store.db'}"]
+
+
+def tamper(work: Path) -> None:
+    store = StudyStore(f"sqlite:///{work / 'store.db'}")
+    artefact = Path(store.trials("done")[0].artefacts[0].path)
+    store.close()
+    artefact.write_bytes(artefact.read_bytes()[:-10] + b"0123456789")
+
+
+def add_empty_study(work: Path) -> None:
+    """A study with no finished trial (the store is snapshot after this setup)."""
+    store = StudyStore(f"sqlite:///{work / 'store.db'}")
+    space = store.study("done").space
+    store.create_study(name="empty", task="experiments.digits:task", strategy="tpe", seed=0, space=space,
+                       space_text="", budgets={}, baseline={}, controller_state={})
+    store.close()
+
+
+def sql(path: Path, statement: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(statement)
+    conn.commit()
+    conn.close()  # the last connection to close folds the WAL into the file, before the snapshot
+
+
+def foreign_db(work: Path) -> None:
+    (work / "store.db").unlink()
+    sql(work / "foreign.db", "CREATE TABLE customers (id INTEGER)")
+
+
+def newer_schema(work: Path) -> None:
+    sql(work / "store.db", "UPDATE alembic_version SET version_num = '9999'")
+
+
+CASES = [
+    Case("malformed-yaml", search(), "malformed YAML", space="task: [unclosed\n"),
+    Case("not-a-mapping", search(), "must be a YAML mapping", space="- a\n- b\n"),
+    Case("unknown-key", search(), "did you mean 'objectives'", space=GOOD.replace("objectives:", "objectivs:")),
+    Case("unknown-nested-key", search(), "did you mean 'max_accuracy_drop'",
+         space=GOOD.replace("max_accuracy_drop", "max_acuracy_drop")),
+    Case("wrong-type", search(), "constraints.min_speedup", space=GOOD.replace("min_speedup: 1.2", "min_speedup: fast")),
+    Case("sparsity-too-big", search(), "outside [0, 1)", space=GOOD.replace("[0.0, 0.25, 0.5]", "[0.0, 1.0]")),
+    Case("sparsity-negative", search(), "outside [0, 1)", space=GOOD.replace("[0.0, 0.25, 0.5]", "[-0.1]")),
+    Case("unsupported-bits", search(), "not supported", space=GOOD.replace("weight_bits: [8, 32]", "weight_bits: [7]")),
+    Case("pattern-matches-nothing", search(), "matches no layer",
+         space=GOOD + "layers: {'encoder.*': {weight_bits: [8]}}\n"),
+    Case("unprunable-layer", search(), "'fc' cannot be pruned",
+         space=GOOD + "layers: {fc: {channel_sparsity: [0.5]}}\n"),
+    Case("task-module-missing", search(), "cannot import module",
+         space=GOOD.replace("experiments.digits:task", "experiments.nope:task")),
+    Case("task-attribute-missing", search(), "has no attribute 'nope'",
+         space=GOOD.replace("experiments.digits:task", "experiments.digits:nope")),
+    Case("task-not-import-path", search(), "not an import path", space=GOOD.replace("experiments.digits:task", "digits")),
+    Case("task-not-a-task", search(), "is not a Task and calling it to build one failed",
+         space=GOOD.replace("experiments.digits:task", "experiments.digits:BasicBlock")),
+    Case("space-file-missing", lambda w: ["search", str(w / "missing.yaml"), "--storage",
+                                          f"sqlite:///{w / 'store.db'}"], "cannot read space file"),
+    Case("fidelity-not-ascending", search(), "ascending", space=GOOD.replace("[0.5]", "[3, 1]")),
+    Case("unknown-objective", search(), "objectives", space=GOOD.replace("latency_ms: min", "latncy: min")),
+    Case("bad-direction", search(), "objectives", space=GOOD.replace("accuracy: max", "accuracy: up")),
+    Case("impossible-speedup", search(), "min_speedup", space=GOOD.replace("min_speedup: 1.2", "min_speedup: 1000")),
+    Case("repeats-too-few", search(), "measure.repeats", space=GOOD.replace("repeats: 5", "repeats: 1")),
+    Case("unknown-strategy", search("--strategy", "genetic"), "unknown strategy 'genetic'", space=GOOD),
+    Case("zero-trials", search("--trials", "0"), "--trials", space=GOOD),
+    Case("negative-trials", search("--trials", "-3"), "--trials", space=GOOD),
+    Case("zero-time", search("--time", "0"), "--time", space=GOOD),
+    Case("garbled-time", search("--time", "soon"), "--time", space=GOOD),
+    Case("zero-workers", search("--workers", "0"), "--workers", space=GOOD),
+    Case("negative-cpu-hours", search("--cpu-hours", "-1"), "--cpu-hours", space=GOOD),
+    Case("bad-on-budget", search("--on-budget", "later"), "--on-budget", space=GOOD),
+    Case("zero-trial-timeout", search("--trial-timeout", "0"), "--trial-timeout", space=GOOD),
+    Case("non-integer-flag", search("--trials", "many"), "--trials", space=GOOD),
+    Case("bad-storage-url", lambda w: ["studies", "--storage", "not a url"], "is not a database URL"),
+    Case("unknown-storage-driver", lambda w: ["studies", "--storage", "nosuchdb://x/y"], "--storage"),
+    Case("unreachable-postgres", lambda w: ["studies", "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/test"],
+         "cannot connect"),
+    Case("unreachable-ray", lambda w: [*search()(w)[:-2], "--ray-address", "127.0.0.1:1"], "no Ray cluster answers",
+         space=GOOD),
+    Case("ray-address-garbled", lambda w: [*search()(w)[:-2], "--ray-address", "nohost"], "not host:port",
+         space=GOOD),
+    Case("study-name-clash", lambda w: [*search()(w)[:-4], "--study", "done"], "exists", space=GOOD),
+    Case("resume-missing-study", on_store("resume", "ghost"), "study 'ghost': not found"),
+    Case("leaderboard-missing-study", on_store("leaderboard", "ghost"), "not found in sqlite:///"),
+    Case("status-missing-study", on_store("status", "ghost"), "not found"),
+    Case("export-no-finished-trial", lambda w: on_store("export", "empty", "--out", str(w / "x"))(w),
+         "no finished trial", setup=add_empty_study),
+    Case("export-missing-trial", lambda w: on_store("export", "done", "--out", str(w / "x"), "--trial", "99")(w),
+         "has no trial 99"),
+    Case("export-tampered-artefact",
+         lambda w: on_store("export", "done", "--out", str(w / "x"), "--allow-infeasible")(w), "sha256",
+         setup=tamper),
+    Case("foreign-database", lambda w: ["studies", "--storage", f"sqlite:///{w / 'foreign.db'}"],
+         "not an autocompress store", setup=foreign_db),
+    Case("newer-schema", on_store("studies"), "newer than this autocompress", setup=newer_schema),
+    Case("missing-sqlite-file", lambda w: ["studies", "--storage", f"sqlite:///{w / 'nope.db'}"], "no study store"),
+]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A store with one finished study ('done', 2 trials) built by a real inline search."""
+    work = tmp_path_factory.mktemp("template")
+    (work / "space.yaml").write_text(GOOD)
+    autocompress.search(work / "space.yaml", study="done", storage=f"sqlite:///{work / 'store.db'}",
+                        trials=2, executor="inline", strategy="random")
+    return work
+
+
+def snapshot(work: Path) -> dict[str, str]:
+    """sha256 of every database file in the folder (WAL files included)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(work.glob("*.db*"))
+            if not p.name.endswith("-shm")}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_exits_2_with_one_line_and_leaves_the_store_unchanged(case, template, tmp_path, capsys) -> None:
+    work = tmp_path / "w"
+    shutil.copytree(template, work, symlinks=False)
+    # the artefact paths in the copied store still point into the template: repoint by copying back later
+    if case.space is not None:
+        (work / "space.yaml").write_text(case.space)
+    case.setup(work if case.id != "export-tampered-artefact" else template)
+    before = snapshot(work)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(case.argv(work))
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2, err
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert err.startswith("autocompress: error: ") and case.expect in err, err
+        assert snapshot(work) == before
+    finally:
+        if case.id == "export-tampered-artefact":
+            shutil.rmtree(template)
+            shutil.copytree(work, template)  # hand back an untampered template (the copy was taken before)
+
+
+def test_corpus_covers_at_least_thirty_bad_inputs() -> None:
+    assert len(CASES) >= 30
+
+
+def test_a_real_process_gets_exit_code_2_and_one_line(tmp_path) -> None:
+    (tmp_path / "space.yaml").write_text(GOOD.replace("objectives:", "objectivs:"))
+    result = run_cli("search", str(tmp_path / "space.yaml"), "--storage", f"sqlite:///{tmp_path / 's.db'}")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_no_feasible_trial_exports_the_closest_only_on_request(template, tmp_path) -> None:
+    work = tmp_path / "w"
+    shutil.copytree(template, work)
+    (work / "space.yaml").write_text(GOOD.replace("min_speedup: 1.2", "min_speedup: 12"))
+    storage = f"sqlite:///{work / 'store.db'}"
+    autocompress.search(work / "space.yaml", study="strict", storage=storage, trials=1, executor="inline")
+    refused = run_cli("export", "strict", "--storage", storage, "--out", str(work / "x"))
+    assert refused.returncode == 2 and "--allow-infeasible" in refused.stderr
+    done = run_cli("export", "strict", "--storage", storage, "--out", str(work / "x"), "--allow-infeasible")
+    assert done.returncode == 0 and "INFEASIBLE" in done.stdout
+    assert '"feasible": false' in (work / "x" / "manifest.json").read_text()
