@@ -252,10 +252,8 @@ def _progress_plot(trials: list[TrialRecord], feasible: dict[int, bool]) -> Plot
                        label="feasible trials" if seen_feasible else "feasible trials (none yet)")
         best_axes.plot(steps, best_any, drawstyle="steps-post", marker="o", ms=3, color="#777777", ls="--",
                        label="all finished trials")
-        failed = [i + 1 for i, t in enumerate(finished) if t.state == FAILED]
-        if failed:
-            best_axes.scatter(failed, [0.0] * len(failed), marker="v", c=_INFEASIBLE, label="failed trial",
-                              zorder=3)
+        for i, step in enumerate(s for s, t in zip(steps, finished, strict=True) if t.state == FAILED):
+            best_axes.axvline(step, color=_INFEASIBLE, lw=1, alpha=0.5, label=None if i else "failed trial")
         best_axes.set_title("best accuracy so far", fontsize=9)
         hv_axes.plot(steps, hv_feasible, drawstyle="steps-post", marker="o", ms=3, color=_FEASIBLE,
                      label="feasible trials")
