@@ -7,8 +7,10 @@ COPY autocompress ./autocompress
 COPY experiments ./experiments
 COPY search_spaces ./search_spaces
 ENV RAY_AUTH_MODE=disabled PIP_NO_CACHE_DIR=1
+# EXTRAS=postgres adds the PostgreSQL driver (docker-compose.yml builds it so)
+ARG EXTRAS=""
 # torch first and pinned (CPU wheel from the PyTorch CPU index), then the package
 RUN python -m venv .venv \
  && .venv/bin/pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && .venv/bin/pip install -e . && touch .venv/.installed
+ && .venv/bin/pip install -e ".${EXTRAS:+[$EXTRAS]}" && touch .venv/.installed
 CMD ["make", "demo"]

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint clean
+.PHONY: demo test test-fast lint clean chromium docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,8 +18,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	RAY_AUTH_MODE=disabled $(BIN)/python -m experiments.demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q tests
+
+# The report's browser test needs Debian's chromium: installed here when missing and apt-get is usable (root),
+# otherwise that test is skipped with its reason.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium >/dev/null) || echo "could not install chromium: the report's browser test will be skipped"; \
+	  else echo "chromium missing and apt-get not usable as root: the report's browser test will be skipped"; fi; }
+
+docs: $(STAMP)
+	$(BIN)/python -m autocompress.docs
 
 test-fast: $(STAMP)
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m "not slow" tests

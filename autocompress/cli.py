@@ -276,6 +276,21 @@ def export(
 
 
 @app.command()
+def report(
+    name: Annotated[str, typer.Argument()],
+    out_dir: Annotated[str, typer.Option("--out", help="folder for index.html and its PNGs")],
+    storage: Storage = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="trials in the policy heat map and table")] = 10,
+    sensitivity: Annotated[str | None, typer.Option("--sensitivity", help="CSV with columns layer,sparsity,"
+                                                    "accuracy [default: sensitivity.csv in the study's "
+                                                    "artefact folder, if any]")] = None,
+) -> None:
+    """Write a self-contained HTML report (Pareto front, policies, progress, failures, sensitivity)."""
+    page = api.load_study(name, storage).report(out_dir, sensitivity=sensitivity, top=top)
+    out.print(f"report written to {page}")
+
+
+@app.command()
 def strategies() -> None:
     """List the search strategies and what each searches."""
     table = Table()

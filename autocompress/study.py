@@ -291,3 +291,9 @@ class Study:
 
         return export_trial(self, Path(out), trial, allow_infeasible=allow_infeasible)
 
+    def report(self, out: str | Path, sensitivity: str | Path | None = None, top: int = 10) -> Path:
+        """Write the HTML report with its plots into `out` (see `autocompress.report`); returns index.html."""
+        from autocompress.report import write_report
+
+        return write_report(self, out, sensitivity=sensitivity, top=top)
+

@@ -38,6 +38,8 @@ class ConstraintsSpec(_Strict):
 
 
 class FidelitySpec(_Strict):
+    """How much each trial fine-tunes; several rungs turn on successive halving (ASHA)."""
+
     finetune_epochs: list[float] = Field([1.0], min_length=1, description="fine-tune epochs per rung, ascending")
     eta: int = Field(3, ge=2, description="successive-halving reduction factor when there are several rungs")
 
@@ -50,6 +52,8 @@ class FidelitySpec(_Strict):
 
 
 class LayerChoicesSpec(_Strict):
+    """The choices searched for a layer; a key left out keeps the value from `defaults`."""
+
     channel_sparsity: list[float] | None = Field(None, min_length=1, description="fractions in [0, 1)")
     weight_bits: list[int] | None = Field(None, min_length=1, description=f"each one of {SUPPORTED_WEIGHT_BITS}")
 
@@ -71,13 +75,17 @@ class LayerChoicesSpec(_Strict):
 
 
 class DefaultsSpec(LayerChoicesSpec):
-    criterion: Literal["l1", "l2"] = "l1"
+    """Choices for every discovered layer (layers that cannot be pruned keep channel_sparsity [0.0])."""
+
+    criterion: Literal["l1", "l2"] = Field("l1", description="channel importance used to pick what is pruned")
 
 
 class MeasureSpec(_Strict):
+    """How latency is measured: fixed threads, warm-up, median of repeats, interleaved with the baseline."""
+
     threads: int = Field(1, ge=1, description="torch threads while measuring latency")
     repeats: int = Field(30, ge=3, description="timed runs per batch size; the median is kept")
-    warmup: int = Field(5, ge=0)
+    warmup: int = Field(5, ge=0, description="untimed runs before timing")
 
 
 class SpaceFile(_Strict):
@@ -85,13 +93,15 @@ class SpaceFile(_Strict):
 
     task: str = Field(description="import path of a Task, e.g. experiments.digits:task")
     objectives: dict[Literal[METRICS], Literal["max", "min"]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: {"accuracy": "max", "latency_ms": "min"}, min_length=1
+        default_factory=lambda: {"accuracy": "max", "latency_ms": "min"}, min_length=1,
+        description="metrics to optimise, each max or min; the first breaks ties in the leaderboard",
     )
-    constraints: ConstraintsSpec = ConstraintsSpec()
-    fidelity: FidelitySpec = FidelitySpec()
-    defaults: DefaultsSpec = DefaultsSpec(channel_sparsity=[0.0, 0.25, 0.5], weight_bits=[8, 32])
+    constraints: ConstraintsSpec = Field(ConstraintsSpec(), description="what a feasible trial must meet")
+    fidelity: FidelitySpec = Field(FidelitySpec(), description="fine-tuning per trial")
+    defaults: DefaultsSpec = Field(DefaultsSpec(channel_sparsity=[0.0, 0.25, 0.5], weight_bits=[8, 32]),
+                                   description="choices for every layer")
     layers: dict[str, LayerChoicesSpec] = Field(default_factory=dict, description="glob pattern -> choices")
-    measure: MeasureSpec = MeasureSpec()
+    measure: MeasureSpec = Field(MeasureSpec(), description="latency measurement")
 
 
 def _did_you_mean(key: str, allowed: list[str]) -> str:
