@@ -26,7 +26,7 @@ from typer import Abort, Exit
 try:  # typer >= 0.26 vendors click; its usage errors are not click's
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover - older typer on plain click
-    from click.exceptions import UsageError
+    from click.exceptions import UsageError  # type: ignore[assignment]
 
 from autocompress import study as api
 from autocompress.errors import UserError
@@ -198,7 +198,7 @@ def studies(storage: Storage = None, format: Annotated[TableFormat, typer.Option
     from autocompress.store import StudyStore
 
     records = StudyStore(storage, create=False).studies()
-    rows = [{"name": r.name, "task": r.task, "strategy": r.strategy, "status": r.status,
+    rows: list[dict[str, Any]] = [{"name": r.name, "task": r.task, "strategy": r.strategy, "status": r.status,
              "trials": r.counts, "created_at": r.created_at.isoformat(timespec="seconds")} for r in records]
     if format is TableFormat.json:
         print(json.dumps(rows))

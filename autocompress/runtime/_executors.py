@@ -146,7 +146,7 @@ class RayExecutor(Executor):
                 raise UserError("--ray-address", f"cannot join Ray at {address!r}: {str(exc).splitlines()[0]}") from None
         from autocompress.runtime._ray_actors import CoreGate, TrialWorker
 
-        self._gate = CoreGate.remote()
+        self._gate = CoreGate.remote()  # type: ignore[attr-defined]
         self._actor_cls = TrialWorker
         self._names: dict[Any, str] = {}
         self._idle = [self._new_worker() for _ in range(workers)]
@@ -155,7 +155,7 @@ class RayExecutor(Executor):
 
     def _new_worker(self) -> Any:
         name = f"worker-{len(self._names)}"
-        actor = self._actor_cls.remote(self._gate, name)
+        actor = self._actor_cls.remote(self._gate, name)  # type: ignore[attr-defined]
         self._names[actor] = name
         return actor
 

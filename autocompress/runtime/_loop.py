@@ -232,7 +232,7 @@ class SearchLoop:
             self._spent["cpu_s"] += metrics.get("cpu_s", 0.0)
         elif self._retries.get(number):
             error = f"{error} (after {self._retries[number]} retries)"
-        outcome = Outcome(COMPLETE if finished.result else FAILED, metrics, viol)
+        outcome = Outcome("complete" if finished.result else "failed", metrics, viol)
         self.controller.tell(number, outcome)
         self._finished += 1
         self._failed += outcome.state == FAILED

@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from autocompress.runtime._executors import Job, execute
-from autocompress.runtime._trial import TrialResult
+from autocompress.runtime._trial import Gate, TrialResult
 
 
 @ray.remote(num_cpus=0)
@@ -88,7 +88,7 @@ class CoreGate:
             self._measurer = None
 
 
-class _RayGate:
+class _RayGate(Gate):
     """The worker-side handle on `CoreGate`, shaped like `runtime.Gate`."""
 
     def __init__(self, gate: Any, owner: str) -> None:

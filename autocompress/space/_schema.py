@@ -93,7 +93,8 @@ class SpaceFile(_Strict):
 
     task: str = Field(description="import path of a Task, e.g. experiments.digits:task")
     objectives: dict[Literal[METRICS], Literal["max", "min"]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: {"accuracy": "max", "latency_ms": "min"}, min_length=1,
+        default_factory=lambda: {"accuracy": "max", "latency_ms": "min"},  # type: ignore[arg-type]
+        min_length=1,
         description="metrics to optimise, each max or min; the first breaks ties in the leaderboard",
     )
     constraints: ConstraintsSpec = Field(ConstraintsSpec(), description="what a feasible trial must meet")
