@@ -29,8 +29,8 @@ def demo() -> None:
     OUT.mkdir()
     storage = f"sqlite:///{OUT / 'autocompress.db'}"
     space = str(ROOT / "search_spaces" / "digits.yaml")
-    print(f"== search: {space}, 24 trials, 2 Ray workers, TPE ==", flush=True)
-    run("search", space, "--study", "demo", "--storage", storage, "--trials", "24", "--workers", "2")
+    print(f"== search: {space}, 40 trials, 2 Ray workers, TPE ==", flush=True)
+    run("search", space, "--study", "demo", "--storage", storage, "--trials", "40", "--workers", "2")
     print("== leaderboard (top 10) ==", flush=True)
     run("leaderboard", "demo", "--storage", storage, "--top", "10")
     print("== export ==", flush=True)
