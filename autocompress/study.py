@@ -175,6 +175,7 @@ def search(
     space = resolve_space(spec, discover_layers(model, task.example_input(1)), str(space_path))
     name = study or default_study_name(space_path)
     check_feasible_up_front(space, model, task.example_input(1), str(space_path))
+    controller = make_controller(strategy, space, seed)  # validates the strategy's knobs
     if ray_address and executor == "ray":
         check_ray_address(ray_address)
     store = StudyStore(storage, create=True)
@@ -183,7 +184,6 @@ def search(
     runner = _executor(executor, workers, ray_address, trial_timeout)  # joins Ray before anything is stored
     try:
         baseline = baseline_metrics(space.task, space.measure)
-        controller = make_controller(strategy, space, seed)
         store.create_study(name=name, task=space.task, strategy=strategy, seed=seed, space=space.to_dict(),
                            space_text=text, budgets=budget.to_dict(), baseline=baseline,
                            controller_state=controller.state_dict())

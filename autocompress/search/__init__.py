@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from autocompress.errors import UserError
+from autocompress.search._anneal import AnnealController
 from autocompress.search._asha import ASHAController
-from autocompress.search._base import Controller, Outcome, Proposal
+from autocompress.search._base import Controller, Outcome, Proposal, scalar_score
 from autocompress.search._optuna import NSGA2Controller, TPEController
 from autocompress.search._random import RandomController
+from autocompress.search._uniform import UniformController
 from autocompress.space import Space
 
 STRATEGIES: dict[str, type[Controller]] = {
-    cls.name: cls for cls in (TPEController, NSGA2Controller, RandomController)
+    cls.name: cls for cls in (TPEController, NSGA2Controller, AnnealController, RandomController, UniformController)
 }
 
 
@@ -27,11 +29,14 @@ def make_controller(name: str, space: Space, seed: int = 0) -> Controller:
 __all__ = [
     "STRATEGIES",
     "ASHAController",
+    "AnnealController",
     "Controller",
     "NSGA2Controller",
     "Outcome",
     "Proposal",
     "RandomController",
     "TPEController",
+    "UniformController",
     "make_controller",
+    "scalar_score",
 ]

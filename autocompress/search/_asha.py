@@ -11,17 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autocompress.search._base import Controller, Outcome, Proposal
-
-
-def _score(outcome: Outcome, first_objective: str, direction: str) -> float:
-    """One number per result, larger is better: the first objective, minus the total constraint violation
-    (so feasible results outrank infeasible ones of similar quality); failures score -inf."""
-    if outcome.state != "complete":
-        return float("-inf")
-    value = outcome.values[first_objective]
-    value = value if direction == "max" else -value
-    return value - sum(max(0.0, v) for v in outcome.violations.values())
+from autocompress.search._base import Controller, Outcome, Proposal, scalar_score
 
 
 class ASHAController(Controller):
@@ -34,7 +24,7 @@ class ASHAController(Controller):
         self.inner = inner
         self.eta = eta
         self.rungs = tuple(inner.space.finetune_epochs)
-        self._first = next(iter(inner.space.objectives.items()))
+        self._first = dict([next(iter(inner.space.objectives.items()))])  # rungs compare the first objective
         self._rung: dict[int, int] = {}  # trial number -> rung
         self._config: dict[int, int] = {}  # trial number -> config id (its rung-0 trial number)
         self._inner_number: dict[int, int] = {}  # rung-0 trial number -> inner controller's number
@@ -78,6 +68,6 @@ class ASHAController(Controller):
 
     def _tell(self, number: int, outcome: Outcome) -> None:
         rung, config = self._rung[number], self._config[number]
-        self._scores[rung][config] = _score(outcome, *self._first)
+        self._scores[rung][config] = scalar_score(outcome, self._first)
         if rung == 0:
             self.inner.tell(self._inner_number[number], outcome)

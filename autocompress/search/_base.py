@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from autocompress.errors import UserError
 from autocompress.space import Policy, Space
 
 
@@ -62,15 +63,23 @@ class Controller(ABC):
     directly may override both methods (and must keep the same guarantee).
 
     Subclasses implement `_ask(number)` and `_tell(number, outcome)`; ``name`` and ``description`` feed
-    ``autocompress strategies``.
+    ``autocompress strategies``. ``knobs`` maps each option a strategy reads from the space file's
+    ``strategy: {NAME: {...}}`` section to its default; `self.options` holds the values in force.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    knobs: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, space: Space, seed: int = 0) -> None:
         self.space = space
         self.seed = seed
+        given = space.strategy_options.get(self.name, {})
+        unknown = sorted(set(given) - set(self.knobs))
+        if unknown:
+            allowed = ", ".join(self.knobs) or "none"
+            raise UserError(f"space: strategy.{self.name}.{unknown[0]}", f"unknown option; {self.name} takes: {allowed}")
+        self.options: dict[str, Any] = {**self.knobs, **given}
         self.pending: dict[int, Proposal] = {}
         self._events: list[list[Any]] = []
         self._next_number = 0
@@ -117,3 +126,19 @@ class Controller(ABC):
     @property
     def full_fidelity(self) -> float:
         return self.space.finetune_epochs[-1]
+
+
+def scalar_score(outcome: Outcome, objectives: dict[str, str], reference: dict[str, float] | None = None) -> float:
+    """One number per outcome, larger is better, for strategies that need a scalar (annealing, ASHA).
+
+    Each objective is turned to larger-is-better and divided by ``|reference[metric]|`` when a reference is
+    given (so objectives of different units weigh alike), averaged, then the total constraint violation is
+    subtracted so feasible outcomes outrank infeasible ones of similar quality. Failures score -inf.
+    """
+    if outcome.state != "complete":
+        return float("-inf")
+    total = 0.0
+    for metric, direction in objectives.items():
+        value = outcome.values[metric] / ((abs(reference[metric]) or 1.0) if reference else 1.0)
+        total += value if direction == "max" else -value
+    return total / len(objectives) - sum(max(0.0, v) for v in outcome.violations.values())

@@ -102,6 +102,10 @@ class SpaceFile(_Strict):
     defaults: DefaultsSpec = Field(DefaultsSpec(channel_sparsity=[0.0, 0.25, 0.5], weight_bits=[8, 32]),
                                    description="choices for every layer")
     layers: dict[str, LayerChoicesSpec] = Field(default_factory=dict, description="glob pattern -> choices")
+    strategy: dict[str, dict[str, float | int | str]] = Field(
+        default_factory=dict,
+        description="knobs per strategy, e.g. {anneal: {cooling: 0.9}}; 'autocompress strategies' lists them",
+    )
     measure: MeasureSpec = Field(MeasureSpec(), description="latency measurement")
 
 
@@ -178,6 +182,7 @@ class Space:
     criterion: str = "l1"
     measure: dict[str, int] = field(default_factory=lambda: MeasureSpec().model_dump())
     eta: int = 3
+    strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def dimensions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
         """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""
@@ -218,6 +223,7 @@ class Space:
             "criterion": self.criterion,
             "measure": dict(self.measure),
             "eta": self.eta,
+            "strategy_options": {k: dict(v) for k, v in self.strategy_options.items()},
         }
 
     @classmethod
@@ -232,6 +238,7 @@ class Space:
             criterion=data.get("criterion", "l1"),
             measure=dict(data.get("measure", MeasureSpec().model_dump())),
             eta=data.get("eta", 3),
+            strategy_options=dict(data.get("strategy_options", {})),
         )
 
 
@@ -271,4 +278,5 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         criterion=spec.defaults.criterion,
         measure=spec.measure.model_dump(),
         eta=spec.fidelity.eta,
+        strategy_options={k: dict(v) for k, v in spec.strategy.items()},
     )

@@ -1,0 +1,123 @@
+"""The contract every search strategy must meet, run over every strategy (add one to STRATEGIES and it is
+tested): proposals stay in the space; same seed and history give the same proposals; a controller restored
+from its state after N tells proposes exactly what the uninterrupted one does; failures and out-of-order
+tells are handled. Outcomes are synthetic but deterministic functions of the policy: controllers only ever
+see numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autocompress.errors import UserError
+from autocompress.search import STRATEGIES, AnnealController, Outcome, make_controller
+from autocompress.space import discover_layers, parse_space, resolve_space
+from experiments.digits import DigitsNet, task
+
+SPACE = """task: experiments.digits:task
+constraints: {max_accuracy_drop: 0.02, min_speedup: 1.5}
+defaults: {channel_sparsity: [0.0, 0.25, 0.5, 0.75], weight_bits: [8, 32]}
+"""
+
+
+@pytest.fixture(scope="module")
+def layers():
+    return discover_layers(DigitsNet().eval(), task.example_input(1))
+
+
+@pytest.fixture(scope="module")
+def space(layers):
+    return resolve_space(parse_space(SPACE), layers)
+
+
+def outcome_for(proposal, fail_every: int = 0) -> Outcome:
+    if fail_every and proposal.number % fail_every == fail_every - 1:
+        return Outcome("failed")
+    sparsity = sum(s.channel_sparsity for _, s in proposal.policy) / len(proposal.policy.layers)
+    int8 = sum(s.weight_bits == 8 for _, s in proposal.policy) / len(proposal.policy.layers)
+    accuracy = 0.99 - 0.2 * sparsity**2 + 0.001 * int8
+    speedup = 1 + 3 * sparsity + 1.5 * int8
+    values = {"accuracy": accuracy, "latency_ms": 1 / speedup, "speedup": speedup, "accuracy_drop": 0.99 - accuracy}
+    violations = {"max_accuracy_drop": (values["accuracy_drop"] - 0.02) / 0.02, "min_speedup": (1.5 - speedup) / 1.5}
+    return Outcome("complete", values, violations)
+
+
+def drive(controller, steps: int, in_flight: int = 3, reverse: bool = False, fail_every: int = 0) -> list:
+    """Ask/tell with several proposals in flight; tells newest-first when `reverse` (out of order)."""
+    asked, pending = [], []
+    for _ in range(steps):
+        while len(pending) < in_flight:
+            pending.append(controller.ask())
+            asked.append(pending[-1])
+        done = pending.pop(-1 if reverse else 0)
+        controller.tell(done.number, outcome_for(done, fail_every))
+    return asked
+
+
+def key(proposal) -> tuple:
+    return proposal.number, proposal.policy, proposal.finetune_epochs
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+class TestControllerContract:
+    def test_proposals_stay_inside_the_space(self, name, space) -> None:
+        for proposal in drive(make_controller(name, space, 0), 25):
+            assert space.contains(proposal.policy), proposal.policy
+
+    def test_same_seed_and_history_give_the_same_proposals(self, name, space) -> None:
+        a = [key(p) for p in drive(make_controller(name, space, 7), 20)]
+        b = [key(p) for p in drive(make_controller(name, space, 7), 20)]
+        assert a == b
+
+    @pytest.mark.parametrize("told", [0, 5, 17])
+    def test_restored_controller_proposes_what_the_uninterrupted_one_does(self, name, space, told) -> None:
+        original = make_controller(name, space, 3)
+        drive(original, told, fail_every=4)
+        state = json.loads(json.dumps(original.state_dict()))  # JSON only, never pickle
+        restored = make_controller(name, space, 3)
+        restored.load_state_dict(state)
+        assert sorted(restored.pending) == sorted(original.pending)
+        for _ in range(8):
+            a, b = original.ask(), restored.ask()
+            assert key(a) == key(b)
+            original.tell(a.number, outcome_for(a))
+            restored.tell(b.number, outcome_for(b))
+
+    def test_failures_and_out_of_order_tells_are_handled(self, name, space) -> None:
+        controller = make_controller(name, space, 1)
+        proposals = drive(controller, 20, in_flight=4, reverse=True, fail_every=3)
+        assert len({p.number for p in proposals}) == len(proposals)
+        assert len(controller.pending) == 3  # four in flight, the last one told
+        told = next(p.number for p in proposals if p.number not in controller.pending)
+        with pytest.raises(ValueError, match="not pending"):
+            controller.tell(told, Outcome("failed"))  # told twice
+
+
+def test_uniform_sweeps_one_global_setting(space) -> None:
+    proposals = drive(make_controller("uniform", space, 0), 8, in_flight=1)
+    for proposal in proposals:
+        prunable = {s.channel_sparsity for n, s in proposal.policy if space.layers[n].channel_sparsity != (0.0,)}
+        assert len(prunable) == 1 and len({s.weight_bits for _, s in proposal.policy}) == 1
+    assert len({p.policy for p in proposals}) == 8  # 4 sparsities x 2 bit-widths, no repeats in one sweep
+
+
+def test_annealing_acceptance_falls_as_temperature_falls(layers) -> None:
+    space = resolve_space(parse_space(SPACE + "strategy: {anneal: {cooling: 0.97, initial_temperature: 2.0}}\n"),
+                          layers)
+    controller = make_controller("anneal", space, 0)
+    assert isinstance(controller, AnnealController) and controller.options["cooling"] == 0.97
+    drive(controller, 150, in_flight=1)
+    moves = controller.worse_moves
+    hot = [accepted for t, accepted in moves if t > 0.5]
+    cold = [accepted for t, accepted in moves if t < 0.1]
+    assert len(hot) >= 10 and len(cold) >= 10
+    hot_rate, cold_rate = sum(hot) / len(hot), sum(cold) / len(cold)
+    assert 0.2 < hot_rate < 0.9  # worse moves are often taken while hot, but it is no random walk
+    assert cold_rate < 0.1 and hot_rate > 3 * cold_rate
+
+
+def test_unknown_strategy_option_is_a_user_error(layers) -> None:
+    space = resolve_space(parse_space(SPACE + "strategy: {anneal: {colling: 0.9}}\n"), layers)
+    with pytest.raises(UserError, match="strategy.anneal.colling"):
+        make_controller("anneal", space, 0)
