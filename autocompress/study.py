@@ -6,6 +6,7 @@ the same validation and the same errors (`UserError` for anything the user can f
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from autocompress.compress import CRITERIA
 from autocompress.errors import UserError
 from autocompress.runtime import (
     Budget,
@@ -24,7 +26,7 @@ from autocompress.runtime import (
     baseline_metrics,
     check_ray_address,
 )
-from autocompress.search import STRATEGIES, Controller, make_controller
+from autocompress.search import Controller, make_controller
 from autocompress.space import Space, discover_layers, load_space_file, resolve_space
 from autocompress.store import StudyRecord, StudyStore, TrialRecord, rank_trials
 from autocompress.task import load_task
@@ -167,13 +169,14 @@ def search(
     budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget)
     _check_workers(workers)
     _check_timeout(trial_timeout)
-    if strategy not in STRATEGIES:
-        raise UserError("--strategy", f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     spec, text = load_space_file(space_path)
     task = load_task(spec.task, where=f"{space_path}: task")
     model = task.baseline_model()
     space = resolve_space(spec, discover_layers(model, task.example_input(1)), str(space_path))
     name = study or default_study_name(space_path)
+    if space.criterion not in CRITERIA:
+        raise UserError(f"{space_path}: defaults.criterion",
+                        f"unknown criterion {space.criterion!r}; known: {', '.join(sorted(CRITERIA))}")
     check_feasible_up_front(space, model, task.example_input(1), str(space_path))
     controller = make_controller(strategy, space, seed)  # validates the strategy's knobs
     if ray_address and executor == "ray":
@@ -217,6 +220,7 @@ def resume(
         check_ray_address(ray_address)
     store = StudyStore(storage, create=False)
     record = store.study(name)
+    importlib.import_module(record.task.partition(":")[0])  # registrations (strategies, criteria) live there
     budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, Budget.from_dict(record.budgets))
     space = Space.from_dict(record.space)
     controller = _restore_controller(record, space)

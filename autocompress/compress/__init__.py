@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from autocompress.compress._prune import CRITERIA, prune
+from autocompress.compress._prune import CRITERIA, prune, register_criterion
 from autocompress.compress._quantize import quantize, quantized_layers
 from autocompress.space import Policy
 
@@ -21,4 +21,4 @@ def apply(
     return quantize(prune(model, policy, example_input), policy, example_input, calibration)
 
 
-__all__ = ["CRITERIA", "apply", "prune", "quantize", "quantized_layers"]
+__all__ = ["CRITERIA", "apply", "prune", "quantize", "quantized_layers", "register_criterion"]

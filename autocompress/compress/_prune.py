@@ -22,6 +22,16 @@ CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
 }
 
 
+def register_criterion(name: str, factory: Callable[[], tp.importance.Importance]) -> None:
+    """Make a channel-importance criterion available as ``criterion: NAME`` in space files.
+
+    `factory` returns a torch-pruning ``Importance``: called on a dependency group, it returns one score per
+    channel, and the lowest-scoring channels are removed. Register it in the module that defines your task,
+    which every worker imports before it prunes.
+    """
+    CRITERIA[name] = factory
+
+
 def prune(model: nn.Module, policy: Policy, example_input: torch.Tensor, round_to: int | None = None) -> nn.Module:
     """Remove the fraction ``channel_sparsity`` of output channels of each layer in `policy`, in place.
 

@@ -16,6 +16,18 @@ STRATEGIES: dict[str, type[Controller]] = {
 }
 
 
+def register_strategy(cls: type[Controller]) -> type[Controller]:
+    """Make a `Controller` subclass available as ``--strategy cls.name`` (usable as a class decorator).
+
+    Register it in the module that defines your task: that module is imported wherever the study runs or
+    resumes, so the strategy is known there too.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Controller)) or not getattr(cls, "name", ""):
+        raise TypeError("a strategy is a Controller subclass with a class attribute 'name'")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
 def make_controller(name: str, space: Space, seed: int = 0) -> Controller:
     """The strategy `name`, wrapped in ASHA when the space has more than one fine-tune rung."""
     if name not in STRATEGIES:
@@ -38,5 +50,6 @@ __all__ = [
     "TPEController",
     "UniformController",
     "make_controller",
+    "register_strategy",
     "scalar_score",
 ]

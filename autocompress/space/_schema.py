@@ -77,7 +77,8 @@ class LayerChoicesSpec(_Strict):
 class DefaultsSpec(LayerChoicesSpec):
     """Choices for every discovered layer (layers that cannot be pruned keep channel_sparsity [0.0])."""
 
-    criterion: Literal["l1", "l2"] = Field("l1", description="channel importance used to pick what is pruned")
+    criterion: str = Field("l1", description="channel importance used to pick what is pruned: l1, l2, or one "
+                                              "registered with autocompress.compress.register_criterion")
 
 
 class MeasureSpec(_Strict):
