@@ -79,6 +79,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     dbapi_connection.isolation_level = None  # transactions are begun by `_sqlite_begin`, not the driver
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=60000")
+    # Under WAL, NORMAL still survives a killed process (a commit is in the WAL before it returns); only a
+    # power cut may lose the last commits. It spares an fsync per transaction.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

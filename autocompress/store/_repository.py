@@ -320,10 +320,11 @@ class StudyStore:
             for m, metric in zip(joined, objectives, strict=True):
                 query = query.outerjoin(m, (m.trial_id == TrialRow.id) & (m.name == metric))
             signs = [1.0 if d == "max" else -1.0 for d in objectives.values()]
+            rows = session.execute(query.where(TrialRow.study_id == study.id))
             return [
                 RankRow(number, state, tuple(-math.inf if v is None else s * v for s, v in zip(signs, vals, strict=True)),
                         0.0 if violation is None else violation)
-                for number, state, violation, *vals in session.execute(query.where(TrialRow.study_id == study.id))
+                for number, state, violation, *vals in rows
             ]
 
     def queue_unfinished(self, name: str, abandoned: Callable[[str, datetime], bool] | None = None
