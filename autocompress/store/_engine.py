@@ -71,7 +71,8 @@ def open_engine(url: str, *, create: bool) -> Engine:
     except OperationalError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise UserError("--storage", f"cannot connect to {parsed.render_as_string(hide_password=True)}: {reason}") from None
+        where = parsed.render_as_string(hide_password=True)
+        raise UserError("--storage", f"cannot connect to {where}: {reason}") from None
     return engine
 
 

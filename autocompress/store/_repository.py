@@ -322,7 +322,8 @@ class StudyStore:
             signs = [1.0 if d == "max" else -1.0 for d in objectives.values()]
             rows = session.execute(query.where(TrialRow.study_id == study.id))
             return [
-                RankRow(number, state, tuple(-math.inf if v is None else s * v for s, v in zip(signs, vals, strict=True)),
+                RankRow(number, state,
+                        tuple(-math.inf if v is None else s * v for s, v in zip(signs, vals, strict=True)),
                         0.0 if violation is None else violation)
                 for number, state, violation, *vals in rows
             ]
