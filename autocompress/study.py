@@ -228,7 +228,7 @@ def resume(
 
 def load_study(name: str, storage: str | None = None) -> Study:
     store = StudyStore(storage, create=False)
-    store.study(name)
+    store.check_study(name)
     return Study(name, store)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm import Session, aliased, defer, selectinload
 
 from autocompress.errors import UserError
 from autocompress.store._engine import WRITE, default_storage, open_engine, sqlite_path
@@ -131,8 +131,13 @@ class StudyStore:
         with Session(bind, expire_on_commit=False) as session, session.begin():
             yield session
 
-    def _study_row(self, session: Session, name: str, *, lock: bool = False) -> StudyRow:
+    def _study_row(self, session: Session, name: str, *, lock: bool = False, full: bool = False) -> StudyRow:
+        """The study row; its large JSON columns (controller state, space) load only when touched, unless
+        `full`: a 100k-trial study's event log is megabytes that a leaderboard has no use for."""
         query = select(StudyRow).where(StudyRow.name == name)
+        if not full:
+            query = query.options(defer(StudyRow.controller_state), defer(StudyRow.space),
+                                  defer(StudyRow.space_text))
         if lock:
             query = query.with_for_update()
         row = session.scalars(query).one_or_none()
@@ -164,9 +169,14 @@ class StudyStore:
         with self._session() as session:
             return session.scalar(select(func.count()).where(StudyRow.name == name)) == 1
 
+    def check_study(self, name: str) -> None:
+        """Raise `UserError` naming the known studies when study `name` is not in the store."""
+        with self._session() as session:
+            self._study_row(session, name)
+
     def study(self, name: str) -> StudyRecord:
         with self._session() as session:
-            row = self._study_row(session, name)
+            row = self._study_row(session, name, full=True)
             counts = dict(session.execute(
                 select(TrialRow.state, func.count()).where(TrialRow.study_id == row.id).group_by(TrialRow.state)
             ).all())
