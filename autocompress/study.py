@@ -26,7 +26,7 @@ from autocompress.runtime import (
 )
 from autocompress.search import STRATEGIES, Controller, make_controller
 from autocompress.space import Space, discover_layers, load_space_file, resolve_space
-from autocompress.store import StudyRecord, StudyStore, TrialRecord, rank_rows
+from autocompress.store import StudyRecord, StudyStore, TrialRecord
 from autocompress.task import load_task
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -256,10 +256,9 @@ class Study:
 
         Ranking reads only numbers, states, violations and objective values; full trial records are loaded
         for the rows returned, so ``top=10`` on a 100k-trial study stays fast."""
-        ranked = rank_rows(self.store.rank_rows(self.name))
-        if feasible_only or pareto_only:
-            ranked = [r for r in ranked if r.feasible and (r.pareto_front == 0 or not pareto_only)]
-        ranked = ranked[:top] if top else ranked
+        ranked = self.store.ranked(self.name, top=top, feasible_only=feasible_only or pareto_only)
+        if pareto_only:  # front 0 comes first among feasible trials, so a prefix of the ranking suffices
+            ranked = [r for r in ranked if r.pareto_front == 0]
         trials = {t.number: t for t in self.store.trials(self.name, numbers=[r.number for r in ranked]
                                                          if top else None)}
         rows = []

@@ -1,8 +1,9 @@
 """Ranking trials against the budgets: feasible first, Pareto fronts, hypervolume.
 
 Pure functions over plain values so that the leaderboard, the report, export and benchmarks agree. The
-store feeds `rank_rows` straight from a narrow SQL query (no JSON decoding in Python), so ranking a
-100k-trial study costs one sort plus an O(n log n) non-dominated sort for two objectives.
+store (`StudyStore.ranked`) runs the same order with SQL doing the cheap parts: only feasible trials'
+objective values reach Python (for `rank_feasible`), infeasible and unfinished ones come sorted and cut to
+what ``--top`` needs; the non-dominated sort of two objectives is O(n log n).
 """
 
 from __future__ import annotations
@@ -107,15 +108,18 @@ def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]
     return area
 
 
+def rank_feasible(rows: Sequence[RankRow]) -> list[RankedTrial]:
+    """Feasible complete trials ranked 1..n by Pareto front, then first objective, then number."""
+    fronts = pareto_fronts([r.values for r in rows])
+    order = sorted(zip(rows, fronts, strict=True), key=lambda rf: (rf[1], -rf[0].values[0], rf[0].number))
+    return [RankedTrial(r.number, i + 1, True, front, 0.0) for i, (r, front) in enumerate(order)]
+
+
 def rank_rows(rows: Sequence[RankRow]) -> list[RankedTrial]:
-    """Order trials: feasible complete ones by Pareto front, then first objective, then number; then
-    infeasible complete ones by total normalised violation, then number; then the rest (failed, running,
-    queued) by number."""
+    """Order trials: feasible complete ones as `rank_feasible`; then infeasible complete ones by total
+    normalised violation, then number; then the rest (failed, running, queued) by number."""
     complete = [r for r in rows if r.state == "complete"]
-    feasible = [r for r in complete if r.violation <= 0]
-    fronts = pareto_fronts([r.values for r in feasible])
-    order = sorted(zip(feasible, fronts, strict=True), key=lambda rf: (rf[1], -rf[0].values[0], rf[0].number))
-    ranked = [RankedTrial(r.number, i + 1, True, front, 0.0) for i, (r, front) in enumerate(order)]
+    ranked = rank_feasible([r for r in complete if r.violation <= 0])
     for r in sorted((r for r in complete if r.violation > 0), key=lambda r: (r.violation, r.number)):
         ranked.append(RankedTrial(r.number, len(ranked) + 1, False, None, r.violation))
     for r in sorted((r for r in rows if r.state != "complete"), key=lambda r: r.number):

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, aliased, defer, selectinload
 from autocompress.errors import UserError
 from autocompress.store._engine import WRITE, default_storage, open_engine, sqlite_path
 from autocompress.store._models import ArtefactRow, IntermediateValueRow, MetricRow, StudyRow, TrialRow, utcnow
-from autocompress.store._ranking import RankRow, total_violation
+from autocompress.store._ranking import RankedTrial, RankRow, rank_feasible, total_violation
 
 #: trial states: running (a worker has it), queued (to be re-run: its controller died or was interrupted)
 RUNNING, QUEUED, COMPLETE, FAILED = "running", "queued", "complete", "failed"
@@ -319,24 +319,39 @@ class StudyStore:
             merged["cpu_s"] = study.spent.get("cpu_s", 0.0) + float(metrics.get("cpu_s", 0.0))
             study.spent = merged
 
-    def rank_rows(self, name: str) -> list[RankRow]:
-        """What ranking needs of every trial of study `name`, from one narrow query over indexed columns:
-        number, state, total violation and the declared objectives from the metrics table."""
+    def ranked(self, name: str, top: int | None = None, feasible_only: bool = False) -> list[RankedTrial]:
+        """The first `top` (default all) of `rank_rows` over every trial of study `name`, computed from narrow
+        indexed queries: objective values (metrics table) of feasible trials only, infeasible trials sorted
+        by total violation in SQL, unfinished ones by number, each cut to what `top` still needs."""
         with self._session() as session:
             study = self._study_row(session, name)
             objectives = study.objectives or study.space["objectives"]
             joined = [aliased(MetricRow, name=f"m{i}") for i in range(len(objectives))]
-            query = select(TrialRow.number, TrialRow.state, TrialRow.violation, *(m.value for m in joined))
+            values = [m.value if d == "max" else -m.value for m, d in zip(joined, objectives.values(), strict=True)]
+            query = select(TrialRow.number, *values).where(
+                TrialRow.study_id == study.id, TrialRow.state == COMPLETE, TrialRow.violation <= 0)
             for m, metric in zip(joined, objectives, strict=True):
                 query = query.outerjoin(m, (m.trial_id == TrialRow.id) & (m.name == metric))
-            signs = [1.0 if d == "max" else -1.0 for d in objectives.values()]
-            rows = session.execute(query.where(TrialRow.study_id == study.id))
-            return [
-                RankRow(number, state,
-                        tuple(-math.inf if v is None else s * v for s, v in zip(signs, vals, strict=True)),
-                        0.0 if violation is None else violation)
-                for number, state, violation, *vals in rows
-            ]
+            ranked = rank_feasible([
+                RankRow(number, COMPLETE, tuple(-math.inf if v is None else v for v in vals), 0.0)
+                for number, *vals in session.execute(query)
+            ])
+            if feasible_only or (top is not None and len(ranked) >= top):
+                return ranked[:top]
+            left = None if top is None else top - len(ranked)
+            infeasible = session.execute(
+                select(TrialRow.number, TrialRow.violation)
+                .where(TrialRow.study_id == study.id, TrialRow.state == COMPLETE, TrialRow.violation > 0)
+                .order_by(TrialRow.violation, TrialRow.number).limit(left)
+            ).all()
+            ranked += [RankedTrial(n, len(ranked) + i + 1, False, None, v) for i, (n, v) in enumerate(infeasible)]
+            if top is not None and len(ranked) >= top:
+                return ranked
+            rest = session.scalars(
+                select(TrialRow.number).where(TrialRow.study_id == study.id, TrialRow.state != COMPLETE)
+                .order_by(TrialRow.number).limit(None if top is None else top - len(ranked))
+            ).all()
+            return ranked + [RankedTrial(n, len(ranked) + i + 1, False, None, math.inf) for i, n in enumerate(rest)]
 
     def queue_unfinished(self, name: str, abandoned: Callable[[str, datetime], bool] | None = None
                          ) -> list[TrialRecord]:

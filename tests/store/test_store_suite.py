@@ -121,7 +121,10 @@ def test_leaderboard_ranks_like_the_reference_ranking(store_url: str) -> None:
     assert [(r["trial"], r["feasible"], r["violation"]) for r in board] == [
         (e.number, e.feasible, None if e.violation == float("inf") else e.violation) for e in expected]
     assert [r["pareto"] for r in board] == [e.pareto_front == 0 for e in expected]
-    assert study.leaderboard(top=7) == board[:7]
+    n_feasible = sum(r["feasible"] for r in board)
+    n_complete = sum(r["state"] == COMPLETE for r in board)
+    for top in (1, 7, n_feasible, n_feasible + 1, n_complete + 2, len(board) + 5):  # cuts in every group
+        assert study.leaderboard(top=top) == board[:top]
     feasible = study.leaderboard(feasible_only=True)
     assert feasible and all(r["feasible"] for r in feasible)
     assert feasible == [r for r in board if r["feasible"]]
