@@ -246,6 +246,9 @@ class StudyStore:
                 session.add(TrialRow(study_id=study.id, number=number, state=RUNNING, policy=policy,
                                      finetune_epochs=finetune_epochs, metrics={}, violations={}, error="",
                                      worker=owner, attempts=1, started_at=now, heartbeat_at=now))
+            elif row.state == RUNNING and row.worker.startswith("controller:") and row.worker != owner:
+                raise RuntimeError(f"trial {number} of {name!r} is running under {row.worker}; processes that "
+                                   "share a study take numbers from allocate_trial, not from their controllers")
             elif row.state in (QUEUED, RUNNING):
                 row.state, row.attempts, row.started_at, row.heartbeat_at = RUNNING, row.attempts + 1, now, now
                 row.worker = owner

@@ -65,7 +65,9 @@ def test_trial_life_cycle_round_trips_every_field(store_url: str) -> None:
 def test_store_allocates_numbers_and_holds_the_trial_budget(store_url: str) -> None:
     store = StudyStore(store_url, create=True)
     new_study(store, trials=4)
-    store.start_trial("s", 0, policy(0.0), 1.0, {}, owner="a")  # a controller-numbered trial
+    store.start_trial("s", 0, policy(0.0), 1.0, {}, owner="controller:h:1")  # a controller-numbered trial
+    with pytest.raises(RuntimeError, match="running under controller:h:1"):
+        store.start_trial("s", 0, policy(0.0), 1.0, {}, owner="controller:h:2")  # another process's number
     numbers = [store.allocate_trial("s", policy(0.25), 1.0, owner="b") for _ in range(4)]
     assert numbers == [1, 2, 3, None]  # 0 is taken; the budget of 4 counts running trials too
     finish(store, "s", 1, {}, {}, state=FAILED)
