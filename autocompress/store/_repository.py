@@ -347,7 +347,8 @@ class StudyStore:
                 .where(TrialRow.study_id == study.id, TrialRow.state == COMPLETE, TrialRow.violation > 0)
                 .order_by(TrialRow.violation, TrialRow.number).limit(left)
             ).all()
-            ranked += [RankedTrial(n, len(ranked) + i + 1, False, None, v) for i, (n, v) in enumerate(infeasible)]
+            ranked += [RankedTrial(n, len(ranked) + i + 1, False, None, v or 0.0)  # v > 0: never None
+                       for i, (n, v) in enumerate(infeasible)]
             if top is not None and len(ranked) >= top:
                 return ranked
             rest = session.scalars(
