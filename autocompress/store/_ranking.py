@@ -9,6 +9,7 @@ what ``--top`` needs; the non-dominated sort of two objectives is O(n log n).
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -108,18 +109,25 @@ def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]
     return area
 
 
-def rank_feasible(rows: Sequence[RankRow]) -> list[RankedTrial]:
-    """Feasible complete trials ranked 1..n by Pareto front, then first objective, then number."""
-    fronts = pareto_fronts([r.values for r in rows])
-    order = sorted(zip(rows, fronts, strict=True), key=lambda rf: (rf[1], -rf[0].values[0], rf[0].number))
-    return [RankedTrial(r.number, i + 1, True, front, 0.0) for i, (r, front) in enumerate(order)]
+def rank_feasible(numbers: Sequence[int], points: Sequence[Sequence[float]],
+                  top: int | None = None) -> list[RankedTrial]:
+    """Feasible complete trials (`numbers`, with their oriented objective `points`) ranked 1..n by Pareto
+    front, then first objective, then number; only the first `top` when given (a partial sort)."""
+    fronts = pareto_fronts(points)
+
+    def key(i: int) -> tuple[int, float, int]:
+        return fronts[i], -points[i][0], numbers[i]
+
+    order = sorted(range(len(numbers)), key=key) if top is None else heapq.nsmallest(top, range(len(numbers)), key)
+    return [RankedTrial(numbers[i], rank + 1, True, fronts[i], 0.0) for rank, i in enumerate(order)]
 
 
 def rank_rows(rows: Sequence[RankRow]) -> list[RankedTrial]:
     """Order trials: feasible complete ones as `rank_feasible`; then infeasible complete ones by total
     normalised violation, then number; then the rest (failed, running, queued) by number."""
     complete = [r for r in rows if r.state == "complete"]
-    ranked = rank_feasible([r for r in complete if r.violation <= 0])
+    feasible = [r for r in complete if r.violation <= 0]
+    ranked = rank_feasible([r.number for r in feasible], [r.values for r in feasible])
     for r in sorted((r for r in complete if r.violation > 0), key=lambda r: (r.violation, r.number)):
         ranked.append(RankedTrial(r.number, len(ranked) + 1, False, None, r.violation))
     for r in sorted((r for r in rows if r.state != "complete"), key=lambda r: r.number):

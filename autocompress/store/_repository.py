@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, aliased, defer, selectinload
 from autocompress.errors import UserError
 from autocompress.store._engine import WRITE, default_storage, open_engine, sqlite_path
 from autocompress.store._models import ArtefactRow, IntermediateValueRow, MetricRow, StudyRow, TrialRow, utcnow
-from autocompress.store._ranking import RankedTrial, RankRow, rank_feasible, total_violation
+from autocompress.store._ranking import RankedTrial, rank_feasible, total_violation
 
 #: trial states: running (a worker has it), queued (to be re-run: its controller died or was interrupted)
 RUNNING, QUEUED, COMPLETE, FAILED = "running", "queued", "complete", "failed"
@@ -335,12 +335,12 @@ class StudyStore:
                 TrialRow.study_id == study.id, TrialRow.state == COMPLETE, TrialRow.violation <= 0)
             for m, metric in zip(joined, objectives, strict=True):
                 query = query.outerjoin(m, (m.trial_id == TrialRow.id) & (m.name == metric))
-            ranked = rank_feasible([
-                RankRow(number, COMPLETE, tuple(-math.inf if v is None else v for v in vals), 0.0)
-                for number, *vals in session.execute(query)
-            ])
+            found = session.execute(query).all()
+            points = [tuple(row[1:]) for row in found]
+            points = [p if None not in p else tuple(-math.inf if v is None else v for v in p) for p in points]
+            ranked = rank_feasible([row[0] for row in found], points, top)
             if feasible_only or (top is not None and len(ranked) >= top):
-                return ranked[:top]
+                return ranked
             left = None if top is None else top - len(ranked)
             infeasible = session.execute(
                 select(TrialRow.number, TrialRow.violation)
