@@ -48,6 +48,7 @@ class BoardFormat(str, Enum):
     table = "table"
     json = "json"
     csv = "csv"
+    parquet = "parquet"
 
 
 Storage = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL [default: $AUTOCOMPRESS_STORAGE "
@@ -240,12 +241,22 @@ def leaderboard(
     feasible_only: Annotated[bool, typer.Option("--feasible-only")] = False,
     pareto: Annotated[bool, typer.Option("--pareto", help="only the Pareto front of feasible trials")] = False,
     format: Annotated[BoardFormat, typer.Option("--format")] = BoardFormat.table,
+    out_file: Annotated[str | None, typer.Option("--out", help="file to write (needed by --format parquet)")] = None,
 ) -> None:
-    """Trials ranked: feasible first (Pareto front, then accuracy), infeasible by constraint violation."""
+    """Trials ranked: feasible first (Pareto front, then accuracy), infeasible by constraint violation.
+
+    ``--format parquet --out F`` writes the ranked rows to the Parquet file F (for every trial with its
+    layer settings, use ``Study.to_parquet`` in Python)."""
+    if format is BoardFormat.parquet and not out_file:
+        raise UserError("--format parquet", "needs --out FILE.parquet to write to")
     study = api.load_study(name, storage)
-    rows = study.pareto() if pareto else study.leaderboard(feasible_only=feasible_only)
-    rows = rows[:top] if top else rows
-    if format is BoardFormat.json:
+    rows = study.leaderboard(top=top, feasible_only=feasible_only, pareto_only=pareto)
+    if format is BoardFormat.parquet:
+        import pandas as pd
+
+        pd.DataFrame(rows, columns=list(rows[0]) if rows else ["rank", "trial"]).to_parquet(out_file, index=False)
+        err.print(f"{len(rows)} rows written to {out_file}")
+    elif format is BoardFormat.json:
         print(json.dumps(rows))
     elif format is BoardFormat.csv:
         buffer = io.StringIO()

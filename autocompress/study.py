@@ -28,7 +28,7 @@ from autocompress.runtime import (
 )
 from autocompress.search import Controller, make_controller
 from autocompress.space import Space, discover_layers, load_space_file, resolve_space
-from autocompress.store import StudyRecord, StudyStore, TrialRecord, rank_trials
+from autocompress.store import StudyRecord, StudyStore, TrialRecord
 from autocompress.task import load_task
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -232,7 +232,7 @@ def resume(
 
 def load_study(name: str, storage: str | None = None) -> Study:
     store = StudyStore(storage, create=False)
-    store.study(name)
+    store.check_study(name)
     return Study(name, store)
 
 
@@ -254,25 +254,37 @@ class Study:
     def trials(self) -> list[TrialRecord]:
         return self.store.trials(self.name)
 
-    def leaderboard(self, top: int | None = None, feasible_only: bool = False) -> list[dict[str, Any]]:
-        """Trials ranked: feasible first (Pareto front, then first objective), then by constraint violation."""
-        record = self.record
-        trials = {t.number: t for t in self.trials()}
+    def leaderboard(self, top: int | None = None, feasible_only: bool = False,
+                    pareto_only: bool = False) -> list[dict[str, Any]]:
+        """Trials ranked: feasible first (Pareto front, then first objective), then by constraint violation.
+
+        Ranking reads only numbers, states, violations and objective values; full trial records are loaded
+        for the rows returned, so ``top=10`` on a 100k-trial study stays fast."""
+        ranked = self.store.ranked(self.name, top=top, feasible_only=feasible_only or pareto_only)
+        if pareto_only:  # front 0 comes first among feasible trials, so a prefix of the ranking suffices
+            ranked = [r for r in ranked if r.pareto_front == 0]
+        trials = {t.number: t for t in self.store.trials(self.name, numbers=[r.number for r in ranked]
+                                                         if top else None)}
         rows = []
-        for ranked in rank_trials([t.as_mapping() for t in trials.values()], record.space["objectives"]):
-            if feasible_only and not ranked.feasible:
-                continue
-            trial = trials[ranked.number]
-            row: dict[str, Any] = {"rank": ranked.rank, "trial": trial.number, "state": trial.state,
-                                   "feasible": ranked.feasible, "pareto": ranked.pareto_front == 0}
+        for r in ranked:
+            trial = trials[r.number]
+            row: dict[str, Any] = {"rank": r.rank, "trial": trial.number, "state": trial.state,
+                                   "feasible": r.feasible, "pareto": r.pareto_front == 0}
             row.update({m: trial.metrics.get(m) for m in LEADERBOARD_METRICS})
-            row["violation"] = ranked.violation if ranked.violation != float("inf") else None
+            row["violation"] = r.violation if r.violation != float("inf") else None
             row["error"] = trial.error
             rows.append(row)
-        return rows[:top] if top else rows
+        return rows
 
     def pareto(self) -> list[dict[str, Any]]:
-        return [row for row in self.leaderboard(feasible_only=True) if row["pareto"]]
+        return self.leaderboard(pareto_only=True)
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write `trials_dataframe` to a Parquet file (via pyarrow) and return its path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.trials_dataframe().to_parquet(target, index=False)
+        return target
 
     def trials_dataframe(self) -> Any:
         """One row per trial: number, state, a column per layer setting and per metric."""

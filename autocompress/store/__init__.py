@@ -1,7 +1,17 @@
 """The study store: SQLAlchemy 2 schema with Alembic migrations, repository and ranking."""
 
 from autocompress.store._engine import DEFAULT_STORAGE, default_storage, head_revision, open_engine
-from autocompress.store._ranking import RankedTrial, dominates, hypervolume_2d, pareto_fronts, rank_trials
+from autocompress.store._ranking import (
+    RankedTrial,
+    RankRow,
+    dominates,
+    hypervolume_2d,
+    oriented,
+    pareto_fronts,
+    rank_rows,
+    rank_trials,
+    total_violation,
+)
 from autocompress.store._repository import (
     COMPLETE,
     FAILED,
@@ -23,6 +33,7 @@ __all__ = [
     "QUEUED",
     "RUNNING",
     "Artefact",
+    "RankRow",
     "RankedTrial",
     "StudyRecord",
     "StudyStore",
@@ -32,7 +43,10 @@ __all__ = [
     "head_revision",
     "hypervolume_2d",
     "open_engine",
+    "oriented",
     "pareto_fronts",
+    "rank_rows",
     "rank_trials",
     "sha256_file",
+    "total_violation",
 ]

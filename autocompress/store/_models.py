@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -35,6 +35,10 @@ class StudyRow(Base):
     controller_state: Mapped[dict[str, Any]]
     baseline: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(20))
+    #: the next trial number to hand out; read and bumped under the study row's lock (see `allocate_trial`)
+    next_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    objectives: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    constraints: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     stop_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -44,7 +48,8 @@ class StudyRow(Base):
 
 class TrialRow(Base):
     __tablename__ = "trials"
-    __table_args__ = (UniqueConstraint("study_id", "number", name="uq_trial_number"),)
+    __table_args__ = (UniqueConstraint("study_id", "number", name="uq_trial_number"),
+                      Index("ix_trials_study_state_violation", "study_id", "state", "violation"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
@@ -54,6 +59,8 @@ class TrialRow(Base):
     finetune_epochs: Mapped[float] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     violations: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: total normalised violation of a complete trial (0 = feasible); null for other states
+    violation: Mapped[float | None] = mapped_column(Float, default=None)
     error: Mapped[str] = mapped_column(Text, default="")
     worker: Mapped[str] = mapped_column(String(200), default="")
     attempts: Mapped[int] = mapped_column(Integer, default=1)
@@ -73,6 +80,16 @@ class IntermediateValueRow(Base):
     step: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(100))
     value: Mapped[float] = mapped_column(Float)
+
+
+class MetricRow(Base):
+    """One numeric metric of a trial, so ranking and queries read indexed columns instead of JSON."""
+
+    __tablename__ = "trial_metrics"
+
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
 
 
 class ArtefactRow(Base):

@@ -1,10 +1,16 @@
 """Ranking trials against the budgets: feasible first, Pareto fronts, hypervolume.
 
-Pure functions over plain values so that the leaderboard, the report, export and benchmarks agree.
+Pure functions over plain values so that the leaderboard, the report, export and benchmarks agree. The
+store (`StudyStore.ranked`) runs the same order with SQL doing the cheap parts: only feasible trials'
+objective values reach Python (for `rank_feasible`), infeasible and unfinished ones come sorted and cut to
+what ``--top`` needs; the non-dominated sort of two objectives is O(n log n).
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +25,32 @@ class RankedTrial:
     violation: float
 
 
-def _oriented(values: Mapping[str, float], objectives: Mapping[str, str]) -> tuple[float, ...]:
-    """Objective values turned so that larger is better for all."""
-    return tuple(values[m] if d == "max" else -values[m] for m, d in objectives.items())
+@dataclass(frozen=True)
+class RankRow:
+    """The fields ranking needs of one trial: its objective values oriented larger-is-better
+    (see `oriented`) and its total normalised constraint violation (0 when every constraint is met)."""
+
+    number: int
+    state: str
+    values: tuple[float, ...]
+    violation: float
+
+
+def oriented(values: Mapping[str, Any], objectives: Mapping[str, str]) -> tuple[float, ...]:
+    """Objective values turned so that larger is better for all; a missing or null value is the worst."""
+    out = []
+    for metric, direction in objectives.items():
+        value = values.get(metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            out.append(-math.inf)
+        else:
+            out.append(float(value) if direction == "max" else -float(value))
+    return tuple(out)
+
+
+def total_violation(violations: Mapping[str, float]) -> float:
+    """Sum of the broken constraints' normalised violations (met constraints count 0)."""
+    return sum(max(0.0, v) for v in violations.values())
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -29,7 +58,13 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def pareto_fronts(points: Sequence[Sequence[float]]) -> list[int]:
-    """Non-dominated sorting (larger is better): the front index (0 = Pareto front) of every point."""
+    """Non-dominated sorting (larger is better): the front index (0 = Pareto front) of every point.
+
+    Two objectives take an O(n log n) sweep; more objectives the O(k n^2)-per-front peeling. Equal points
+    never dominate each other, so they share a front.
+    """
+    if points and len(points[0]) == 2:
+        return _fronts_2d(points)
     remaining = set(range(len(points)))
     fronts = [0] * len(points)
     level = 0
@@ -42,8 +77,29 @@ def pareto_fronts(points: Sequence[Sequence[float]]) -> list[int]:
     return fronts
 
 
+def _fronts_2d(points: Sequence[Sequence[float]]) -> list[int]:
+    """Sweep over distinct points by (x, y) descending: every earlier distinct point has x' >= x, so it
+    dominates the current one iff y' >= y. Front f's largest y so far never increases with f, so the
+    current point joins the first front whose largest y is below its own (binary search)."""
+    distinct = sorted({(float(p[0]), float(p[1])) for p in points}, reverse=True)
+    neg_best_y: list[float] = []  # -(largest y in front f): non-decreasing, searchable with bisect
+    front_of: dict[tuple[float, float], int] = {}
+    for x, y in distinct:
+        f = bisect.bisect_right(neg_best_y, -y)
+        if f == len(neg_best_y):
+            neg_best_y.append(-y)
+        else:
+            neg_best_y[f] = min(neg_best_y[f], -y)
+        front_of[(x, y)] = f
+    return [front_of[(float(p[0]), float(p[1]))] for p in points]
+
+
 def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
-    """Area dominated by `points` (larger is better on both axes) above the `reference` point."""
+    """Area dominated by `points` (larger is better on both axes) above the `reference` point.
+
+    The reference point is the caller's statement of the worst acceptable values (the report uses accuracy
+    0 and speedup 1.0, i.e. the baseline's speed); points not strictly better on both axes add nothing.
+    """
     pts = sorted((p for p in points if p[0] > reference[0] and p[1] > reference[1]), key=lambda p: -p[0])
     area, best_y = 0.0, reference[1]
     for x, y in pts:
@@ -53,27 +109,35 @@ def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]
     return area
 
 
-def rank_trials(trials: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> list[RankedTrial]:
-    """Order trials: feasible complete ones by Pareto front then first objective; then infeasible complete
-    ones by total normalised violation; then the rest (failed, running) by number.
+def rank_feasible(numbers: Sequence[int], points: Sequence[Sequence[float]],
+                  top: int | None = None) -> list[RankedTrial]:
+    """Feasible complete trials (`numbers`, with their oriented objective `points`) ranked 1..n by Pareto
+    front, then first objective, then number; only the first `top` when given (a partial sort)."""
+    fronts = pareto_fronts(points)
 
-    Each trial is a mapping with ``number``, ``state``, ``metrics`` and ``violations``.
-    """
-    complete = [t for t in trials if t["state"] == "complete"]
-    violation = {t["number"]: sum(max(0.0, v) for v in t["violations"].values()) for t in complete}
-    feasible = [t for t in complete if violation[t["number"]] <= 0]
-    infeasible = [t for t in complete if violation[t["number"]] > 0]
-    fronts = pareto_fronts([_oriented(t["metrics"], objectives) for t in feasible])
-    first = next(iter(objectives))
-    sign = -1 if objectives[first] == "max" else 1
-    order_feasible = sorted(
-        zip(feasible, fronts, strict=True), key=lambda tf: (tf[1], sign * tf[0]["metrics"][first], tf[0]["number"])
-    )
-    ranked: list[RankedTrial] = []
-    for t, front in order_feasible:
-        ranked.append(RankedTrial(t["number"], len(ranked) + 1, True, front, 0.0))
-    for t in sorted(infeasible, key=lambda t: (violation[t["number"]], t["number"])):
-        ranked.append(RankedTrial(t["number"], len(ranked) + 1, False, None, violation[t["number"]]))
-    for t in sorted((t for t in trials if t["state"] != "complete"), key=lambda t: t["number"]):
-        ranked.append(RankedTrial(t["number"], len(ranked) + 1, False, None, float("inf")))
+    def key(i: int) -> tuple[int, float, int]:
+        return fronts[i], -points[i][0], numbers[i]
+
+    order = sorted(range(len(numbers)), key=key) if top is None else heapq.nsmallest(top, range(len(numbers)), key)
+    return [RankedTrial(numbers[i], rank + 1, True, fronts[i], 0.0) for rank, i in enumerate(order)]
+
+
+def rank_rows(rows: Sequence[RankRow]) -> list[RankedTrial]:
+    """Order trials: feasible complete ones as `rank_feasible`; then infeasible complete ones by total
+    normalised violation, then number; then the rest (failed, running, queued) by number."""
+    complete = [r for r in rows if r.state == "complete"]
+    feasible = [r for r in complete if r.violation <= 0]
+    ranked = rank_feasible([r.number for r in feasible], [r.values for r in feasible])
+    for r in sorted((r for r in complete if r.violation > 0), key=lambda r: (r.violation, r.number)):
+        ranked.append(RankedTrial(r.number, len(ranked) + 1, False, None, r.violation))
+    for r in sorted((r for r in rows if r.state != "complete"), key=lambda r: r.number):
+        ranked.append(RankedTrial(r.number, len(ranked) + 1, False, None, math.inf))
     return ranked
+
+
+def rank_trials(trials: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> list[RankedTrial]:
+    """`rank_rows` over trial mappings with ``number``, ``state``, ``metrics`` and ``violations``."""
+    return rank_rows([
+        RankRow(t["number"], t["state"], oriented(t["metrics"], objectives), total_violation(t["violations"]))
+        for t in trials
+    ])

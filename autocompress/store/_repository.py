@@ -7,6 +7,7 @@ loop writes; readers (leaderboard, report, export) open their own short read tra
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,11 +18,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, defer, selectinload
 
 from autocompress.errors import UserError
-from autocompress.store._engine import default_storage, open_engine, sqlite_path
-from autocompress.store._models import ArtefactRow, IntermediateValueRow, StudyRow, TrialRow, utcnow
+from autocompress.store._engine import WRITE, default_storage, open_engine, sqlite_path
+from autocompress.store._models import ArtefactRow, IntermediateValueRow, MetricRow, StudyRow, TrialRow, utcnow
+from autocompress.store._ranking import RankedTrial, rank_feasible, total_violation
 
 #: trial states: running (a worker has it), queued (to be re-run: its controller died or was interrupted)
 RUNNING, QUEUED, COMPLETE, FAILED = "running", "queued", "complete", "failed"
@@ -107,6 +109,7 @@ class StudyStore:
     def __init__(self, url: str | None = None, *, create: bool = False) -> None:
         self.url = url or default_storage()
         self.engine = open_engine(self.url, create=create)
+        self._writer = self.engine.execution_options(**{WRITE: True})
 
     def close(self) -> None:
         self.engine.dispose()
@@ -121,12 +124,20 @@ class StudyStore:
         return (path.resolve().parent if path else Path.cwd()) / "autocompress-artifacts"
 
     @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+    def _session(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction. Writers lock what they change (the study row on PostgreSQL, the database on
+        SQLite, taken at BEGIN) so concurrent writers queue; readers take no lock and see a snapshot."""
+        bind = self._writer if write else self.engine
+        with Session(bind, expire_on_commit=False) as session, session.begin():
             yield session
 
-    def _study_row(self, session: Session, name: str, *, lock: bool = False) -> StudyRow:
+    def _study_row(self, session: Session, name: str, *, lock: bool = False, full: bool = False) -> StudyRow:
+        """The study row; its large JSON columns (controller state, space) load only when touched, unless
+        `full`: a 100k-trial study's event log is megabytes that a leaderboard has no use for."""
         query = select(StudyRow).where(StudyRow.name == name)
+        if not full:
+            query = query.options(defer(StudyRow.controller_state), defer(StudyRow.space),
+                                  defer(StudyRow.space_text))
         if lock:
             query = query.with_for_update()
         row = session.scalars(query).one_or_none()
@@ -145,9 +156,10 @@ class StudyStore:
                      controller_state: dict[str, Any]) -> StudyRecord:
         row = StudyRow(name=name, task=task, strategy=strategy, seed=seed, space=space, space_text=space_text,
                        budgets=budgets, spent={"trials": 0, "wall_s": 0.0, "cpu_s": 0.0},
-                       controller_state=controller_state, baseline=baseline, status="running", stop_reason="")
+                       controller_state=controller_state, baseline=baseline, status="running", stop_reason="",
+                       next_number=0, objectives=space.get("objectives"), constraints=space.get("constraints"))
         try:
-            with self._session() as session:
+            with self._session(write=True) as session:
                 session.add(row)
         except IntegrityError:
             raise UserError(f"--study {name}", "a study of that name exists; resume it or pick another name") from None
@@ -157,9 +169,14 @@ class StudyStore:
         with self._session() as session:
             return session.scalar(select(func.count()).where(StudyRow.name == name)) == 1
 
+    def check_study(self, name: str) -> None:
+        """Raise `UserError` naming the known studies when study `name` is not in the store."""
+        with self._session() as session:
+            self._study_row(session, name)
+
     def study(self, name: str) -> StudyRecord:
         with self._session() as session:
-            row = self._study_row(session, name)
+            row = self._study_row(session, name, full=True)
             counts = dict(session.execute(
                 select(TrialRow.state, func.count()).where(TrialRow.study_id == row.id).group_by(TrialRow.state)
             ).all())
@@ -183,18 +200,22 @@ class StudyStore:
 
     def update_study(self, name: str, **values: Any) -> None:
         """Set study columns (status, stop_reason, budgets, spent, controller_state) in one transaction."""
-        with self._session() as session:
+        with self._session(write=True) as session:
             row = self._study_row(session, name, lock=True)
             for key, value in values.items():
                 setattr(row, key, value)
 
     # -- trials -------------------------------------------------------------------------------------------
-    def trials(self, name: str, states: tuple[str, ...] | None = None) -> list[TrialRecord]:
+    def trials(self, name: str, states: tuple[str, ...] | None = None,
+               numbers: list[int] | None = None) -> list[TrialRecord]:
+        """Trials of study `name` by number, optionally only those in `states` or with `numbers`."""
         with self._session() as session:
             study = self._study_row(session, name)
             query = select(TrialRow).where(TrialRow.study_id == study.id).options(selectinload(TrialRow.artefacts))
             if states:
                 query = query.where(TrialRow.state.in_(states))
+            if numbers is not None:
+                query = query.where(TrialRow.number.in_(numbers))
             return [_trial_record(r) for r in session.scalars(query.order_by(TrialRow.number))]
 
     def trial(self, name: str, number: int) -> TrialRecord:
@@ -211,8 +232,11 @@ class StudyStore:
     def start_trial(self, name: str, number: int, policy: dict[str, Any], finetune_epochs: float,
                     controller_state: dict[str, Any], owner: str = "") -> None:
         """Record trial `number` as running (a new row, or a queued one re-run) with the controller state
-        that asked for it, in one transaction. `owner` names the controller process until a worker reports."""
-        with self._session() as session:
+        that asked for it, in one transaction. `owner` names the controller process until a worker reports.
+
+        The number comes from the caller's controller; the study's next store-allocated number moves past it
+        so that `allocate_trial` never hands it out again."""
+        with self._session(write=True) as session:
             study = self._study_row(session, name, lock=True)
             row = session.scalars(
                 select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
@@ -222,21 +246,52 @@ class StudyStore:
                 session.add(TrialRow(study_id=study.id, number=number, state=RUNNING, policy=policy,
                                      finetune_epochs=finetune_epochs, metrics={}, violations={}, error="",
                                      worker=owner, attempts=1, started_at=now, heartbeat_at=now))
+            elif row.state == RUNNING and row.worker.startswith("controller:") and row.worker != owner:
+                raise RuntimeError(f"trial {number} of {name!r} is running under {row.worker}; processes that "
+                                   "share a study take numbers from allocate_trial, not from their controllers")
             elif row.state in (QUEUED, RUNNING):
                 row.state, row.attempts, row.started_at, row.heartbeat_at = RUNNING, row.attempts + 1, now, now
                 row.worker = owner
             else:
                 raise RuntimeError(f"trial {number} of {name!r} is already {row.state}")
             study.controller_state = controller_state
+            study.next_number = max(study.next_number, number + 1)
+
+    def allocate_trial(self, name: str, policy: dict[str, Any], finetune_epochs: float, owner: str) -> int | None:
+        """Start a new trial under the next store-allocated number and return that number, or None when the
+        study's trial budget is taken (finished plus running and queued trials reach ``budgets["trials"]``).
+
+        Number and budget are read and changed under the study row's lock in one transaction, so any number
+        of processes writing one study never share a number and never overrun the budget.
+        """
+        with self._session(write=True) as session:
+            study = self._study_row(session, name, lock=True)
+            limit = study.budgets.get("trials")
+            if limit is not None:
+                taken = session.scalar(select(func.count()).where(TrialRow.study_id == study.id))
+                if taken >= limit:
+                    return None
+            number = study.next_number
+            now = utcnow()
+            session.add(TrialRow(study_id=study.id, number=number, state=RUNNING, policy=policy,
+                                 finetune_epochs=finetune_epochs, metrics={}, violations={}, error="",
+                                 worker=owner, attempts=1, started_at=now, heartbeat_at=now))
+            study.next_number = number + 1
+            return number
 
     def finish_trial(self, name: str, number: int, *, state: str, metrics: dict[str, Any],
                      violations: dict[str, float], error: str, worker: str,
                      intermediate: list[tuple[int, str, float]], artefacts: list[Artefact],
                      controller_state: dict[str, Any], spent: dict[str, Any]) -> None:
-        """Record a finished trial, its artefacts, the controller state after its tell and the budget spent,
-        all in one transaction: a crash leaves either all of it or none."""
+        """Record a finished trial, its metrics, artefacts, the controller state after its tell and the budget
+        spent, all in one transaction: a crash leaves either all of it or none.
+
+        The store owns the shared counts: ``spent["trials"]`` and ``spent["failed"]`` are counted from the
+        trial rows and ``spent["cpu_s"]`` grows by this trial's ``cpu_s``, under the study row's lock, so two
+        processes writing one study never double-count; other keys of `spent` (``wall_s``) keep the larger
+        of the stored and the given value."""
         assert state in FINISHED
-        with self._session() as session:
+        with self._session(write=True) as session:
             study = self._study_row(session, name, lock=True)
             row = session.scalars(
                 select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
@@ -245,13 +300,62 @@ class StudyStore:
                 raise RuntimeError(f"trial {number} of {name!r} is already {row.state}")
             row.state, row.metrics, row.violations, row.error, row.worker = state, metrics, violations, error, worker
             row.finished_at = row.heartbeat_at = utcnow()
+            row.violation = total_violation(violations) if state == COMPLETE else None
+            session.add_all(MetricRow(trial_id=row.id, name=k, value=float(v)) for k, v in metrics.items()
+                            if isinstance(v, int | float) and not isinstance(v, bool))
             for step, metric, value in intermediate:
                 session.add(IntermediateValueRow(trial_id=row.id, step=step, name=metric, value=value))
             for art in artefacts:
                 session.add(ArtefactRow(trial_id=row.id, kind=art.kind, path=art.path, sha256=art.sha256,
                                         size_bytes=art.size_bytes))
             study.controller_state = controller_state
-            study.spent = spent
+            session.flush()
+            counts = dict(session.execute(
+                select(TrialRow.state, func.count()).where(TrialRow.study_id == study.id,
+                                                           TrialRow.state.in_(FINISHED)).group_by(TrialRow.state)
+            ).all())
+            merged = dict(study.spent)
+            for key, value in spent.items():
+                merged[key] = max(merged.get(key, value), value) if isinstance(value, int | float) else value
+            merged["trials"] = counts.get(COMPLETE, 0) + counts.get(FAILED, 0)
+            merged["failed"] = counts.get(FAILED, 0)
+            merged["cpu_s"] = study.spent.get("cpu_s", 0.0) + float(metrics.get("cpu_s", 0.0))
+            study.spent = merged
+
+    def ranked(self, name: str, top: int | None = None, feasible_only: bool = False) -> list[RankedTrial]:
+        """The first `top` (default all) of `rank_rows` over every trial of study `name`, computed from narrow
+        indexed queries: objective values (metrics table) of feasible trials only, infeasible trials sorted
+        by total violation in SQL, unfinished ones by number, each cut to what `top` still needs."""
+        with self._session() as session:
+            study = self._study_row(session, name)
+            objectives = study.objectives or study.space["objectives"]
+            joined = [aliased(MetricRow, name=f"m{i}") for i in range(len(objectives))]
+            values = [m.value if d == "max" else -m.value for m, d in zip(joined, objectives.values(), strict=True)]
+            query = select(TrialRow.number, *values).where(
+                TrialRow.study_id == study.id, TrialRow.state == COMPLETE, TrialRow.violation <= 0)
+            for m, metric in zip(joined, objectives, strict=True):
+                query = query.outerjoin(m, (m.trial_id == TrialRow.id) & (m.name == metric))
+            found = session.execute(query).all()
+            points = [tuple(row[1:]) for row in found]
+            points = [p if None not in p else tuple(-math.inf if v is None else v for v in p) for p in points]
+            ranked = rank_feasible([row[0] for row in found], points, top)
+            if feasible_only or (top is not None and len(ranked) >= top):
+                return ranked
+            left = None if top is None else top - len(ranked)
+            infeasible = session.execute(
+                select(TrialRow.number, TrialRow.violation)
+                .where(TrialRow.study_id == study.id, TrialRow.state == COMPLETE, TrialRow.violation > 0)
+                .order_by(TrialRow.violation, TrialRow.number).limit(left)
+            ).all()
+            ranked += [RankedTrial(n, len(ranked) + i + 1, False, None, v or 0.0)  # v > 0: never None
+                       for i, (n, v) in enumerate(infeasible)]
+            if top is not None and len(ranked) >= top:
+                return ranked
+            rest = session.scalars(
+                select(TrialRow.number).where(TrialRow.study_id == study.id, TrialRow.state != COMPLETE)
+                .order_by(TrialRow.number).limit(None if top is None else top - len(ranked))
+            ).all()
+            return ranked + [RankedTrial(n, len(ranked) + i + 1, False, None, math.inf) for i, n in enumerate(rest)]
 
     def queue_unfinished(self, name: str, abandoned: Callable[[str, datetime], bool] | None = None
                          ) -> list[TrialRecord]:
@@ -260,7 +364,7 @@ class StudyStore:
         `abandoned(owner, heartbeat_at)` selects which running trials to take over (default: all); a live
         controller's trials must not be taken, so resume passes a test of owner liveness and heartbeat age.
         """
-        with self._session() as session:
+        with self._session(write=True) as session:
             study = self._study_row(session, name, lock=True)
             for row in session.scalars(select(TrialRow).where(TrialRow.study_id == study.id,
                                                               TrialRow.state == RUNNING)):
@@ -271,7 +375,7 @@ class StudyStore:
     def heartbeat(self, name: str, numbers: list[int]) -> None:
         if not numbers:
             return
-        with self._session() as session:
+        with self._session(write=True) as session:
             study = self._study_row(session, name)
             for row in session.scalars(select(TrialRow).where(TrialRow.study_id == study.id,
                                                               TrialRow.number.in_(numbers))):
