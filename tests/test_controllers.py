@@ -121,3 +121,22 @@ def test_unknown_strategy_option_is_a_user_error(layers) -> None:
     space = resolve_space(parse_space(SPACE + "strategy: {anneal: {colling: 0.9}}\n"), layers)
     with pytest.raises(UserError, match="strategy.anneal.colling"):
         make_controller("anneal", space, 0)
+
+
+def test_netadapt_prunes_one_layer_step_per_candidate_and_long_finetunes_the_winner(layers) -> None:
+    space = resolve_space(parse_space(SPACE + "fidelity: {finetune_epochs: [1, 5]}\n"), layers)
+    controller = make_controller("netadapt", space, 0)
+    assert type(controller).__name__ == "NetAdaptController"  # uses the rungs itself, no ASHA around it
+    prunable = [layer for layer, setting, _ in space.dimensions() if setting == "channel_sparsity"]
+    first = [controller.ask() for _ in prunable]  # iteration 1: one candidate per prunable layer
+    for proposal in first:
+        pruned = [n for n, s in proposal.policy if s.channel_sparsity > 0]
+        assert len(pruned) == 1 and proposal.finetune_epochs == 1
+    for proposal in first:
+        controller.tell(proposal.number, outcome_for(proposal))
+    winner = controller.ask()
+    assert winner.finetune_epochs == 5
+    best = max(first, key=lambda p: outcome_for(p).values["accuracy"])
+    assert winner.policy == best.policy
+    second = controller.ask()
+    assert sum(s.channel_sparsity > 0 for _, s in second.policy) in (1, 2)  # builds on the winner

@@ -6,13 +6,14 @@ from autocompress.errors import UserError
 from autocompress.search._anneal import AnnealController
 from autocompress.search._asha import ASHAController
 from autocompress.search._base import Controller, Outcome, Proposal, scalar_score
+from autocompress.search._netadapt import NetAdaptController
 from autocompress.search._optuna import NSGA2Controller, TPEController
 from autocompress.search._random import RandomController
 from autocompress.search._uniform import UniformController
 from autocompress.space import Space
 
 STRATEGIES: dict[str, type[Controller]] = {
-    cls.name: cls for cls in (TPEController, NSGA2Controller, AnnealController, RandomController, UniformController)
+    cls.name: cls for cls in (TPEController, NSGA2Controller, AnnealController, NetAdaptController, RandomController, UniformController)
 }
 
 
@@ -33,7 +34,7 @@ def make_controller(name: str, space: Space, seed: int = 0) -> Controller:
     if name not in STRATEGIES:
         raise UserError("--strategy", f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     controller = STRATEGIES[name](space, seed)
-    if len(space.finetune_epochs) > 1:
+    if len(space.finetune_epochs) > 1 and not controller.manages_fidelity:
         return ASHAController(controller, eta=space.eta)
     return controller
 
@@ -44,6 +45,7 @@ __all__ = [
     "AnnealController",
     "Controller",
     "NSGA2Controller",
+    "NetAdaptController",
     "Outcome",
     "Proposal",
     "RandomController",

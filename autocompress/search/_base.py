@@ -70,6 +70,8 @@ class Controller(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     knobs: ClassVar[dict[str, Any]] = {}
+    #: True for strategies that choose fine-tune epochs themselves (they are never wrapped in ASHA)
+    manages_fidelity: ClassVar[bool] = False
 
     def __init__(self, space: Space, seed: int = 0) -> None:
         self.space = space
