@@ -6,7 +6,7 @@ latency), evaluated with the short fine-tune (the space's first fidelity rung). 
 iteration are back, the most accurate one that is faster than the current policy becomes the new current
 policy and is proposed once more with the long fine-tune (the last rung): that is the iteration's result,
 and the sequence of them traces the accuracy/latency trade-off. Iterations go on until no layer can be
-pruned further, then the search restarts from the dense policy with the next seed offset.
+pruned further, then the search restarts from the dense policy.
 
 While an iteration waits for its last candidates and a worker is free, a random policy is proposed so no
 worker idles; those trials are recorded like any other but do not steer the iteration.
