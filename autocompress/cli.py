@@ -13,14 +13,13 @@ import json
 import math
 import signal
 import sys
-from enum import Enum
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
 from typer import Abort, Exit
 
 try:  # typer >= 0.26 vendors click; its usage errors are not click's
@@ -30,8 +29,9 @@ except ImportError:  # pragma: no cover - older typer on plain click
 
 from autocompress import study as api
 from autocompress.errors import UserError
-from autocompress.runtime import Progress as LoopProgress
-from autocompress.search import STRATEGIES
+
+if TYPE_CHECKING:
+    from autocompress.runtime import Progress as LoopProgress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Search how to compress a trained PyTorch model, then export the best one.")
@@ -39,12 +39,12 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
-class TableFormat(str, Enum):
+class TableFormat(StrEnum):
     table = "table"
     json = "json"
 
 
-class BoardFormat(str, Enum):
+class BoardFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -304,6 +304,8 @@ def report(
 @app.command()
 def strategies() -> None:
     """List the search strategies and what each searches."""
+    from autocompress.search import STRATEGIES
+
     table = Table()
     table.add_column("strategy")
     table.add_column("what it searches, and its knobs")

@@ -12,24 +12,15 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autocompress.compress import CRITERIA
 from autocompress.errors import UserError
-from autocompress.runtime import (
-    Budget,
-    Executor,
-    InlineExecutor,
-    Progress,
-    RayExecutor,
-    SearchLoop,
-    baseline_metrics,
-    check_ray_address,
-)
-from autocompress.search import Controller, make_controller
-from autocompress.space import Space, discover_layers, load_space_file, resolve_space
 from autocompress.store import StudyRecord, StudyStore, TrialRecord
-from autocompress.task import load_task
+
+if TYPE_CHECKING:  # torch, Ray and Optuna load only where a search runs: readers start in a fraction of a second
+    from autocompress.runtime import Budget, Executor, Progress
+    from autocompress.search import Controller
+    from autocompress.space import Space
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -81,6 +72,8 @@ def study_logger(store: StudyStore, name: str) -> logging.Logger:
 def _budget(trials: int | None, time_budget: str | float | None, cpu_hours: float | None,
             max_failures: int | None, on_budget: str, base: Budget | None = None) -> Budget:
     """Validate budget flags; values not given keep those of `base` (on resume) or the defaults."""
+    from autocompress.runtime import Budget
+
     _check_trials(trials)
     time_s = parse_duration(time_budget)
     if cpu_hours is not None and cpu_hours <= 0:
@@ -101,6 +94,8 @@ def _budget(trials: int | None, time_budget: str | float | None, cpu_hours: floa
 
 
 def _executor(kind: str, workers: int, ray_address: str | None, trial_timeout: float | None) -> Executor:
+    from autocompress.runtime import InlineExecutor, RayExecutor
+
     if kind == "inline":
         return InlineExecutor()
     return RayExecutor(workers, address=ray_address, trial_timeout=trial_timeout)
@@ -138,6 +133,8 @@ def check_feasible_up_front(space: Space, model: Any, example_input: Any, source
 
 
 def _restore_controller(record: StudyRecord, space: Space) -> Controller:
+    from autocompress.search import make_controller
+
     controller = make_controller(record.strategy, space, record.seed)
     controller.load_state_dict(record.controller_state)
     return controller
@@ -166,6 +163,12 @@ def search(
     Everything the user gave is validated before the store is touched; without `trials` or `time_budget`
     the search runs 20 trials.
     """
+    from autocompress.compress import CRITERIA
+    from autocompress.runtime import SearchLoop, baseline_metrics, check_ray_address
+    from autocompress.search import make_controller
+    from autocompress.space import discover_layers, load_space_file, resolve_space
+    from autocompress.task import load_task
+
     budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget)
     _check_workers(workers)
     _check_timeout(trial_timeout)
@@ -213,6 +216,9 @@ def resume(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Study:
     """Continue a study from the store alone; budget arguments set new totals, the others stay."""
+    from autocompress.runtime import Budget, SearchLoop, check_ray_address
+    from autocompress.space import Space
+
     _check_trials(trials)
     _check_workers(workers)
     _check_timeout(trial_timeout)

@@ -1,6 +1,7 @@
 """Search spaces: the YAML schema, layer discovery from the model graph, and the `Policy` value."""
 
-from autocompress.space._discover import LayerInfo, build_graph, discover_layers, output_layers
+from typing import Any
+
 from autocompress.space._policy import LayerSetting, Policy
 from autocompress.space._schema import (
     SUPPORTED_WEIGHT_BITS,
@@ -27,3 +28,16 @@ __all__ = [
     "parse_space",
     "resolve_space",
 ]
+
+
+_GRAPH = ("LayerInfo", "build_graph", "discover_layers", "output_layers")
+
+
+def __getattr__(name: str) -> Any:
+    """Layer discovery needs torch and torch-pruning: imported on first use, so that reading a study (the
+    leaderboard, a report) never pays for them."""
+    if name in _GRAPH:
+        from autocompress.space import _discover
+
+        return getattr(_discover, name)
+    raise AttributeError(f"module 'autocompress.space' has no attribute {name!r}")

@@ -9,13 +9,15 @@ import difflib
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autocompress.errors import UserError
-from autocompress.space._discover import LayerInfo
+
+if TYPE_CHECKING:
+    from autocompress.space._discover import LayerInfo
 from autocompress.space._policy import LayerSetting, Policy
 
 SUPPORTED_WEIGHT_BITS = (8, 32)
