@@ -132,11 +132,11 @@ def check_feasible_up_front(space: Space, model: Any, example_input: Any, source
                         f"still has {pruned_macs} MACs")
 
 
-def _restore_controller(record: StudyRecord, space: Space) -> Controller:
+def _controller_from_state(strategy: str, space: Space, seed: int, state: dict[str, Any]) -> Controller:
     from autocompress.search import make_controller
 
-    controller = make_controller(record.strategy, space, record.seed)
-    controller.load_state_dict(record.controller_state)
+    controller = make_controller(strategy, space, seed)
+    controller.load_state_dict(state)
     return controller
 
 
@@ -196,7 +196,8 @@ def search(
     except BaseException:
         runner.shutdown()
         raise
-    SearchLoop(store, name, space, controller, runner, budget, on_progress, study_logger(store, name)).run()
+    SearchLoop(store, name, space, controller, runner, budget, on_progress, study_logger(store, name),
+               rebuild=lambda state: _controller_from_state(strategy, space, seed, state)).run()
     return Study(name, store)
 
 
@@ -229,10 +230,11 @@ def resume(
     importlib.import_module(record.task.partition(":")[0])  # registrations (strategies, criteria) live there
     budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, Budget.from_dict(record.budgets))
     space = Space.from_dict(record.space)
-    controller = _restore_controller(record, space)
+    controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
     runner = _executor(executor, workers, ray_address, trial_timeout)
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
-    SearchLoop(store, name, space, controller, runner, budget, on_progress, study_logger(store, name)).run()
+    SearchLoop(store, name, space, controller, runner, budget, on_progress, study_logger(store, name),
+               rebuild=lambda state: _controller_from_state(record.strategy, space, record.seed, state)).run()
     return Study(name, store)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from autocompress.runtime._executors import Executor, Finished, Job
 from autocompress.search import Controller, Outcome, Proposal
 from autocompress.space import Policy, Space
-from autocompress.store import COMPLETE, FAILED, StudyStore
+from autocompress.store import COMPLETE, FAILED, StaleControllerState, StudyStore
 from autocompress.store._models import utcnow
 
 #: a running trial whose controller has not written a heartbeat for this long is taken over by a resume
@@ -110,10 +110,22 @@ def abandoned(owner: str, heartbeat_at: datetime) -> bool:
 
 
 class SearchLoop:
+    """Drives one study from one process.
+
+    Several processes may drive the same study (``autocompress resume NAME`` on more machines): then
+    `rebuild` turns the store's controller state into a controller, and every write of the controller
+    state is a compare-and-swap on its event count. A process that finds the shared state moved on (the
+    other process asked or told) rebuilds its controller from the store and asks or tells again, so all
+    processes share one history and one sequence of trial numbers, and the trial budget is checked in the
+    same transaction that starts a trial.
+    """
+
     def __init__(self, store: StudyStore, study: str, space: Space, controller: Controller, executor: Executor,
                  budget: Budget, on_progress: Callable[[Progress], None] | None = None,
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None,
+                 rebuild: Callable[[dict[str, Any]], Controller] | None = None) -> None:
         self.store, self.study, self.space = store, study, space
+        self.rebuild = rebuild
         self.controller, self.executor, self.budget = controller, executor, budget
         self.on_progress = on_progress or (lambda progress: None)
         self.log = log or logging.getLogger("autocompress.loop")
@@ -121,10 +133,30 @@ class SearchLoop:
         record = store.study(study)
         self._seed = record.seed
         self._spent = {"trials": 0, "failed": 0, "wall_s": 0.0, "cpu_s": 0.0, **record.spent}
-        self._finished = sum(record.counts.get(s, 0) for s in (COMPLETE, FAILED))
-        self._failed = record.counts.get(FAILED, 0)
+        self._finished = self._failed = self._taken = 0
+        self._count(record.counts)
         self._best = self._best_feasible(store, study)
         self._retries: dict[int, int] = {}
+
+    def _count(self, counts: dict[str, int]) -> None:
+        """Trial counts of the whole study (all processes): finished, failed, and taken (every row)."""
+        self._finished = counts.get(COMPLETE, 0) + counts.get(FAILED, 0)
+        self._failed = counts.get(FAILED, 0)
+        self._taken = sum(counts.values())
+
+    def _final_spent(self) -> dict[str, Any]:
+        """What the study has spent, for the last write of a session: the store's counts and CPU time (other
+        processes may have added to them) with this session's wall time."""
+        stored = dict(self.store.study(self.study).spent)
+        stored["wall_s"] = max(stored.get("wall_s", 0.0), self._spent["wall_s"])
+        return stored
+
+    def _expected(self) -> int | None:
+        return self.controller.event_count if self.rebuild else None
+
+    def _reload(self) -> None:
+        assert self.rebuild is not None
+        self.controller = self.rebuild(self.store.controller_state(self.study))
 
     @staticmethod
     def _best_feasible(store: StudyStore, study: str) -> float | None:
@@ -162,6 +194,7 @@ class SearchLoop:
         try:
             while True:
                 self._spent["wall_s"] = wall_before + time.monotonic() - start
+                self._count(self.store.trial_counts(self.study))
                 reason = self._stop_reason(self._spent["wall_s"])
                 in_flight = len(self.executor.running())
                 if reason and in_flight and self.budget.on_budget == "cancel":
@@ -169,12 +202,15 @@ class SearchLoop:
                     self.executor.shutdown()
                     self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
                     break
+                taken = self._taken  # every trial row of the study, left-over ones included
                 while reason is None and in_flight < self.executor.slots and (
-                    self.budget.trials is None or self._finished + in_flight < self.budget.trials
+                    redo or self.budget.trials is None or taken < self.budget.trials
                 ):
-                    proposal = redo.pop(0) if redo else self.controller.ask()
-                    self._submit(proposal)
+                    new = not redo
+                    if not self._submit(redo):
+                        break
                     in_flight += 1
+                    taken += new
                 if in_flight == 0:
                     break
                 for finished in self.executor.wait(timeout=1.0):
@@ -187,21 +223,37 @@ class SearchLoop:
             self.executor.shutdown()
             self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
             self._spent["wall_s"] = wall_before + time.monotonic() - start
-            self.store.update_study(self.study, status="interrupted", spent=self._spent,
+            self.store.update_study(self.study, status="interrupted", spent=self._final_spent(),
                                     stop_reason="interrupted; run 'autocompress resume' to go on")
             self.log.info("interrupted after %d finished trials", self._finished)
             raise
         self.executor.shutdown()
         self._spent["wall_s"] = wall_before + time.monotonic() - start
         reason = reason or self._stop_reason(self._spent["wall_s"]) or "no more proposals"
-        self.store.update_study(self.study, status="finished", stop_reason=reason, spent=self._spent)
+        self.store.update_study(self.study, status="finished", stop_reason=reason, spent=self._final_spent())
         self.log.info("stopped: %s", reason)
         return reason
 
-    def _submit(self, proposal: Proposal) -> None:
-        self.store.start_trial(self.study, proposal.number, proposal.policy.to_dict(), proposal.finetune_epochs,
-                               self.controller.state_dict(), owner=self.owner)
-        self.executor.submit(self._job(proposal))
+    def _submit(self, redo: list[Proposal]) -> bool:
+        """Start the next trial (a left-over one first); False when another process took the last of the
+        trial budget meanwhile."""
+        while True:
+            before = self._expected()
+            proposal = redo[0] if redo else self.controller.ask()
+            try:
+                self.store.start_trial(self.study, proposal.number, proposal.policy.to_dict(),
+                                       proposal.finetune_epochs, self.controller.state_dict(), owner=self.owner,
+                                       expected_events=before)
+            except StaleControllerState:
+                self._reload()
+                self._count(self.store.trial_counts(self.study))
+                if self.budget.trials is not None and self._taken >= self.budget.trials and not redo:
+                    return False
+                continue
+            if redo:
+                redo.pop(0)
+            self.executor.submit(self._job(proposal))
+            return True
 
     def _promotion(self, number: int) -> dict[str, float]:
         """Multi-fidelity bookkeeping stored with the trial: its rung and the trial it was promoted from."""
@@ -233,16 +285,23 @@ class SearchLoop:
         elif self._retries.get(number):
             error = f"{error} (after {self._retries[number]} retries)"
         outcome = Outcome("complete" if finished.result else "failed", metrics, viol)
-        self.controller.tell(number, outcome)
         self._finished += 1
         self._failed += outcome.state == FAILED
         self._spent["trials"], self._spent["failed"] = self._finished, self._failed
-        self.store.finish_trial(
-            self.study, number, state=outcome.state, metrics=metrics, violations=viol, error=error,
-            worker=finished.result.worker if finished.result else "",
-            intermediate=finished.result.intermediate if finished.result else [],
-            artefacts=artefacts, controller_state=self.controller.state_dict(), spent=dict(self._spent),
-        )
+        while True:
+            before = self._expected()
+            self.controller.tell(number, outcome)
+            try:
+                self.store.finish_trial(
+                    self.study, number, state=outcome.state, metrics=metrics, violations=viol, error=error,
+                    worker=finished.result.worker if finished.result else "",
+                    intermediate=finished.result.intermediate if finished.result else [],
+                    artefacts=artefacts, controller_state=self.controller.state_dict(), spent=dict(self._spent),
+                    expected_events=before,
+                )
+                break
+            except StaleControllerState:
+                self._reload()  # the reloaded controller still has this trial pending: tell it again
         if outcome.feasible:
             self._best = max(self._best or 0.0, metrics["accuracy"])
         if outcome.state == COMPLETE:

@@ -101,6 +101,11 @@ class Controller(ABC):
         del self.pending[number]
         self._events.append(["tell", number, outcome.to_dict()])
 
+    @property
+    def event_count(self) -> int:
+        """Asks plus tells so far: the version of `state_dict`, which only ever grows."""
+        return len(self._events)
+
     def state_dict(self) -> dict[str, Any]:
         return {"controller": self.name, "seed": self.seed, "events": [list(e) for e in self._events]}
 

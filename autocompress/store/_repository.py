@@ -30,6 +30,21 @@ RUNNING, QUEUED, COMPLETE, FAILED = "running", "queued", "complete", "failed"
 FINISHED = (COMPLETE, FAILED)
 
 
+class StaleControllerState(Exception):
+    """Another process changed the study's controller state since this one read it (or took the last
+    trial of the budget): reload the controller from the store and try again."""
+
+
+def _event_count(state: dict[str, Any]) -> int:
+    return len(state.get("events", ()))
+
+
+def _check_fresh(study: StudyRow, expected_events: int | None) -> None:
+    if expected_events is not None and _event_count(study.controller_state) != expected_events:
+        raise StaleControllerState(f"controller state has {_event_count(study.controller_state)} events, "
+                                   f"expected {expected_events}")
+
+
 @dataclass(frozen=True)
 class Artefact:
     kind: str
@@ -182,6 +197,14 @@ class StudyStore:
             ).all())
             return self._study_record(row, counts)
 
+    def trial_counts(self, name: str) -> dict[str, int]:
+        """Trials per state, every process's included (cheap: no JSON column is read)."""
+        with self._session() as session:
+            row = self._study_row(session, name)
+            return dict(session.execute(  # type: ignore[arg-type]
+                select(TrialRow.state, func.count()).where(TrialRow.study_id == row.id).group_by(TrialRow.state)
+            ).all())
+
     def studies(self) -> list[StudyRecord]:
         with self._session() as session:
             rows = session.scalars(select(StudyRow).order_by(StudyRow.created_at)).all()
@@ -229,19 +252,32 @@ class StudyStore:
                 raise UserError(f"--trial {number}", f"study {name!r} has no trial {number}")
             return _trial_record(row)
 
+    def controller_state(self, name: str) -> dict[str, Any]:
+        with self._session() as session:
+            return self._study_row(session, name, full=True).controller_state
+
     def start_trial(self, name: str, number: int, policy: dict[str, Any], finetune_epochs: float,
-                    controller_state: dict[str, Any], owner: str = "") -> None:
+                    controller_state: dict[str, Any], owner: str = "", expected_events: int | None = None) -> None:
         """Record trial `number` as running (a new row, or a queued one re-run) with the controller state
         that asked for it, in one transaction. `owner` names the controller process until a worker reports.
 
         The number comes from the caller's controller; the study's next store-allocated number moves past it
-        so that `allocate_trial` never hands it out again."""
+        so that `allocate_trial` never hands it out again.
+
+        With `expected_events`, the write is a compare-and-swap on the shared controller state: it raises
+        `StaleControllerState` when the stored state has another number of events (another process asked or
+        told since), and for a new trial when the study's trial budget is already taken."""
         with self._session(write=True) as session:
-            study = self._study_row(session, name, lock=True)
+            study = self._study_row(session, name, lock=True, full=expected_events is not None)
+            _check_fresh(study, expected_events)
             row = session.scalars(
                 select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
             ).one_or_none()
             now = utcnow()
+            if row is None and expected_events is not None and study.budgets.get("trials") is not None:
+                taken = session.scalar(select(func.count()).where(TrialRow.study_id == study.id))
+                if taken >= study.budgets["trials"]:
+                    raise StaleControllerState("the study's trial budget is taken")
             if row is None:
                 session.add(TrialRow(study_id=study.id, number=number, state=RUNNING, policy=policy,
                                      finetune_epochs=finetune_epochs, metrics={}, violations={}, error="",
@@ -282,17 +318,20 @@ class StudyStore:
     def finish_trial(self, name: str, number: int, *, state: str, metrics: dict[str, Any],
                      violations: dict[str, float], error: str, worker: str,
                      intermediate: list[tuple[int, str, float]], artefacts: list[Artefact],
-                     controller_state: dict[str, Any], spent: dict[str, Any]) -> None:
+                     controller_state: dict[str, Any], spent: dict[str, Any],
+                     expected_events: int | None = None) -> None:
         """Record a finished trial, its metrics, artefacts, the controller state after its tell and the budget
         spent, all in one transaction: a crash leaves either all of it or none.
 
         The store owns the shared counts: ``spent["trials"]`` and ``spent["failed"]`` are counted from the
         trial rows and ``spent["cpu_s"]`` grows by this trial's ``cpu_s``, under the study row's lock, so two
         processes writing one study never double-count; other keys of `spent` (``wall_s``) keep the larger
-        of the stored and the given value."""
+        of the stored and the given value. `expected_events` makes the controller-state write a
+        compare-and-swap, as in `start_trial`."""
         assert state in FINISHED
         with self._session(write=True) as session:
-            study = self._study_row(session, name, lock=True)
+            study = self._study_row(session, name, lock=True, full=expected_events is not None)
+            _check_fresh(study, expected_events)
             row = session.scalars(
                 select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
             ).one()
