@@ -79,10 +79,14 @@ def main() -> None:
             values = [r["hypervolume"] for r in rows if r["model"] == model and r["strategy"] == strategy]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             lines.append(f"| {model} | {strategy} | {mean[strategy]:.4f} ± {spread:.4f} | "
-                         f"{mean[strategy] / mean['random']:.2f} | {mean[strategy] / mean['uniform']:.2f} |")
+                         f"{ratio(mean[strategy], mean['random'])} | {ratio(mean[strategy], mean['uniform'])} |")
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(curves, args)
+
+
+def ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}" if reference > 0 else ("n/a (0/0)" if value == 0 else "inf (reference 0)")
 
 
 def plot(curves: dict, args: argparse.Namespace) -> None:
