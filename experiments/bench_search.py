@@ -4,7 +4,9 @@ models (digits, 16x16), 3 seeds each; hypervolume of (accuracy, speedup at batch
 Trials are real (prune, fine-tune, int8, TorchScript, latency measured against the baseline in the same
 process) but cheap, so the whole comparison fits on 2 cores: a quarter-epoch fine-tune, 5 latency repeats,
 trials run inline one at a time. Cheap fine-tuning lowers every strategy's accuracy alike; absolute numbers
-are not those of a full search. Writes experiments/results/bench_search/{results.csv,summary.md,hypervolume.png}.
+are not those of a full search. Studies go to `--storage` (a study already finished there is not run
+again, so an interrupted benchmark resumes). Writes
+experiments/results/bench_search/{results.csv,summary.md,hypervolume.png}.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["resnet", "mobilenet"])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--storage", default="sqlite:///.cache/bench_search.db")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     rows, curves = [], {}
@@ -56,9 +59,15 @@ def main() -> None:
             space.write_text(SPACE.format(model=model))
             for strategy in args.strategies:
                 for seed in range(args.seeds):
-                    study = autocompress.search(space, study=f"{model}-{strategy}-{seed}",
-                                                storage=f"sqlite:///{tmp}/bench.db", strategy=strategy, seed=seed,
-                                                trials=args.trials, executor="inline")
+                    name = f"{model}-{strategy}-{seed}"
+                    try:
+                        study = autocompress.load_study(name, args.storage)
+                        if study.record.spent.get("trials", 0) < args.trials:
+                            study = autocompress.resume(name, storage=args.storage, trials=args.trials,
+                                                        executor="inline")
+                    except autocompress.UserError:
+                        study = autocompress.search(space, study=name, storage=args.storage, strategy=strategy,
+                                                    seed=seed, trials=args.trials, executor="inline")
                     values = curve(study)
                     curves[(model, strategy, seed)] = values
                     baseline = study.record.baseline["accuracy"]
