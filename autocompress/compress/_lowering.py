@@ -102,6 +102,7 @@ def prepare_quantization(model: nn.Module, policy: Policy, example_input: torch.
     mapping = default_mapping(BACKEND)
     # glue ops (adds, pooling, concatenation) between quantized layers run in 8 bits
     mapping.set_global(_qconfig(quantizer, QuantSpec(8, 8, policy.per_channel)))
+    mapping.set_object_type(nn.Embedding, None)  # not a policy layer; a table look-up gains nothing from int8
     for name, _ in policy:
         mapping.set_module_name(name, _qconfig(quantizer, specs[name]) if name in specs else None)
     with warnings.catch_warnings():

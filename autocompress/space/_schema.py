@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autocompress.errors import UserError
 from autocompress.space._discover import LayerInfo
-from autocompress.space._policy import LayerSetting, Policy
+from autocompress.space._policy import DEFAULT_QUANTIZER, LayerSetting, Policy
 
-SUPPORTED_WEIGHT_BITS = (8, 32)
+SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
 CRITERIA = ("l1", "l2")
+#: names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them equal)
+QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq")
 METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops")
 
 
@@ -71,6 +73,8 @@ class LayerChoicesSpec(_Strict):
 
 class DefaultsSpec(LayerChoicesSpec):
     criterion: Literal["l1", "l2"] = "l1"
+    quantizer: Literal[QUANTIZER_NAMES] = Field(DEFAULT_QUANTIZER)  # type: ignore[valid-type]
+    per_channel: bool = Field(True, description="per-channel weight scales (else one per tensor)")
 
 
 class MeasureSpec(_Strict):
@@ -165,6 +169,8 @@ class Space:
     layers: dict[str, LayerChoices]
     criterion: str = "l1"
     measure: dict[str, int] = field(default_factory=lambda: MeasureSpec().model_dump())
+    quantizer: str = DEFAULT_QUANTIZER
+    per_channel: bool = True
 
     def dimensions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
         """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""
@@ -184,7 +190,7 @@ class Space:
                 channel_sparsity=float(params.get(f"{name}/channel_sparsity", choices.channel_sparsity[0])),
                 weight_bits=int(params.get(f"{name}/weight_bits", choices.weight_bits[0])),
             )
-        return Policy.from_mapping(layers, self.criterion)
+        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel)
 
     def contains(self, policy: Policy) -> bool:
         if set(self.layers) != {name for name, _ in policy}:
@@ -204,6 +210,8 @@ class Space:
                        for n, c in self.layers.items()},
             "criterion": self.criterion,
             "measure": dict(self.measure),
+            "quantizer": self.quantizer,
+            "per_channel": self.per_channel,
         }
 
     @classmethod
@@ -217,6 +225,8 @@ class Space:
                     for n, c in data["layers"].items()},
             criterion=data.get("criterion", "l1"),
             measure=dict(data.get("measure", MeasureSpec().model_dump())),
+            quantizer=data.get("quantizer", DEFAULT_QUANTIZER),
+            per_channel=data.get("per_channel", True),
         )
 
 
@@ -227,6 +237,7 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
     default_bits = tuple(spec.defaults.weight_bits or [32])
     choices: dict[str, LayerChoices] = {}
     explicit: dict[str, str] = {}
+    explicit_bits: dict[str, str] = {}
     for info in layers:
         sparsity, bits = default_sparsity if info.prunable else (0.0,), default_bits
         for pattern, override in spec.layers.items():
@@ -236,11 +247,17 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
                     explicit[info.name] = pattern
                 if override.weight_bits is not None:
                     bits = tuple(override.weight_bits)
+                    explicit_bits[info.name] = pattern
         if not info.prunable and any(s > 0 for s in sparsity):
             raise UserError(
                 f"{source}: layers.{explicit[info.name]}",
                 f"layer {info.name!r} cannot be pruned ({info.reason}); set its channel_sparsity to [0.0]",
             )
+        if 1 in bits and spec.defaults.quantizer != "bnn":
+            where = f"layers.{explicit_bits[info.name]}" if info.name in explicit_bits else "defaults"
+            raise UserError(f"{source}: {where}.weight_bits",
+                            f"1-bit weights need defaults.quantizer 'bnn' (got {spec.defaults.quantizer!r}); "
+                            "use 2..8 or 32 bits")
         choices[info.name] = LayerChoices(tuple(sorted(set(sparsity))), tuple(sorted(set(bits))))
     names = [info.name for info in layers]
     for pattern in spec.layers:
@@ -255,4 +272,6 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         layers=choices,
         criterion=spec.defaults.criterion,
         measure=spec.measure.model_dump(),
+        quantizer=spec.defaults.quantizer,
+        per_channel=spec.defaults.per_channel,
     )
