@@ -1,5 +1,5 @@
 """Small, really trained models for the quantizer contract suite: a ResNet-like and a MobileNetV2-like CNN
-on digits, and a transformer encoder on a synthetic token task (class = which token band dominates).
+on digits, and a transformer encoder on the synthetic token task of `experiments.tokens`.
 
 Widths are reduced so that training the three baselines takes seconds; they are cached like any task's.
 Torch runs one thread: the suite shares two cores with other work, and more threads only thrash.
@@ -13,8 +13,8 @@ import torch
 from autocompress.task import SupervisedTask
 from experiments.digits import load_digits_splits
 from experiments.models import MobileNetV2Like, ResNetLike, TransformerEncoderClassifier
+from experiments.tokens import CLASSES, SEQ, VOCAB, token_splits
 
-VOCAB, SEQ, CLASSES = 64, 16, 4
 torch.set_num_threads(1)
 
 
@@ -29,18 +29,6 @@ def small_mobilenet() -> MobileNetV2Like:
 def small_transformer() -> TransformerEncoderClassifier:
     return TransformerEncoderClassifier(vocab=VOCAB, dim=32, heads=4, ffn=64, layers=1, classes=CLASSES,
                                         max_len=SEQ)
-
-
-def token_splits(seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Sequences whose tokens fall, 40% of the time, in the band of 16 ids of their class, else anywhere."""
-    gen = torch.Generator().manual_seed(seed)
-    n = 1200
-    labels = torch.randint(CLASSES, (n,), generator=gen)
-    tokens = torch.randint(VOCAB, (n, SEQ), generator=gen)
-    band = labels[:, None] * (VOCAB // CLASSES) + torch.randint(VOCAB // CLASSES, (n, SEQ), generator=gen)
-    tokens = torch.where(torch.rand(n, SEQ, generator=gen) < 0.4, band, tokens)
-    return {"train": (tokens[:800], labels[:800]), "val": (tokens[800:1000], labels[800:1000]),
-            "test": (tokens[1000:], labels[1000:])}
 
 
 _DIGITS = load_digits_splits()

@@ -34,8 +34,8 @@ def layer_names(task: SupervisedTask) -> list[str]:
 
 
 def uniform(task: SupervisedTask, quantizer: str, bits: int, **extra: object) -> Policy:
-    return Policy.from_mapping({n: LayerSetting(weight_bits=bits) for n in layer_names(task)}, quantizer=quantizer,
-                               **extra)  # type: ignore[arg-type]
+    layers = {n: LayerSetting(weight_bits=bits) for n in layer_names(task)}
+    return Policy.from_mapping(layers, quantizer=quantizer, **extra)  # type: ignore[arg-type]
 
 
 def deploy(task: SupervisedTask, policy: Policy) -> nn.Module:
