@@ -31,7 +31,7 @@ MODELS: dict[str, SupervisedTask] = {
     "transformer": tokens.transformer,
 }
 #: fine-tuning after 50% channel pruning, in epochs (accuracy right after pruning is at chance)
-PRUNE_FINETUNE_EPOCHS = 2.0
+PRUNE_FINETUNE_EPOCHS = 4.0
 
 
 def policy(task: SupervisedTask, sparsity: float, bits: int, quantizer: str = "histogram") -> Policy:
@@ -94,7 +94,7 @@ def table(rows: list[dict[str, object]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
