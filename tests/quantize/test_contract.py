@@ -21,12 +21,12 @@ from autocompress.measure import count_packed_bytes, to_torchscript
 from autocompress.space import LayerSetting, Policy, discover_layers
 from autocompress.task import SupervisedTask
 
-#: largest accuracy loss at 8 bits vs the float model (test split of 360 digits / 200 token sequences);
-#: DoReFa's tanh reshapes the (BN-folded) weights themselves, which half an epoch does not fully recover
-TOLERANCE_8BIT = {"dorefa": 0.12}
-DEFAULT_TOLERANCE_8BIT = 0.03
-#: quantization-aware fine-tuning given to quantizers that train, in epochs
-QAT_EPOCHS = 0.5
+#: largest accuracy loss at 8 bits vs the float model (test split of 360 digits / 200 token sequences)
+TOLERANCE_8BIT = 0.03
+#: quantization-aware fine-tuning given to quantizers that train, in epochs; DoReFa's tanh reshapes the
+#: (BN-folded) weights themselves and needs longer (MobileNet: -0.136 after 0.5 epochs, +0.014 after 2)
+QAT_EPOCHS = {"dorefa": 2.0}
+DEFAULT_QAT_EPOCHS = 0.5
 
 
 def layer_names(task: SupervisedTask) -> list[str]:
@@ -44,7 +44,7 @@ def deploy(task: SupervisedTask, policy: Policy) -> nn.Module:
     model = task.baseline_model()
     if needs_training(policy):
         model = prepare_quantization(model, policy, x1)
-        task.finetune(model, QAT_EPOCHS)
+        task.finetune(model, QAT_EPOCHS.get(policy.quantizer, DEFAULT_QAT_EPOCHS))
     return quantize(model, policy, x1, task.calibration_batches())
 
 
@@ -61,7 +61,7 @@ def test_8bit_model_runs_in_int8_and_keeps_accuracy(task: SupervisedTask, name: 
     assert lowered_layers(deployed) == len(policy.layers)  # every layer really runs an int8 kernel
     script = to_torchscript(deployed, task.example_input(1))  # the export path
     float_accuracy = task.evaluate(task.baseline_model())
-    assert task.evaluate(script) >= float_accuracy - TOLERANCE_8BIT.get(name, DEFAULT_TOLERANCE_8BIT)
+    assert task.evaluate(script) >= float_accuracy - TOLERANCE_8BIT
 
 
 @pytest.mark.parametrize("name", sorted(set(QUANTIZERS) - {"bnn"}))
