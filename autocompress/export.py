@@ -91,6 +91,8 @@ def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasibl
         "policy": trial.policy,
         "finetune_epochs": trial.finetune_epochs,
         "metrics": trial.metrics,
+        # layers below 8 bits run on int8 kernels: their latency is int8's, not their bit-width's
+        "latency_basis": "int8-kernel" if trial.metrics.get("latency_int8_kernel") else "measured",
         "violations": trial.violations,
         "baseline": record.baseline,
         "constraints": record.space["constraints"],

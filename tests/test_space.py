@@ -37,7 +37,7 @@ def test_resolve_applies_defaults_and_glob_overrides(layers) -> None:
     [
         ("task: x:y\nobjectivs: {}", "did you mean 'objectives'"),
         ("task: x:y\ndefaults: {channel_sparsity: [1.5]}", "outside [0, 1)"),
-        ("task: x:y\ndefaults: {weight_bits: [7]}", "not supported"),
+        ("task: x:y\ndefaults: {weight_bits: [16]}", "not supported"),
         ("task: [unclosed", "malformed YAML"),
         ("objectives: {accuracy: max}", "task: is required"),
         ("task: x:y\nfidelity: {finetune_epochs: [3, 1]}", "ascending"),

@@ -1,7 +1,11 @@
 """Compression: pure, in-memory transforms of a model under a `Policy` (no I/O).
 
 `apply` = `prune` (physical channel removal) then `quantize` (real int8). Fine-tuning between the two is the
-trial's job (`autocompress.runtime.run_trial`), since it needs the task's data.
+trial's job (`autocompress.runtime.run_trial`), since it needs the task's data; a policy whose quantizer
+trains (`needs_training`) is prepared with `prepare_quantization` before that fine-tuning.
+
+Quantizers (one private module each, all behind `Quantizer`, by `Policy.quantizer` name in `QUANTIZERS`):
+naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq.
 """
 
 from collections.abc import Iterable
@@ -9,8 +13,25 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from autocompress.compress._bnn import BNNQuantizer, SignActivation
+from autocompress.compress._dorefa import DoReFaQuantizer
+from autocompress.compress._lowering import (
+    BACKEND,
+    QUANTIZERS,
+    get_quantizer,
+    latency_basis,
+    layer_specs,
+    lowered_layers,
+    needs_training,
+    prepare_quantization,
+    quantize,
+    quantized_layers,
+)
+from autocompress.compress._lsq import LSQQuantizer
 from autocompress.compress._prune import CRITERIA, prune, register_criterion
-from autocompress.compress._quantize import quantize, quantized_layers
+from autocompress.compress._ptq import NaiveQuantizer, ObserverQuantizer, PercentileObserver
+from autocompress.compress._qat import QATQuantizer
+from autocompress.compress._quant_base import SUPPORTED_BITS, Quantizer, QuantSpec
 from autocompress.space import Policy
 
 
@@ -21,4 +42,30 @@ def apply(
     return quantize(prune(model, policy, example_input), policy, example_input, calibration)
 
 
-__all__ = ["CRITERIA", "apply", "prune", "quantize", "quantized_layers", "register_criterion"]
+__all__ = [
+    "BACKEND",
+    "BNNQuantizer",
+    "CRITERIA",
+    "DoReFaQuantizer",
+    "LSQQuantizer",
+    "NaiveQuantizer",
+    "ObserverQuantizer",
+    "PercentileObserver",
+    "QATQuantizer",
+    "QUANTIZERS",
+    "QuantSpec",
+    "Quantizer",
+    "SUPPORTED_BITS",
+    "SignActivation",
+    "apply",
+    "get_quantizer",
+    "latency_basis",
+    "layer_specs",
+    "lowered_layers",
+    "needs_training",
+    "prepare_quantization",
+    "prune",
+    "quantize",
+    "quantized_layers",
+    "register_criterion",
+]

@@ -42,17 +42,43 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _layer_bits(policy: Policy | None, name: str) -> tuple[int, int]:
+    """(weight bits, activation bits) of a layer; activations follow the weights unless the policy says."""
+    if policy is None:
+        return 32, 32
+    try:
+        setting = policy[name]
+    except KeyError:
+        return 32, 32
+    return setting.weight_bits, setting.activation_bits or setting.weight_bits
+
+
 def count_bops(layer_macs: dict[str, int], policy: Policy | None) -> int:
-    """Bit-operations: MACs x weight bits x activation bits per layer (activations follow weight bits)."""
+    """Bit-operations: MACs x weight bits x activation bits per layer."""
     total = 0
     for name, macs in layer_macs.items():
-        bits = 32
-        if policy is not None:
-            try:
-                bits = policy[name].weight_bits
-            except KeyError:
-                bits = 32
-        total += macs * bits * bits
+        weight_bits, activation_bits = _layer_bits(policy, name)
+        total += macs * weight_bits * activation_bits
+    return total
+
+
+def count_packed_bytes(model: nn.Module, policy: Policy | None) -> int:
+    """Bytes of the parameters if each quantized layer's weight were stored packed at its bit-width (plus
+    one float32 scale per output channel, or one per tensor), everything else as float32.
+
+    This is the storage a sub-8-bit model needs, which no serialised int8 file shows; `model` is the float
+    (pruned) model the policy is applied to.
+    """
+    per_channel = policy.per_channel if policy is not None else True
+    total = 0
+    for name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            bits, _ = _layer_bits(policy, name) if param_name == "weight" else (32, 32)
+            if bits >= 32 or not isinstance(module, nn.Conv2d | nn.Linear):
+                total += param.numel() * 4
+                continue
+            scales = param.shape[0] if per_channel else 1
+            total += -(-param.numel() * bits // 8) + 4 * scales
     return total
 
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 
-from autocompress.compress import prune, quantize
+from autocompress.compress import latency_basis, needs_training, prepare_quantization, prune, quantize
 from autocompress.measure import (
     compare_latency,
     count_bops,
     count_macs,
+    count_packed_bytes,
     count_params,
     serialize,
     to_torchscript,
@@ -119,6 +120,10 @@ def run_trial(
 ) -> TrialResult:
     """Prune, fine-tune, quantize, then evaluate and measure the deployable (TorchScript) model.
 
+    A quantizer that trains (QAT, DoReFa, BNN, LSQ) is prepared before fine-tuning, so the fine-tune epochs
+    are quantization-aware; calibration-only quantizers run after it. ``latency_int8_kernel`` is 1 when a
+    layer is below 8 bits: it runs on int8 kernels, so the latency is that of int8, not of its bit-width.
+
     Latency is measured interleaved with the baseline in this process, inside `gate.measuring()` so that no
     other trial's work shares the measured cores; ``speedup`` is therefore a same-run ratio.
     """
@@ -130,10 +135,13 @@ def run_trial(
         x1, x32 = task.example_input(1), task.example_input(32)
         with torch_threads(train_threads or torch.get_num_threads()):
             model = prune(task.baseline_model(), policy, x1)
+            layer_macs, params = count_macs(model, x1), count_params(model)
+            packed_bytes = count_packed_bytes(model, policy)
+            if needs_training(policy):
+                model = prepare_quantization(model, policy, x1)
             gate.checkpoint()
             if finetune_epochs > 0 and not policy.is_identity:
                 _finetune(task, model, finetune_epochs, seed, gate)
-            layer_macs = count_macs(model, x1)
             deployed = quantize(model, policy, x1, task.calibration_batches())
             gate.checkpoint()
             script = to_torchscript(deployed, x1)
@@ -154,8 +162,10 @@ def run_trial(
         "speedup": b1["base"] / b1["cand"],
         "speedup_b32": b32["base"] / b32["cand"],
         "macs": float(sum(layer_macs.values())),
-        "params": float(count_params(model)),
+        "params": float(params),
         "size_bytes": float(len(artefact)),
+        "packed_bytes": float(packed_bytes),
+        "latency_int8_kernel": float(latency_basis(policy) == "int8-kernel"),
         "bops": float(count_bops(layer_macs, policy)),
         "finetune_epochs": float(finetune_epochs),
         "wall_s": time.perf_counter() - start_wall,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 
 from autocompress.search._base import Controller, Outcome, Proposal
-from autocompress.space import LayerSetting, Policy
 
 
 def _closest_at_most(value: float, allowed: tuple[float, ...] | tuple[int, ...]) -> float:
@@ -30,11 +29,11 @@ class UniformController(Controller):
     def _ask(self, number: int) -> Proposal:
         grid = self._grid()
         sparsity, bits = grid[number % len(grid)]
-        layers = {
-            name: LayerSetting(_closest_at_most(sparsity, c.channel_sparsity), int(_closest_at_most(bits, c.weight_bits)))
-            for name, c in self.space.layers.items()
-        }
-        return Proposal(number, Policy.from_mapping(layers, self.space.criterion), self.full_fidelity)
+        params = {}
+        for name, c in self.space.layers.items():
+            params[f"{name}/channel_sparsity"] = _closest_at_most(sparsity, c.channel_sparsity)
+            params[f"{name}/weight_bits"] = int(_closest_at_most(bits, c.weight_bits))
+        return Proposal(number, self.space.policy_from_params(params), self.full_fidelity)
 
     def _tell(self, number: int, outcome: Outcome) -> None:
         """A sweep does not adapt."""

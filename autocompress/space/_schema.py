@@ -18,10 +18,12 @@ from autocompress.errors import UserError
 
 if TYPE_CHECKING:
     from autocompress.space._discover import LayerInfo
-from autocompress.space._policy import LayerSetting, Policy
+from autocompress.space._policy import DEFAULT_QUANTIZER, LayerSetting, Policy
 
-SUPPORTED_WEIGHT_BITS = (8, 32)
+SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
 CRITERIA = ("l1", "l2")
+#: names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them equal)
+QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq")
 METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops")
 
 
@@ -81,6 +83,9 @@ class DefaultsSpec(LayerChoicesSpec):
 
     criterion: str = Field("l1", description="channel importance used to pick what is pruned: l1, l2, or one "
                                               "registered with autocompress.compress.register_criterion")
+    quantizer: Literal[QUANTIZER_NAMES] = Field(  # type: ignore[valid-type]
+        DEFAULT_QUANTIZER, description="how 8-bit and lower layers are quantized (see autocompress.compress.QUANTIZERS)")
+    per_channel: bool = Field(True, description="per-channel weight scales (else one per tensor)")
 
 
 class MeasureSpec(_Strict):
@@ -186,6 +191,8 @@ class Space:
     measure: dict[str, int] = field(default_factory=lambda: MeasureSpec().model_dump())
     eta: int = 3
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quantizer: str = DEFAULT_QUANTIZER
+    per_channel: bool = True
 
     def dimensions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
         """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""
@@ -205,7 +212,7 @@ class Space:
                 channel_sparsity=float(params.get(f"{name}/channel_sparsity", choices.channel_sparsity[0])),
                 weight_bits=int(params.get(f"{name}/weight_bits", choices.weight_bits[0])),
             )
-        return Policy.from_mapping(layers, self.criterion)
+        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel)
 
     def contains(self, policy: Policy) -> bool:
         if set(self.layers) != {name for name, _ in policy}:
@@ -227,6 +234,8 @@ class Space:
             "measure": dict(self.measure),
             "eta": self.eta,
             "strategy_options": {k: dict(v) for k, v in self.strategy_options.items()},
+            "quantizer": self.quantizer,
+            "per_channel": self.per_channel,
         }
 
     @classmethod
@@ -242,6 +251,8 @@ class Space:
             measure=dict(data.get("measure", MeasureSpec().model_dump())),
             eta=data.get("eta", 3),
             strategy_options=dict(data.get("strategy_options", {})),
+            quantizer=data.get("quantizer", DEFAULT_QUANTIZER),
+            per_channel=data.get("per_channel", True),
         )
 
 
@@ -252,6 +263,7 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
     default_bits = tuple(spec.defaults.weight_bits or [32])
     choices: dict[str, LayerChoices] = {}
     explicit: dict[str, str] = {}
+    explicit_bits: dict[str, str] = {}
     for info in layers:
         sparsity, bits = default_sparsity if info.prunable else (0.0,), default_bits
         for pattern, override in spec.layers.items():
@@ -261,11 +273,17 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
                     explicit[info.name] = pattern
                 if override.weight_bits is not None:
                     bits = tuple(override.weight_bits)
+                    explicit_bits[info.name] = pattern
         if not info.prunable and any(s > 0 for s in sparsity):
             raise UserError(
                 f"{source}: layers.{explicit[info.name]}",
                 f"layer {info.name!r} cannot be pruned ({info.reason}); set its channel_sparsity to [0.0]",
             )
+        if 1 in bits and spec.defaults.quantizer != "bnn":
+            where = f"layers.{explicit_bits[info.name]}" if info.name in explicit_bits else "defaults"
+            raise UserError(f"{source}: {where}.weight_bits",
+                            f"1-bit weights need defaults.quantizer 'bnn' (got {spec.defaults.quantizer!r}); "
+                            "use 2..8 or 32 bits")
         choices[info.name] = LayerChoices(tuple(sorted(set(sparsity))), tuple(sorted(set(bits))))
     names = [info.name for info in layers]
     for pattern in spec.layers:
@@ -282,4 +300,6 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         measure=spec.measure.model_dump(),
         eta=spec.fidelity.eta,
         strategy_options={k: dict(v) for k, v in spec.strategy.items()},
+        quantizer=spec.defaults.quantizer,
+        per_channel=spec.defaults.per_channel,
     )

@@ -1,0 +1,165 @@
+"""From a policy to a model that really runs in int8: per-layer qconfigs, prepare, calibrate, bake, lower.
+
+Lowering path, measured and picked (see experiments/bench_quant.py and STACK.md): `torch.ao` FX graph mode
+with the x86 backend (fbgemm/oneDNN kernels). It keeps the int8 regions int8 (activations, residual adds
+and pooling between quantized layers run quantized), the result traces to TorchScript for the one export
+path, and it runs per call without compilation. pt2e + X86InductorQuantizer is faster at batch 32 only
+together with ``torch.compile``, whose artefact is not a TorchScript file; torchao's ``quantize_`` was slower
+than float on this CPU.
+
+Mixed precision: each layer of the policy gets its own QConfig from the policy's quantizer (its weight
+bits, activation bits, per-channel); layers at 32 bits get none and stay float, with quantize/dequantize at
+the borders. Bits below 8 have no CPU kernel: the weights sit on the coarser grid exactly (a ``b``-bit
+symmetric weight is an int8 weight with a larger scale) and activations use the coarser scale, but the
+kernels clamp at the int8 range, so the latency is that of int8 (`latency_basis`) and values beyond the
+calibrated range saturate later than a true ``b``-bit kernel would.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.ao.quantization import QConfig, get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
+
+from autocompress.compress._bnn import BNNQuantizer
+from autocompress.compress._dorefa import DoReFaQuantizer
+from autocompress.compress._lsq import LSQQuantizer
+from autocompress.compress._ptq import NaiveQuantizer, ObserverQuantizer
+from autocompress.compress._qat import QATQuantizer
+from autocompress.compress._quant_base import FLOAT_BITS, Quantizer, QuantSpec
+from autocompress.space import Policy
+
+BACKEND = "x86"
+
+#: quantizers by `Policy.quantizer` name
+QUANTIZERS: dict[str, Callable[[], Quantizer]] = {
+    "naive": NaiveQuantizer,
+    "minmax": lambda: ObserverQuantizer("minmax"),
+    "ema": lambda: ObserverQuantizer("ema"),
+    "histogram": lambda: ObserverQuantizer("histogram"),
+    "percentile": lambda: ObserverQuantizer("percentile"),
+    "qat": QATQuantizer,
+    "dorefa": DoReFaQuantizer,
+    "bnn": BNNQuantizer,
+    "lsq": LSQQuantizer,
+}
+
+#: attribute set on a prepared model: the policy it was prepared for
+_PREPARED_FOR = "_autocompress_quant_policy"
+
+
+def get_quantizer(name: str) -> Quantizer:
+    if name not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {name!r}; known: {sorted(QUANTIZERS)}")
+    return QUANTIZERS[name]()
+
+
+def layer_specs(policy: Policy) -> dict[str, QuantSpec]:
+    """The quantized layers of `policy` (weight bits <= 8) and how each is quantized."""
+    return {
+        name: QuantSpec(s.weight_bits, s.activation_bits or s.weight_bits, policy.per_channel)
+        for name, s in policy
+        if s.weight_bits < FLOAT_BITS
+    }
+
+
+def quantized_layers(policy: Policy) -> list[str]:
+    return list(layer_specs(policy))
+
+
+def latency_basis(policy: Policy) -> str:
+    """What the measured latency of this policy's model is: ``float``, ``int8``, or ``int8-kernel`` when
+    some layer is below 8 bits and is simulated on int8 kernels (its latency is that of int8)."""
+    specs = layer_specs(policy)
+    if not specs:
+        return "float"
+    return "int8-kernel" if any(spec.simulated for spec in specs.values()) else "int8"
+
+
+def needs_training(policy: Policy) -> bool:
+    """Whether the policy's quantizer must be prepared before fine-tuning (`prepare_quantization`)."""
+    return bool(layer_specs(policy)) and get_quantizer(policy.quantizer).trains
+
+
+def _qconfig(quantizer: Quantizer, spec: QuantSpec) -> QConfig:
+    return QConfig(activation=quantizer.activation_quant(spec), weight=quantizer.weight_quant(spec))
+
+
+def prepare_quantization(model: nn.Module, policy: Policy, example_input: torch.Tensor) -> nn.Module:
+    """A copy of `model` with observers (calibration quantizers) or fake-quant modules in training mode
+    (trained quantizers: fine-tune it, then pass it to `quantize`). `model` is not changed."""
+    quantizer = get_quantizer(policy.quantizer)
+    specs = layer_specs(policy)
+    quantizer.check(specs)
+    torch.backends.quantized.engine = BACKEND
+    model = quantizer.rewrite(copy.deepcopy(model).eval(), specs)
+    default_mapping = get_default_qat_qconfig_mapping if quantizer.trains else get_default_qconfig_mapping
+    mapping = default_mapping(BACKEND)
+    # glue ops (adds, pooling, concatenation) between quantized layers run in 8 bits
+    mapping.set_global(_qconfig(quantizer, QuantSpec(8, 8, policy.per_channel)))
+    mapping.set_object_type(nn.Embedding, None)  # not a policy layer; a table look-up gains nothing from int8
+    for name, _ in policy:
+        mapping.set_module_name(name, _qconfig(quantizer, specs[name]) if name in specs else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if quantizer.trains:
+            prepared = prepare_qat_fx(model.train(), mapping, (example_input,))
+        else:
+            prepared = prepare_fx(model, mapping, (example_input,))
+    setattr(prepared, _PREPARED_FOR, policy)
+    return prepared
+
+
+@torch.no_grad()
+def quantize(
+    model: nn.Module, policy: Policy, example_input: torch.Tensor, calibration: Iterable[torch.Tensor]
+) -> nn.Module:
+    """The int8 model of `policy`: prepares `model` (unless `prepare_quantization` already did, e.g.
+    before quantization-aware fine-tuning), calibrates on `calibration`, bakes weight transforms and lowers.
+
+    A policy with no quantized layer returns `model` itself. A float `model` is not changed; a model from
+    `prepare_quantization` is consumed (lowered in place).
+    """
+    if not layer_specs(policy):
+        return model
+    prepared = model if getattr(model, _PREPARED_FOR, None) == policy else prepare_quantization(
+        model, policy, example_input
+    )
+    prepared.eval()
+    for batch in calibration:
+        prepared(batch)
+    for module in prepared.modules():
+        _bake_weight(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert_fx(prepared)
+
+
+def _bake_weight(module: nn.Module) -> None:
+    """Store in `module` the weight its fake-quant's ``bake`` transform gives, so that lowering (which
+    quantizes the stored weight, batch norm folded in) holds exactly what training saw.
+
+    In a Conv-BN QAT module the fake-quant sees ``w * s`` with ``s = gamma / sqrt(running_var + eps)``, and
+    lowering folds the same ``s`` in, so the stored weight is ``bake(w * s) / s``.
+    """
+    bake = getattr(getattr(module, "weight_fake_quant", None), "bake", None)
+    if bake is None:
+        return
+    bn = getattr(module, "bn", None)
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        module.weight.data = bake(module.weight.detach())
+        return
+    shape = (-1, *([1] * (module.weight.dim() - 1)))
+    scale = (bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)).view(shape)
+    module.weight.data = bake(module.weight.detach() * scale) / scale
+
+
+def lowered_layers(model: nn.Module) -> int:
+    """Number of conv/linear layers of a lowered model that run quantized kernels (for checks)."""
+    return sum(1 for m in model.modules() if ".quantized" in type(m).__module__
+               and isinstance(m, torch.ao.nn.quantized.modules.conv._ConvNd | torch.ao.nn.quantized.Linear))
