@@ -26,6 +26,7 @@ from autocompress.compress._lowering import (
     prepare_quantization,
     quantize,
     quantized_layers,
+    register_quantizer,
 )
 from autocompress.compress._lsq import LSQQuantizer
 from autocompress.compress._prune import CRITERIA, prune, register_criterion
@@ -68,4 +69,5 @@ __all__ = [
     "quantize",
     "quantized_layers",
     "register_criterion",
+    "register_quantizer",
 ]

@@ -53,6 +53,12 @@ QUANTIZERS: dict[str, Callable[[], Quantizer]] = {
 _PREPARED_FOR = "_autocompress_quant_policy"
 
 
+def register_quantizer(name: str, factory: Callable[[], Quantizer]) -> None:
+    """Make a `Quantizer` available as ``quantizer: NAME`` in space files. Register it in the module that
+    defines your task, which every worker imports before it quantizes."""
+    QUANTIZERS[name] = factory
+
+
 def get_quantizer(name: str) -> Quantizer:
     if name not in QUANTIZERS:
         raise ValueError(f"unknown quantizer {name!r}; known: {sorted(QUANTIZERS)}")

@@ -22,7 +22,8 @@ from autocompress.space._policy import DEFAULT_QUANTIZER, LayerSetting, Policy
 
 SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
 CRITERIA = ("l1", "l2")
-#: names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them equal)
+#: the built-in names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them
+#: equal); more can be registered with `autocompress.compress.register_quantizer`
 QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq")
 METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops")
 
@@ -83,8 +84,8 @@ class DefaultsSpec(LayerChoicesSpec):
 
     criterion: str = Field("l1", description="channel importance used to pick what is pruned: l1, l2, or one "
                                               "registered with autocompress.compress.register_criterion")
-    quantizer: Literal[QUANTIZER_NAMES] = Field(  # type: ignore[valid-type]
-        DEFAULT_QUANTIZER, description="how 8-bit and lower layers are quantized (see autocompress.compress.QUANTIZERS)")
+    quantizer: str = Field(DEFAULT_QUANTIZER, description="how 8-bit and lower layers are quantized: "
+                           f"{', '.join(QUANTIZER_NAMES)}, or one registered with register_quantizer")
     per_channel: bool = Field(True, description="per-channel weight scales (else one per tensor)")
 
 
