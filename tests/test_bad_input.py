@@ -79,6 +79,8 @@ CASES = [
     Case("wrong-type", search(), "constraints.min_speedup", space=GOOD.replace("min_speedup: 1.2", "min_speedup: fast")),
     Case("sparsity-too-big", search(), "outside [0, 1)", space=GOOD.replace("[0.0, 0.25, 0.5]", "[0.0, 1.0]")),
     Case("sparsity-negative", search(), "outside [0, 1)", space=GOOD.replace("[0.0, 0.25, 0.5]", "[-0.1]")),
+    Case("unknown-quantizer", search(), "unknown quantizer 'xnor'",
+         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], quantizer: xnor}")),
     Case("unsupported-bits", search(), "not supported", space=GOOD.replace("weight_bits: [8, 32]", "weight_bits: [16]")),
     Case("pattern-matches-nothing", search(), "matches no layer",
          space=GOOD + "layers: {'encoder.*': {weight_bits: [8]}}\n"),

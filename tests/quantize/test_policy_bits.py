@@ -39,7 +39,6 @@ def test_space_accepts_sub_8_bit_choices_and_the_quantizer() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("task: x:y\ndefaults: {weight_bits: [16]}", "16 bits is not supported"),
-    ("task: x:y\ndefaults: {quantizer: xnor}", "defaults.quantizer"),
 ])
 def test_bad_quantization_settings_are_named(text: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
