@@ -26,6 +26,19 @@ class LayerInfo:
     out_channels: int
     prunable: bool
     reason: str = ""
+    #: static shape facts for strategies that embed layers (AMC/HAQ state): kernel side, stride, MACs per sample
+    kernel: int = 1
+    stride: int = 1
+    macs: int = 0
+    #: the prunable layers whose pruning shrinks this layer's output / input channels ("" if none)
+    out_root: str = ""
+    in_root: str = ""
+
+    def static_info(self) -> dict[str, int | str]:
+        """What `Space.layer_info` keeps of this layer (JSON values)."""
+        return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel": self.kernel, "stride": self.stride, "macs": self.macs, "out_root": self.out_root,
+                "in_root": self.in_root}
 
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
@@ -50,13 +63,17 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyG
 
 
 def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
+    from autocompress.measure import count_macs  # measure imports space: import at call time
+
     model.eval()
+    layer_macs = count_macs(model, example_input)
     fixed = output_layers(model, example_input)
     graph = build_graph(model, example_input)
     names = {module: name for name, module in model.named_modules()}
     ignored = [module for module, name in names.items() if name in fixed]
     roots: set[str] = set()
     followers: dict[str, str] = {}
+    in_roots: dict[str, str] = {}
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)):
         root = names[group[0].dep.target.module]
         roots.add(root)
@@ -64,6 +81,8 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
             member = names.get(dep.target.module)
             if member and member != root and dep.target.module in names and _prunes_out(dep):
                 followers.setdefault(member, root)
+            if member and dep.handler in (tp.prune_conv_in_channels, tp.prune_linear_in_channels):
+                in_roots.setdefault(member, root)
     layers = []
     for name, module in model.named_modules():
         if not isinstance(module, LAYER_TYPES):
@@ -80,7 +99,10 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
             prunable, reason = False, f"its output channels are coupled to {followers[name]!r}; prune that layer"
         else:
             prunable, reason = False, "torch-pruning found no channel group rooted at it"
-        layers.append(LayerInfo(name, type(module).__name__, cin, cout, prunable, reason))
+        kernel, stride = (module.kernel_size[0], module.stride[0]) if isinstance(module, nn.Conv2d) else (1, 1)
+        out_root = name if name in roots and prunable else followers.get(name, "")
+        layers.append(LayerInfo(name, type(module).__name__, cin, cout, prunable, reason, kernel, stride,
+                                layer_macs.get(name, 0), out_root, in_roots.get(name, "")))
     return layers
 
 

@@ -186,6 +186,8 @@ class Space:
     measure: dict[str, int] = field(default_factory=lambda: MeasureSpec().model_dump())
     eta: int = 3
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: static facts per layer (kind, in/out channels, kernel, stride, MACs) for strategies that embed layers
+    layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def dimensions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
         """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""
@@ -227,6 +229,7 @@ class Space:
             "measure": dict(self.measure),
             "eta": self.eta,
             "strategy_options": {k: dict(v) for k, v in self.strategy_options.items()},
+            "layer_info": {k: dict(v) for k, v in self.layer_info.items()},
         }
 
     @classmethod
@@ -242,6 +245,7 @@ class Space:
             measure=dict(data.get("measure", MeasureSpec().model_dump())),
             eta=data.get("eta", 3),
             strategy_options=dict(data.get("strategy_options", {})),
+            layer_info={k: dict(v) for k, v in data.get("layer_info", {}).items()},
         )
 
 
@@ -282,4 +286,5 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         measure=spec.measure.model_dump(),
         eta=spec.fidelity.eta,
         strategy_options={k: dict(v) for k, v in spec.strategy.items()},
+        layer_info={info.name: info.static_info() for info in layers},
     )
