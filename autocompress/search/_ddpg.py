@@ -31,13 +31,16 @@ def layer_macs(space: Space, keep: dict[str, float]) -> dict[str, float]:
     """MACs per sample of every layer once each prunable layer keeps ``keep[layer]`` of its output channels.
 
     Uses the coupling found at resolve time: a layer's MACs scale with the keep ratio of the layer that
-    prunes its output channels and of the one that prunes its input channels (counted once when they are
-    the same, as for depthwise convs). Exact up to channel rounding; needs `Space.layer_info`.
+    prunes its output channels, and with the share of its input channels left once each layer feeding them
+    is pruned (a depthwise conv's inputs are its outputs, counted once). Exact up to channel rounding;
+    needs `Space.layer_info`.
     """
     macs = {}
     for name, info in space.layer_info.items():
         out_keep = keep.get(info["out_root"], 1.0) if info["out_root"] else 1.0
-        in_keep = keep.get(info["in_root"], 1.0) if info["in_root"] and info["in_root"] != info["out_root"] else 1.0
+        roots = {r: n for r, n in info["in_roots"].items() if r != info["out_root"]}
+        removed = sum(n * (1.0 - keep.get(r, 1.0)) for r, n in roots.items())
+        in_keep = 1.0 - removed / info["in_channels"] if info["in_channels"] else 1.0
         macs[name] = info["macs"] * out_keep * in_keep
     return macs
 

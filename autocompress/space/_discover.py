@@ -30,15 +30,16 @@ class LayerInfo:
     kernel: int = 1
     stride: int = 1
     macs: int = 0
-    #: the prunable layers whose pruning shrinks this layer's output / input channels ("" if none)
+    #: the prunable layer whose pruning shrinks this layer's output channels ("" if none), and for each
+    #: prunable layer that shrinks its input channels, how many of them it feeds (several under a concat)
     out_root: str = ""
-    in_root: str = ""
+    in_roots: tuple[tuple[str, int], ...] = ()
 
     def static_info(self) -> dict[str, int | str]:
         """What `Space.layer_info` keeps of this layer (JSON values)."""
         return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel": self.kernel, "stride": self.stride, "macs": self.macs, "out_root": self.out_root,
-                "in_root": self.in_root}
+                "in_roots": dict(self.in_roots)}
 
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
@@ -73,16 +74,16 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
     ignored = [module for module, name in names.items() if name in fixed]
     roots: set[str] = set()
     followers: dict[str, str] = {}
-    in_roots: dict[str, str] = {}
+    in_roots: dict[str, dict[str, int]] = {}
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)):
         root = names[group[0].dep.target.module]
         roots.add(root)
-        for dep, _ in group:
+        for dep, idxs in group:
             member = names.get(dep.target.module)
             if member and member != root and dep.target.module in names and _prunes_out(dep):
                 followers.setdefault(member, root)
             if member and dep.handler in (tp.prune_conv_in_channels, tp.prune_linear_in_channels):
-                in_roots.setdefault(member, root)
+                in_roots.setdefault(member, {})[root] = len(idxs)
     layers = []
     for name, module in model.named_modules():
         if not isinstance(module, LAYER_TYPES):
@@ -102,7 +103,7 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
         kernel, stride = (module.kernel_size[0], module.stride[0]) if isinstance(module, nn.Conv2d) else (1, 1)
         out_root = name if name in roots and prunable else followers.get(name, "")
         layers.append(LayerInfo(name, type(module).__name__, cin, cout, prunable, reason, kernel, stride,
-                                layer_macs.get(name, 0), out_root, in_roots.get(name, "")))
+                                layer_macs.get(name, 0), out_root, tuple(sorted(in_roots.get(name, {}).items()))))
     return layers
 
 
