@@ -31,7 +31,8 @@ class UniformController(Controller):
         grid = self._grid()
         sparsity, bits = grid[number % len(grid)]
         layers = {
-            name: LayerSetting(_closest_at_most(sparsity, c.channel_sparsity), int(_closest_at_most(bits, c.weight_bits)))
+            name: LayerSetting(_closest_at_most(sparsity, c.channel_sparsity),
+                               int(_closest_at_most(bits, c.weight_bits)))
             for name, c in self.space.layers.items()
         }
         return Proposal(number, Policy.from_mapping(layers, self.space.criterion), self.full_fidelity)

@@ -153,6 +153,12 @@ def test_bad_agent_knobs_are_user_errors(spaces) -> None:
         make_controller("amc", with_strategy(spaces["resnet"][0], "amc", weight_bits="mid"), 0)
     with pytest.raises(UserError, match="strategy.haq.warmup"):
         make_controller("haq", with_strategy(spaces["resnet"][0], "haq", warmup=3), 0)
+    with pytest.raises(UserError, match=r"strategy.amc.warmup_episodes: 2.5 is not a whole number"):
+        make_controller("amc", with_strategy(spaces["resnet"][0], "amc", warmup_episodes=2.5), 0)
+    with pytest.raises(UserError, match=r"strategy.anneal.cooling: 'fast' is not a number"):
+        make_controller("anneal", with_strategy(spaces["resnet"][0], "anneal", cooling="fast"), 0)
+    controller = make_controller("amc", with_strategy(spaces["resnet"][0], "amc", warmup_episodes=3.0), 0)
+    assert controller.options["warmup_episodes"] == 3 and isinstance(controller.options["warmup_episodes"], int)
 
 
 def test_autocompress_anneals_sparsity_and_asks_for_admm_when_it_exists(spaces) -> None:
