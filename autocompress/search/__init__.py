@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from autocompress.errors import UserError
+from autocompress.search._amc import AMCController
 from autocompress.search._anneal import AnnealController
 from autocompress.search._asha import ASHAController
+from autocompress.search._autocompress import AutoCompressController
 from autocompress.search._base import Controller, Outcome, Proposal, scalar_score
+from autocompress.search._haq import HAQController
 from autocompress.search._netadapt import NetAdaptController
 from autocompress.search._optuna import NSGA2Controller, TPEController
 from autocompress.search._random import RandomController
@@ -13,7 +16,9 @@ from autocompress.search._uniform import UniformController
 from autocompress.space import Space
 
 STRATEGIES: dict[str, type[Controller]] = {
-    cls.name: cls for cls in (TPEController, NSGA2Controller, AnnealController, NetAdaptController, RandomController, UniformController)
+    cls.name: cls
+    for cls in (TPEController, NSGA2Controller, AnnealController, NetAdaptController, AMCController, HAQController,
+                AutoCompressController, RandomController, UniformController)
 }
 
 
@@ -41,9 +46,12 @@ def make_controller(name: str, space: Space, seed: int = 0) -> Controller:
 
 __all__ = [
     "STRATEGIES",
+    "AMCController",
     "ASHAController",
     "AnnealController",
+    "AutoCompressController",
     "Controller",
+    "HAQController",
     "NSGA2Controller",
     "NetAdaptController",
     "Outcome",

@@ -60,7 +60,9 @@ class Controller(ABC):
 
     Controllers are deterministic for a given space, seed and sequence of asks and tells. The default state
     is the event log of asks and tells, restored by replaying it; a strategy whose state is cheaper to hold
-    directly may override both methods (and must keep the same guarantee).
+    directly may override both methods (and must keep the same guarantee). A strategy with neural weights
+    (`amc`, `haq`) keeps them out of the JSON: ``artefacts()`` returns ``{sha256: safetensors bytes}`` and the
+    state names the digest, so the store can keep the weights as an artefact and a restore can check them.
 
     Subclasses implement `_ask(number)` and `_tell(number, outcome)`; ``name`` and ``description`` feed
     ``autocompress strategies``. ``knobs`` maps each option a strategy reads from the space file's
@@ -80,8 +82,20 @@ class Controller(ABC):
         unknown = sorted(set(given) - set(self.knobs))
         if unknown:
             allowed = ", ".join(self.knobs) or "none"
-            raise UserError(f"space: strategy.{self.name}.{unknown[0]}", f"unknown option; {self.name} takes: {allowed}")
-        self.options: dict[str, Any] = {**self.knobs, **given}
+            raise UserError(f"space: strategy.{self.name}.{unknown[0]}",
+                            f"unknown option; {self.name} takes: {allowed}")
+        for key, value in given.items():
+            default = self.knobs[key]
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(default, str) != isinstance(value, str) or (not isinstance(default, str) and not numeric) or (
+                isinstance(default, int) and isinstance(value, float) and not value.is_integer()
+            ):
+                kind = "text" if isinstance(default, str) else "whole number" if isinstance(default, int) else "number"
+                raise UserError(f"space: strategy.{self.name}.{key}",
+                                f"{value!r} is not a {kind} (default {default!r})")
+        self.options: dict[str, Any] = {
+            **self.knobs, **{k: v if isinstance(v, str) else type(self.knobs[k])(v) for k, v in given.items()}
+        }
         self.pending: dict[int, Proposal] = {}
         self._events: list[list[Any]] = []
         self._next_number = 0

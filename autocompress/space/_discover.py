@@ -26,6 +26,20 @@ class LayerInfo:
     out_channels: int
     prunable: bool
     reason: str = ""
+    #: static shape facts for strategies that embed layers (AMC/HAQ state): kernel side, stride, MACs per sample
+    kernel: int = 1
+    stride: int = 1
+    macs: int = 0
+    #: the prunable layer whose pruning shrinks this layer's output channels ("" if none), and for each
+    #: prunable layer that shrinks its input channels, how many of them it feeds (several under a concat)
+    out_root: str = ""
+    in_roots: tuple[tuple[str, int], ...] = ()
+
+    def static_info(self) -> dict[str, int | str | dict[str, int]]:
+        """What `Space.layer_info` keeps of this layer (JSON values)."""
+        return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel": self.kernel, "stride": self.stride, "macs": self.macs, "out_root": self.out_root,
+                "in_roots": dict(self.in_roots)}
 
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
@@ -50,20 +64,26 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyG
 
 
 def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
+    from autocompress.measure import count_macs  # measure imports space: import at call time
+
     model.eval()
+    layer_macs = count_macs(model, example_input)
     fixed = output_layers(model, example_input)
     graph = build_graph(model, example_input)
     names = {module: name for name, module in model.named_modules()}
     ignored = [module for module, name in names.items() if name in fixed]
     roots: set[str] = set()
     followers: dict[str, str] = {}
+    in_roots: dict[str, dict[str, int]] = {}
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)):
         root = names[group[0].dep.target.module]
         roots.add(root)
-        for dep, _ in group:
+        for dep, idxs in group:
             member = names.get(dep.target.module)
             if member and member != root and dep.target.module in names and _prunes_out(dep):
                 followers.setdefault(member, root)
+            if member and dep.handler in (tp.prune_conv_in_channels, tp.prune_linear_in_channels):
+                in_roots.setdefault(member, {})[root] = len(idxs)
     layers = []
     for name, module in model.named_modules():
         if not isinstance(module, LAYER_TYPES):
@@ -80,7 +100,10 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
             prunable, reason = False, f"its output channels are coupled to {followers[name]!r}; prune that layer"
         else:
             prunable, reason = False, "torch-pruning found no channel group rooted at it"
-        layers.append(LayerInfo(name, type(module).__name__, cin, cout, prunable, reason))
+        kernel, stride = (module.kernel_size[0], module.stride[0]) if isinstance(module, nn.Conv2d) else (1, 1)
+        out_root = name if name in roots and prunable else followers.get(name, "")
+        layers.append(LayerInfo(name, type(module).__name__, cin, cout, prunable, reason, kernel, stride,
+                                layer_macs.get(name, 0), out_root, tuple(sorted(in_roots.get(name, {}).items()))))
     return layers
 
 

@@ -194,6 +194,8 @@ class Space:
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     quantizer: str = DEFAULT_QUANTIZER
     per_channel: bool = True
+    #: static facts per layer (kind, in/out channels, kernel, stride, MACs) for strategies that embed layers
+    layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def dimensions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
         """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""
@@ -237,6 +239,7 @@ class Space:
             "strategy_options": {k: dict(v) for k, v in self.strategy_options.items()},
             "quantizer": self.quantizer,
             "per_channel": self.per_channel,
+            "layer_info": {k: dict(v) for k, v in self.layer_info.items()},
         }
 
     @classmethod
@@ -254,6 +257,7 @@ class Space:
             strategy_options=dict(data.get("strategy_options", {})),
             quantizer=data.get("quantizer", DEFAULT_QUANTIZER),
             per_channel=data.get("per_channel", True),
+            layer_info={k: dict(v) for k, v in data.get("layer_info", {}).items()},
         )
 
 
@@ -303,4 +307,5 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         strategy_options={k: dict(v) for k, v in spec.strategy.items()},
         quantizer=spec.defaults.quantizer,
         per_channel=spec.defaults.per_channel,
+        layer_info={info.name: info.static_info() for info in layers},
     )

@@ -1,0 +1,90 @@
+"""`amc`: AMC (He et al., 2018), a DDPG agent that picks each layer's keep ratio under a MACs budget.
+
+The agent walks the prunable layers in graph order. Its state is AMC's layer embedding: index, input and
+output channels, kernel, stride, the layer's MACs, the MACs removed so far, the MACs of the layers still to
+decide, and the previous action. The continuous action is the keep ratio (1 - channel sparsity); it is
+clipped so that, even if every later layer is pruned as far as the space allows, the model's MACs stay under
+the target (``target_macs`` of the baseline, or the space's ``max_macs`` constraint), then snapped to the
+nearest allowed choice. MACs are estimated from the layer coupling found at resolve time (`estimate_macs`),
+so any model whose layers torch-pruning can group works, not only MobileNet. The reward is the accuracy of the
+trial; AMC's fast evaluation without fine-tune is ``finetune_epochs: 0`` (the default, -1, uses the space's
+first rung, which ranks policies better on small models that are at chance right after pruning).
+"""
+
+from __future__ import annotations
+
+from autocompress.errors import UserError
+from autocompress.search._ddpg import LayerAgentController, estimate_macs, nearest
+from autocompress.space import LayerSetting, Policy, Space
+
+
+class AMCController(LayerAgentController):
+    name = "amc"
+    description = ("AMC: DDPG agent over per-layer keep ratios, clipped to a MACs budget; knobs: target_macs (0.5 "
+                   "of baseline, or constraints.max_macs), weight_bits (min|max), warmup_episodes (5), noise (0.4), "
+                   "noise_decay, hidden (64), updates (20), lr_actor, lr_critic, finetune_epochs (-1: first rung)")
+    state_dim = 9
+    knobs = {"target_macs": 0.5, "weight_bits": "min", **LayerAgentController.agent_knobs}
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        if space.strategy_options.get("amc", {}).get("weight_bits", "min") not in ("min", "max"):
+            raise UserError("space: strategy.amc.weight_bits", "must be 'min' or 'max' (the bit-width every layer "
+                                                               "keeps while the agent prunes)")
+        super().__init__(space, seed)
+        self._total = estimate_macs(space, {})
+        limit = space.constraints.get("max_macs")
+        self.target = float(limit) if limit else float(self.options["target_macs"]) * self._total
+        self._fixed_keep = {n: 1 - c.channel_sparsity[0] for n, c in space.layers.items() if n not in self.layers}
+        self._keeps = {n: sorted(1 - s for s in space.layers[n].channel_sparsity) for n in self.layers}
+        info = space.layer_info
+        self._max_channels = max(max(i["in_channels"], i["out_channels"]) for i in info.values())
+        self._max_kernel = max(i["kernel"] for i in info.values())
+        self._max_stride = max(i["stride"] for i in info.values())
+
+    def _agent_layers(self) -> list[str]:
+        return [layer for layer, setting, _ in self.space.dimensions() if setting == "channel_sparsity"]
+
+    def _keep_map(self, executed: list[float], rest: str) -> dict[str, float]:
+        keep = dict(self._fixed_keep)
+        for t, layer in enumerate(self.layers):
+            if t < len(executed):
+                keep[layer] = executed[t]
+            elif rest == "min":
+                keep[layer] = self._keeps[layer][0]
+        return keep
+
+    def _features(self, t: int, executed: list[float]) -> list[float]:
+        info = self.space.layer_info[self.layers[t]]
+        removed = self._total - estimate_macs(self.space, self._keep_map(executed, "dense"))
+        left = sum(self.space.layer_info[n]["macs"] for n in self.layers[t + 1:])
+        return [
+            t / max(1, len(self.layers)),
+            info["in_channels"] / self._max_channels,
+            info["out_channels"] / self._max_channels,
+            info["kernel"] / self._max_kernel,
+            info["stride"] / self._max_stride,
+            info["macs"] / self._total,
+            removed / self._total,
+            left / self._total,
+            executed[-1] if executed else 1.0,
+        ]
+
+    def _constrain(self, t: int, action: float, executed: list[float]) -> float:
+        layer = self.layers[t]
+        feasible = [k for k in self._keeps[layer]
+                    if estimate_macs(self.space, self._keep_map([*executed, k], "min")) <= self.target * (1 + 1e-9)]
+        return nearest(action, feasible or self._keeps[layer][:1])
+
+    def _policy(self, executed: list[float]) -> Policy:
+        pick = min if self.options["weight_bits"] == "min" else max
+        keep = dict(zip(self.layers, executed, strict=True))
+        layers = {
+            n: LayerSetting(nearest(1 - keep[n], list(c.channel_sparsity)) if n in keep else c.channel_sparsity[0],
+                            pick(c.weight_bits))
+            for n, c in self.space.layers.items()
+        }
+        return Policy.from_mapping(layers, self.space.criterion)
+
+    def estimated_macs(self, policy: Policy) -> float:
+        """MACs per sample the policy's pruning leaves, by the coupling estimate."""
+        return estimate_macs(self.space, {n: 1 - s.channel_sparsity for n, s in policy})

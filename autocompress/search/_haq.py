@@ -1,0 +1,100 @@
+"""`haq`: HAQ-style (Wang et al., 2019) mixed precision, the DDPG agent of `amc` over per-layer bit-widths.
+
+The agent walks the layers that have more than one bit-width choice. Its state embeds the layer (index,
+channels, kernel, stride, share of MACs, whether it is a linear layer) and the previous action; the
+continuous action picks a bit-width on the layer's ordered choices. Latency comes from a look-up table per
+layer: the layer's MACs (after the fixed pruning) times a per-bit-width cost relative to float
+(``int8_cost``, default 0.55: our FX int8 runs the ResNet-like model 1.8x faster, see STACK.md). When an
+episode's estimate breaks the budget (``target_speedup``, or the space's ``min_speedup`` constraint), bits
+are lowered, the layer with the most MACs first, until it fits, as HAQ does. The reward is the trial's
+accuracy after the space's first fine-tune rung. Activation bits follow weight bits in our int8 lowering, so
+they are not a separate choice.
+"""
+
+from __future__ import annotations
+
+from autocompress.errors import UserError
+from autocompress.search._ddpg import LayerAgentController, layer_macs, nearest
+from autocompress.space import LayerSetting, Policy, Space
+
+
+class HAQController(LayerAgentController):
+    name = "haq"
+    description = ("HAQ-style DDPG agent over per-layer weight bits with a MACs x bits latency table, bits lowered "
+                   "until the budget fits; knobs: target_speedup (constraints.min_speedup or 1.5), int8_cost (0.55), "
+                   "channel_sparsity (min|max), warmup_episodes (5), noise (0.4), hidden (64), updates (20)")
+    state_dim = 8
+    knobs = {"target_speedup": 1.5, "int8_cost": 0.55, "channel_sparsity": "min", **LayerAgentController.agent_knobs}
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        if space.strategy_options.get("haq", {}).get("channel_sparsity", "min") not in ("min", "max"):
+            raise UserError("space: strategy.haq.channel_sparsity", "must be 'min' or 'max' (the sparsity every "
+                                                                     "layer keeps while the agent picks bits)")
+        super().__init__(space, seed)
+        pick = min if self.options["channel_sparsity"] == "min" else max
+        self._sparsity = {n: pick(c.channel_sparsity) for n, c in space.layers.items()}
+        self._bits = {n: sorted(space.layers[n].weight_bits) for n in self.layers}
+        pruned = {n: 1 - s for n, s in self._sparsity.items()}
+        # each layer's MACs after the fixed pruning: the table's rows
+        self._macs = layer_macs(space, pruned)
+        self._total = sum(self._macs.values()) or 1.0
+        speedup = space.constraints.get("min_speedup") or float(self.options["target_speedup"])
+        self.target_latency = 1.0 / speedup
+        info = space.layer_info
+        self._max_channels = max(max(i["in_channels"], i["out_channels"]) for i in info.values())
+        self._max_kernel = max(i["kernel"] for i in info.values())
+        self._max_stride = max(i["stride"] for i in info.values())
+
+    def _agent_layers(self) -> list[str]:
+        return [layer for layer, setting, _ in self.space.dimensions() if setting == "weight_bits"]
+
+    def _cost(self, bits: int) -> float:
+        return 1.0 if bits >= 32 else float(self.options["int8_cost"]) * bits / 8
+
+    def estimated_latency(self, bits: dict[str, int]) -> float:
+        """Latency relative to the unquantized (pruned) model, from the per-layer table."""
+        return sum(macs * self._cost(bits.get(n, max(self.space.layers[n].weight_bits)))
+                   for n, macs in self._macs.items()) / self._total
+
+    def _to_bits(self, t: int, action: float) -> int:
+        choices = self._bits[self.layers[t]]
+        return choices[round(action * (len(choices) - 1))]
+
+    def _to_action(self, t: int, bits: int) -> float:
+        choices = self._bits[self.layers[t]]
+        return choices.index(bits) / (len(choices) - 1)
+
+    def _features(self, t: int, executed: list[float]) -> list[float]:
+        info = self.space.layer_info[self.layers[t]]
+        return [
+            t / len(self.layers),
+            info["in_channels"] / self._max_channels,
+            info["out_channels"] / self._max_channels,
+            info["kernel"] / self._max_kernel,
+            info["stride"] / self._max_stride,
+            self._macs[self.layers[t]] / self._total,
+            1.0 if info["kind"] == "Linear" else 0.0,
+            executed[-1] if executed else 1.0,
+        ]
+
+    def _constrain(self, t: int, action: float, executed: list[float]) -> float:
+        choices = self._bits[self.layers[t]]
+        return nearest(action, [i / (len(choices) - 1) for i in range(len(choices))])
+
+    def _repair(self, executed: list[float]) -> list[float]:
+        bits = {n: self._to_bits(t, a) for t, (n, a) in enumerate(zip(self.layers, executed, strict=True))}
+        order = sorted(range(len(self.layers)), key=lambda t: (-self._macs[self.layers[t]], t))
+        while self.estimated_latency(bits) > self.target_latency:
+            lowerable = [t for t in order if self._bits[self.layers[t]].index(bits[self.layers[t]]) > 0]
+            if not lowerable:
+                break
+            layer = self.layers[lowerable[0]]
+            bits[layer] = self._bits[layer][self._bits[layer].index(bits[layer]) - 1]
+        return [self._to_action(t, bits[n]) for t, n in enumerate(self.layers)]
+
+    def _policy(self, executed: list[float]) -> Policy:
+        bits = {n: self._to_bits(t, a) for t, (n, a) in enumerate(zip(self.layers, executed, strict=True))}
+        layers = {n: LayerSetting(self._sparsity[n], bits.get(n, max(c.weight_bits)))
+                  for n, c in self.space.layers.items()}
+        return Policy.from_mapping(layers, self.space.criterion)
+
