@@ -13,6 +13,7 @@ import json
 import math
 import signal
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -137,26 +138,27 @@ def search(
     executor: Executor = "ray",
 ) -> None:
     """Create a study from SPACE and search until the budget is spent."""
+    name = study or api.default_study_name(space)
+    _run_study(name, quiet, lambda report: api.search(
+        space, study=name, storage=storage, strategy=strategy, seed=seed, trials=trials, time_budget=time,
+        cpu_hours=cpu_hours, max_failures=max_failures, on_budget=on_budget, workers=workers,
+        ray_address=ray_address, executor=executor, trial_timeout=trial_timeout, on_progress=report))
+
+
+def _run_study(name: str, quiet: bool, run: Callable[[Any], api.Study]) -> None:
+    """Run a search or resume with a progress bar; Ctrl-C or SIGTERM exit 130 with how to go on, and the
+    end prints why it stopped and the top of the leaderboard."""
     _interruptible()
     bar, report = _progress_reporter(quiet)
-    name = study or api.default_study_name(space)
     try:
-        result = api.search(space, study=name, storage=storage, strategy=strategy, seed=seed, trials=trials,
-                            time_budget=time, cpu_hours=cpu_hours, max_failures=max_failures, on_budget=on_budget,
-                            workers=workers, ray_address=ray_address, executor=executor,
-                            trial_timeout=trial_timeout, on_progress=report)
+        result = run(report)
     except KeyboardInterrupt:
         err.print(f"interrupted; finished trials are stored. Go on with: autocompress resume {name}")
         raise typer.Exit(130) from None
     finally:
         if bar:
             bar.stop()
-    _finish(result)
-
-
-def _finish(result: api.Study) -> None:
-    record = result.record
-    err.print(f"study {result.name!r}: {record.stop_reason}")
+    err.print(f"study {result.name!r}: {result.record.stop_reason}")
     _print_board(result)
 
 
@@ -176,20 +178,10 @@ def resume(
     executor: Executor = "ray",
 ) -> None:
     """Continue a study from the store; --trials and --time set new totals."""
-    _interruptible()
-    bar, report = _progress_reporter(quiet)
-    try:
-        result = api.resume(name, storage=storage, trials=trials, time_budget=time, cpu_hours=cpu_hours,
-                            max_failures=max_failures, on_budget=on_budget, workers=workers,
-                            ray_address=ray_address, executor=executor, trial_timeout=trial_timeout,
-                            on_progress=report)
-    except KeyboardInterrupt:
-        err.print(f"interrupted; finished trials are stored. Go on with: autocompress resume {name}")
-        raise typer.Exit(130) from None
-    finally:
-        if bar:
-            bar.stop()
-    _finish(result)
+    _run_study(name, quiet, lambda report: api.resume(
+        name, storage=storage, trials=trials, time_budget=time, cpu_hours=cpu_hours, max_failures=max_failures,
+        on_budget=on_budget, workers=workers, ray_address=ray_address, executor=executor,
+        trial_timeout=trial_timeout, on_progress=report))
 
 
 @app.command()
