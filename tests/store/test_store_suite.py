@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from typing import Any
 
 import pandas as pd
@@ -156,12 +155,10 @@ def test_a_reader_in_a_long_transaction_does_not_block_the_writer(store_url: str
     with Session(reader.engine) as session, session.begin():
         session.execute(text("SELECT COUNT(*) FROM trials")).scalar()  # holds a read snapshot open
         done = threading.Event()
-        started = time.monotonic()
         writer = threading.Thread(target=lambda: (finish(store, "s", 0, {"accuracy": 0.9, "latency_ms": 1.0}, {}),
                                                   done.set()))
         writer.start()
         assert done.wait(10), "the writer waited for the reader"
-        assert time.monotonic() - started < 5
         writer.join()
     assert reader.trial("s", 0).state == COMPLETE
     reader.close()
