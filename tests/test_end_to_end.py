@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from autocompress.errors import UserError
 from autocompress.store import COMPLETE, FAILED, StudyStore
 from tests.conftest import cli_env, descendants, kill_pids, run_cli
 
@@ -24,7 +25,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def finished_trials(storage: str, study: str) -> dict[int, dict]:
-    store = StudyStore(storage)
+    try:
+        store = StudyStore(storage)
+    except UserError:  # the search process created the file but not yet the schema
+        return {}
     try:
         if not store.study_exists(study):
             return {}
