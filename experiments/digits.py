@@ -62,7 +62,8 @@ def load_digits_splits(size: int = 16, seed: int = 0) -> dict[str, tuple[torch.T
     idx = torch.arange(len(y)).numpy()
     train, rest = train_test_split(idx, test_size=0.4, random_state=seed, stratify=y.numpy())
     val, test = train_test_split(rest, test_size=0.5, random_state=seed, stratify=y.numpy()[rest])
-    return {name: (x[i].contiguous(), y[i].contiguous()) for name, i in (("train", train), ("val", val), ("test", test))}
+    splits = (("train", train), ("val", val), ("test", test))
+    return {name: (x[i].contiguous(), y[i].contiguous()) for name, i in splits}
 
 
 task = SupervisedTask(name="digits", model_factory=DigitsNet, data=load_digits_splits(), train_epochs=30)
