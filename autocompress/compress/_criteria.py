@@ -148,13 +148,15 @@ class SlimCriterion(Criterion):
     `prepare` fine-tunes for ``fraction`` of the trial's epochs (at least ``min_epochs``) through the task's
     own `finetune`, and after every optimiser step applies the proximal step of an L1 penalty to every BN
     weight: ``gamma <- sign(gamma) * max(|gamma| - penalty, 0)``. Channels the task does not need are driven
-    to zero, so removing them costs little. Groups without a BN (linear layers of a transformer) fall back to
+    to zero, so removing them costs little. The default penalty is sized for short phases of Adam at a
+    learning rate near 1e-3 (which moves a weight by at most about that per step): scales shrink by up to
+    0.01 per step and only those the task's gradient keeps pushing back survive. Groups without a BN (linear layers of a transformer) fall back to
     the L1 norm of their weights.
     """
 
     needs_task = True
 
-    def __init__(self, penalty: float = 5e-3, fraction: float = 0.5, min_epochs: float = 0.5) -> None:
+    def __init__(self, penalty: float = 1e-2, fraction: float = 0.5, min_epochs: float = 0.5) -> None:
         self.penalty, self.fraction, self.min_epochs = penalty, fraction, min_epochs
         self._prepared = False
         self._scale = tp.importance.BNScaleImportance()
