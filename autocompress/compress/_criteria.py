@@ -148,10 +148,10 @@ class SlimCriterion(Criterion):
     `prepare` fine-tunes for ``fraction`` of the trial's epochs (at least ``min_epochs``) through the task's
     own `finetune`, and after every optimiser step applies the proximal step of an L1 penalty to every BN
     weight: ``gamma <- sign(gamma) * max(|gamma| - penalty, 0)``. Channels the task does not need are driven
-    to zero, so removing them costs little. The default penalty is sized for short phases of Adam at a
-    learning rate near 1e-3 (which moves a weight by at most about that per step): scales shrink by up to
-    0.01 per step and only those the task's gradient keeps pushing back survive. Groups without a BN (linear layers of a transformer) fall back to
-    the L1 norm of their weights.
+    to zero, so removing them costs little. The default penalty (0.01 per step) is sized for the short phases
+    a search can afford: it outpaces what Adam near lr 1e-3 moves a weight per step, so within an epoch the
+    smallest scales reach zero and the task's gradient mainly reorders the rest. Groups without a BN (the
+    linear layers of a transformer) fall back to the L1 norm of their weights.
     """
 
     needs_task = True

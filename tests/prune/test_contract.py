@@ -183,8 +183,10 @@ def test_discovery_names_the_attention_root_with_its_heads_and_why_the_others_ca
     assert not layers["fc"].prunable and "model's output" in layers["fc"].reason
 
 
-@pytest.mark.parametrize(("width", "sparsity", "round_to", "kept"),
-                         [(64, 0.5, None, 32), (64, 0.3, None, 44), (64, 0.3, 8, 40), (12, 0.9, 8, 8), (4, 0.5, 8, 4)])
+@pytest.mark.parametrize(
+    ("width", "sparsity", "round_to", "kept"),
+    [(64, 0.5, None, 32), (64, 0.3, None, 44), (64, 0.3, 8, 40), (12, 0.9, 8, 8), (4, 0.5, 8, 4)],
+)
 def test_kept_channels_round_down_to_the_multiple_but_never_to_nothing(width, sparsity, round_to, kept) -> None:
     assert kept_channels(width, sparsity, round_to) == kept
 
@@ -208,4 +210,3 @@ def test_schema_knows_every_built_in_criterion() -> None:
 
     assert set(SCHEMA_CRITERIA) <= set(CRITERIA)
     assert {"l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor"} == set(SCHEMA_CRITERIA)
-

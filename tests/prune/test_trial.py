@@ -34,8 +34,10 @@ def test_slim_trial_runs_its_sparsity_phase_then_prunes_and_fine_tunes() -> None
     layers = discover_layers(task.baseline_model(), task.example_input(1))
     settings = {i.name: LayerSetting(SPARSITY if i.prunable else 0.0) for i in layers}
     gates = {name: CountingGate() for name in ("l1", "slim")}
-    results = {name: run_trial(TASK, Policy.from_mapping(settings, name), EPOCHS, measure=MEASURE, gate=gate)
-               for name, gate in gates.items()}
+    results = {
+        name: run_trial(TASK, Policy.from_mapping(settings, name), EPOCHS, measure=MEASURE, gate=gate)
+        for name, gate in gates.items()
+    }
     x, _ = task.data["train"]
     steps_per_epoch = -(-len(x) // task.batch_size)
     phase = max(0.5 * EPOCHS, 0.5)  # SlimCriterion: half the trial's epochs, at least half an epoch
