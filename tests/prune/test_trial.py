@@ -63,3 +63,20 @@ def test_bad_round_to_is_a_one_line_user_error(value: str) -> None:
     with pytest.raises(UserError, match=r"bad.yaml: defaults.round_to") as info:
         parse_space(f"task: x:y\ndefaults: {{round_to: {value}}}", "bad.yaml")
     assert "\n" not in str(info.value)
+
+
+def test_a_search_stores_policies_with_the_space_files_criterion_and_round_to(tmp_path) -> None:
+    import autocompress
+
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "task: tests.prune.conftest:resnet\n"
+        "fidelity: {finetune_epochs: [0.5]}\n"
+        "defaults: {channel_sparsity: [0.25, 0.5], weight_bits: [32], criterion: taylor, round_to: 4}\n"
+        "measure: {threads: 1, repeats: 3, warmup: 0}\n"
+    )
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = autocompress.search(space, study="crit", storage=storage, strategy="random", trials=2, executor="inline")
+    trials = study.trials()
+    assert len(trials) == 2 and all(t.state == "complete" for t in trials)
+    assert all(t.policy["criterion"] == "taylor" and t.policy["round_to"] == 4 for t in trials)
