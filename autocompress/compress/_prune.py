@@ -33,10 +33,10 @@ def prune(
 
     Returns the same module object, now smaller. Layers whose output is the model's output are never pruned.
     Each layer keeps `kept_channels` of its output channels, rounded to a multiple of `round_to` (default:
-    the policy's ``round_to``). On an attention projection the sparsity is the fraction of whole heads removed,
-    ``ceil(sparsity * heads)``. `importance` is a criterion already
-    prepared on this model (`prepare_criterion`); without one, ``policy.criterion`` is built here, which works
-    for criteria that need no task.
+    the policy's ``round_to``). On an attention projection the sparsity is the fraction of whole heads
+    removed, ``ceil(sparsity * heads)``. `importance` is a criterion already prepared on this model
+    (`prepare_criterion`); without one, ``policy.criterion`` is built here, which works for criteria that need
+    no task. Gradients are cleared afterwards (a gradient-based criterion leaves its own behind).
     """
     modules = dict(model.named_modules())
     attention = attention_heads(model)
@@ -51,8 +51,9 @@ def prune(
             ratios[module] = setting.channel_sparsity
         else:
             width = _out_channels(module)
-            # a ratio torch-pruning turns back into exactly `kept` (it keeps int(width * (1 - ratio)))
-            ratios[module] = (width - kept_channels(width, setting.channel_sparsity, step)) / width - 1e-9
+            kept = kept_channels(width, setting.channel_sparsity, step)
+            if kept < width:  # a ratio torch-pruning turns back into exactly `kept` (it keeps int(width * (1 - r)))
+                ratios[module] = (width - kept) / width - 1e-9
     if not ratios:
         return model
     importance = importance or make_criterion(policy.criterion)
@@ -80,7 +81,7 @@ def prune(
     pruner.step()
     for owner, (_, projs) in attention.items():
         owner.heads = projs[0].out_features // head_width[owner]
-    model.zero_grad(set_to_none=True)  # a gradient-based criterion leaves its gradients behind
+    model.zero_grad(set_to_none=True)
     return model
 
 

@@ -41,7 +41,7 @@ def pruned(criterion: str, model: str) -> tuple[nn.Module, Policy, list[LayerInf
     return net, policy, layers
 
 
-def expected_width(info: LayerInfo, by_name: dict[str, LayerInfo], sparsity: float) -> int:
+def expected_width(info: LayerInfo, by_name: dict[str, LayerInfo], sparsity: float, round_to: int | None = None) -> int:
     """Output width the contract promises: whole heads for attention, `kept_channels` otherwise."""
     if not info.out_root:
         return info.out_channels
@@ -49,7 +49,7 @@ def expected_width(info: LayerInfo, by_name: dict[str, LayerInfo], sparsity: flo
     if root.heads:
         head_dim = root.out_channels // root.heads
         return (root.heads - math.ceil(sparsity * root.heads)) * head_dim
-    return kept_channels(root.out_channels, sparsity)
+    return kept_channels(root.out_channels, sparsity, round_to)
 
 
 def out_width(module: nn.Module) -> int:
@@ -191,18 +191,18 @@ def test_kept_channels_round_down_to_the_multiple_but_never_to_nothing(width, sp
     assert kept_channels(width, sparsity, round_to) == kept
 
 
-def test_round_to_from_the_policy_keeps_multiples_of_it() -> None:
-    from experiments.models import ResNetLike
-
-    net, x1 = ResNetLike(width=32).eval(), torch.randn(1, 1, 16, 16)
+@pytest.mark.parametrize("model", sorted(TASKS))
+def test_round_to_from_the_policy_holds_on_every_model(model: str) -> None:
+    task = TASKS[model]
+    net, x1 = task.baseline_model(), task.example_input(1)
     layers = discover_layers(net, x1)
-    policy = Policy.from_mapping({i.name: LayerSetting(0.3 if i.prunable else 0.0) for i in layers}, round_to=8)
+    policy = Policy.from_mapping({i.name: LayerSetting(0.3 if i.prunable else 0.0) for i in layers}, round_to=4)
     assert Policy.from_dict(policy.to_dict()) == policy
     prune(net, policy, x1)
-    modules = dict(net.named_modules())
-    roots = [i.name for i in layers if i.prunable]
-    assert [out_width(modules[n]) % 8 for n in roots] == [0] * len(roots)
-    assert out_width(net.stem[0]) == 16  # int(32 * 0.7) = 22 -> 16
+    modules, by_name = dict(net.named_modules()), {i.name: i for i in layers}
+    widths = {i.name: out_width(modules[i.name]) for i in layers}
+    assert widths == {i.name: expected_width(i, by_name, 0.3, round_to=4) for i in layers}
+    assert all(widths[i.name] % 4 == 0 for i in layers if i.prunable and not i.heads)
 
 
 def test_schema_knows_every_built_in_criterion() -> None:
