@@ -32,8 +32,9 @@ class Criterion(tp.importance.Importance):
     is about to be pruned; then `prune` calls the instance on every dependency group (``criterion(group)``),
     all groups before any channel is removed, on the model exactly as `prepare` left it.
 
-    `prepare` may assume the model is the task's trained float model (not yet pruned, not quantized) and that
-    ``task.finetune`` accepts ``on_step`` where the criterion trains or observes gradients. It may change the
+    `prepare` may assume the model is the task's trained float model (not yet pruned, not quantized); where it
+    trains or observes gradients it needs ``task.finetune`` to accept ``on_step`` (else `ValueError` naming the
+    criterion) and it uses whatever loss the task trains with. It may change the
     weights only where that is the criterion's method (``slim`` trains BN scales towards zero, and those
     weights are what gets fine-tuned afterwards); otherwise it must leave every weight and buffer as it found
     them. ``epochs`` is the trial's fine-tune budget, which a training phase may scale itself to; ``on_step``,
@@ -50,9 +51,6 @@ class Criterion(tp.importance.Importance):
 
     def prepare(self, model: nn.Module, task: Task, epochs: float, on_step: Callable[[], None] | None = None) -> None:
         """See the class docstring; weight-only criteria need nothing."""
-
-    def __call__(self, group: tp.Group) -> torch.Tensor | None:
-        raise NotImplementedError
 
 
 class _ActivationCriterion(Criterion):
