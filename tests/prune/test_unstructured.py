@@ -131,7 +131,7 @@ def test_admm_pulls_the_weights_onto_the_sparse_set(model_ref: str) -> None:
     task = task_of(model_ref)
     model = task.baseline_model()
     pruner = ADMMPruner()
-    pruner.run(model, targets_of(task, model), TaskTrainer(task, 0, Gate()), 1.0)
+    pruner.run(model, targets_of(task, model), TaskTrainer(task, 0, Gate()), 2.0)
     residuals = pruner.residuals
     assert len(residuals) >= 3
     assert residuals[-1] < 0.5 * residuals[0]
