@@ -31,7 +31,8 @@ QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "
 PRUNER_NAMES = ("level", "agp", "lottery", "admm")
 #: the settings of a layer that a space file may list choices for, in the order `Space.dimensions` lists them
 SETTINGS = ("channel_sparsity", "weight_bits", "weight_sparsity", "activation_bits")
-METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops")
+METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops",
+           "sparse_bytes")
 
 
 class _Strict(BaseModel):
