@@ -32,8 +32,10 @@ class Task(Protocol):
     `baseline_model` returns a fresh copy of the trained float model each call (callers mutate it).
     `evaluate` returns the task metric on a split, higher is better (accuracy, or cosine fidelity).
     `finetune` trains a (compressed) model in place for a number of epochs on the training split; it may
-    accept ``on_step``, a callable to call between optimisation steps (the runtime uses it to pause training
-    while another trial measures latency).
+    accept ``on_step``, a callable to call after every optimisation step (the runtime uses it to pause training
+    while another trial measures latency, and pruners to hold masks or take ADMM steps); a task may also
+    offer ``finetune_steps(epochs)``, the number of optimisation steps ``finetune`` takes (schedules over
+    steps, such as the ``agp`` pruner's, need it).
     `calibration_batches` yields a few input batches for quantization observers and data-driven criteria.
     `example_input` gives an input batch of the given size for tracing and latency measurement.
     """
@@ -128,6 +130,10 @@ class SupervisedTask:
                  on_step: Callable[[], None] | None = None) -> None:
         self._train(model, epochs, self.finetune_lr, seed, on_step)
 
+    def finetune_steps(self, epochs: float) -> int:
+        """Optimisation steps of `finetune` for `epochs`: fractional epochs train on that fraction of batches."""
+        return max(1, round(epochs * -(-len(self.data["train"][0]) // self.batch_size)))
+
     def calibration_batches(self) -> Iterator[torch.Tensor]:
         x, _ = self.data["train"]
         for start in range(0, min(len(x), 512), 128):
@@ -144,8 +150,7 @@ class SupervisedTask:
         """Adam with cosine decay; fractional epochs train on that fraction of the batches."""
         seed_everything(seed)
         x, y = self.data["train"]
-        steps_per_epoch = -(-len(x) // self.batch_size)
-        total = max(1, round(epochs * steps_per_epoch))
+        total = self.finetune_steps(epochs)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
         gen = torch.Generator().manual_seed(seed)

@@ -39,10 +39,12 @@ def on_store(*args: str) -> Callable[[Path], list[str]]:
 
 
 def tamper(work: Path) -> None:
+    """Corrupt every trial's artefact, so whichever trial export picks fails its sha256 check."""
     store = StudyStore(f"sqlite:///{work / 'store.db'}")
-    artefact = Path(store.trials("done")[0].artefacts[0].path)
+    artefacts = [Path(a.path) for trial in store.trials("done") for a in trial.artefacts]
     store.close()
-    artefact.write_bytes(artefact.read_bytes()[:-10] + b"0123456789")
+    for artefact in artefacts:
+        artefact.write_bytes(artefact.read_bytes()[:-10] + b"0123456789")
 
 
 def add_empty_study(work: Path) -> None:
@@ -82,6 +84,14 @@ CASES = [
     Case("unknown-quantizer", search(), "unknown quantizer 'xnor'",
          space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], quantizer: xnor}")),
     Case("unsupported-bits", search(), "not supported", space=GOOD.replace("weight_bits: [8, 32]", "weight_bits: [16]")),
+    Case("weight-sparsity-too-big", search(), "defaults.weight_sparsity: Value error, 1.0 is outside [0, 1)",
+         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], weight_sparsity: [0.5, 1.0]}")),
+    Case("activation-bits-unsupported", search(), "16 activation bits is not supported",
+         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], activation_bits: [16]}")),
+    Case("one-bit-activations-without-bnn", search(), "defaults.activation_bits: 1 bit needs defaults.quantizer 'bnn'",
+         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], activation_bits: [1, 8]}")),
+    Case("unknown-pruner", search(), "defaults.pruner: unknown pruner 'obs'; known: admm, agp, level, lottery",
+         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], pruner: obs}")),
     Case("pattern-matches-nothing", search(), "matches no layer",
          space=GOOD + "layers: {'encoder.*': {weight_bits: [8]}}\n"),
     Case("unprunable-layer", search(), "'fc' cannot be pruned",

@@ -10,6 +10,11 @@ slim (BN-scale sparsity training), taylor (gradients of a short fine-tune).
 
 Quantizers (one private module each, all behind `Quantizer`, by `Policy.quantizer` name in `QUANTIZERS`):
 naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq.
+
+Unstructured pruners (one private module each, all behind `UnstructuredPruner`, by `Policy.pruner` name in
+`PRUNERS`): level, agp, lottery, admm; they realise ``weight_sparsity`` during fine-tuning
+(`sparse_finetune`). The ``admm`` criterion trains by ADMM towards the channel sparsity before `prune`
+removes the channels (`structured_admm`).
 """
 
 from collections.abc import Iterable
@@ -17,6 +22,17 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from autocompress.compress._admm import (
+    ADMM,
+    ADMMChannelImportance,
+    ADMMPruner,
+    Block,
+    admm_channels,
+    channel_blocks,
+    channel_projection,
+    project_magnitude,
+)
+from autocompress.compress._agp import AGPPruner, cubic_sparsity
 from autocompress.compress._bnn import BNNQuantizer, SignActivation
 from autocompress.compress._criteria import (
     CRITERIA,
@@ -30,6 +46,8 @@ from autocompress.compress._criteria import (
     register_criterion,
 )
 from autocompress.compress._dorefa import DoReFaQuantizer
+from autocompress.compress._level import LevelPruner
+from autocompress.compress._lottery import LotteryPruner
 from autocompress.compress._lowering import (
     BACKEND,
     QUANTIZERS,
@@ -45,9 +63,18 @@ from autocompress.compress._lowering import (
 )
 from autocompress.compress._lsq import LSQQuantizer
 from autocompress.compress._prune import kept_channels, prune
+from autocompress.compress._pruners import (
+    PRUNERS,
+    STRUCTURED_ADMM_SHARE,
+    get_pruner,
+    register_pruner,
+    sparse_finetune,
+    structured_admm,
+)
 from autocompress.compress._ptq import NaiveQuantizer, ObserverQuantizer, PercentileObserver
 from autocompress.compress._qat import QATQuantizer
 from autocompress.compress._quant_base import SUPPORTED_BITS, Quantizer, QuantSpec
+from autocompress.compress._sparse_base import Masks, Trainer, UnstructuredPruner, layer_weights, magnitude_mask
 from autocompress.space import Policy
 
 
@@ -60,37 +87,60 @@ def apply(
 
 __all__ = [
     "APoZCriterion",
+    "ADMM",
+    "ADMMChannelImportance",
+    "ADMMPruner",
+    "AGPPruner",
     "BACKEND",
     "BNNQuantizer",
+    "Block",
     "CRITERIA",
     "Criterion",
     "DoReFaQuantizer",
     "LSQQuantizer",
     "MeanActivationCriterion",
+    "LevelPruner",
+    "LotteryPruner",
+    "Masks",
     "NaiveQuantizer",
     "ObserverQuantizer",
+    "PRUNERS",
     "PercentileObserver",
     "QATQuantizer",
     "QUANTIZERS",
     "QuantSpec",
     "Quantizer",
+    "STRUCTURED_ADMM_SHARE",
     "SUPPORTED_BITS",
     "SignActivation",
     "SlimCriterion",
     "TaylorCriterion",
+    "Trainer",
+    "UnstructuredPruner",
+    "admm_channels",
     "apply",
+    "channel_blocks",
+    "channel_projection",
+    "cubic_sparsity",
+    "get_pruner",
     "get_quantizer",
     "latency_basis",
     "kept_channels",
     "layer_specs",
+    "layer_weights",
     "lowered_layers",
     "make_criterion",
+    "magnitude_mask",
     "needs_training",
     "prepare_criterion",
     "prepare_quantization",
+    "project_magnitude",
     "prune",
     "quantize",
     "quantized_layers",
     "register_criterion",
+    "register_pruner",
     "register_quantizer",
+    "sparse_finetune",
+    "structured_admm",
 ]

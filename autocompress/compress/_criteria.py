@@ -5,7 +5,8 @@ Weight-only criteria (l1, l2, fpgm) are torch-pruning ``Importance`` objects as 
 the task (activations on calibration data, a sparsity-training phase, gradients) are `Criterion` subclasses:
 the runtime calls their `prepare` with the task before pruning. torch-pruning's own classes are used where
 they exist (FPGM, BN scale, Taylor); only the activation statistics (APoZ, mean activation) are written here,
-since torch-pruning's ``ActivationImportance`` keeps one sum per layer and cannot give APoZ.
+since torch-pruning's ``ActivationImportance`` keeps one sum per layer and cannot give APoZ. ``admm`` scores by
+the norm that structured ADMM (`autocompress.compress.structured_admm`, run by the trial first) drove to zero.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 import torch_pruning as tp
 from torch import nn
+
+from autocompress.compress._admm import ADMMChannelImportance
 
 if TYPE_CHECKING:
     from autocompress.task import Task
@@ -248,6 +251,8 @@ CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
     "mean_activation": MeanActivationCriterion,
     "slim": SlimCriterion,
     "taylor": TaylorCriterion,
+    # scores by the L2 norm ADMM drove to zero; `structured_admm` trains towards it before `prune`
+    "admm": ADMMChannelImportance,
 }
 
 

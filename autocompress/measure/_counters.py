@@ -50,6 +50,8 @@ def _layer_bits(policy: Policy | None, name: str) -> tuple[int, int]:
         setting = policy[name]
     except KeyError:
         return 32, 32
+    if setting.weight_bits >= 32:
+        return 32, 32  # a float layer keeps float activations whatever activation_bits says
     return setting.weight_bits, setting.activation_bits or setting.weight_bits
 
 
@@ -79,6 +81,46 @@ def count_packed_bytes(model: nn.Module, policy: Policy | None) -> int:
                 continue
             scales = param.shape[0] if per_channel else 1
             total += -(-param.numel() * bits // 8) + 4 * scales
+    return total
+
+
+def layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weight values of every conv and linear layer by layer name, in a float model or a quantized one
+    (int8 modules are read back through their ``weight()``; a float conv inside a fused conv-relu is named
+    after the fused module, as the policy names it)."""
+    weights: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if callable(weight) and "quantized" in type(module).__module__:
+            value = weight()
+            weights[name] = value.dequantize() if value.is_quantized else value.detach()
+        elif isinstance(module, nn.Conv2d | nn.Linear):
+            parent, _, last = name.rpartition(".")
+            fused = last == "0" and isinstance(model.get_submodule(parent), torch.ao.nn.intrinsic._FusedModule)
+            weights[parent if fused else name] = module.weight.detach()
+    return weights
+
+
+def count_weight_sparsity(model: nn.Module) -> float:
+    """The measured fraction of zeros over all conv and linear weights of `model` (float or quantized)."""
+    weights = layer_weights(model).values()
+    total = sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / total if total else 0.0
+
+
+def count_sparse_bytes(model: nn.Module, policy: Policy | None, packed_bytes: int) -> int:
+    """`packed_bytes` with each conv/linear weight of `model` stored in a bitmask format where that is smaller:
+    one bit per element saying whether it is nonzero, plus the nonzero values packed at the layer's bit-width
+    (float32 at 32 bits). Scales and the other parameters count as in `count_packed_bytes`.
+
+    This is a storage figure: dense kernels run zeros at full cost, so it says nothing about latency.
+    """
+    total = packed_bytes
+    for name, weight in layer_weights(model).items():
+        bits, _ = _layer_bits(policy, name)
+        dense = weight.numel() * 4 if bits >= 32 else -(-weight.numel() * bits // 8)
+        sparse = -(-weight.numel() // 8) + -(-int((weight != 0).sum()) * min(bits, 32) // 8)
+        total -= dense - min(dense, sparse)
     return total
 
 

@@ -11,7 +11,7 @@ import inspect
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -24,6 +24,8 @@ from autocompress.compress import (
     prepare_quantization,
     prune,
     quantize,
+    sparse_finetune,
+    structured_admm,
 )
 from autocompress.measure import (
     compare_latency,
@@ -31,6 +33,8 @@ from autocompress.measure import (
     count_macs,
     count_packed_bytes,
     count_params,
+    count_sparse_bytes,
+    count_weight_sparsity,
     serialize,
     to_torchscript,
     torch_threads,
@@ -93,12 +97,35 @@ class Gate:
         """Between training steps."""
 
 
-def _finetune(task: Task, model: torch.nn.Module, epochs: float, seed: int, gate: Gate) -> None:
-    """Fine-tune, pausing at steps for the gate where the task supports a step callback."""
-    if "on_step" in inspect.signature(task.finetune).parameters:
-        task.finetune(model, epochs, seed=seed, on_step=gate.checkpoint)  # type: ignore[call-arg]
-    else:
-        task.finetune(model, epochs, seed=seed)
+@dataclass(frozen=True)
+class TaskTrainer:
+    """The task's fine-tuning as a pruner's `autocompress.compress.Trainer`, pausing at steps for the gate.
+
+    A task whose ``finetune`` takes no ``on_step`` gets the pruner's step once, after training: masks then
+    hold only at the end, and schedules over steps (agp) refuse to run without ``finetune_steps``.
+    """
+
+    task: Task
+    seed: int
+    gate: Gate
+
+    def train(self, model: torch.nn.Module, epochs: float, on_step: Callable[[], None]) -> None:
+        if epochs <= 0:
+            return
+
+        def step() -> None:
+            on_step()
+            self.gate.checkpoint()
+
+        if "on_step" in inspect.signature(self.task.finetune).parameters:
+            self.task.finetune(model, epochs, seed=self.seed, on_step=step)  # type: ignore[call-arg]
+        else:
+            self.task.finetune(model, epochs, seed=self.seed)
+            step()
+
+    def steps(self, epochs: float) -> int | None:
+        count = getattr(self.task, "finetune_steps", None)
+        return int(count(epochs)) if callable(count) else None
 
 
 def worker_id() -> str:
@@ -126,8 +153,13 @@ def run_trial(
 ) -> TrialResult:
     """Prune, fine-tune, quantize, then evaluate and measure the deployable (TorchScript) model.
 
-    A pruning criterion that needs the task (activations, a sparsity-training phase, gradients) runs its
-    `prepare` phase on the trained model first, pausing at the gate between its training steps.
+    Channel pruning is physical. A pruning criterion that needs the task (activations, a sparsity-training
+    phase, gradients) runs its `prepare` phase on the trained model first, pausing at the gate between its
+    training steps; with the ``admm`` criterion the first `STRUCTURED_ADMM_SHARE` of the fine-tuning trains by
+    ADMM towards the channel sparsity before the channels are removed. The fine-tuning realises each layer's
+    ``weight_sparsity`` through the policy's unstructured pruner; ``weight_sparsity`` (measured zeros in
+    conv/linear weights of the deployed model) and ``sparse_bytes`` (bitmask storage, see `count_sparse_bytes`)
+    report it. Zeros do not make dense kernels faster: latency is measured as it runs.
 
     A quantizer that trains (QAT, DoReFa, BNN, LSQ) is prepared before fine-tuning, so the fine-tune epochs
     are quantization-aware; calibration-only quantizers run after it. ``latency_int8_kernel`` is 1 when a
@@ -142,8 +174,10 @@ def run_trial(
         task = cached_task(task_ref)
         base = _baseline(task_ref)
         x1, x32 = task.example_input(1), task.example_input(32)
+        trainer = TaskTrainer(task, seed, gate)
         with torch_threads(train_threads or torch.get_num_threads()):
             model = task.baseline_model()
+            admm_epochs = structured_admm(model, policy, x1, trainer, finetune_epochs)
             if any(s.channel_sparsity > 0 for _, s in policy):
                 criterion = prepare_criterion(policy.criterion, model, task, finetune_epochs, gate.checkpoint)
                 model = prune(model, policy, x1, importance=criterion)
@@ -152,9 +186,11 @@ def run_trial(
             if needs_training(policy):
                 model = prepare_quantization(model, policy, x1)
             gate.checkpoint()
-            if finetune_epochs > 0 and not policy.is_identity:
-                _finetune(task, model, finetune_epochs, seed, gate)
+            if not policy.is_identity:
+                sparse_finetune(model, policy, trainer, finetune_epochs - admm_epochs)
             deployed = quantize(model, policy, x1, task.calibration_batches())
+            weight_sparsity = count_weight_sparsity(deployed)
+            sparse_bytes = count_sparse_bytes(deployed, policy, packed_bytes)
             gate.checkpoint()
             script = to_torchscript(deployed, x1)
             gate.checkpoint()
@@ -177,6 +213,8 @@ def run_trial(
         "params": float(params),
         "size_bytes": float(len(artefact)),
         "packed_bytes": float(packed_bytes),
+        "weight_sparsity": weight_sparsity,
+        "sparse_bytes": float(sparse_bytes),
         "latency_int8_kernel": float(latency_basis(policy) == "int8-kernel"),
         "bops": float(count_bops(layer_macs, policy)),
         "finetune_epochs": float(finetune_epochs),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from autocompress.errors import UserError
 from autocompress.search._ddpg import LayerAgentController, estimate_macs, nearest
-from autocompress.space import LayerSetting, Policy, Space
+from autocompress.space import Policy, Space
 
 
 class AMCController(LayerAgentController):
@@ -78,12 +78,14 @@ class AMCController(LayerAgentController):
     def _policy(self, executed: list[float]) -> Policy:
         pick = min if self.options["weight_bits"] == "min" else max
         keep = dict(zip(self.layers, executed, strict=True))
-        layers = {
-            n: LayerSetting(nearest(1 - keep[n], list(c.channel_sparsity)) if n in keep else c.channel_sparsity[0],
-                            pick(c.weight_bits))
-            for n, c in self.space.layers.items()
-        }
-        return Policy.from_mapping(layers, self.space.criterion, round_to=self.space.round_to)
+        params: dict[str, float] = {}
+        for n, c in self.space.layers.items():
+            params[f"{n}/channel_sparsity"] = (nearest(1 - keep[n], list(c.channel_sparsity)) if n in keep
+                                               else c.channel_sparsity[0])
+            params[f"{n}/weight_bits"] = pick(c.weight_bits)
+        # other settings (weight sparsity, activation bits) take their first choice, the space's policy-level
+        # quantizer and pruner come along
+        return self.space.policy_from_params(params)
 
     def estimated_macs(self, policy: Policy) -> float:
         """MACs per sample the policy's pruning leaves, by the coupling estimate."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from autocompress.errors import UserError
 from autocompress.search._ddpg import LayerAgentController, layer_macs, nearest
-from autocompress.space import LayerSetting, Policy, Space
+from autocompress.space import Policy, Space
 
 
 class HAQController(LayerAgentController):
@@ -94,7 +94,11 @@ class HAQController(LayerAgentController):
 
     def _policy(self, executed: list[float]) -> Policy:
         bits = {n: self._to_bits(t, a) for t, (n, a) in enumerate(zip(self.layers, executed, strict=True))}
-        layers = {n: LayerSetting(self._sparsity[n], bits.get(n, max(c.weight_bits)))
-                  for n, c in self.space.layers.items()}
-        return Policy.from_mapping(layers, self.space.criterion, round_to=self.space.round_to)
+        params = {}
+        for n, c in self.space.layers.items():
+            params[f"{n}/channel_sparsity"] = self._sparsity[n]
+            params[f"{n}/weight_bits"] = bits.get(n, max(c.weight_bits))
+        # other settings (weight sparsity, activation bits) take their first choice, the space's policy-level
+        # quantizer and pruner come along
+        return self.space.policy_from_params(params)
 

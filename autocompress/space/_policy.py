@@ -9,21 +9,29 @@ from typing import Any
 
 #: the quantizer a policy uses unless it names one: PTQ with torch's histogram observer (x86 default)
 DEFAULT_QUANTIZER = "histogram"
+#: the unstructured pruner a policy uses unless it names one: one-shot magnitude pruning, masked fine-tune
+DEFAULT_PRUNER = "level"
 
 
 @dataclass(frozen=True, order=True)
 class LayerSetting:
-    """How one layer is compressed: the fraction of output channels removed, the weight bit-width and the
-    bit-width of its output activation (None: the same as the weights; 32 = float)."""
+    """How one layer is compressed: the fraction of output channels removed, the weight bit-width, the
+    bit-width of its output activation (None: the same as the weights; it applies to layers whose weights
+    are quantized, a float layer keeps float activations) and the fraction of its remaining weights set to
+    zero by the policy's unstructured pruner."""
 
     channel_sparsity: float = 0.0
     weight_bits: int = 32
     activation_bits: int | None = None
+    weight_sparsity: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """Keys beyond channel sparsity and weight bits are written only when set, so older JSON is unchanged."""
         data: dict[str, Any] = {"channel_sparsity": self.channel_sparsity, "weight_bits": self.weight_bits}
         if self.activation_bits is not None:
             data["activation_bits"] = self.activation_bits
+        if self.weight_sparsity:
+            data["weight_sparsity"] = self.weight_sparsity
         return data
 
 
@@ -33,7 +41,8 @@ class Policy:
 
     ``criterion`` names the pruning importance used for channel selection, ``round_to`` (None: any count)
     rounds each pruned layer's kept channels down to a multiple of it, ``quantizer`` is the quantizer of the
-    layers below 32 bits and ``per_channel`` its weight granularity (see `autocompress.compress`).
+    layers below 32 bits, ``per_channel`` its weight granularity and ``pruner`` the unstructured pruner that
+    realises each layer's ``weight_sparsity`` (see `autocompress.compress`).
     """
 
     layers: tuple[tuple[str, LayerSetting], ...]
@@ -41,17 +50,18 @@ class Policy:
     quantizer: str = DEFAULT_QUANTIZER
     per_channel: bool = True
     round_to: int | None = None
+    pruner: str = DEFAULT_PRUNER
 
     @classmethod
     def from_mapping(cls, layers: Mapping[str, LayerSetting | Mapping[str, Any]], criterion: str = "l1",
                      quantizer: str = DEFAULT_QUANTIZER, per_channel: bool = True,
-                     round_to: int | None = None) -> Policy:
+                     round_to: int | None = None, pruner: str = DEFAULT_PRUNER) -> Policy:
         items = []
         for name in sorted(layers):
             value = layers[name]
             setting = value if isinstance(value, LayerSetting) else LayerSetting(**value)
             items.append((name, setting))
-        return cls(tuple(items), criterion, quantizer, per_channel, round_to)
+        return cls(tuple(items), criterion, quantizer, per_channel, round_to, pruner)
 
     def __getitem__(self, name: str) -> LayerSetting:
         for layer, setting in self.layers:
@@ -63,8 +73,8 @@ class Policy:
         return iter(self.layers)
 
     def to_dict(self) -> dict[str, Any]:
-        """Quantization and rounding keys are written only when not the default, so older policies keep their
-        JSON."""
+        """Quantization, rounding and pruner keys are written only when not the default, so older policies keep
+        their JSON."""
         layers = {name: s.to_dict() for name, s in self.layers}
         data: dict[str, Any] = {"criterion": self.criterion, "layers": layers}
         if self.quantizer != DEFAULT_QUANTIZER:
@@ -73,17 +83,24 @@ class Policy:
             data["per_channel"] = False
         if self.round_to is not None:
             data["round_to"] = self.round_to
+        if self.pruner != DEFAULT_PRUNER:
+            data["pruner"] = self.pruner
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
         return cls.from_mapping(data["layers"], data.get("criterion", "l1"),
                                 data.get("quantizer", DEFAULT_QUANTIZER), data.get("per_channel", True),
-                                data.get("round_to"))
+                                data.get("round_to"), data.get("pruner", DEFAULT_PRUNER))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @property
     def is_identity(self) -> bool:
-        return all(s.channel_sparsity == 0 and s.weight_bits >= 32 for _, s in self.layers)
+        return all(s.channel_sparsity == 0 and s.weight_bits >= 32 and s.weight_sparsity == 0 for _, s in self.layers)
+
+    @property
+    def weight_sparsity(self) -> dict[str, float]:
+        """The layers with unstructured sparsity, and theirs."""
+        return {name: s.weight_sparsity for name, s in self.layers if s.weight_sparsity > 0}

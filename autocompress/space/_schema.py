@@ -18,16 +18,23 @@ from autocompress.errors import UserError
 
 if TYPE_CHECKING:
     from autocompress.space._discover import LayerInfo
-from autocompress.space._policy import DEFAULT_QUANTIZER, LayerSetting, Policy
+from autocompress.space._policy import DEFAULT_PRUNER, DEFAULT_QUANTIZER, LayerSetting, Policy
 
 SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
 #: the built-in names of `autocompress.compress.CRITERIA` (a test keeps them equal); more can be registered
 #: with `autocompress.compress.register_criterion`
-CRITERIA = ("l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor")
+CRITERIA = ("l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor", "admm")
+#: output-activation bit-widths of a quantized layer (activations of a float layer stay float)
+SUPPORTED_ACTIVATION_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 #: the built-in names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them
 #: equal); more can be registered with `autocompress.compress.register_quantizer`
 QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq")
-METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops")
+#: the built-in names of `autocompress.compress.PRUNERS` (kept equal by a test); more with register_pruner
+PRUNER_NAMES = ("level", "agp", "lottery", "admm")
+#: the settings of a layer that a space file may list choices for, in the order `Space.dimensions` lists them
+SETTINGS = ("channel_sparsity", "weight_bits", "weight_sparsity", "activation_bits")
+METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops",
+           "sparse_bytes")
 
 
 class _Strict(BaseModel):
@@ -63,8 +70,14 @@ class LayerChoicesSpec(_Strict):
 
     channel_sparsity: list[float] | None = Field(None, min_length=1, description="fractions in [0, 1)")
     weight_bits: list[int] | None = Field(None, min_length=1, description=f"each one of {SUPPORTED_WEIGHT_BITS}")
+    weight_sparsity: list[float] | None = Field(
+        None, min_length=1, description="fractions in [0, 1) of the remaining weights set to zero (unstructured, "
+        "by defaults.pruner); zeros shrink sparse_bytes, not latency (dense kernels)")
+    activation_bits: list[int] | None = Field(
+        None, min_length=1, description=f"output-activation bits of a quantized layer, each one of "
+        f"{SUPPORTED_ACTIVATION_BITS}; left out: the same as its weight bits; a 32-bit layer stays float")
 
-    @field_validator("channel_sparsity")
+    @field_validator("channel_sparsity", "weight_sparsity")
     @classmethod
     def _sparsity_range(cls, value: list[float] | None) -> list[float] | None:
         for v in value or []:
@@ -80,6 +93,14 @@ class LayerChoicesSpec(_Strict):
                 raise ValueError(f"{v} bits is not supported; use one of {list(SUPPORTED_WEIGHT_BITS)}")
         return value
 
+    @field_validator("activation_bits")
+    @classmethod
+    def _activation_bits_supported(cls, value: list[int] | None) -> list[int] | None:
+        for v in value or []:
+            if v not in SUPPORTED_ACTIVATION_BITS:
+                raise ValueError(f"{v} activation bits is not supported; use one of {list(SUPPORTED_ACTIVATION_BITS)}")
+        return value
+
 
 class DefaultsSpec(LayerChoicesSpec):
     """Choices for every discovered layer (layers that cannot be pruned keep channel_sparsity [0.0])."""
@@ -91,6 +112,8 @@ class DefaultsSpec(LayerChoicesSpec):
     quantizer: str = Field(DEFAULT_QUANTIZER, description="how 8-bit and lower layers are quantized: "
                            f"{', '.join(QUANTIZER_NAMES)}, or one registered with register_quantizer")
     per_channel: bool = Field(True, description="per-channel weight scales (else one per tensor)")
+    pruner: str = Field(DEFAULT_PRUNER, description="how weight_sparsity is realised during fine-tuning: "
+                        f"{', '.join(PRUNER_NAMES)}, or one registered with register_pruner")
 
 
 class MeasureSpec(_Strict):
@@ -176,8 +199,27 @@ def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
 
 @dataclass(frozen=True)
 class LayerChoices:
+    """The choices of one layer for each of `SETTINGS` (``activation_bits`` None: follow the weight bits)."""
+
     channel_sparsity: tuple[float, ...]
     weight_bits: tuple[int, ...]
+    weight_sparsity: tuple[float, ...] = (0.0,)
+    activation_bits: tuple[int | None, ...] = (None,)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """The settings with a choice beyond their default are written only then, so older spaces keep their JSON."""
+        data: dict[str, list[Any]] = {"channel_sparsity": list(self.channel_sparsity),
+                                      "weight_bits": list(self.weight_bits)}
+        if self.weight_sparsity != (0.0,):
+            data["weight_sparsity"] = list(self.weight_sparsity)
+        if self.activation_bits != (None,):
+            data["activation_bits"] = list(self.activation_bits)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[Any]]) -> LayerChoices:
+        return cls(tuple(data["channel_sparsity"]), tuple(data["weight_bits"]),
+                   tuple(data.get("weight_sparsity", (0.0,))), tuple(data.get("activation_bits", (None,))))
 
 
 @dataclass(frozen=True)
@@ -199,6 +241,7 @@ class Space:
     quantizer: str = DEFAULT_QUANTIZER
     per_channel: bool = True
     round_to: int | None = None
+    pruner: str = DEFAULT_PRUNER
     #: static facts per layer (kind, in/out channels, kernel, stride, MACs) for strategies that embed layers
     layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -206,7 +249,7 @@ class Space:
         """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""
         dims = []
         for name, choices in self.layers.items():
-            for setting in ("channel_sparsity", "weight_bits"):
+            for setting in SETTINGS:
                 values = getattr(choices, setting)
                 if len(values) > 1:
                     dims.append((name, setting, values))
@@ -216,19 +259,20 @@ class Space:
         """Build a policy from ``{"layer/setting": value}``; settings not given take their only choice."""
         layers = {}
         for name, choices in self.layers.items():
+            activation_bits = params.get(f"{name}/activation_bits", choices.activation_bits[0])
             layers[name] = LayerSetting(
                 channel_sparsity=float(params.get(f"{name}/channel_sparsity", choices.channel_sparsity[0])),
                 weight_bits=int(params.get(f"{name}/weight_bits", choices.weight_bits[0])),
+                activation_bits=None if activation_bits is None else int(activation_bits),
+                weight_sparsity=float(params.get(f"{name}/weight_sparsity", choices.weight_sparsity[0])),
             )
-        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel, self.round_to)
+        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel, self.round_to,
+                                   self.pruner)
 
     def contains(self, policy: Policy) -> bool:
         if set(self.layers) != {name for name, _ in policy}:
             return False
-        return all(
-            s.channel_sparsity in self.layers[n].channel_sparsity and s.weight_bits in self.layers[n].weight_bits
-            for n, s in policy
-        )
+        return all(getattr(s, setting) in getattr(self.layers[n], setting) for n, s in policy for setting in SETTINGS)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -236,8 +280,7 @@ class Space:
             "objectives": dict(self.objectives),
             "constraints": dict(self.constraints),
             "finetune_epochs": list(self.finetune_epochs),
-            "layers": {n: {"channel_sparsity": list(c.channel_sparsity), "weight_bits": list(c.weight_bits)}
-                       for n, c in self.layers.items()},
+            "layers": {n: c.to_dict() for n, c in self.layers.items()},
             "criterion": self.criterion,
             "measure": dict(self.measure),
             "eta": self.eta,
@@ -245,6 +288,7 @@ class Space:
             "quantizer": self.quantizer,
             "per_channel": self.per_channel,
             "round_to": self.round_to,
+            **({"pruner": self.pruner} if self.pruner != DEFAULT_PRUNER else {}),
             "layer_info": {k: dict(v) for k, v in self.layer_info.items()},
         }
 
@@ -255,8 +299,7 @@ class Space:
             objectives=dict(data["objectives"]),
             constraints=dict(data["constraints"]),
             finetune_epochs=tuple(data["finetune_epochs"]),
-            layers={n: LayerChoices(tuple(c["channel_sparsity"]), tuple(c["weight_bits"]))
-                    for n, c in data["layers"].items()},
+            layers={n: LayerChoices.from_dict(c) for n, c in data["layers"].items()},
             criterion=data.get("criterion", "l1"),
             measure=dict(data.get("measure", MeasureSpec().model_dump())),
             eta=data.get("eta", 3),
@@ -264,6 +307,7 @@ class Space:
             quantizer=data.get("quantizer", DEFAULT_QUANTIZER),
             per_channel=data.get("per_channel", True),
             round_to=data.get("round_to"),
+            pruner=data.get("pruner", DEFAULT_PRUNER),
             layer_info={k: dict(v) for k, v in data.get("layer_info", {}).items()},
         )
 
@@ -273,11 +317,14 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
     pruning asked of a layer that cannot be pruned (named, before any trial runs)."""
     default_sparsity = tuple(spec.defaults.channel_sparsity or [0.0])
     default_bits = tuple(spec.defaults.weight_bits or [32])
+    default_weight_sparsity = tuple(spec.defaults.weight_sparsity or [0.0])
+    default_activation_bits: tuple[int | None, ...] = tuple(spec.defaults.activation_bits or [None])
     choices: dict[str, LayerChoices] = {}
     explicit: dict[str, str] = {}
     explicit_bits: dict[str, str] = {}
     for info in layers:
         sparsity, bits = default_sparsity if info.prunable else (0.0,), default_bits
+        weight_sparsity, activation_bits = default_weight_sparsity, default_activation_bits
         for pattern, override in spec.layers.items():
             if fnmatch.fnmatchcase(info.name, pattern):
                 if override.channel_sparsity is not None:
@@ -286,17 +333,25 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
                 if override.weight_bits is not None:
                     bits = tuple(override.weight_bits)
                     explicit_bits[info.name] = pattern
+                if override.weight_sparsity is not None:
+                    weight_sparsity = tuple(override.weight_sparsity)
+                if override.activation_bits is not None:
+                    activation_bits = tuple(override.activation_bits)
+                    explicit_bits[info.name] = pattern
         if not info.prunable and any(s > 0 for s in sparsity):
             raise UserError(
                 f"{source}: layers.{explicit[info.name]}",
                 f"layer {info.name!r} cannot be pruned ({info.reason}); set its channel_sparsity to [0.0]",
             )
-        if 1 in bits and spec.defaults.quantizer != "bnn":
-            where = f"layers.{explicit_bits[info.name]}" if info.name in explicit_bits else "defaults"
-            raise UserError(f"{source}: {where}.weight_bits",
-                            f"1-bit weights need defaults.quantizer 'bnn' (got {spec.defaults.quantizer!r}); "
-                            "use 2..8 or 32 bits")
-        choices[info.name] = LayerChoices(tuple(sorted(set(sparsity))), tuple(sorted(set(bits))))
+        for setting, values in (("weight_bits", bits), ("activation_bits", activation_bits)):
+            if 1 in values and spec.defaults.quantizer != "bnn":
+                where = f"layers.{explicit_bits[info.name]}" if info.name in explicit_bits else "defaults"
+                raise UserError(f"{source}: {where}.{setting}",
+                                f"1 bit needs defaults.quantizer 'bnn' (got {spec.defaults.quantizer!r}); "
+                                "use 2..8 bits")
+        choices[info.name] = LayerChoices(tuple(sorted(set(sparsity))), tuple(sorted(set(bits))),
+                                          tuple(sorted(set(weight_sparsity))),
+                                          tuple(sorted(set(activation_bits), key=lambda b: b or 0)))
     names = [info.name for info in layers]
     for pattern in spec.layers:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
@@ -315,5 +370,6 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         quantizer=spec.defaults.quantizer,
         per_channel=spec.defaults.per_channel,
         round_to=spec.defaults.round_to,
+        pruner=spec.defaults.pruner,
         layer_info={info.name: info.static_info() for info in layers},
     )

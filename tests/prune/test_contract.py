@@ -209,4 +209,4 @@ def test_schema_knows_every_built_in_criterion() -> None:
     from autocompress.space._schema import CRITERIA as SCHEMA_CRITERIA
 
     assert set(SCHEMA_CRITERIA) <= set(CRITERIA)
-    assert {"l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor"} == set(SCHEMA_CRITERIA)
+    assert {"l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor", "admm"} == set(SCHEMA_CRITERIA)
