@@ -80,3 +80,23 @@ def test_a_search_stores_policies_with_the_space_files_criterion_and_round_to(tm
     trials = study.trials()
     assert len(trials) == 2 and all(t.state == "complete" for t in trials)
     assert all(t.policy["criterion"] == "taylor" and t.policy["round_to"] == 4 for t in trials)
+
+
+def test_example_transformer_space_searches_heads_and_ffn_width() -> None:
+    from autocompress.compress import make_criterion, prune
+    from autocompress.space import load_space_file
+    from autocompress.task import load_task
+    from tests.conftest import ROOT
+
+    spec, _ = load_space_file(ROOT / "search_spaces" / "transformer-heads.yaml")
+    task = load_task(spec.task)
+    model, x1 = task.model_factory().eval(), task.example_input(1)  # the graph is all resolution needs
+    space = resolve_space(spec, discover_layers(model, x1))
+    searched = {layer for layer, setting, _ in space.dimensions() if setting == "channel_sparsity"}
+    assert searched == {"layers.0.v", "layers.1.v", "layers.0.ffn_in", "layers.1.ffn_in"}
+    params = {f"{layer}/channel_sparsity": 0.5 for layer in searched}
+    policy = space.policy_from_params(params)
+    assert (policy.criterion, policy.round_to) == ("taylor", 8)
+    prune(model, policy, x1, importance=make_criterion("l1"))  # widths only: taylor's ranking needs the task
+    assert [layer.heads for layer in model.layers] == [2, 2]
+    assert [layer.ffn_in.out_features for layer in model.layers] == [64, 64]
