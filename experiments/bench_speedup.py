@@ -1,0 +1,214 @@
+"""Does removing channels buy the speed its MACs promise? MACs ratio vs measured latency ratio per model.
+
+For each model (ResNet-, MobileNetV2-, DenseNet-like CNNs on 16x16 digits, the transformer on the text task)
+every prunable layer loses the same fraction of its output channels (25/50/75%, L1), once with exact channel
+counts and once rounded to multiples of 8 (``round_to=8``, kept only where it changes a width). The baseline
+and all its pruned variants are TorchScript (the export form), timed interleaved in one run, one torch thread,
+median of repeats, at batch 1 and 32. Latency needs no fine-tuning: the models are untrained (seeded).
+
+Goal (issue 4): measured speedup >= 0.8x the MACs ratio at batch 32 for the CNNs. Where it falls short, the
+profile columns say why: the share of the baseline's time spent in the MAC-carrying ops (convolutions, matrix
+products) bounds what shrinking MACs can give; the rest (batch norm folded away, so: activations, adds,
+concatenation copies, pooling, softmax, layer norm, per-op dispatch) shrinks only linearly in channels or
+not at all.
+
+    flock /tmp/autocompress-bench.lock env PYTHONPATH=. python -m experiments.bench_speedup [--repeats 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autocompress.compress import prune
+from autocompress.measure import compare_latency, count_macs, count_params, to_torchscript
+from autocompress.space import LayerSetting, Policy, discover_layers
+from experiments import text
+from experiments.digits import load_digits_splits
+from experiments.models import DenseNetLike, MobileNetV2Like, ResNetLike
+
+OUT = Path(__file__).parent / "results"
+SPARSITIES = (0.25, 0.5, 0.75)
+BATCHES = (1, 32)
+#: profiled aten ops that carry the MACs (what `count_macs` counts); everything else is overhead to MACs
+MAC_OPS = ("conv", "addmm", "matmul", "mm", "bmm", "linear")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model to prune and the input batch it runs on (the first `batch` rows of `inputs`)."""
+
+    factory: Callable[[], nn.Module]
+    inputs: Callable[[int], torch.Tensor]
+
+
+def _digits(batch: int) -> torch.Tensor:
+    x, _ = load_digits_splits()["test"]
+    return x[:batch].clone()
+
+
+def _sentences(batch: int) -> torch.Tensor:
+    x, _ = text.text_splits()["test"]
+    return x[:batch].clone()
+
+
+CASES: dict[str, Case] = {
+    "resnet": Case(ResNetLike, _digits),
+    "mobilenet": Case(MobileNetV2Like, _digits),
+    "densenet": Case(DenseNetLike, _digits),
+    "transformer": Case(text.text_transformer, _sentences),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    sparsity: float
+    round_to: int | None
+    macs_ratio: float
+    params_ratio: float
+    speedup_b1: float
+    speedup_b32: float
+    #: speedup_b32 / macs_ratio: 1.0 means latency fell exactly as MACs did
+    efficiency_b32: float
+    #: share of batch-32 time in MAC-carrying ops, baseline and this model
+    mac_share_b32: float
+    latency_ms_b1: float
+    latency_ms_b32: float
+
+
+def uniform_policy(model: nn.Module, example: torch.Tensor, sparsity: float) -> Policy:
+    """`sparsity` on every prunable layer (L1), the others untouched."""
+    layers = discover_layers(model, example)
+    return Policy.from_mapping({i.name: LayerSetting(sparsity if i.prunable else 0.0) for i in layers}, "l1")
+
+
+def mac_share(script: torch.jit.ScriptModule, inputs: torch.Tensor, runs: int = 3) -> float:
+    """Fraction of self CPU time spent in the aten ops of `MAC_OPS`, over `runs` profiled calls."""
+    with torch.inference_mode():
+        script(inputs)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                script(inputs)
+    total = mac = 0.0
+    for event in prof.key_averages():
+        total += event.self_cpu_time_total
+        if event.key.startswith("aten::") and any(op in event.key for op in MAC_OPS):
+            mac += event.self_cpu_time_total
+    return mac / total if total else 0.0
+
+
+def bench_model(
+    name: str,
+    case: Case,
+    *,
+    sparsities: tuple[float, ...] = SPARSITIES,
+    round_tos: tuple[int | None, ...] = (None, 8),
+    batches: tuple[int, ...] = BATCHES,
+    repeats: int = 40,
+    warmup: int = 5,
+) -> list[Row]:
+    """Prune `case`'s model at each sparsity and rounding, time all variants against the baseline in one run.
+
+    A rounded variant whose widths equal the unrounded one's is dropped (rounding changed nothing).
+    """
+    torch.manual_seed(0)
+    base = case.factory().eval()
+    x1 = case.inputs(1)
+    variants: dict[str, tuple[float, int | None, nn.Module]] = {"baseline": (0.0, None, base)}
+    for sparsity in sparsities:
+        policy, widths = uniform_policy(base, x1, sparsity), set()
+        for round_to in round_tos:
+            model = prune(copy.deepcopy(base), policy, x1, round_to=round_to)
+            shape = tuple(tuple(p.shape) for p in model.parameters())
+            if shape not in widths:
+                widths.add(shape)
+                variants[f"{sparsity:g}/{round_to}"] = (sparsity, round_to, model)
+    scripts = {key: to_torchscript(model, x1) for key, (_, _, model) in variants.items()}
+    latency = {b: compare_latency(scripts, case.inputs(b), threads=1, warmup=warmup, repeats=repeats) for b in batches}
+    big = max(batches)
+    base_macs, base_params = sum(count_macs(base, x1).values()), count_params(base)
+    rows = []
+    for key, (sparsity, round_to, model) in variants.items():
+        speedup = {b: latency[b]["baseline"] / latency[b][key] for b in batches}
+        macs_ratio = base_macs / sum(count_macs(model, x1).values())
+        rows.append(
+            Row(
+                model=name,
+                sparsity=sparsity,
+                round_to=round_to,
+                macs_ratio=macs_ratio,
+                params_ratio=base_params / count_params(model),
+                speedup_b1=speedup[min(batches)],
+                speedup_b32=speedup[big],
+                efficiency_b32=speedup[big] / macs_ratio,
+                mac_share_b32=mac_share(scripts[key], case.inputs(big)),
+                latency_ms_b1=latency[min(batches)][key],
+                latency_ms_b32=latency[big][key],
+            )
+        )
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    head = (
+        "| model | channels removed | round_to | MACs ratio | params ratio | speedup b1 | speedup b32 "
+        "| b32 speedup / MACs ratio | MAC-op time share b32 | b1 ms | b32 ms |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        goal = "" if r.sparsity == 0 or r.model == "transformer" or r.efficiency_b32 >= 0.8 else " (below 0.8)"
+        lines.append(
+            f"| {r.model} | {r.sparsity:.0%} | {r.round_to or '-'} | {r.macs_ratio:.2f}x | {r.params_ratio:.2f}x "
+            f"| {r.speedup_b1:.2f}x | {r.speedup_b32:.2f}x | {r.efficiency_b32:.2f}{goal} | {r.mac_share_b32:.0%} "
+            f"| {r.latency_ms_b1:.3f} | {r.latency_ms_b32:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(CASES))
+    parser.add_argument("--repeats", type=int, default=40)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows: list[Row] = []
+    started = time.perf_counter()
+    for name in args.models.split(","):
+        start = time.perf_counter()
+        model_rows = bench_model(name, CASES[name], repeats=args.repeats)
+        rows.extend(model_rows)
+        print(table(model_rows), f"\n({time.perf_counter() - start:.0f} s)", flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "repeats": args.repeats,
+        "threads": 1,
+        "batches": list(BATCHES),
+        "torch": torch.__version__,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    (OUT / "bench_speedup.json").write_text(
+        json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n"
+    )
+    (OUT / "bench_speedup.md").write_text(
+        "# bench_speedup: MACs ratio vs measured speedup of uniform L1 channel pruning\n\n"
+        f"TorchScript, 1 thread, baseline and pruned variants interleaved in one run, median of {args.repeats} "
+        "repeats; untrained (seeded) models, no fine-tuning. The machine (2 cores) was shared with other "
+        "work: ratios are same-run, absolute milliseconds are not comparable across runs. Goal: b32 speedup "
+        ">= 0.8x the MACs ratio on the CNNs. MAC-op time share: fraction of the batch-32 time spent in "
+        "convolutions and matrix products (torch.profiler self time); the rest does not shrink with MACs.\n\n"
+        + table(rows)
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
