@@ -338,7 +338,7 @@ def sensitivity(
         worst = max(r.accuracy_drop for r in rows)
         style = "red" if worst > 0.05 else "green" if worst <= 0.01 else ""
         table.add_row(layer, str(rows[0].channels), *(f"{r.accuracy:.4f}" for r in rows),
-                      f"[{style}]{worst:+.4f}[/]" if style else f"{worst:+.4f}")
+                      f"[{style}]{worst:.4f}[/]" if style else f"{worst:.4f}")
     out.print(table)
     err.print(f"written {result.csv} and {result.png}")
 
