@@ -15,10 +15,10 @@ def test_half_the_channels_of_a_small_resnet_give_a_quarter_of_the_macs() -> Non
     # 16 -> 8 channels is already a multiple of 8: the rounded variant changes no width and is dropped
     assert [(r.sparsity, r.round_to) for r in rows] == [(0.0, None), (0.5, None)]
     baseline, pruned = rows
-    assert baseline.macs_ratio == baseline.params_ratio == baseline.speedup_b1 == 1.0
+    assert baseline.macs_ratio == baseline.params_ratio == baseline.speedup_b1 == baseline.cpu_speedup_b32 == 1.0
     # every conv but the stem's input and the classifier's output halves both sides: MACs and params ~ 1/4
     assert 3.5 < pruned.macs_ratio < 4.0 and 3.5 < pruned.params_ratio < 4.0
     assert pruned.latency_ms_b1 > 0 and pruned.latency_ms_b32 > 0
     assert 0 < pruned.mac_share_b32 <= 1
-    assert abs(pruned.efficiency_b32 - pruned.speedup_b32 / pruned.macs_ratio) < 1e-9
+    assert abs(pruned.efficiency_b32 - pruned.cpu_speedup_b32 / pruned.macs_ratio) < 1e-9
     assert "| resnet | 50% | - |" in table(rows)
