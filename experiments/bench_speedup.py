@@ -104,7 +104,7 @@ def uniform_policy(model: nn.Module, example: torch.Tensor, sparsity: float) -> 
     return Policy.from_mapping({i.name: LayerSetting(sparsity if i.prunable else 0.0) for i in layers}, "l1")
 
 
-def mac_share(script: torch.jit.ScriptModule, inputs: torch.Tensor, runs: int = 3) -> float:
+def mac_share(script: torch.jit.ScriptModule, inputs: torch.Tensor, runs: int = 20) -> float:
     """Fraction of self CPU time spent in the aten ops of `MAC_OPS`, over `runs` profiled calls."""
     with torch.inference_mode():
         script(inputs)

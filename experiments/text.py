@@ -36,7 +36,7 @@ from experiments.models import TransformerEncoderClassifier
 VOCAB, SEQ = 4096, 32
 LABELS = ("science", "software-development", "other")
 CLASSES = len(LABELS)
-MAX_PER_PACKAGE = 60
+MAX_PER_PACKAGE = 150
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
