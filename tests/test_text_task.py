@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autocompress.space import discover_layers, load_space_file, resolve_space
+from autocompress.task import load_task
 from experiments import text
+from tests.conftest import ROOT
 
 
 def test_data_comes_only_from_dependencies_and_every_label_occurs() -> None:
@@ -52,3 +55,13 @@ def test_transformer_beats_the_majority_class_clearly() -> None:
     task = text.transformer
     accuracy = task.evaluate(task.baseline_model())
     assert accuracy > text.majority_accuracy(task.data) + 0.15
+
+
+def test_the_transformer_space_resolves_against_the_text_task() -> None:
+    spec, _ = load_space_file(ROOT / "search_spaces" / "transformer.yaml")
+    task = load_task(spec.task)
+    infos = discover_layers(task.model_factory(), task.example_input(1))
+    space = resolve_space(spec, infos, "transformer.yaml")
+    searched = sorted(n for n, c in space.layers.items() if max(c.channel_sparsity) > 0)
+    assert searched == sorted(i.name for i in infos if i.prunable)
+    assert "layers.1.ffn_out" in searched and "fc" not in searched
