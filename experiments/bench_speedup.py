@@ -14,7 +14,7 @@ norm and per-op dispatch, which shrink only linearly in channels or not at all),
 kernels reach at the pruned widths (oneDNN's convolutions run faster per MAC at some channel counts than at
 others, so a ratio can exceed the MACs ratio as well as fall short of it).
 
-    flock /tmp/autocompress-bench.lock env PYTHONPATH=. python -m experiments.bench_speedup [--repeats 150]
+    flock /tmp/autocompress-bench.lock env PYTHONPATH=. python -m experiments.bench_speedup [--repeats 60] [--runs 3]
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -92,6 +94,8 @@ class Row:
     gmacs_per_s_b32: float
     latency_ms_b1: float
     latency_ms_b32: float
+    #: lowest and highest cpu_speedup_b32 over repeated runs (`combine_runs`); equal for a single run
+    cpu_speedup_b32_range: tuple[float, float] = (math.nan, math.nan)
 
 
 #: wall time is what a user waits; thread CPU time leaves out preemption by other work on a shared machine
@@ -182,19 +186,34 @@ def bench_model(
     return rows
 
 
+def combine_runs(runs: list[list[Row]]) -> list[Row]:
+    """One row per variant: the median of every measured field over `runs` (same variants, same order), and
+    the range of the b32 CPU-time speedup, which shows how much the shared machine moved the ratios."""
+    measured = [
+        f.name for f in fields(Row) if f.type == "float" and f.name not in ("sparsity", "macs_ratio", "params_ratio")
+    ]
+    combined = []
+    for variants in zip(*runs, strict=True):
+        speedups = [v.cpu_speedup_b32 for v in variants]
+        medians = {name: statistics.median(getattr(v, name) for v in variants) for name in measured}
+        combined.append(replace(variants[0], **medians, cpu_speedup_b32_range=(min(speedups), max(speedups))))
+    return combined
+
+
 def table(rows: list[Row]) -> str:
     head = (
         "| model | channels removed | round_to | MACs ratio | params ratio | speedup b1 wall / cpu "
         "| speedup b32 wall / cpu | b32 cpu speedup / MACs ratio | MAC-op time share b32 | GMAC/s b32 "
-        "| b1 ms | b32 ms |"
+        "| b32 cpu speedup range over runs | b1 ms | b32 ms |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         goal = "" if r.sparsity == 0 or r.model == "transformer" or r.efficiency_b32 >= 0.8 else " (below 0.8)"
         lines.append(
             f"| {r.model} | {r.sparsity:.0%} | {r.round_to or '-'} | {r.macs_ratio:.2f}x | {r.params_ratio:.2f}x "
             f"| {r.speedup_b1:.2f}x / {r.cpu_speedup_b1:.2f}x | {r.speedup_b32:.2f}x / {r.cpu_speedup_b32:.2f}x "
             f"| {r.efficiency_b32:.2f}{goal} | {r.mac_share_b32:.0%} | {r.gmacs_per_s_b32:.1f} "
+            f"| {r.cpu_speedup_b32_range[0]:.2f}-{r.cpu_speedup_b32_range[1]:.2f}x "
             f"| {r.latency_ms_b1:.3f} | {r.latency_ms_b32:.2f} |"
         )
     return "\n".join(lines)
@@ -203,19 +222,21 @@ def table(rows: list[Row]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(CASES))
-    parser.add_argument("--repeats", type=int, default=150)
+    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=3, help="whole measurements per model, medians reported")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows: list[Row] = []
     started = time.perf_counter()
     for name in args.models.split(","):
         start = time.perf_counter()
-        model_rows = bench_model(name, CASES[name], repeats=args.repeats)
+        model_rows = combine_runs([bench_model(name, CASES[name], repeats=args.repeats) for _ in range(args.runs)])
         rows.extend(model_rows)
         print(table(model_rows), f"\n({time.perf_counter() - start:.0f} s)", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     meta = {
         "repeats": args.repeats,
+        "runs": args.runs,
         "threads": 1,
         "batches": list(BATCHES),
         "torch": torch.__version__,
@@ -227,7 +248,8 @@ def main() -> None:
     (OUT / "bench_speedup.md").write_text(
         "# bench_speedup: MACs ratio vs measured speedup of uniform L1 channel pruning\n\n"
         f"TorchScript, 1 thread, baseline and pruned variants interleaved in one run, median of {args.repeats} "
-        "repeats; untrained (seeded) models, no fine-tuning. The machine (2 cores) was shared with other "
+        f"repeats; each figure is the median over {args.runs} such runs (the range column shows their spread); "
+        "untrained (seeded) models, no fine-tuning. The machine (2 cores) was shared with other "
         "work (load average 3-7 on 2 cores during the run): ratios are same-run, absolute milliseconds are "
         "not comparable across runs. Each speedup is given by wall clock and by the CPU time of the measuring "
         "thread: under oversubscription, wall time inflates calls longer than a scheduler slice (the larger "

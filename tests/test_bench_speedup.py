@@ -3,9 +3,11 @@ end and the ratios are those of the pruned widths (timings themselves are not ju
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from experiments.bench_speedup import Case, bench_model, table
+from experiments.bench_speedup import Case, bench_model, combine_runs, table
 from experiments.models import ResNetLike
 
 
@@ -21,4 +23,12 @@ def test_half_the_channels_of_a_small_resnet_give_a_quarter_of_the_macs() -> Non
     assert pruned.latency_ms_b1 > 0 and pruned.latency_ms_b32 > 0
     assert 0 < pruned.mac_share_b32 <= 1
     assert abs(pruned.efficiency_b32 - pruned.cpu_speedup_b32 / pruned.macs_ratio) < 1e-9
-    assert "| resnet | 50% | - |" in table(rows)
+
+    # repeated runs: the median of each measured field and the spread of the b32 CPU-time speedup
+    runs = [[replace(r, cpu_speedup_b32=k, latency_ms_b1=10 * k) for r in rows] for k in (3.0, 1.0, 2.0)]
+    combined = combine_runs(runs)
+    assert [(r.sparsity, r.round_to) for r in combined] == [(0.0, None), (0.5, None)]
+    assert combined[1].cpu_speedup_b32 == 2.0 and combined[1].latency_ms_b1 == 20.0
+    assert combined[1].cpu_speedup_b32_range == (1.0, 3.0)
+    assert combined[1].macs_ratio == pruned.macs_ratio
+    assert "| resnet | 50% | - |" in table(combined) and "| 1.00-3.00x |" in table(combined)
