@@ -340,7 +340,8 @@ def sensitivity(
         table.add_row(layer, str(rows[0].channels), *(f"{r.accuracy:.4f}" for r in rows),
                       f"[{style}]{worst:.4f}[/]" if style else f"{worst:.4f}")
     out.print(table)
-    err.print(f"written {result.csv} and {result.png}")
+    err.print(f"written {result.csv} and {result.png}; to see it beside a study: "
+              f"autocompress report NAME --sensitivity {out_dir}")
 
 
 @app.command()
