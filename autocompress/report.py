@@ -290,14 +290,15 @@ def sensitivity_plot(points: list[SensitivityPoint], baseline_accuracy: float | 
     axes.set_xticks(sorted({p.sparsity for p in points}))
     axes.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axes.set_ylim(0, 1.02)
-    axes.set_xlabel("fraction of that layer's output channels removed (that layer alone)")
+    axes.set_xlabel("fraction of that layer's output channels removed (it and the layers coupled to it only)")
     axes.set_ylabel("accuracy")
     if title:
         axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 if len(layers) <= 20 else 2,
                 frameon=False)
-    caption = "Accuracy when one layer alone is pruned to each sparsity; steep curves mark sensitive layers."
+    caption = ("Accuracy when one layer alone (with the layers its channels are coupled to) is pruned to each "
+               "sparsity; steep curves mark sensitive layers.")
     return Plot("sensitivity", "Per-layer sensitivity", caption, _png(figure))
 
 
