@@ -4,6 +4,10 @@
 trial's job (`autocompress.runtime.run_trial`), since it needs the task's data; a policy whose quantizer
 trains (`needs_training`) is prepared with `prepare_quantization` before that fine-tuning.
 
+Pruning criteria (`CRITERIA`, by `Policy.criterion` name): l1, l2, fpgm, and the ones that see the task
+first (`Criterion.prepare`, run by `prepare_criterion`): apoz, mean_activation (calibration activations),
+slim (BN-scale sparsity training), taylor (gradients of a short fine-tune).
+
 Quantizers (one private module each, all behind `Quantizer`, by `Policy.quantizer` name in `QUANTIZERS`):
 naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq.
 """
@@ -14,6 +18,17 @@ import torch
 from torch import nn
 
 from autocompress.compress._bnn import BNNQuantizer, SignActivation
+from autocompress.compress._criteria import (
+    CRITERIA,
+    APoZCriterion,
+    Criterion,
+    MeanActivationCriterion,
+    SlimCriterion,
+    TaylorCriterion,
+    make_criterion,
+    prepare_criterion,
+    register_criterion,
+)
 from autocompress.compress._dorefa import DoReFaQuantizer
 from autocompress.compress._lowering import (
     BACKEND,
@@ -29,7 +44,7 @@ from autocompress.compress._lowering import (
     register_quantizer,
 )
 from autocompress.compress._lsq import LSQQuantizer
-from autocompress.compress._prune import CRITERIA, prune, register_criterion
+from autocompress.compress._prune import kept_channels, prune
 from autocompress.compress._ptq import NaiveQuantizer, ObserverQuantizer, PercentileObserver
 from autocompress.compress._qat import QATQuantizer
 from autocompress.compress._quant_base import SUPPORTED_BITS, Quantizer, QuantSpec
@@ -44,11 +59,14 @@ def apply(
 
 
 __all__ = [
+    "APoZCriterion",
     "BACKEND",
     "BNNQuantizer",
     "CRITERIA",
+    "Criterion",
     "DoReFaQuantizer",
     "LSQQuantizer",
+    "MeanActivationCriterion",
     "NaiveQuantizer",
     "ObserverQuantizer",
     "PercentileObserver",
@@ -58,12 +76,17 @@ __all__ = [
     "Quantizer",
     "SUPPORTED_BITS",
     "SignActivation",
+    "SlimCriterion",
+    "TaylorCriterion",
     "apply",
     "get_quantizer",
     "latency_basis",
+    "kept_channels",
     "layer_specs",
     "lowered_layers",
+    "make_criterion",
     "needs_training",
+    "prepare_criterion",
     "prepare_quantization",
     "prune",
     "quantize",

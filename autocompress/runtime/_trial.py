@@ -7,18 +7,24 @@ opens the database, so a worker on another node needs only the task's import pat
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import socket
 import time
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 import torch
 
-from autocompress.compress import latency_basis, needs_training, prepare_quantization, prune, quantize
+from autocompress.compress import (
+    latency_basis,
+    needs_training,
+    prepare_criterion,
+    prepare_quantization,
+    prune,
+    quantize,
+)
 from autocompress.measure import (
     compare_latency,
     count_bops,
@@ -120,6 +126,9 @@ def run_trial(
 ) -> TrialResult:
     """Prune, fine-tune, quantize, then evaluate and measure the deployable (TorchScript) model.
 
+    A pruning criterion that needs the task (activations, a sparsity-training phase, gradients) runs its
+    `prepare` phase on the trained model first, pausing at the gate between its training steps.
+
     A quantizer that trains (QAT, DoReFa, BNN, LSQ) is prepared before fine-tuning, so the fine-tune epochs
     are quantization-aware; calibration-only quantizers run after it. ``latency_int8_kernel`` is 1 when a
     layer is below 8 bits: it runs on int8 kernels, so the latency is that of int8, not of its bit-width.
@@ -134,7 +143,10 @@ def run_trial(
         base = _baseline(task_ref)
         x1, x32 = task.example_input(1), task.example_input(32)
         with torch_threads(train_threads or torch.get_num_threads()):
-            model = prune(task.baseline_model(), policy, x1)
+            model = task.baseline_model()
+            if any(s.channel_sparsity > 0 for _, s in policy):
+                criterion = prepare_criterion(policy.criterion, model, task, finetune_epochs, gate.checkpoint)
+                model = prune(model, policy, x1, importance=criterion)
             layer_macs, params = count_macs(model, x1), count_params(model)
             packed_bytes = count_packed_bytes(model, policy)
             if needs_training(policy):

@@ -83,7 +83,7 @@ class AMCController(LayerAgentController):
                             pick(c.weight_bits))
             for n, c in self.space.layers.items()
         }
-        return Policy.from_mapping(layers, self.space.criterion)
+        return Policy.from_mapping(layers, self.space.criterion, round_to=self.space.round_to)
 
     def estimated_macs(self, policy: Policy) -> float:
         """MACs per sample the policy's pruning leaves, by the coupling estimate."""

@@ -96,5 +96,5 @@ class HAQController(LayerAgentController):
         bits = {n: self._to_bits(t, a) for t, (n, a) in enumerate(zip(self.layers, executed, strict=True))}
         layers = {n: LayerSetting(self._sparsity[n], bits.get(n, max(c.weight_bits)))
                   for n, c in self.space.layers.items()}
-        return Policy.from_mapping(layers, self.space.criterion)
+        return Policy.from_mapping(layers, self.space.criterion, round_to=self.space.round_to)
 

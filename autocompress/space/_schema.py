@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 from autocompress.space._policy import DEFAULT_QUANTIZER, LayerSetting, Policy
 
 SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
-CRITERIA = ("l1", "l2")
+#: the built-in names of `autocompress.compress.CRITERIA` (a test keeps them equal); more can be registered
+#: with `autocompress.compress.register_criterion`
+CRITERIA = ("l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor")
 #: the built-in names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them
 #: equal); more can be registered with `autocompress.compress.register_quantizer`
 QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq")
@@ -82,8 +84,10 @@ class LayerChoicesSpec(_Strict):
 class DefaultsSpec(LayerChoicesSpec):
     """Choices for every discovered layer (layers that cannot be pruned keep channel_sparsity [0.0])."""
 
-    criterion: str = Field("l1", description="channel importance used to pick what is pruned: l1, l2, or one "
-                                              "registered with autocompress.compress.register_criterion")
+    criterion: str = Field("l1", description="channel importance used to pick what is pruned: "
+                           f"{', '.join(CRITERIA)}, or one registered with autocompress.compress.register_criterion")
+    round_to: int | None = Field(None, ge=1, le=1024, description="keep a multiple of this many channels in each "
+                                 "pruned layer (e.g. 8 for SIMD-friendly widths); attention heads are always whole")
     quantizer: str = Field(DEFAULT_QUANTIZER, description="how 8-bit and lower layers are quantized: "
                            f"{', '.join(QUANTIZER_NAMES)}, or one registered with register_quantizer")
     per_channel: bool = Field(True, description="per-channel weight scales (else one per tensor)")
@@ -194,6 +198,7 @@ class Space:
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     quantizer: str = DEFAULT_QUANTIZER
     per_channel: bool = True
+    round_to: int | None = None
     #: static facts per layer (kind, in/out channels, kernel, stride, MACs) for strategies that embed layers
     layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -215,7 +220,7 @@ class Space:
                 channel_sparsity=float(params.get(f"{name}/channel_sparsity", choices.channel_sparsity[0])),
                 weight_bits=int(params.get(f"{name}/weight_bits", choices.weight_bits[0])),
             )
-        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel)
+        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel, self.round_to)
 
     def contains(self, policy: Policy) -> bool:
         if set(self.layers) != {name for name, _ in policy}:
@@ -239,6 +244,7 @@ class Space:
             "strategy_options": {k: dict(v) for k, v in self.strategy_options.items()},
             "quantizer": self.quantizer,
             "per_channel": self.per_channel,
+            "round_to": self.round_to,
             "layer_info": {k: dict(v) for k, v in self.layer_info.items()},
         }
 
@@ -257,6 +263,7 @@ class Space:
             strategy_options=dict(data.get("strategy_options", {})),
             quantizer=data.get("quantizer", DEFAULT_QUANTIZER),
             per_channel=data.get("per_channel", True),
+            round_to=data.get("round_to"),
             layer_info={k: dict(v) for k, v in data.get("layer_info", {}).items()},
         )
 
@@ -307,5 +314,6 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         strategy_options={k: dict(v) for k, v in spec.strategy.items()},
         quantizer=spec.defaults.quantizer,
         per_channel=spec.defaults.per_channel,
+        round_to=spec.defaults.round_to,
         layer_info={info.name: info.static_info() for info in layers},
     )
