@@ -196,7 +196,7 @@ def run_trial(
             gate.checkpoint()
             accuracy = task.evaluate(script)
         artefact = serialize(script)
-    timing = dict(threads=measure["threads"], warmup=measure["warmup"], repeats=measure["repeats"])
+    timing: dict[str, Any] = dict(threads=measure["threads"], warmup=measure["warmup"], repeats=measure["repeats"])
     with gate.measuring():
         b1 = compare_latency({"base": base.script, "cand": script}, x1, **timing)
         b32 = compare_latency({"base": base.script, "cand": script}, x32, **timing)
