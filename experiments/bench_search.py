@@ -121,6 +121,7 @@ def report(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    global OUT
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=15)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -131,7 +132,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="latency repeats per batch size")
     parser.add_argument("--report", action="store_true", help="only rewrite the table and plot from results.csv")
     args = parser.parse_args()
-    global OUT
     OUT = args.out
     OUT.mkdir(parents=True, exist_ok=True)
     if not args.report:
