@@ -2,9 +2,10 @@
 honestly, store every trial, and export the best one as a real, smaller, faster model."""
 
 from autocompress import search as _strategies  # noqa: F401  (loaded first: the name `search` below is the API)
+from autocompress._sensitivity import Sensitivity, SensitivityRow, sensitivity
 from autocompress.errors import UserError
 from autocompress.study import Study, load_study, resume, search
 
 __version__ = "0.1.0"
 
-__all__ = ["Study", "UserError", "load_study", "resume", "search"]
+__all__ = ["Sensitivity", "SensitivityRow", "Study", "UserError", "load_study", "resume", "search", "sensitivity"]

@@ -294,6 +294,57 @@ def report(
 
 
 @app.command()
+def sensitivity(
+    space: Annotated[str, typer.Argument(help="space YAML file")],
+    out_dir: Annotated[str, typer.Option("--out", help="folder for sensitivity.csv and sensitivity.png")],
+    sparsities: Annotated[str, typer.Option("--sparsities", help="fractions of channels to remove, "
+                                            "comma-separated")] = "0.25,0.5,0.75",
+    finetune_epochs: Annotated[float, typer.Option("--finetune-epochs", help="fine-tuning of each pruned "
+                                                   "copy before it is evaluated")] = 0.0,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+) -> None:
+    """Prune each prunable layer alone at each sparsity and measure the accuracy (per-layer sensitivity)."""
+    from autocompress._sensitivity import sensitivity as analyse
+
+    bar = None if format is TableFormat.json else Progress(
+        TextColumn("[bold]layers x sparsities"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"), console=err, transient=True)
+
+    def report(row: Any, done: int, total: int) -> None:
+        if bar is None:
+            return
+        if not bar.live.is_started:
+            bar.start()
+            bar.add_task("sensitivity", total=total, last="")
+        bar.update(bar.task_ids[0], completed=done, last=f"{row.layer} @ {row.sparsity:g}: {row.accuracy:.4f}")
+
+    try:
+        result = analyse(space, out_dir, sparsities=sparsities, finetune_epochs=finetune_epochs, on_row=report)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if format is TableFormat.json:
+        print(json.dumps(result.to_dict()))
+        return
+    table = Table(title=f"accuracy with one layer pruned (baseline {result.baseline_accuracy:.4f}, "
+                        f"criterion {result.criterion})")
+    table.add_column("layer")
+    table.add_column("channels", justify="right")
+    for level in result.sparsities:
+        table.add_column(f"{level:.0%} removed", justify="right")
+    table.add_column("worst drop", justify="right")
+    for layer in dict.fromkeys(r.layer for r in result.rows):
+        rows = [r for r in result.rows if r.layer == layer]
+        worst = max(r.accuracy_drop for r in rows)
+        style = "red" if worst > 0.05 else "green" if worst <= 0.01 else ""
+        table.add_row(layer, str(rows[0].channels), *(f"{r.accuracy:.4f}" for r in rows),
+                      f"[{style}]{worst:.4f}[/]" if style else f"{worst:.4f}")
+    out.print(table)
+    err.print(f"written {result.csv} and {result.png}; to see it beside a study: "
+              f"autocompress report NAME --sensitivity {out_dir}")
+
+
+@app.command()
 def strategies() -> None:
     """List the search strategies and what each searches."""
     from autocompress.search import STRATEGIES

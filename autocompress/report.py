@@ -28,8 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from autocompress.errors import UserError
 from autocompress.store import COMPLETE, FAILED, StudyRecord, TrialRecord, hypervolume_2d, pareto_fronts
@@ -85,7 +86,7 @@ def write_report(study: Study, out: str | Path, *, sensitivity: str | Path | Non
              _policy_plot(board, {t.number: t for t in trials}, top),
              _progress_plot(trials, {row["trial"]: row["feasible"] for row in board})]
     if points:
-        plots.append(_sensitivity_plot(points, record.baseline.get("accuracy")))
+        plots.append(sensitivity_plot(points, record.baseline.get("accuracy")))
 
     out.mkdir(parents=True, exist_ok=True)
     for plot in plots:
@@ -271,19 +272,33 @@ def _progress_plot(trials: list[TrialRecord], feasible: dict[int, bool]) -> Plot
     return Plot("progress", "Best so far and hypervolume vs trials", caption, _png(figure))
 
 
-def _sensitivity_plot(points: list[SensitivityPoint], baseline_accuracy: float | None) -> Plot:
-    figure = Figure(figsize=(7.5, 4.5))
+def sensitivity_plot(points: list[SensitivityPoint], baseline_accuracy: float | None,
+                     title: str | None = None) -> Plot:
+    """Accuracy vs channel sparsity, one line per layer (in the order the points list them), the baseline
+    dashed, the legend outside the axes so that no curve hides behind it. Also what ``autocompress
+    sensitivity`` writes as ``sensitivity.png``."""
+    layers = list(dict.fromkeys(p.layer for p in points))
+    figure = Figure(figsize=(8.5, 4.8))
     axes = figure.add_subplot()
-    for layer in sorted({p.layer for p in points}):
+    colours = colormaps["tab10" if len(layers) <= 10 else "tab20"]
+    for index, layer in enumerate(layers):
         curve = sorted((p.sparsity, p.accuracy) for p in points if p.layer == layer)
-        axes.plot([s for s, _ in curve], [a for _, a in curve], marker="o", ms=3, label=layer)
+        axes.plot([s for s, _ in curve], [a for _, a in curve], marker="os^vD<>"[index % 7], ms=4, lw=1.4,
+                  color=colours(index % colours.N), label=layer)
     if baseline_accuracy is not None:
-        axes.axhline(baseline_accuracy, color=_BASELINE, ls=":", lw=1, label="baseline")
-    axes.set_xlabel("channel sparsity of that layer alone")
+        axes.axhline(baseline_accuracy, color="#444444", ls="--", lw=1.2, label=f"baseline {baseline_accuracy:.3f}")
+    axes.set_xticks(sorted({p.sparsity for p in points}))
+    axes.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("fraction of that layer's output channels removed (it and the layers coupled to it only)")
     axes.set_ylabel("accuracy")
+    if title:
+        axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, ncol=2, loc="lower left")
-    caption = "Accuracy when one layer alone is pruned to each sparsity; steep curves mark sensitive layers."
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 if len(layers) <= 20 else 2,
+                frameon=False)
+    caption = ("Accuracy when one layer alone (with the layers its channels are coupled to) is pruned to each "
+               "sparsity; steep curves mark sensitive layers.")
     return Plot("sensitivity", "Per-layer sensitivity", caption, _png(figure))
 
 

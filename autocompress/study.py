@@ -117,7 +117,7 @@ def check_feasible_up_front(space: Space, model: Any, example_input: Any, source
     if not {"min_speedup", "max_macs"} & space.constraints.keys():
         return
     extreme = Policy.from_mapping({n: LayerSetting(max(c.channel_sparsity), min(c.weight_bits))
-                                   for n, c in space.layers.items()}, space.criterion)
+                                   for n, c in space.layers.items()}, "l1", round_to=space.round_to)
     base_macs = sum(count_macs(model, example_input).values())
     pruned_macs = sum(count_macs(prune(copy.deepcopy(model), extreme, example_input), example_input).values())
     bits = min(min(c.weight_bits) for c in space.layers.values())

@@ -71,7 +71,7 @@ def append_row(row: dict) -> None:
 def run(args: argparse.Namespace) -> None:
     done = {(r["model"], r["strategy"], r["seed"]) for r in load_rows()}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):  # seed outermost: complete comparisons first if the run is cut short
+        for seed in args.seeds:  # seed outermost: complete comparisons first if the run is cut short
             for model in args.models:
                 space = Path(tmp) / f"{model}.yaml"
                 space.write_text(SPACE.format(model=model, finetune=args.finetune, repeats=args.repeats))
@@ -121,15 +121,18 @@ def report(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    global OUT
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=15)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of results.csv, summary.md, hypervolume.png")
     parser.add_argument("--models", nargs="+", default=["resnet", "mobilenet"])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--finetune", type=float, default=0.25, help="fine-tune epochs per trial")
     parser.add_argument("--repeats", type=int, default=5, help="latency repeats per batch size")
     parser.add_argument("--report", action="store_true", help="only rewrite the table and plot from results.csv")
     args = parser.parse_args()
+    OUT = args.out
     OUT.mkdir(parents=True, exist_ok=True)
     if not args.report:
         run(args)

@@ -22,11 +22,12 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU()
+        self.relu1 = nn.ReLU()
+        self.relu2 = nn.ReLU()  # one module per call site: graph quantizers match fusion patterns per module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + x)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(out)) + x)
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -61,7 +62,8 @@ def load_digits_splits(size: int = 16, seed: int = 0) -> dict[str, tuple[torch.T
     idx = torch.arange(len(y)).numpy()
     train, rest = train_test_split(idx, test_size=0.4, random_state=seed, stratify=y.numpy())
     val, test = train_test_split(rest, test_size=0.5, random_state=seed, stratify=y.numpy()[rest])
-    return {name: (x[i].contiguous(), y[i].contiguous()) for name, i in (("train", train), ("val", val), ("test", test))}
+    splits = (("train", train), ("val", val), ("test", test))
+    return {name: (x[i].contiguous(), y[i].contiguous()) for name, i in splits}
 
 
 task = SupervisedTask(name="digits", model_factory=DigitsNet, data=load_digits_splits(), train_epochs=30)

@@ -1,16 +1,13 @@
-"""A synthetic token classification task for the transformer encoder (no text data ships offline here).
+"""Synthetic token sequences for the quantizer contract suite (tests/quantize), which needs a transformer it
+can train in seconds; the real text task for the transformer is `experiments.text`.
 
 Each sequence's tokens fall, 40% of the time, in the band of ids of its class and are uniform otherwise,
-so the class is learnable from pooled token embeddings in a few epochs. It stands in for a real text task
-where quantizers and benchmarks need a trained transformer.
+so the class is learnable from pooled token embeddings in a few epochs.
 """
 
 from __future__ import annotations
 
 import torch
-
-from autocompress.task import SupervisedTask
-from experiments.models import TransformerEncoderClassifier
 
 VOCAB, SEQ, CLASSES = 64, 16, 4
 
@@ -25,11 +22,3 @@ def token_splits(n: int = 1200, seed: int = 0) -> dict[str, tuple[torch.Tensor, 
     return {"train": (tokens[:train], labels[:train]), "val": (tokens[train:val], labels[train:val]),
             "test": (tokens[val:], labels[val:])}
 
-
-def token_transformer() -> TransformerEncoderClassifier:
-    return TransformerEncoderClassifier(vocab=VOCAB, dim=64, heads=4, ffn=128, layers=2, classes=CLASSES,
-                                        max_len=SEQ)
-
-
-transformer = SupervisedTask(name="tokens-transformer", model_factory=token_transformer, data=token_splits(),
-                             train_epochs=8)

@@ -38,11 +38,17 @@ def on_store(*args: str) -> Callable[[Path], list[str]]:
     return lambda w: [*args, "--storage", f"sqlite:///{w / 'store.db'}"]
 
 
+def sensitivity(*extra: str) -> Callable[[Path], list[str]]:
+    return lambda w: ["sensitivity", str(w / "space.yaml"), "--out", str(w / "sensitivity"), *extra]
+
+
 def tamper(work: Path) -> None:
+    """Corrupt every trial's artefact, so whichever trial export picks fails its sha256 check."""
     store = StudyStore(f"sqlite:///{work / 'store.db'}")
-    artefact = Path(store.trials("done")[0].artefacts[0].path)
+    artefacts = [Path(a.path) for trial in store.trials("done") for a in trial.artefacts]
     store.close()
-    artefact.write_bytes(artefact.read_bytes()[:-10] + b"0123456789")
+    for artefact in artefacts:
+        artefact.write_bytes(artefact.read_bytes()[:-10] + b"0123456789")
 
 
 def add_empty_study(work: Path) -> None:
@@ -140,6 +146,16 @@ CASES = [
     Case("foreign-database", lambda w: ["studies", "--storage", f"sqlite:///{w / 'foreign.db'}"],
          "not an autocompress store", setup=foreign_db),
     Case("newer-schema", on_store("studies"), "newer than this autocompress", setup=newer_schema),
+    Case("sensitivity-space-missing", lambda w: ["sensitivity", str(w / "missing.yaml"), "--out", str(w / "s")],
+         "cannot read space file"),
+    Case("sensitivity-sparsity-not-a-number", sensitivity("--sparsities", "0.5,half"), "'half' is not a number",
+         space=GOOD),
+    Case("sensitivity-sparsity-out-of-range", sensitivity("--sparsities", "0.5,1"), "1 is not in (0, 1)", space=GOOD),
+    Case("sensitivity-negative-finetune", sensitivity("--finetune-epochs", "-1"), "--finetune-epochs", space=GOOD),
+    Case("sensitivity-out-is-a-file", lambda w: ["sensitivity", str(w / "space.yaml"), "--out", str(w / "space.yaml")],
+         "is a file", space=GOOD),
+    Case("sensitivity-nothing-to-prune", sensitivity(), "nothing to analyse",
+         space=GOOD + "layers: {'*': {channel_sparsity: [0.0]}}\n"),
     Case("missing-sqlite-file", lambda w: ["studies", "--storage", f"sqlite:///{w / 'nope.db'}"], "no study store"),
 ]
 

@@ -5,7 +5,6 @@ error, and the page says what the store holds. The report only reads: the store 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 
@@ -13,11 +12,8 @@ import pytest
 from PIL import Image
 
 import autocompress
-from autocompress.compress import prune
 from autocompress.errors import UserError
-from autocompress.report import HV_REFERENCE, SENSITIVITY_CSV
-from autocompress.space import LayerSetting, Policy
-from autocompress.task import load_task
+from autocompress.report import HV_REFERENCE
 from tests.browser import chromium, render
 from tests.conftest import FAST_SPACE, run_cli
 
@@ -26,23 +22,6 @@ pytestmark = pytest.mark.slow
 #: FAST_SPACE with a failing task and looser constraints, so that half-epoch trials can be feasible
 SPACE = (FAST_SPACE.replace("experiments.digits:task", "tests.faulty_task:raising")
          .replace("max_accuracy_drop: 0.02, min_speedup: 1.2", "max_accuracy_drop: 0.5, min_speedup: 1.05"))
-SENSITIVITY_LAYERS = ("block2.conv1", "expand.0")
-SENSITIVITY_LEVELS = (0.0, 0.25, 0.5, 0.75)
-
-
-def _write_sensitivity(study: autocompress.Study, path: Path) -> None:
-    """Real numbers: accuracy with one layer pruned alone (no fine-tune), the table the sensitivity command
-    writes."""
-    task = load_task(study.record.task)
-    layers = study.record.space["layers"]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["layer", "sparsity", "accuracy"])
-        for layer in SENSITIVITY_LAYERS:
-            for level in SENSITIVITY_LEVELS:
-                policy = Policy.from_mapping({n: LayerSetting(level if n == layer else 0.0, 32) for n in layers})
-                model = prune(task.baseline_model(), policy, task.example_input(1))
-                writer.writerow([layer, level, task.evaluate(model)])
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +32,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> autocompress.Study:
     space.write_text(SPACE)
     result = autocompress.search(space, study="rep", storage=f"sqlite:///{folder / 'store.db'}", strategy="random",
                                  trials=5, workers=1, executor="inline")
-    _write_sensitivity(result, result.store.artifacts_root / "rep" / SENSITIVITY_CSV)
+    # real numbers from the sensitivity command's API, where the report looks for them by default
+    autocompress.sensitivity(space, result.store.artifacts_root / "rep", sparsities=(0.25, 0.5, 0.75))
     return result
 
 

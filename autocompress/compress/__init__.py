@@ -4,6 +4,10 @@
 trial's job (`autocompress.runtime.run_trial`), since it needs the task's data; a policy whose quantizer
 trains (`needs_training`) is prepared with `prepare_quantization` before that fine-tuning.
 
+Pruning criteria (`CRITERIA`, by `Policy.criterion` name): l1, l2, fpgm, and the ones that see the task
+first (`Criterion.prepare`, run by `prepare_criterion`): apoz, mean_activation (calibration activations),
+slim (BN-scale sparsity training), taylor (gradients of a short fine-tune).
+
 Quantizers (one private module each, all behind `Quantizer`, by `Policy.quantizer` name in `QUANTIZERS`):
 naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq.
 
@@ -30,6 +34,17 @@ from autocompress.compress._admm import (
 )
 from autocompress.compress._agp import AGPPruner, cubic_sparsity
 from autocompress.compress._bnn import BNNQuantizer, SignActivation
+from autocompress.compress._criteria import (
+    CRITERIA,
+    APoZCriterion,
+    Criterion,
+    MeanActivationCriterion,
+    SlimCriterion,
+    TaylorCriterion,
+    make_criterion,
+    prepare_criterion,
+    register_criterion,
+)
 from autocompress.compress._dorefa import DoReFaQuantizer
 from autocompress.compress._level import LevelPruner
 from autocompress.compress._lottery import LotteryPruner
@@ -47,7 +62,7 @@ from autocompress.compress._lowering import (
     register_quantizer,
 )
 from autocompress.compress._lsq import LSQQuantizer
-from autocompress.compress._prune import CRITERIA, prune, register_criterion
+from autocompress.compress._prune import kept_channels, prune
 from autocompress.compress._pruners import (
     PRUNERS,
     STRUCTURED_ADMM_SHARE,
@@ -71,6 +86,7 @@ def apply(
 
 
 __all__ = [
+    "APoZCriterion",
     "ADMM",
     "ADMMChannelImportance",
     "ADMMPruner",
@@ -79,8 +95,10 @@ __all__ = [
     "BNNQuantizer",
     "Block",
     "CRITERIA",
+    "Criterion",
     "DoReFaQuantizer",
     "LSQQuantizer",
+    "MeanActivationCriterion",
     "LevelPruner",
     "LotteryPruner",
     "Masks",
@@ -95,6 +113,8 @@ __all__ = [
     "STRUCTURED_ADMM_SHARE",
     "SUPPORTED_BITS",
     "SignActivation",
+    "SlimCriterion",
+    "TaylorCriterion",
     "Trainer",
     "UnstructuredPruner",
     "admm_channels",
@@ -105,11 +125,14 @@ __all__ = [
     "get_pruner",
     "get_quantizer",
     "latency_basis",
+    "kept_channels",
     "layer_specs",
     "layer_weights",
     "lowered_layers",
+    "make_criterion",
     "magnitude_mask",
     "needs_training",
+    "prepare_criterion",
     "prepare_quantization",
     "project_magnitude",
     "prune",

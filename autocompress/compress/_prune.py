@@ -3,57 +3,96 @@
 Channels are really removed (new, smaller weight tensors), and every layer coupled to a pruned one (the
 other convs feeding a residual add, the next layer's input, batch norms) shrinks with it, so the result is
 an ordinary, smaller `nn.Module`.
+
+Multi-head attention (a module with an int ``heads`` and q/k/v linear children, see
+`autocompress.space.attention_heads`) loses whole heads: torch-pruning couples q, k, v rows and the output
+projection's columns in one group, and told the head count (``num_heads``, ``prune_num_heads``, no head-dim
+pruning) it removes whole heads, ``ceil(sparsity * heads)`` of them. Without the head count it would remove
+scattered channels, which regroups the survivors into different heads (a different function) and breaks
+the reshape whenever the count is not a multiple of the head width.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from autocompress.space import Policy, output_layers
-
-#: importance criteria by policy name; a criterion scores channels, the lowest are removed.
-CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
-    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
-    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
-}
+from autocompress.compress._criteria import make_criterion
+from autocompress.space import Policy, attention_heads, output_layers
 
 
-def register_criterion(name: str, factory: Callable[[], tp.importance.Importance]) -> None:
-    """Make a channel-importance criterion available as ``criterion: NAME`` in space files.
-
-    `factory` returns a torch-pruning ``Importance``: called on a dependency group, it returns one score per
-    channel, and the lowest-scoring channels are removed. Register it in the module that defines your task,
-    which every worker imports before it prunes.
-    """
-    CRITERIA[name] = factory
-
-
-def prune(model: nn.Module, policy: Policy, example_input: torch.Tensor, round_to: int | None = None) -> nn.Module:
+def prune(
+    model: nn.Module,
+    policy: Policy,
+    example_input: torch.Tensor,
+    round_to: int | None = None,
+    importance: tp.importance.Importance | None = None,
+) -> nn.Module:
     """Remove the fraction ``channel_sparsity`` of output channels of each layer in `policy`, in place.
 
     Returns the same module object, now smaller. Layers whose output is the model's output are never pruned.
+    Each layer keeps `kept_channels` of its output channels, rounded to a multiple of `round_to` (default:
+    the policy's ``round_to``). On an attention projection the sparsity is the fraction of whole heads
+    removed, ``ceil(sparsity * heads)``. `importance` is a criterion already prepared on this model
+    (`prepare_criterion`); without one, ``policy.criterion`` is built here, which works for criteria that need
+    no task. Gradients are cleared afterwards (a gradient-based criterion leaves its own behind).
     """
     modules = dict(model.named_modules())
-    ratios = {modules[name]: s.channel_sparsity for name, s in policy if s.channel_sparsity > 0}
+    attention = attention_heads(model)
+    heads = {proj: count for count, projs in attention.values() for proj in projs}
+    step = round_to or policy.round_to
+    ratios = {}
+    for name, setting in policy:
+        module = modules[name]
+        if setting.channel_sparsity <= 0:
+            continue
+        if module in heads:
+            ratios[module] = setting.channel_sparsity
+        else:
+            width = _out_channels(module)
+            kept = kept_channels(width, setting.channel_sparsity, step)
+            if kept < width:  # a ratio torch-pruning turns back into exactly `kept` (it keeps int(width * (1 - r)))
+                ratios[module] = (width - kept) / width - 1e-9
     if not ratios:
         return model
-    if policy.criterion not in CRITERIA:
-        raise ValueError(f"unknown pruning criterion {policy.criterion!r}; known: {sorted(CRITERIA)}")
+    importance = importance or make_criterion(policy.criterion)
     model.eval()
     fixed = [modules[name] for name in output_layers(model, example_input)]
+    head_width = {owner: projs[0].out_features // count for owner, (count, projs) in attention.items()}
+    head_ratios: dict[nn.Module, float] = {}
+    for _, projs in attention.values():
+        ratio = max(ratios.get(proj, 0.0) for proj in projs)
+        if ratio > 0:
+            head_ratios.update(dict.fromkeys(projs, ratio))
     pruner = tp.pruner.BasePruner(
         model,
         example_input,
-        importance=CRITERIA[policy.criterion](),
+        importance=importance,
         pruning_ratio=0.0,
         pruning_ratio_dict=ratios,
         ignored_layers=fixed,
-        round_to=round_to,
         global_pruning=False,
+        num_heads=heads,
+        prune_num_heads=bool(head_ratios),
+        prune_head_dims=False,
+        head_pruning_ratio_dict=head_ratios or None,
     )
     pruner.step()
+    for owner, (_, projs) in attention.items():
+        owner.heads = projs[0].out_features // head_width[owner]
+    model.zero_grad(set_to_none=True)
     return model
+
+
+def kept_channels(width: int, sparsity: float, round_to: int | None = None) -> int:
+    """Output channels a layer of `width` keeps at `sparsity`: ``int(width * (1 - sparsity))``, at least one,
+    rounded down to a multiple of `round_to` but never below `round_to` (nor above `width`)."""
+    kept = max(1, int(width * (1 - sparsity)))
+    if round_to and round_to > 1:
+        kept = min(width, max(round_to, kept - kept % round_to))
+    return kept
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features  # type: ignore[return-value]

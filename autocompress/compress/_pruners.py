@@ -12,11 +12,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from autocompress.compress._admm import ADMMChannelImportance, ADMMPruner, admm_channels
+from autocompress.compress._admm import ADMMPruner, admm_channels
 from autocompress.compress._agp import AGPPruner
 from autocompress.compress._level import LevelPruner
 from autocompress.compress._lottery import LotteryPruner
-from autocompress.compress._prune import register_criterion
 from autocompress.compress._sparse_base import Trainer, UnstructuredPruner
 from autocompress.space import Policy
 
@@ -30,9 +29,6 @@ PRUNERS: dict[str, Callable[[], UnstructuredPruner]] = {
 
 #: the fraction of the fine-tuning budget that structured ADMM trains before the channels are removed
 STRUCTURED_ADMM_SHARE = 0.5
-
-# physical removal after structured ADMM: the channels the ADMM projection zeroed
-register_criterion("admm", ADMMChannelImportance)
 
 
 def register_pruner(name: str, factory: Callable[[], UnstructuredPruner]) -> None:

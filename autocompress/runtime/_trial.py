@@ -20,6 +20,7 @@ import torch
 from autocompress.compress import (
     latency_basis,
     needs_training,
+    prepare_criterion,
     prepare_quantization,
     prune,
     quantize,
@@ -152,11 +153,13 @@ def run_trial(
 ) -> TrialResult:
     """Prune, fine-tune, quantize, then evaluate and measure the deployable (TorchScript) model.
 
-    Channel pruning is physical; with the ``admm`` criterion the first `STRUCTURED_ADMM_SHARE` of the
-    fine-tuning trains by ADMM towards the channel sparsity before the channels are removed. The fine-tuning
-    realises each layer's ``weight_sparsity`` through the policy's unstructured pruner; ``weight_sparsity``
-    (measured zeros in conv/linear weights of the deployed model) and ``sparse_bytes`` (bitmask storage, see
-    `count_sparse_bytes`) report it. Zeros do not make dense kernels faster: latency is measured as it runs.
+    Channel pruning is physical. A pruning criterion that needs the task (activations, a sparsity-training
+    phase, gradients) runs its `prepare` phase on the trained model first, pausing at the gate between its
+    training steps; with the ``admm`` criterion the first `STRUCTURED_ADMM_SHARE` of the fine-tuning trains by
+    ADMM towards the channel sparsity before the channels are removed. The fine-tuning realises each layer's
+    ``weight_sparsity`` through the policy's unstructured pruner; ``weight_sparsity`` (measured zeros in
+    conv/linear weights of the deployed model) and ``sparse_bytes`` (bitmask storage, see `count_sparse_bytes`)
+    report it. Zeros do not make dense kernels faster: latency is measured as it runs.
 
     A quantizer that trains (QAT, DoReFa, BNN, LSQ) is prepared before fine-tuning, so the fine-tune epochs
     are quantization-aware; calibration-only quantizers run after it. ``latency_int8_kernel`` is 1 when a
@@ -175,7 +178,9 @@ def run_trial(
         with torch_threads(train_threads or torch.get_num_threads()):
             model = task.baseline_model()
             admm_epochs = structured_admm(model, policy, x1, trainer, finetune_epochs)
-            model = prune(model, policy, x1)
+            if any(s.channel_sparsity > 0 for _, s in policy):
+                criterion = prepare_criterion(policy.criterion, model, task, finetune_epochs, gate.checkpoint)
+                model = prune(model, policy, x1, importance=criterion)
             layer_macs, params = count_macs(model, x1), count_params(model)
             packed_bytes = count_packed_bytes(model, policy)
             if needs_training(policy):
@@ -191,7 +196,7 @@ def run_trial(
             gate.checkpoint()
             accuracy = task.evaluate(script)
         artefact = serialize(script)
-    timing = dict(threads=measure["threads"], warmup=measure["warmup"], repeats=measure["repeats"])
+    timing: dict[str, Any] = dict(threads=measure["threads"], warmup=measure["warmup"], repeats=measure["repeats"])
     with gate.measuring():
         b1 = compare_latency({"base": base.script, "cand": script}, x1, **timing)
         b32 = compare_latency({"base": base.script, "cand": script}, x32, **timing)

@@ -21,6 +21,7 @@ __all__ = [
     "Policy",
     "Space",
     "SpaceFile",
+    "attention_heads",
     "build_graph",
     "discover_layers",
     "load_space_file",
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-_GRAPH = ("LayerInfo", "build_graph", "discover_layers", "output_layers")
+_GRAPH = ("LayerInfo", "attention_heads", "build_graph", "discover_layers", "output_layers")
 
 
 def __getattr__(name: str) -> Any:

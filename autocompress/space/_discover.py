@@ -3,6 +3,9 @@
 Layers are the `nn.Conv2d` and `nn.Linear` modules. Channel pruning acts on groups of coupled layers
 (torch-pruning's dependency graph: a residual add ties the output channels of every conv feeding it); each
 group is pruned through its root layer, so only roots are prunable, and the model's output layer never is.
+
+Self-attention (`attention_heads`) is one group: q, k and v lose the same rows and the output projection the
+same columns, and its root's channel_sparsity is the fraction of whole heads removed.
 """
 
 from __future__ import annotations
@@ -34,12 +37,33 @@ class LayerInfo:
     #: prunable layer that shrinks its input channels, how many of them it feeds (several under a concat)
     out_root: str = ""
     in_roots: tuple[tuple[str, int], ...] = ()
+    #: attention heads of the group this layer roots (its channel_sparsity is then a fraction of heads), else 0
+    heads: int = 0
 
     def static_info(self) -> dict[str, int | str | dict[str, int]]:
         """What `Space.layer_info` keeps of this layer (JSON values)."""
         return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel": self.kernel, "stride": self.stride, "macs": self.macs, "out_root": self.out_root,
-                "in_roots": dict(self.in_roots)}
+                "in_roots": dict(self.in_roots), "heads": self.heads}
+
+
+def attention_heads(model: nn.Module) -> dict[nn.Module, tuple[int, tuple[nn.Linear, nn.Linear, nn.Linear]]]:
+    """Self-attention modules whose heads can be pruned whole: module -> (heads, (q, k, v)).
+
+    A module qualifies when it has an int attribute ``heads`` and `nn.Linear` children ``q``, ``k`` and ``v``
+    of equal width divisible by it, rows grouped head by head. Its forward must split heads with a computed
+    count (``view(b, t, -1, head_dim)``) so that it runs with fewer; `prune` updates ``heads`` after pruning.
+    """
+    found = {}
+    for module in model.modules():
+        heads = getattr(module, "heads", None)
+        projs = [getattr(module, name, None) for name in ("q", "k", "v")]
+        if not isinstance(heads, int) or heads < 1 or not all(isinstance(p, nn.Linear) for p in projs):
+            continue
+        widths = {p.out_features for p in projs}  # type: ignore[union-attr]
+        if len(widths) == 1 and widths.pop() % heads == 0:
+            found[module] = (heads, tuple(projs))
+    return found  # type: ignore[return-value]
 
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
@@ -72,6 +96,7 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
     graph = build_graph(model, example_input)
     names = {module: name for name, module in model.named_modules()}
     ignored = [module for module, name in names.items() if name in fixed]
+    heads = {names[proj]: count for count, projs in attention_heads(model).values() for proj in projs}
     roots: set[str] = set()
     followers: dict[str, str] = {}
     in_roots: dict[str, dict[str, int]] = {}
@@ -96,6 +121,9 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
             prunable, reason = False, "its output is the model's output"
         elif name in roots:
             prunable, reason = True, ""
+        elif name in followers and name in heads:
+            prunable, reason = False, (f"its heads are removed together with {followers[name]!r}; set that layer's "
+                                       "channel_sparsity (the fraction of heads)")
         elif name in followers:
             prunable, reason = False, f"its output channels are coupled to {followers[name]!r}; prune that layer"
         else:
@@ -103,7 +131,8 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
         kernel, stride = (module.kernel_size[0], module.stride[0]) if isinstance(module, nn.Conv2d) else (1, 1)
         out_root = name if name in roots and prunable else followers.get(name, "")
         layers.append(LayerInfo(name, type(module).__name__, cin, cout, prunable, reason, kernel, stride,
-                                layer_macs.get(name, 0), out_root, tuple(sorted(in_roots.get(name, {}).items()))))
+                                layer_macs.get(name, 0), out_root, tuple(sorted(in_roots.get(name, {}).items())),
+                                heads.get(name, 0) if prunable else 0))
     return layers
 
 

@@ -39,27 +39,29 @@ class LayerSetting:
 class Policy:
     """A per-layer compression policy. Hashable, ordered by layer name, JSON round-trips exactly.
 
-    ``criterion`` names the pruning importance used for channel selection, ``quantizer`` the quantizer of
-    the layers below 32 bits, ``per_channel`` its weight granularity and ``pruner`` the unstructured pruner
-    that realises each layer's ``weight_sparsity`` (see `autocompress.compress`).
+    ``criterion`` names the pruning importance used for channel selection, ``round_to`` (None: any count)
+    rounds each pruned layer's kept channels down to a multiple of it, ``quantizer`` is the quantizer of the
+    layers below 32 bits, ``per_channel`` its weight granularity and ``pruner`` the unstructured pruner that
+    realises each layer's ``weight_sparsity`` (see `autocompress.compress`).
     """
 
     layers: tuple[tuple[str, LayerSetting], ...]
     criterion: str = "l1"
     quantizer: str = DEFAULT_QUANTIZER
     per_channel: bool = True
+    round_to: int | None = None
     pruner: str = DEFAULT_PRUNER
 
     @classmethod
     def from_mapping(cls, layers: Mapping[str, LayerSetting | Mapping[str, Any]], criterion: str = "l1",
                      quantizer: str = DEFAULT_QUANTIZER, per_channel: bool = True,
-                     pruner: str = DEFAULT_PRUNER) -> Policy:
+                     round_to: int | None = None, pruner: str = DEFAULT_PRUNER) -> Policy:
         items = []
         for name in sorted(layers):
             value = layers[name]
             setting = value if isinstance(value, LayerSetting) else LayerSetting(**value)
             items.append((name, setting))
-        return cls(tuple(items), criterion, quantizer, per_channel, pruner)
+        return cls(tuple(items), criterion, quantizer, per_channel, round_to, pruner)
 
     def __getitem__(self, name: str) -> LayerSetting:
         for layer, setting in self.layers:
@@ -71,13 +73,16 @@ class Policy:
         return iter(self.layers)
 
     def to_dict(self) -> dict[str, Any]:
-        """Quantizer and pruner keys are written only when not the default, so older policies keep their JSON."""
+        """Quantization, rounding and pruner keys are written only when not the default, so older policies keep
+        their JSON."""
         layers = {name: s.to_dict() for name, s in self.layers}
         data: dict[str, Any] = {"criterion": self.criterion, "layers": layers}
         if self.quantizer != DEFAULT_QUANTIZER:
             data["quantizer"] = self.quantizer
         if not self.per_channel:
             data["per_channel"] = False
+        if self.round_to is not None:
+            data["round_to"] = self.round_to
         if self.pruner != DEFAULT_PRUNER:
             data["pruner"] = self.pruner
         return data
@@ -86,7 +91,7 @@ class Policy:
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
         return cls.from_mapping(data["layers"], data.get("criterion", "l1"),
                                 data.get("quantizer", DEFAULT_QUANTIZER), data.get("per_channel", True),
-                                data.get("pruner", DEFAULT_PRUNER))
+                                data.get("round_to"), data.get("pruner", DEFAULT_PRUNER))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

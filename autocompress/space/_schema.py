@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 from autocompress.space._policy import DEFAULT_PRUNER, DEFAULT_QUANTIZER, LayerSetting, Policy
 
 SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
+#: the built-in names of `autocompress.compress.CRITERIA` (a test keeps them equal); more can be registered
+#: with `autocompress.compress.register_criterion`
+CRITERIA = ("l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor", "admm")
 #: output-activation bit-widths of a quantized layer (activations of a float layer stay float)
 SUPPORTED_ACTIVATION_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
-CRITERIA = ("l1", "l2")
 #: the built-in names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them
 #: equal); more can be registered with `autocompress.compress.register_quantizer`
 QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq")
@@ -103,8 +105,10 @@ class LayerChoicesSpec(_Strict):
 class DefaultsSpec(LayerChoicesSpec):
     """Choices for every discovered layer (layers that cannot be pruned keep channel_sparsity [0.0])."""
 
-    criterion: str = Field("l1", description="channel importance used to pick what is pruned: l1, l2, or one "
-                                              "registered with autocompress.compress.register_criterion")
+    criterion: str = Field("l1", description="channel importance used to pick what is pruned: "
+                           f"{', '.join(CRITERIA)}, or one registered with autocompress.compress.register_criterion")
+    round_to: int | None = Field(None, ge=1, le=1024, description="keep a multiple of this many channels in each "
+                                 "pruned layer (e.g. 8 for SIMD-friendly widths); attention heads are always whole")
     quantizer: str = Field(DEFAULT_QUANTIZER, description="how 8-bit and lower layers are quantized: "
                            f"{', '.join(QUANTIZER_NAMES)}, or one registered with register_quantizer")
     per_channel: bool = Field(True, description="per-channel weight scales (else one per tensor)")
@@ -236,6 +240,7 @@ class Space:
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     quantizer: str = DEFAULT_QUANTIZER
     per_channel: bool = True
+    round_to: int | None = None
     pruner: str = DEFAULT_PRUNER
     #: static facts per layer (kind, in/out channels, kernel, stride, MACs) for strategies that embed layers
     layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -261,7 +266,8 @@ class Space:
                 activation_bits=None if activation_bits is None else int(activation_bits),
                 weight_sparsity=float(params.get(f"{name}/weight_sparsity", choices.weight_sparsity[0])),
             )
-        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel, self.pruner)
+        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel, self.round_to,
+                                   self.pruner)
 
     def contains(self, policy: Policy) -> bool:
         if set(self.layers) != {name for name, _ in policy}:
@@ -281,6 +287,7 @@ class Space:
             "strategy_options": {k: dict(v) for k, v in self.strategy_options.items()},
             "quantizer": self.quantizer,
             "per_channel": self.per_channel,
+            "round_to": self.round_to,
             **({"pruner": self.pruner} if self.pruner != DEFAULT_PRUNER else {}),
             "layer_info": {k: dict(v) for k, v in self.layer_info.items()},
         }
@@ -299,6 +306,7 @@ class Space:
             strategy_options=dict(data.get("strategy_options", {})),
             quantizer=data.get("quantizer", DEFAULT_QUANTIZER),
             per_channel=data.get("per_channel", True),
+            round_to=data.get("round_to"),
             pruner=data.get("pruner", DEFAULT_PRUNER),
             layer_info={k: dict(v) for k, v in data.get("layer_info", {}).items()},
         )
@@ -361,6 +369,7 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         strategy_options={k: dict(v) for k, v in spec.strategy.items()},
         quantizer=spec.defaults.quantizer,
         per_channel=spec.defaults.per_channel,
+        round_to=spec.defaults.round_to,
         pruner=spec.defaults.pruner,
         layer_info={info.name: info.static_info() for info in layers},
     )

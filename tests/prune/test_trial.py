@@ -1,0 +1,102 @@
+"""A trial with a training criterion end to end: the criterion's phase runs inside `run_trial` before
+pruning (paused at the gate like any training), and the pruned, fine-tuned model is valid; `round_to` and
+the new criteria come from a space file."""
+
+from __future__ import annotations
+
+import pytest
+
+from autocompress.errors import UserError
+from autocompress.measure import count_params
+from autocompress.runtime import Gate, run_trial
+from autocompress.space import LayerSetting, Policy, discover_layers, parse_space, resolve_space
+from tests.prune.conftest import TASKS
+
+TASK = "tests.prune.conftest:resnet"
+MEASURE = {"threads": 1, "warmup": 0, "repeats": 3}
+EPOCHS = 2.0
+#: the width-8 ResNet of the suite loses most of its accuracy to 50% pruning; 25% recovers in 2 epochs
+SPARSITY = 0.25
+
+
+class CountingGate(Gate):
+    """The runtime's own extension point, counting the training steps it is shown."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def checkpoint(self) -> None:
+        self.steps += 1
+
+
+def test_slim_trial_runs_its_sparsity_phase_then_prunes_and_fine_tunes() -> None:
+    task = TASKS["resnet"]
+    layers = discover_layers(task.baseline_model(), task.example_input(1))
+    settings = {i.name: LayerSetting(SPARSITY if i.prunable else 0.0) for i in layers}
+    gates = {name: CountingGate() for name in ("l1", "slim")}
+    results = {
+        name: run_trial(TASK, Policy.from_mapping(settings, name), EPOCHS, measure=MEASURE, gate=gate)
+        for name, gate in gates.items()
+    }
+    x, _ = task.data["train"]
+    steps_per_epoch = -(-len(x) // task.batch_size)
+    phase = max(0.5 * EPOCHS, 0.5)  # SlimCriterion: half the trial's epochs, at least half an epoch
+    assert gates["slim"].steps - gates["l1"].steps == round(phase * steps_per_epoch)
+    baseline_params = count_params(task.baseline_model())
+    for result in results.values():
+        assert result.metrics["params"] < 0.7 * baseline_params
+        assert result.metrics["accuracy"] > 0.6  # a pruned, fine-tuned classifier, not noise
+
+
+def test_space_file_takes_the_new_criteria_and_round_to() -> None:
+    task = TASKS["resnet"]
+    layers = discover_layers(task.baseline_model(), task.example_input(1))
+    spec = parse_space("task: tests.prune.conftest:resnet\ndefaults: {criterion: taylor, round_to: 4}\n")
+    space = resolve_space(spec, layers)
+    policy = space.policy_from_params({})
+    assert (policy.criterion, policy.round_to) == ("taylor", 4)
+    assert type(space).from_dict(space.to_dict()) == space
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", "x"])
+def test_bad_round_to_is_a_one_line_user_error(value: str) -> None:
+    with pytest.raises(UserError, match=r"bad.yaml: defaults.round_to") as info:
+        parse_space(f"task: x:y\ndefaults: {{round_to: {value}}}", "bad.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_a_search_stores_policies_with_the_space_files_criterion_and_round_to(tmp_path) -> None:
+    import autocompress
+
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "task: tests.prune.conftest:resnet\n"
+        "fidelity: {finetune_epochs: [0.5]}\n"
+        "defaults: {channel_sparsity: [0.25, 0.5], weight_bits: [32], criterion: taylor, round_to: 4}\n"
+        "measure: {threads: 1, repeats: 3, warmup: 0}\n"
+    )
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = autocompress.search(space, study="crit", storage=storage, strategy="random", trials=2, executor="inline")
+    trials = study.trials()
+    assert len(trials) == 2 and all(t.state == "complete" for t in trials)
+    assert all(t.policy["criterion"] == "taylor" and t.policy["round_to"] == 4 for t in trials)
+
+
+def test_example_transformer_space_searches_heads_and_ffn_width() -> None:
+    from autocompress.compress import make_criterion, prune
+    from autocompress.space import load_space_file
+    from autocompress.task import load_task
+    from tests.conftest import ROOT
+
+    spec, _ = load_space_file(ROOT / "search_spaces" / "transformer-heads.yaml")
+    task = load_task(spec.task)
+    model, x1 = task.model_factory().eval(), task.example_input(1)  # the graph is all resolution needs
+    space = resolve_space(spec, discover_layers(model, x1))
+    searched = {layer for layer, setting, _ in space.dimensions() if setting == "channel_sparsity"}
+    assert searched == {"layers.0.v", "layers.1.v", "layers.0.ffn_in", "layers.1.ffn_in"}
+    params = {f"{layer}/channel_sparsity": 0.5 for layer in searched}
+    policy = space.policy_from_params(params)
+    assert (policy.criterion, policy.round_to) == ("taylor", 8)
+    prune(model, policy, x1, importance=make_criterion("l1"))  # widths only: taylor's ranking needs the task
+    assert [layer.heads for layer in model.layers] == [2, 2]
+    assert [layer.ffn_in.out_features for layer in model.layers] == [64, 64]

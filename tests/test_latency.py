@@ -1,0 +1,25 @@
+"""`compare_latency`: interleaved timing with the clock the caller chooses."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import torch
+
+from autocompress.measure import compare_latency
+
+
+def test_times_come_from_the_given_clock_one_tick_per_call() -> None:
+    ticks = itertools.count()  # each reading advances one second: every call spans exactly one tick
+    calls: list[str] = []
+    models = {"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}
+    result = compare_latency(models, torch.zeros(1), warmup=1, repeats=3, clock=lambda: float(next(ticks)))
+    assert result == {"a": 1000.0, "b": 1000.0}
+    assert calls == ["a", "b"] * 4  # warm-up, then interleaved A, B, A, B
+
+
+def test_thread_cpu_time_excludes_sleeping() -> None:
+    models = {"sleeps": lambda x: time.sleep(0.02)}
+    assert compare_latency(models, torch.zeros(1), warmup=0, repeats=3, clock=time.thread_time)["sleeps"] < 5
+    assert compare_latency(models, torch.zeros(1), warmup=0, repeats=3)["sleeps"] >= 20
