@@ -1,5 +1,6 @@
 """Accuracy of the unstructured pruners (level, agp, lottery, admm) at 50/75/90% zeros, and of structured
-ADMM against plain L2 channel pruning at 50% channels, on the ResNet-like CNN and the text transformer (experiments.text).
+ADMM against plain L2 channel pruning at 50% channels, on the ResNet-like CNN and the text transformer
+(experiments.text).
 
 Every row is a real trial (`run_trial`: prune, fine-tune, evaluate the TorchScript model, measure latency
 interleaved with the baseline), float weights so that only pruning is compared. Unstructured zeros run on
