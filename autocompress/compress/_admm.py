@@ -145,7 +145,7 @@ def channel_blocks(model: nn.Module, sparsity: Mapping[str, float], example_inpu
     blocks = {}
     for name, fraction in sparsity.items():
         module = model.get_submodule(name)
-        channels = module.weight.shape[0]
+        channels = layer_weights(model, [name])[name].shape[0]
         group = graph.get_pruning_group(module, _OUT_CHANNELS[type(module)], idxs=list(range(channels)))
         params: list[nn.Parameter] = []
         rows: list[torch.Tensor] = []

@@ -119,7 +119,7 @@ def count_sparse_bytes(model: nn.Module, policy: Policy | None, packed_bytes: in
     for name, weight in layer_weights(model).items():
         bits, _ = _layer_bits(policy, name)
         dense = weight.numel() * 4 if bits >= 32 else -(-weight.numel() * bits // 8)
-        sparse = -(-weight.numel() // 8) + -(-int((weight != 0).sum()) * min(bits, 32) // 8)
+        sparse = -(-weight.numel() // 8) + -(-int((weight != 0).sum()) * bits // 8)
         total -= dense - min(dense, sparse)
     return total
 

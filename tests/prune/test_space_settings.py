@@ -9,6 +9,7 @@ import pytest
 
 import autocompress
 from autocompress.errors import UserError
+from autocompress.measure import count_bops
 from autocompress.space import LayerSetting, Policy, Space, discover_layers, parse_space, resolve_space
 from autocompress.store import StudyStore
 from experiments.digits import DigitsNet, task
@@ -112,3 +113,9 @@ def test_a_search_stores_the_activation_bits_and_weight_sparsity_it_searched(tmp
         asked = sum(s.get("weight_sparsity", 0.0) > 0 for s in trial.policy["layers"].values())
         assert (trial.metrics["weight_sparsity"] > 0.05) == (asked > 0)
         assert trial.metrics["sparse_bytes"] <= trial.metrics["packed_bytes"]
+
+
+def test_activation_bits_count_in_bops_only_where_the_weights_are_quantized() -> None:
+    macs = {"a": 100, "b": 100}
+    policy = Policy.from_mapping({"a": LayerSetting(0.0, 8, activation_bits=4), "b": LayerSetting(0.0, 32, 4)})
+    assert count_bops(macs, policy) == 100 * 8 * 4 + 100 * 32 * 32  # a float layer keeps float activations
