@@ -106,14 +106,16 @@ def sensitivity(
     ``sensitivity.png`` into `out` and return the rows.
 
     A layer is analysed when the graph says it can be pruned and the space allows it a sparsity above 0
-    (a layer the space pins to ``[0.0]`` is one the user chose to keep). `finetune_epochs` > 0 fine-tunes
-    every pruned copy that long (seed 0) before evaluating it; 0 measures the raw damage, which ranks layers
-    the same way at a fraction of the cost. `on_row(row, done, total)` is called after each measurement.
-    All input is checked (`UserError`) before the model is loaded; nothing is written until every row is in.
+    (a layer the space pins to ``[0.0]`` is one the user chose to keep). Channels are chosen and counted as
+    in a trial: the space's criterion (prepared on each copy when it needs the task) and its ``round_to``.
+    `finetune_epochs` > 0 fine-tunes every pruned copy that long (seed 0) before evaluating it; 0 measures
+    the raw damage, which ranks layers the same way at a fraction of the cost. `on_row(row, done, total)` is
+    called after each measurement. All input is checked (`UserError`) before the model is loaded; nothing is
+    written until every row is in.
     """
     import copy
 
-    from autocompress.compress import CRITERIA, prune
+    from autocompress.compress import CRITERIA, prepare_criterion, prune
     from autocompress.space import LayerSetting, Policy, discover_layers, load_space_file, resolve_space
     from autocompress.task import load_task
 
@@ -147,8 +149,11 @@ def sensitivity(
     for info in layers:
         for level in levels:
             model = copy.deepcopy(baseline)
-            policy = Policy.from_mapping({info.name: LayerSetting(channel_sparsity=level)}, resolved.criterion)
-            prune(model, policy, example)
+            policy = Policy.from_mapping(
+                {info.name: LayerSetting(channel_sparsity=level)}, resolved.criterion, round_to=resolved.round_to
+            )
+            importance = prepare_criterion(resolved.criterion, model, task, finetune_epochs)
+            prune(model, policy, example, importance=importance)
             if finetune_epochs > 0:
                 task.finetune(model, finetune_epochs, seed=0)
             accuracy = task.evaluate(model)

@@ -25,14 +25,14 @@ from autocompress.compress import CRITERIA, prepare_criterion, prune
 from autocompress.measure import count_macs, count_params, to_torchscript
 from autocompress.space import LayerSetting, Policy, discover_layers
 from autocompress.task import SupervisedTask
-from experiments import tasks, tokens
+from experiments import tasks, text
 
 OUT = Path(__file__).parent / "results"
 MODELS: dict[str, SupervisedTask] = {
     "resnet": tasks.resnet,
     "mobilenet": tasks.mobilenet,
     "densenet": tasks.densenet,
-    "transformer": tokens.transformer,
+    "transformer": text.transformer,
 }
 RANDOM = "random (floor)"
 
