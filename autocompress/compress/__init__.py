@@ -9,7 +9,8 @@ first (`Criterion.prepare`, run by `prepare_criterion`): apoz, mean_activation (
 slim (BN-scale sparsity training), taylor (gradients of a short fine-tune).
 
 Quantizers (one private module each, all behind `Quantizer`, by `Policy.quantizer` name in `QUANTIZERS`):
-naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq.
+naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq, dynamic (int8 Linear with
+per-call activation ranges, for transformers).
 """
 
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from autocompress.compress._criteria import (
     register_criterion,
 )
 from autocompress.compress._dorefa import DoReFaQuantizer
+from autocompress.compress._dynamic import DynamicQuantizer
 from autocompress.compress._lowering import (
     BACKEND,
     QUANTIZERS,
@@ -65,6 +67,7 @@ __all__ = [
     "CRITERIA",
     "Criterion",
     "DoReFaQuantizer",
+    "DynamicQuantizer",
     "LSQQuantizer",
     "MeanActivationCriterion",
     "NaiveQuantizer",

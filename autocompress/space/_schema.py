@@ -26,7 +26,7 @@ SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
 CRITERIA = ("l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor")
 #: the built-in names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them
 #: equal); more can be registered with `autocompress.compress.register_quantizer`
-QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq")
+QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq", "dynamic")
 METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops")
 
 
