@@ -190,7 +190,7 @@ class MiniLMTask:
     name: str = "minilm"
     splits: tuple[tuple[str, int], ...] = (("test", 512), ("val", 256), ("train", 2048))
     batch_size: int = 32
-    finetune_lr: float = 2e-5
+    finetune_lr: float = 1e-4
     seed: int = 0
     _state: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
     _template: MiniLMEncoder | None = field(default=None, init=False, repr=False)
