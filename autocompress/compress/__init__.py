@@ -9,7 +9,8 @@ first (`Criterion.prepare`, run by `prepare_criterion`): apoz, mean_activation (
 slim (BN-scale sparsity training), taylor (gradients of a short fine-tune).
 
 Quantizers (one private module each, all behind `Quantizer`, by `Policy.quantizer` name in `QUANTIZERS`):
-naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq.
+naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq, dynamic (int8 Linear with
+per-call activation ranges, for transformers).
 
 Unstructured pruners (one private module each, all behind `UnstructuredPruner`, by `Policy.pruner` name in
 `PRUNERS`): level, agp, lottery, admm; they realise ``weight_sparsity`` during fine-tuning
@@ -48,6 +49,7 @@ from autocompress.compress._criteria import (
 from autocompress.compress._dorefa import DoReFaQuantizer
 from autocompress.compress._level import LevelPruner
 from autocompress.compress._lottery import LotteryPruner
+from autocompress.compress._dynamic import DynamicQuantizer
 from autocompress.compress._lowering import (
     BACKEND,
     QUANTIZERS,
@@ -97,6 +99,7 @@ __all__ = [
     "CRITERIA",
     "Criterion",
     "DoReFaQuantizer",
+    "DynamicQuantizer",
     "LSQQuantizer",
     "MeanActivationCriterion",
     "LevelPruner",

@@ -23,11 +23,17 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.ao.quantization import QConfig, get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+from torch.ao.quantization import (
+    QConfig,
+    QConfigMapping,
+    get_default_qat_qconfig_mapping,
+    get_default_qconfig_mapping,
+)
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
 from autocompress.compress._bnn import BNNQuantizer
 from autocompress.compress._dorefa import DoReFaQuantizer
+from autocompress.compress._dynamic import DynamicQuantizer
 from autocompress.compress._lsq import LSQQuantizer
 from autocompress.compress._ptq import NaiveQuantizer, ObserverQuantizer
 from autocompress.compress._qat import QATQuantizer
@@ -47,6 +53,7 @@ QUANTIZERS: dict[str, Callable[[], Quantizer]] = {
     "dorefa": DoReFaQuantizer,
     "bnn": BNNQuantizer,
     "lsq": LSQQuantizer,
+    "dynamic": DynamicQuantizer,
 }
 
 #: attribute set on a prepared model: the policy it was prepared for
@@ -104,10 +111,13 @@ def prepare_quantization(model: nn.Module, policy: Policy, example_input: torch.
     quantizer.check(specs)
     torch.backends.quantized.engine = BACKEND
     model = quantizer.rewrite(copy.deepcopy(model).eval(), specs)
-    default_mapping = get_default_qat_qconfig_mapping if quantizer.trains else get_default_qconfig_mapping
-    mapping = default_mapping(BACKEND)
-    # glue ops (adds, pooling, concatenation) between quantized layers run in 8 bits
-    mapping.set_global(_qconfig(quantizer, QuantSpec(8, 8, policy.per_channel)))
+    if quantizer.dynamic:  # only the policy's layers: everything between them stays float
+        mapping = QConfigMapping()
+    else:
+        default_mapping = get_default_qat_qconfig_mapping if quantizer.trains else get_default_qconfig_mapping
+        mapping = default_mapping(BACKEND)
+        # glue ops (adds, pooling, concatenation) between quantized layers run in 8 bits
+        mapping.set_global(_qconfig(quantizer, QuantSpec(8, 8, policy.per_channel)))
     mapping.set_object_type(nn.Embedding, None)  # not a policy layer; a table look-up gains nothing from int8
     for name, _ in policy:
         mapping.set_module_name(name, _qconfig(quantizer, specs[name]) if name in specs else None)

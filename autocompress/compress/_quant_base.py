@@ -91,6 +91,9 @@ class Quantizer(ABC):
     name: ClassVar[str]
     #: whether the quantizer needs fine-tuning through fake-quant (QAT-style) rather than calibration only
     trains: ClassVar[bool] = False
+    #: whether activations are quantized per call at run time (dynamic int8): only the policy's layers get a
+    #: QConfig, with no int8 glue ops between them, and lowering gives dynamic int8 Linear modules
+    dynamic: ClassVar[bool] = False
     #: smallest weight bit-width it supports (1 needs a binary scheme)
     min_weight_bits: ClassVar[int] = 2
 

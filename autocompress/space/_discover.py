@@ -68,11 +68,12 @@ def attention_heads(model: nn.Module) -> dict[nn.Module, tuple[int, tuple[nn.Lin
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
     """Names of the conv/linear layers whose output is the model's output (their width is fixed)."""
-    produced: dict[int, str] = {}
+    # each output is kept alive until the end: a freed tensor's id is reused, and could match the model's output
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, LAYER_TYPES):
-            hooks.append(module.register_forward_hook(lambda m, i, o, n=name: produced.__setitem__(id(o), n)))
+            hooks.append(module.register_forward_hook(lambda m, i, o, n=name: produced.__setitem__(id(o), (n, o))))
     try:
         with torch.no_grad():
             out = model(example_input)
@@ -80,7 +81,7 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
         for hook in hooks:
             hook.remove()
     outputs = out if isinstance(out, (tuple, list)) else [out]
-    return {produced[id(o)] for o in outputs if id(o) in produced}
+    return {produced[id(o)][0] for o in outputs if id(o) in produced}
 
 
 def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:

@@ -28,7 +28,7 @@ CRITERIA = ("l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor", "ad
 SUPPORTED_ACTIVATION_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 #: the built-in names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them
 #: equal); more can be registered with `autocompress.compress.register_quantizer`
-QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq")
+QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq", "dynamic")
 #: the built-in names of `autocompress.compress.PRUNERS` (kept equal by a test); more with register_pruner
 PRUNER_NAMES = ("level", "agp", "lottery", "admm")
 #: the settings of a layer that a space file may list choices for, in the order `Space.dimensions` lists them

