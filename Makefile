@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: anything unpinned pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q $(TORCH_PIN) -e ".[test]"
+	$(BIN)/pip install -q $(TORCH_PIN) -e ".[test,minilm]"
 	touch $(STAMP)
 
 demo: $(STAMP)
