@@ -29,6 +29,8 @@ from autocompress.task import SupervisedTask, load_task
 torch.set_num_threads(1)
 
 MODELS = {"resnet": "experiments.tasks:resnet", "transformer": "experiments.text:transformer"}
+#: the contract test runs on every model of experiments/; the schedule-specific tests on the first two
+ALL_MODELS = {**MODELS, "mobilenet": "experiments.tasks:mobilenet", "densenet": "experiments.tasks:densenet"}
 MEASURE = {"threads": 1, "repeats": 3, "warmup": 1}
 FRACTIONS = (0.3, 0.5, 0.8)
 
@@ -54,9 +56,10 @@ def zeros(weight: torch.Tensor) -> int:
     return int((weight == 0).sum())
 
 
+@pytest.mark.parametrize("model", sorted(ALL_MODELS))
 @pytest.mark.parametrize("pruner", sorted(PRUNERS))
-def test_pruner_leaves_the_policy_sparsity_as_real_zeros_and_a_model_that_traces(pruner: str, model_ref: str) -> None:
-    task = task_of(model_ref)
+def test_pruner_leaves_the_policy_sparsity_as_real_zeros_and_a_model_that_traces(pruner: str, model: str) -> None:
+    task = task_of(ALL_MODELS[model])
     model = task.baseline_model()
     targets = targets_of(task, model)
     shapes = {name: p.shape for name, p in model.named_parameters()}
