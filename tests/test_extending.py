@@ -1,4 +1,4 @@
-"""docs/extending.md works as written: a registered criterion and strategy run a real search and resume."""
+"""docs/extending.md and the README's extension example work as written: a registered criterion and strategy run a real search and resume."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ def code_blocks(path: Path) -> list[str]:
 
 def test_doc_examples_are_the_tested_module() -> None:
     module = (ROOT / "tests" / "custom_extensions.py").read_text()
-    for block in code_blocks(ROOT / "docs" / "extending.md"):
+    readme = [block for block in code_blocks(ROOT / "README.md") if "register_" in block]
+    assert readme, "the README's extension example is gone"
+    for block in code_blocks(ROOT / "docs" / "extending.md") + readme:
         for line in block.strip().splitlines():
             if line.strip() and not line.startswith(("import", "from")):
                 assert line in module, line
