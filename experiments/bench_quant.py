@@ -104,6 +104,9 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         print(table([r for r in rows if r["model"] == name]), f"\n({elapsed:.0f} s)", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((OUT / "results.json").read_text()) if (OUT / "results.json").exists() else []
+    rerun = set(args.models.split(","))  # rows of models not re-run this time are kept
+    rows = [r for r in previous if r["model"] not in rerun] + rows
     (OUT / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     (OUT / "results.md").write_text(
         "# bench_quant: float vs FX x86 int8, same run, 1 thread, TorchScript\n\n"

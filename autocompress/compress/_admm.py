@@ -147,8 +147,10 @@ def channel_blocks(model: nn.Module, sparsity: Mapping[str, float], example_inpu
         module = model.get_submodule(name)
         channels = layer_weights(model, [name])[name].shape[0]
         group = graph.get_pruning_group(module, _OUT_CHANNELS[type(module)], idxs=list(range(channels)))
-        params: list[nn.Parameter] = []
-        rows: list[torch.Tensor] = []
+        # the layer's own weight first, whatever torch-pruning's handler for it (a depthwise conv, the root of
+        # MobileNet's expand/depthwise group, has its own): the projection ranks channels by its rows
+        params: list[nn.Parameter] = [module.weight]
+        rows: list[torch.Tensor] = [torch.arange(channels)]
         for dep, idxs in group:
             if dep.pruning_fn not in _COUPLED or len(idxs) != channels:
                 continue

@@ -17,6 +17,8 @@ from autocompress.compress import (
     AGPPruner,
     LotteryPruner,
     admm_channels,
+    channel_blocks,
+    channel_projection,
     cubic_sparsity,
     get_pruner,
 )
@@ -190,3 +192,18 @@ def test_trial_measures_weight_sparsity_and_sparse_bytes(pruner: str) -> None:
 def test_every_built_in_pruner_is_registered_and_admm_is_a_criterion_for_autocompress() -> None:
     assert set(PRUNER_NAMES) <= set(PRUNERS)
     assert "admm" in CRITERIA
+
+
+def test_structured_admm_ranks_each_layer_by_its_own_weight_even_when_depthwise() -> None:
+    """MobileNet's prunable roots are depthwise convs, whose out-channel handler is torch-pruning's depthwise
+    one: the block must still start with the layer's own weight (it once started with a batch norm's 1-D
+    weight, and every structured-ADMM trial on MobileNet failed)."""
+    task = task_of(ALL_MODELS["mobilenet"])
+    model, x1 = task.baseline_model(), task.example_input(1)
+    roots = [info.name for info in discover_layers(model, x1) if info.prunable]
+    assert any(model.get_submodule(n).groups > 1 for n in roots)  # the case under test is present
+    blocks = channel_blocks(model, {name: 0.5 for name in roots}, x1)
+    for name, block in blocks.items():
+        assert block.params[0] is model.get_submodule(name).weight, name
+    zeroed = channel_projection(blocks[roots[1]].rows)([p.detach() for p in blocks[roots[1]].params], 0.5)
+    assert int((zeroed[0].flatten(1).norm(dim=1) == 0).sum()) == zeroed[0].shape[0] // 2
