@@ -67,7 +67,7 @@ def main() -> None:
     lines = [
         "# MiniLM (all-MiniLM-L6-v2): fixed policies, dynamic int8",
         "",
-        "Mean cosine to the original model's embeddings on 512 test sentences (seq len 48); latency median",
+        "Mean cosine to the original model's embeddings on 384 test sentences (seq len 48); latency median",
         "of 15, 1 thread, interleaved with the float TorchScript baseline in the same run, on a 2-core machine",
         "shared with other jobs.",
         "",
