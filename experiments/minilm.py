@@ -14,9 +14,11 @@ convention of `autocompress.space.attention_heads`, so the generic pruner remove
 the output projection's columns) and FFN width (intermediate rows and output columns) physically, every
 Linear can be quantized on its own, and the model traces to TorchScript.
 
-Data: real English sentences from the descriptions (``METADATA``) of the installed Python packages, read in
-sorted package order, split into sentences, length-filtered and de-duplicated, shuffled with a fixed seed
-into train/val/test, and tokenized once with the model's tokenizer to fixed-length id tensors.
+Data: real English sentences from the descriptions (``METADATA``) of a fixed list of installed Python packages
+(`SOURCE_PACKAGES`: this project's dependency tree; any installed package would make the data change whenever
+someone installs one, between the search's workers and its export), read in list order, split into sentences,
+length-filtered and de-duplicated, shuffled with a fixed seed into train/val/test, and tokenized once with the
+model's tokenizer to fixed-length id tensors.
 
 `evaluate` is the mean cosine similarity of the model's embeddings to the original model's on the split
 (1.0 for the baseline); `finetune` distils the original embeddings (cosine loss) on the train split.
@@ -154,20 +156,84 @@ def encoder_from_pretrained(st_model: nn.Module) -> MiniLMEncoder:
     return model.eval()
 
 
+#: packages whose descriptions give the sentences: a fixed list (not every installed package), so that the data
+#: does not change when someone installs an unrelated package into the environment between two processes
+SOURCE_PACKAGES = (
+    "alembic",
+    "attrs",
+    "certifi",
+    "charset-normalizer",
+    "click",
+    "colorlog",
+    "contourpy",
+    "cycler",
+    "filelock",
+    "fonttools",
+    "fsspec",
+    "huggingface-hub",
+    "idna",
+    "jinja2",
+    "joblib",
+    "jsonschema",
+    "kiwisolver",
+    "mako",
+    "markdown-it-py",
+    "markupsafe",
+    "matplotlib",
+    "mpmath",
+    "msgpack",
+    "networkx",
+    "numpy",
+    "optuna",
+    "packaging",
+    "pandas",
+    "pillow",
+    "protobuf",
+    "pyarrow",
+    "pydantic",
+    "pygments",
+    "pyparsing",
+    "pytest",
+    "python-dateutil",
+    "pyyaml",
+    "ray",
+    "regex",
+    "requests",
+    "rich",
+    "safetensors",
+    "scikit-learn",
+    "scipy",
+    "sentence-transformers",
+    "sqlalchemy",
+    "sympy",
+    "threadpoolctl",
+    "tokenizers",
+    "torch",
+    "torch-pruning",
+    "tqdm",
+    "transformers",
+    "typer",
+    "typing-extensions",
+    "urllib3",
+)
+
+
 def package_sentences(min_chars: int = 40, max_chars: int = 200) -> list[str]:
-    """De-duplicated English sentences from installed packages' descriptions, in sorted package order."""
-    from importlib.metadata import distributions
+    """De-duplicated English sentences from the descriptions of `SOURCE_PACKAGES` (those installed), in order."""
+    from importlib.metadata import PackageNotFoundError, distribution
 
     texts = {}
-    for dist in distributions():
-        name = dist.metadata.get("Name") or ""
-        body = dist.metadata.get_payload() or dist.metadata.get("Description") or ""  # type: ignore[attr-defined]
-        texts.setdefault(name.lower(), body)
+    for name in SOURCE_PACKAGES:
+        try:
+            meta = distribution(name).metadata
+        except PackageNotFoundError:
+            continue
+        texts[name] = meta.get_payload() or meta.get("Description") or ""  # type: ignore[attr-defined]
     seen: set[str] = set()
     sentences = []
     pieces = (
         piece
-        for name in sorted(texts)
+        for name in texts
         for para in re.split(r"\n\s*\n", texts[name])
         for piece in re.split(r"(?<=[.!?])\s+", " ".join(para.split()).lstrip("#*-> "))
     )
@@ -188,7 +254,7 @@ class MiniLMTask:
     """The `Task` for all-MiniLM-L6-v2: fidelity (mean cosine to the original embeddings) on package text."""
 
     name: str = "minilm"
-    splits: tuple[tuple[str, int], ...] = (("test", 512), ("val", 256), ("train", 2048))
+    splits: tuple[tuple[str, int], ...] = (("test", 384), ("val", 128), ("train", 2048))
     batch_size: int = 32
     finetune_lr: float = 1e-4
     seed: int = 0
