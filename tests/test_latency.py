@@ -23,3 +23,10 @@ def test_thread_cpu_time_excludes_sleeping() -> None:
     models = {"sleeps": lambda x: time.sleep(0.02)}
     assert compare_latency(models, torch.zeros(1), warmup=0, repeats=3, clock=time.thread_time)["sleeps"] < 5
     assert compare_latency(models, torch.zeros(1), warmup=0, repeats=3)["sleeps"] >= 20
+
+
+def test_trials_read_single_thread_latency_on_thread_cpu_time_and_pools_on_wall_time() -> None:
+    from autocompress.runtime._trial import measurement_clock
+
+    assert measurement_clock(1) is time.thread_time
+    assert measurement_clock(2) is time.perf_counter

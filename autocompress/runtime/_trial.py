@@ -167,7 +167,8 @@ def run_trial(
     layer is below 8 bits: it runs on int8 kernels, so the latency is that of int8, not of its bit-width.
 
     Latency is measured interleaved with the baseline in this process, inside `gate.measuring()` so that no
-    other trial's work shares the measured cores; ``speedup`` is therefore a same-run ratio.
+    other trial's work shares the measured cores, on `measurement_clock`; ``speedup`` is therefore a same-run
+    ratio.
     """
     gate = gate or Gate()
     start_wall, start_cpu = time.perf_counter(), time.process_time()
@@ -197,7 +198,8 @@ def run_trial(
             gate.checkpoint()
             accuracy = task.evaluate(script)
         artefact = serialize(script)
-    timing: dict[str, Any] = dict(threads=measure["threads"], warmup=measure["warmup"], repeats=measure["repeats"])
+    timing: dict[str, Any] = dict(threads=measure["threads"], warmup=measure["warmup"], repeats=measure["repeats"],
+                                  clock=measurement_clock(measure["threads"]))
     with gate.measuring():
         b1 = compare_latency({"base": base.script, "cand": script}, x1, **timing)
         b32 = compare_latency({"base": base.script, "cand": script}, x32, **timing)
@@ -223,6 +225,14 @@ def run_trial(
         "cpu_s": time.process_time() - start_cpu,
     }
     return TrialResult(metrics, artefact, worker_id(), [(0, "accuracy", accuracy)])
+
+
+def measurement_clock(threads: int) -> Callable[[], float]:
+    """The clock latency is read on: with one thread every op runs on the measuring thread, so its CPU time
+    (`time.thread_time`) is the latency without the time it sat preempted; on a machine shared with other
+    work, wall time inflates the longer (baseline) calls more and so overstates speedups. With several
+    threads the work is spread over a pool and only wall time sees all of it."""
+    return time.thread_time if threads == 1 else time.perf_counter
 
 
 def baseline_metrics(task_ref: str, measure: dict[str, int]) -> dict[str, float]:
