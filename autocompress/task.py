@@ -14,7 +14,7 @@ import inspect
 import io
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -88,6 +88,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def train_minibatches(
+    params: Iterable[nn.Parameter],
+    examples: int,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    on_step: Callable[[], None] | None = None,
+) -> None:
+    """AdamW with cosine decay for `steps` optimisation steps over shuffled mini-batches of `examples` examples
+    (epoch after epoch, the last one cut short); ``loss_of(indices)`` is the loss of the batch at those indices.
+
+    The one training loop of the tasks here, so every task calls ``on_step`` the same way: after each
+    optimiser step, while the step's gradients are still on the parameters (pruners and criteria rely on it).
+    """
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(seed)
+    step = 0
+    while step < steps:
+        order = torch.randperm(examples, generator=gen)
+        for start in range(0, examples, batch_size):
+            loss = loss_of(order[start : start + batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if on_step is not None:
+                on_step()
+            if step >= steps:
+                break
+
+
 @dataclass
 class SupervisedTask:
     """A classification task on tensors held in memory.
@@ -151,25 +188,12 @@ class SupervisedTask:
         seed_everything(seed)
         x, y = self.data["train"]
         total = self.finetune_steps(epochs)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
-        gen = torch.Generator().manual_seed(seed)
         model.train()
-        step = 0
-        while step < total:
-            order = torch.randperm(len(x), generator=gen)
-            for start in range(0, len(x), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                if on_step is not None:
-                    on_step()
-                if step >= total:
-                    break
+        train_minibatches(
+            model.parameters(), len(x), lambda idx: nn.functional.cross_entropy(model(x[idx]), y[idx]),
+            steps=total, batch_size=self.batch_size, lr=lr, weight_decay=self.weight_decay, seed=seed,
+            on_step=on_step,
+        )
         model.eval()
 
     def cache_key(self) -> str:

@@ -40,6 +40,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autocompress.task import train_minibatches
+
 SEQ_LEN = 48
 PAD_ID = 0
 
@@ -315,25 +317,12 @@ class MiniLMTask:
         params = [p for name, p in model.named_parameters() if name.startswith("layers.")]
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("layers."))
-        opt = torch.optim.AdamW(params, lr=self.finetune_lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
-        gen = torch.Generator().manual_seed(seed)
         model.train()
-        step = 0
-        while step < total:
-            order = torch.randperm(len(ids), generator=gen)
-            for start in range(0, len(ids), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                loss = 1 - F.cosine_similarity(model(ids[idx]), target[idx], dim=-1).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                if on_step is not None:
-                    on_step()
-                if step >= total:
-                    break
+        train_minibatches(
+            params, len(ids), lambda idx: 1 - F.cosine_similarity(model(ids[idx]), target[idx], dim=-1).mean(),
+            steps=total, batch_size=self.batch_size, lr=self.finetune_lr, weight_decay=0.0, seed=seed,
+            on_step=on_step,
+        )
         for p in model.parameters():
             p.requires_grad_(True)
         model.eval()
