@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from autocompress.task import SupervisedTask
 from experiments.digits import load_digits_splits
 from experiments.models import DenseNetLike, MobileNetV2Like, ResNetLike
-from autocompress.task import SupervisedTask
 
 _DATA = load_digits_splits()
 

@@ -1,4 +1,4 @@
-"""docs/extending.md and the README's extension example work as written: a registered criterion and strategy run a real search and resume."""
+"""docs/extending.md and the README's extension example work as written: registered extensions run a search."""
 
 from __future__ import annotations
 

@@ -47,9 +47,9 @@ from autocompress.compress._criteria import (
     register_criterion,
 )
 from autocompress.compress._dorefa import DoReFaQuantizer
+from autocompress.compress._dynamic import DynamicQuantizer
 from autocompress.compress._level import LevelPruner
 from autocompress.compress._lottery import LotteryPruner
-from autocompress.compress._dynamic import DynamicQuantizer
 from autocompress.compress._lowering import (
     BACKEND,
     QUANTIZERS,

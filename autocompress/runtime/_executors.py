@@ -65,7 +65,7 @@ class Executor(ABC):
     @abstractmethod
     def running(self) -> list[int]: ...
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027 - a no-op default: executors without workers have nothing to release
         """Release workers; jobs still running are abandoned (the loop re-queues them)."""
 
 
@@ -143,7 +143,8 @@ class RayExecutor(Executor):
                     ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                              runtime_env={"env_vars": env})
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise UserError("--ray-address", f"cannot join Ray at {address!r}: {str(exc).splitlines()[0]}") from None
+                reason = str(exc).splitlines()[0]
+                raise UserError("--ray-address", f"cannot join Ray at {address!r}: {reason}") from None
         from autocompress.runtime._ray_actors import CoreGate, TrialWorker
 
         self._gate = CoreGate.remote()  # type: ignore[attr-defined]
