@@ -51,8 +51,8 @@ def test_cancel_on_budget_queues_running_trials_for_resume(tmp_path) -> None:
     assert states.count(QUEUED) == 2 and study.record.stop_reason.startswith("time budget reached")
     study = autocompress.resume("c", storage=storage, time_budget="10m", trials=2, workers=2)
     assert sorted(t.number for t in study.trials()) == [0, 1]
-    trials = study.trials()
-    assert all(t.state == COMPLETE and t.attempts == 2 for t in trials), [(t.state, t.attempts) for t in trials]
+    details = [(t.state, t.attempts, t.error) for t in study.trials()]
+    assert all(state == COMPLETE and attempts == 2 for state, attempts, _ in details), details
 
 
 def test_asha_promotions_are_stored_and_the_log_is_written(tmp_path) -> None:
