@@ -41,6 +41,17 @@ def test_resolve_applies_defaults_and_glob_overrides(layers) -> None:
         ("task: [unclosed", "malformed YAML"),
         ("objectives: {accuracy: max}", "task: is required"),
         ("task: x:y\nfidelity: {finetune_epochs: [3, 1]}", "ascending"),
+        # the settings of unstructured pruning and activation bits
+        ("task: x:y\ndefaults: {weight_sparsity: [0.5, 1.0]}", "defaults.weight_sparsity: Value error, 1.0 is outside"),
+        (
+            "task: x:y\nlayers: {fc: {weight_sparsity: [-0.2]}}",
+            "layers.fc.weight_sparsity: Value error, -0.2 is outside",
+        ),
+        ("task: x:y\ndefaults: {activation_bits: [16]}", "16 activation bits is not supported"),
+        ("task: x:y\ndefaults: {activation_bits: [32]}", "32 activation bits is not supported"),
+        ("task: x:y\ndefaults: {activation_bits: []}", "defaults.activation_bits"),
+        ("task: x:y\ndefaults: {pruner: 3}", "defaults.pruner"),
+        ("task: x:y\ndefaults: {weight_sparsty: [0.5]}", "did you mean 'weight_sparsity'"),
     ],
 )
 def test_bad_space_files_raise_one_line_user_errors(text: str, expected: str) -> None:
