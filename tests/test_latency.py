@@ -30,3 +30,22 @@ def test_trials_read_single_thread_latency_on_thread_cpu_time_and_pools_on_wall_
 
     assert measurement_clock(1) is time.thread_time
     assert measurement_clock(2) is time.perf_counter
+
+
+class _CountsCalls(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
+def test_torchscript_modules_are_timed_on_a_fresh_copy_not_on_the_one_passed_in() -> None:
+    # The JIT specialises a module to the shapes of its first calls; one already run at another batch size
+    # (the accuracy evaluation) would be timed on its fallback path. The module handed in must stay untouched.
+    script = torch.jit.script(_CountsCalls())
+    script(torch.zeros(256, 3))
+    compare_latency({"model": script}, torch.zeros(1, 3), warmup=2, repeats=3)
+    assert int(script.calls) == 1
