@@ -105,8 +105,8 @@ def check_feasible_up_front(space: Space, model: Any, example_input: Any, source
     """Reject constraints no policy in the space can meet, before any trial runs.
 
     Bounds: the most compressed policy's MACs (every layer at its largest sparsity) for ``max_macs``; for
-    ``min_speedup``, that MACs ratio times 32 / (smallest weight bits), a generous upper bound on what
-    pruning plus quantization can give on any backend.
+    ``min_speedup`` and ``min_speedup_b32``, that MACs ratio times 32 / (smallest weight bits), a generous
+    upper bound on what pruning plus quantization can give on any backend.
     """
     import copy
 
@@ -114,7 +114,7 @@ def check_feasible_up_front(space: Space, model: Any, example_input: Any, source
     from autocompress.measure import count_macs
     from autocompress.space import LayerSetting, Policy
 
-    if not {"min_speedup", "max_macs"} & space.constraints.keys():
+    if not {"min_speedup", "min_speedup_b32", "max_macs"} & space.constraints.keys():
         return
     extreme = Policy.from_mapping({n: LayerSetting(max(c.channel_sparsity), min(c.weight_bits))
                                    for n, c in space.layers.items()}, "l1", round_to=space.round_to)
@@ -122,10 +122,11 @@ def check_feasible_up_front(space: Space, model: Any, example_input: Any, source
     pruned_macs = sum(count_macs(prune(copy.deepcopy(model), extreme, example_input), example_input).values())
     bits = min(min(c.weight_bits) for c in space.layers.values())
     bound = base_macs / max(pruned_macs, 1) * 32 / bits
-    if space.constraints.get("min_speedup", 0) > bound:
-        raise UserError(f"{source}: constraints.min_speedup",
-                        f"{space.constraints['min_speedup']:g} cannot be met: even the most compressed policy of "
-                        f"this space is bounded by {bound:.1f}x; lower it or allow more sparsity/fewer bits")
+    for name in ("min_speedup", "min_speedup_b32"):
+        if space.constraints.get(name, 0) > bound:
+            raise UserError(f"{source}: constraints.{name}",
+                            f"{space.constraints[name]:g} cannot be met: even the most compressed policy of "
+                            f"this space is bounded by {bound:.1f}x; lower it or allow more sparsity/fewer bits")
     if space.constraints.get("max_macs", float("inf")) < pruned_macs:
         raise UserError(f"{source}: constraints.max_macs",
                         f"{space.constraints['max_macs']:g} cannot be met: the most compressed policy of this space "

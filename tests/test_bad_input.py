@@ -116,6 +116,8 @@ CASES = [
     Case("unknown-objective", search(), "objectives", space=GOOD.replace("latency_ms: min", "latncy: min")),
     Case("bad-direction", search(), "objectives", space=GOOD.replace("accuracy: max", "accuracy: up")),
     Case("impossible-speedup", search(), "min_speedup", space=GOOD.replace("min_speedup: 1.2", "min_speedup: 1000")),
+    Case("impossible-speedup-b32", search(), "constraints.min_speedup_b32",
+         space=GOOD.replace("min_speedup: 1.2", "min_speedup_b32: 1000")),
     Case("repeats-too-few", search(), "measure.repeats", space=GOOD.replace("repeats: 5", "repeats: 1")),
     Case("unknown-strategy", search("--strategy", "genetic"), "unknown strategy 'genetic'", space=GOOD),
     Case("zero-trials", search("--trials", "0"), "--trials", space=GOOD),

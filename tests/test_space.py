@@ -73,3 +73,12 @@ def test_policy_round_trips_through_json_and_is_hashable() -> None:
     again = Policy.from_dict(__import__("json").loads(policy.to_json()))
     assert again == policy and hash(again) == hash(policy)
     assert [name for name, _ in policy] == ["a", "b"]
+
+
+def test_batch_32_speedup_constraint_is_judged_on_the_batch_32_speedup_alone() -> None:
+    from autocompress.runtime._loop import violations
+
+    metrics = {"speedup": 1.0, "speedup_b32": 5.0}
+    assert violations(metrics, {"min_speedup_b32": 4.0}) == {"min_speedup_b32": pytest.approx(-0.25)}
+    assert violations(metrics, {"min_speedup": 2.0, "min_speedup_b32": 10.0}) == {
+        "min_speedup": pytest.approx(0.5), "min_speedup_b32": pytest.approx(0.5)}

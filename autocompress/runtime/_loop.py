@@ -63,6 +63,8 @@ def violations(metrics: dict[str, float], constraints: dict[str, float]) -> dict
             out[name] = (metrics["accuracy_drop"] - limit) / max(limit, 0.01)
         elif name == "min_speedup":
             out[name] = (limit - metrics["speedup"]) / limit
+        elif name == "min_speedup_b32":
+            out[name] = (limit - metrics["speedup_b32"]) / limit
         elif name == "max_latency_ms":
             out[name] = (metrics["latency_ms"] - limit) / limit
         elif name == "max_size_bytes":

@@ -46,6 +46,8 @@ class ConstraintsSpec(_Strict):
 
     max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="baseline accuracy minus accuracy")
     min_speedup: float | None = Field(None, gt=0, description="baseline latency (batch 1) / latency")
+    min_speedup_b32: float | None = Field(None, gt=0, description="baseline latency (batch 32) / latency, "
+                                          "for models served in batches")
     max_latency_ms: float | None = Field(None, gt=0, description="latency at batch 1 in ms")
     max_size_bytes: int | None = Field(None, gt=0, description="serialised model size")
     max_macs: int | None = Field(None, gt=0, description="multiply-accumulates per sample")
