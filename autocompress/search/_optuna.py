@@ -56,7 +56,8 @@ class TPEController(_OptunaController):
     description = "Optuna multi-objective TPE with constraints and constant liar (startup trials: 10)"
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(4, len(self.space.dimensions()))))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(4, len(self.space.dimensions()))),
+                                          constant_liar=True)
 
 
 class NSGA2Controller(_OptunaController):
