@@ -9,6 +9,7 @@ percentile clips the tails.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import ClassVar
 
 import torch
@@ -53,6 +54,17 @@ class PercentileObserver(MinMaxObserver):
         return x_orig
 
 
+@cache
+def _capped(observer: type[MinMaxObserver] | type[HistogramObserver], high: float) -> type:
+    """`observer` with its range's upper end cut at `high` when qparams are computed (every observer here
+    ends in ``_calculate_qparams(min_val, max_val)``)."""
+
+    def _calculate_qparams(self: MinMaxObserver, min_val: torch.Tensor, max_val: torch.Tensor) -> tuple:
+        return observer._calculate_qparams(self, min_val, torch.clamp(max_val, max=high))
+
+    return type(f"Capped{observer.__name__}", (observer,), {"_calculate_qparams": _calculate_qparams})
+
+
 class ObserverQuantizer(Quantizer):
     """PTQ: calibrate activation ranges with one observer kind, lower to int8. No training."""
 
@@ -74,6 +86,9 @@ class ObserverQuantizer(Quantizer):
 
     def activation_quant(self, spec: QuantSpec) -> QuantFactory:
         return self.OBSERVERS[self.observer].with_args(**activation_kwargs(spec))
+
+    def clamped_activation_quant(self, spec: QuantSpec, high: float) -> QuantFactory:
+        return _capped(self.OBSERVERS[self.observer], high).with_args(**activation_kwargs(spec))
 
 
 class NaiveQuantizer(ObserverQuantizer):

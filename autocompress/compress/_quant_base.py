@@ -106,6 +106,12 @@ class Quantizer(ABC):
         """Observer or fake-quant constructor for the layer's output activation (and its input at a
         float-to-int8 boundary)."""
 
+    def clamped_activation_quant(self, spec: QuantSpec, high: float) -> QuantFactory | None:
+        """Like `activation_quant`, but the range it calibrates never reaches above `high`, so that a clamp
+        at `high` right after the layer (ReLU6) is the int8 rounding's own saturation and need not run as
+        an op. None (the default) when the quantizer cannot promise that; the clamp then stays an op."""
+        return None
+
     def rewrite(self, model: nn.Module, specs: dict[str, QuantSpec]) -> nn.Module:
         """Replace modules before tracing; receives a private copy. Default: no change."""
         return model
