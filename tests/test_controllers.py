@@ -117,6 +117,25 @@ def test_annealing_acceptance_falls_as_temperature_falls(layers) -> None:
     assert cold_rate < 0.1 and hot_rate > 3 * cold_rate
 
 
+@pytest.mark.parametrize("strategy", ["anneal", "autocompress"])
+def test_annealing_starts_unpruned_at_8_bits_and_its_next_proposals_are_neighbours(space, strategy) -> None:
+    controller = make_controller(strategy, space, 0)
+    first, second = controller.ask(), controller.ask()  # the second is asked while the start is in flight
+    assert {s.channel_sparsity for _, s in first.policy} == {0.0}
+    assert {s.weight_bits for _, s in first.policy} == {8}
+    moved = [n for (n, s), (_, t) in zip(second.policy, first.policy, strict=True) if s != t]
+    assert 1 <= len(moved) <= controller.options["neighbours"]
+
+
+def test_annealing_random_start_and_a_bad_start_name(layers) -> None:
+    random_start = resolve_space(parse_space(SPACE + "strategy: {anneal: {start: random}}\n"), layers)
+    first = make_controller("anneal", random_start, 0).ask()
+    assert {s.channel_sparsity for _, s in first.policy} != {0.0}
+    bad = resolve_space(parse_space(SPACE + "strategy: {anneal: {start: middle}}\n"), layers)
+    with pytest.raises(UserError, match="strategy.anneal.start: 'middle'"):
+        make_controller("anneal", bad, 0)
+
+
 def test_unknown_strategy_option_is_a_user_error(layers) -> None:
     space = resolve_space(parse_space(SPACE + "strategy: {anneal: {colling: 0.9}}\n"), layers)
     with pytest.raises(UserError, match="strategy.anneal.colling"):
