@@ -101,6 +101,11 @@ class Policy:
         return all(s.channel_sparsity == 0 and s.weight_bits >= 32 and s.weight_sparsity == 0 for _, s in self.layers)
 
     @property
+    def prunes(self) -> bool:
+        """Whether any layer loses channels or weights."""
+        return any(s.channel_sparsity > 0 or s.weight_sparsity > 0 for _, s in self.layers)
+
+    @property
     def weight_sparsity(self) -> dict[str, float]:
         """The layers with unstructured sparsity, and theirs."""
         return {name: s.weight_sparsity for name, s in self.layers if s.weight_sparsity > 0}

@@ -100,3 +100,20 @@ def test_example_transformer_space_searches_heads_and_ffn_width() -> None:
     prune(model, policy, x1, importance=make_criterion("l1"))  # widths only: taylor's ranking needs the task
     assert [layer.heads for layer in model.layers] == [2, 2]
     assert [layer.ffn_in.out_features for layer in model.layers] == [64, 64]
+
+
+@pytest.mark.parametrize(("sparsity", "quantizer", "trained_steps"), [
+    (0.0, "histogram", False),  # calibration-only int8 of the trained weights: nothing to recover
+    (0.0, "qat", True),  # quantization-aware training is the fine-tuning
+    (SPARSITY, "histogram", True),  # pruning is recovered by fine-tuning
+])
+def test_only_policies_that_prune_or_train_a_quantizer_are_fine_tuned(sparsity, quantizer, trained_steps) -> None:
+    task = TASKS["resnet"]
+    layers = discover_layers(task.baseline_model(), task.example_input(1))
+    settings = {i.name: LayerSetting(sparsity if i.prunable else 0.0, 8) for i in layers}
+    policy = Policy.from_mapping(settings, quantizer=quantizer)
+    gates = {epochs: CountingGate() for epochs in (0.0, 0.5)}
+    results = {epochs: run_trial(TASK, policy, epochs, measure=MEASURE, gate=gate) for epochs, gate in gates.items()}
+    assert results[0.5].metrics["finetune_epochs"] == (0.5 if trained_steps else 0.0)
+    # training steps beyond the checkpoints every trial passes (around quantization and export)
+    assert (gates[0.5].steps > gates[0.0].steps) == trained_steps
