@@ -63,5 +63,5 @@ def test_the_transformer_space_resolves_against_the_text_task() -> None:
     infos = discover_layers(task.model_factory(), task.example_input(1))
     space = resolve_space(spec, infos, "transformer.yaml")
     searched = sorted(n for n, c in space.layers.items() if max(c.channel_sparsity) > 0)
-    assert searched == sorted(i.name for i in infos if i.prunable)
-    assert "layers.1.ffn_out" in searched and "fc" not in searched
+    assert searched == [f"layers.{i}.{name}" for i in range(2) for name in ("ffn_in", "v")]  # heads and FFN width
+    assert all(c.weight_bits == (8, 32) for c in space.layers.values())
