@@ -98,7 +98,8 @@ def report(args: argparse.Namespace) -> None:
     models = [m for m in args.models if any(r["model"] == m for r in rows)]
     strategies = [s for s in args.strategies if any(r["strategy"] == s for r in rows)]
     lines = [f"Hypervolume of (accuracy, speedup b1) vs reference {REFERENCE}, {args.trials} trials per study, "
-             f"{args.finetune} fine-tune epochs and {args.repeats} latency repeats per trial, inline, 2 shared cores; "
+             f"{args.finetune} fine-tune epochs and {args.repeats} latency repeats per trial, trials inline one at a "
+             "time, latency on one thread's CPU time; "
              "seeds as listed (mean ± std); ratio = mean / mean of random (or uniform).", "",
              "| model | strategy | seeds | hypervolume | vs random | vs uniform | best acc | best speedup |",
              "|---|---|---|---|---|---|---|---|"]
