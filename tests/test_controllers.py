@@ -136,6 +136,20 @@ def test_annealing_random_start_and_a_bad_start_name(layers) -> None:
         make_controller("anneal", bad, 0)
 
 
+@pytest.mark.parametrize("strategy", ["tpe", "nsga2"])
+def test_optuna_strategies_try_the_uniform_grid_first_unless_told_not_to(layers, space, strategy) -> None:
+    uniform = make_controller("uniform", space, 0)
+    grid = [uniform.ask().policy for _ in range(8)]  # 4 sparsities x 2 bit-widths
+    warm = make_controller(strategy, space, 0)
+    assert [warm.ask().policy for _ in range(8)] == grid
+    cold_space = resolve_space(parse_space(SPACE + f"strategy: {{{strategy}: {{warm_start: none}}}}\n"), layers)
+    cold = make_controller(strategy, cold_space, 0)
+    assert [cold.ask().policy for _ in range(8)] != grid
+    bad = resolve_space(parse_space(SPACE + f"strategy: {{{strategy}: {{warm_start: grid}}}}\n"), layers)
+    with pytest.raises(UserError, match=f"strategy.{strategy}.warm_start: 'grid'"):
+        make_controller(strategy, bad, 0)
+
+
 def test_unknown_strategy_option_is_a_user_error(layers) -> None:
     space = resolve_space(parse_space(SPACE + "strategy: {anneal: {colling: 0.9}}\n"), layers)
     with pytest.raises(UserError, match="strategy.anneal.colling"):

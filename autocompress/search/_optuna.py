@@ -2,6 +2,13 @@
 
 Optuna does not persist sampler state; our state is the ask/tell log (see `Controller`), and replaying it
 against a fresh sampler with the same seed reproduces the sampler's random stream and history exactly.
+
+Warm start (knob ``warm_start: uniform``, the default): the first trials are the `uniform` sweep's grid
+(one global sparsity x bit-width), enqueued before the sampler's own proposals, as a user seeds a search with
+the settings they would try by hand. Per-layer spaces are large (4 sparsities x 2 bit-widths over 15 layers is
+8^15 policies) and random per-layer policies are mostly slow mixes of int8 and float layers: in bench_search
+TPE and NSGA-II started from random points fell below the plain uniform sweep at 30 trials (ResNet-like
+hypervolume 0.23 and 0.22 vs 0.48). ``warm_start: none`` starts from the sampler's random trials.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from typing import ClassVar
 
 import optuna
 
+from autocompress.errors import UserError
 from autocompress.search._base import Controller, Outcome, Proposal
+from autocompress.search._uniform import uniform_grid
 from autocompress.space import Space
 
 optuna.logging.set_verbosity(logging.WARNING)
@@ -19,14 +28,22 @@ optuna.logging.set_verbosity(logging.WARNING)
 
 class _OptunaController(Controller):
     sampler_name: ClassVar[str]
+    knobs = {"warm_start": "uniform"}
 
     def __init__(self, space: Space, seed: int = 0) -> None:
         super().__init__(space, seed)
+        if self.options["warm_start"] not in ("uniform", "none"):
+            raise UserError(f"space: strategy.{self.name}.warm_start",
+                            f"{self.options['warm_start']!r} is not a warm start; use 'uniform' or 'none'")
         self._objectives = list(space.objectives.items())
         self._study = optuna.create_study(
             directions=["maximize" if d == "max" else "minimize" for _, d in self._objectives],
             sampler=self._make_sampler(seed),
         )
+        if self.options["warm_start"] == "uniform":
+            searched = {f"{layer}/{setting}" for layer, setting, _ in space.dimensions()}
+            for params in uniform_grid(space):
+                self._study.enqueue_trial({k: v for k, v in params.items() if k in searched})
         self._trials: dict[int, optuna.Trial] = {}
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
@@ -53,7 +70,8 @@ class _OptunaController(Controller):
 
 class TPEController(_OptunaController):
     name = "tpe"
-    description = "Optuna multi-objective TPE with constraints and constant liar (startup trials: 10)"
+    description = ("Optuna multi-objective TPE with constraints and constant liar (startup trials: 10); knobs: "
+                   "warm_start (uniform: the uniform grid first | none)")
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(4, len(self.space.dimensions()))),
@@ -62,7 +80,8 @@ class TPEController(_OptunaController):
 
 class NSGA2Controller(_OptunaController):
     name = "nsga2"
-    description = "Optuna NSGA-II evolutionary multi-objective search with constraints (population 16)"
+    description = ("Optuna NSGA-II evolutionary multi-objective search with constraints (population 16); knobs: "
+                   "warm_start (uniform: the uniform grid first | none)")
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import itertools
 
+from typing import Any
+
 from autocompress.search._base import Controller, Outcome, Proposal
+from autocompress.space import Space
 
 
 def _closest_at_most(value: float, allowed: tuple[float, ...] | tuple[int, ...]) -> float:
@@ -17,23 +20,27 @@ def _closest_at_most(value: float, allowed: tuple[float, ...] | tuple[int, ...])
     return max(below) if below else min(allowed)
 
 
+def uniform_grid(space: Space) -> list[dict[str, Any]]:
+    """The sweep's points, least to most compressed, as ``{"layer/setting": value}`` parameters."""
+    sparsities = sorted({s for c in space.layers.values() for s in c.channel_sparsity})
+    bits = sorted({b for c in space.layers.values() for b in c.weight_bits}, reverse=True)
+    grid = []
+    for sparsity, width in itertools.product(sparsities, bits):
+        params: dict[str, Any] = {}
+        for name, c in space.layers.items():
+            params[f"{name}/channel_sparsity"] = _closest_at_most(sparsity, c.channel_sparsity)
+            params[f"{name}/weight_bits"] = int(_closest_at_most(width, c.weight_bits))
+        grid.append(params)
+    return grid
+
+
 class UniformController(Controller):
     name = "uniform"
     description = "one global sparsity x bit-width for all layers, swept over a grid (no knobs)"
 
-    def _grid(self) -> list[tuple[float, int]]:
-        sparsities = sorted({s for c in self.space.layers.values() for s in c.channel_sparsity})
-        bits = sorted({b for c in self.space.layers.values() for b in c.weight_bits}, reverse=True)
-        return list(itertools.product(sparsities, bits))
-
     def _ask(self, number: int) -> Proposal:
-        grid = self._grid()
-        sparsity, bits = grid[number % len(grid)]
-        params = {}
-        for name, c in self.space.layers.items():
-            params[f"{name}/channel_sparsity"] = _closest_at_most(sparsity, c.channel_sparsity)
-            params[f"{name}/weight_bits"] = int(_closest_at_most(bits, c.weight_bits))
-        return Proposal(number, self.space.policy_from_params(params), self.full_fidelity)
+        grid = uniform_grid(self.space)
+        return Proposal(number, self.space.policy_from_params(grid[number % len(grid)]), self.full_fidelity)
 
     def _tell(self, number: int, outcome: Outcome) -> None:
         """A sweep does not adapt."""
