@@ -8,7 +8,6 @@ Layers that do not allow the global value take their closest allowed one below i
 from __future__ import annotations
 
 import itertools
-
 from typing import Any
 
 from autocompress.search._base import Controller, Outcome, Proposal
