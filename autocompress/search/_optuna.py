@@ -4,7 +4,7 @@ Optuna does not persist sampler state; our state is the ask/tell log (see `Contr
 against a fresh sampler with the same seed reproduces the sampler's random stream and history exactly.
 
 Warm start (knob ``warm_start: uniform``, the default): the first trials are the `uniform` sweep's grid
-(one global sparsity x bit-width), enqueued before the sampler's own proposals, as a user seeds a search with
+(one global sparsity x bit-width) but its uncompressed point, enqueued before the sampler's own proposals, as a user seeds a search with
 the settings they would try by hand. Per-layer spaces are large (4 sparsities x 2 bit-widths over 15 layers is
 8^15 policies) and random per-layer policies are mostly slow mixes of int8 and float layers: in bench_search
 TPE and NSGA-II started from random points fell below the plain uniform sweep at 30 trials (ResNet-like
@@ -43,7 +43,8 @@ class _OptunaController(Controller):
         if self.options["warm_start"] == "uniform":
             searched = {f"{layer}/{setting}" for layer, setting, _ in space.dimensions()}
             for params in uniform_grid(space):
-                self._study.enqueue_trial({k: v for k, v in params.items() if k in searched})
+                if not space.policy_from_params(params).is_identity:  # the baseline already measured that one
+                    self._study.enqueue_trial({k: v for k, v in params.items() if k in searched})
         self._trials: dict[int, optuna.Trial] = {}
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
