@@ -1,7 +1,8 @@
 """The walking skeleton end to end with real parts: digits CNN, SQLite, a local Ray cluster, the CLI.
 
-A 6-trial search on 2 Ray workers is interrupted (SIGINT, and separately SIGKILL of the controller) after
-at least two finished trials, then resumed to the total: no finished trial is lost or changed, no trial
+A 12-trial search on 2 Ray workers is interrupted (SIGINT, and separately SIGKILL of the controller) after
+at least two finished trials (with a budget of 6 the quick warm-start trials once all finished before the
+signal arrived), then resumed to the total: no finished trial is lost or changed, no trial
 number is used twice, and the final count equals the budget.
 """
 
@@ -23,6 +24,9 @@ from tests.conftest import cli_env, descendants, kill_pids, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
+#: trials of the interrupted search
+BUDGET = 12
+
 
 def finished_trials(storage: str, study: str) -> dict[int, dict]:
     try:
@@ -40,7 +44,7 @@ def finished_trials(storage: str, study: str) -> dict[int, dict]:
 def start_search(space: Path, storage: str, study: str, spawned: list) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "autocompress", "search", str(space), "--study", study, "--storage", storage,
-         "--trials", "6", "--workers", "2", "--seed", "3", "-q"],
+         "--trials", str(BUDGET), "--workers", "2", "--seed", "3", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True,
     )
     spawned.append(proc)
@@ -64,7 +68,7 @@ def assert_resumes_to_budget(storage: str, study: str, before: dict[int, dict]) 
     store = StudyStore(storage)
     trials = store.trials(study)
     numbers = [t.number for t in trials]
-    assert sorted(numbers) == list(range(6)), numbers  # count equals the budget, no number used twice
+    assert sorted(numbers) == list(range(BUDGET)), numbers  # count equals the budget, no number used twice
     assert all(t.state in (COMPLETE, FAILED) for t in trials)
     after = {t.number: t.metrics for t in trials}
     for number, metrics in before.items():
