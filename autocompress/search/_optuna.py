@@ -4,11 +4,12 @@ Optuna does not persist sampler state; our state is the ask/tell log (see `Contr
 against a fresh sampler with the same seed reproduces the sampler's random stream and history exactly.
 
 Warm start (knob ``warm_start: uniform``, the default): the first trials are the `uniform` sweep's grid
-(one global sparsity x bit-width) but its uncompressed point, enqueued before the sampler's own proposals, as a user seeds a search with
-the settings they would try by hand. Per-layer spaces are large (4 sparsities x 2 bit-widths over 15 layers is
-8^15 policies) and random per-layer policies are mostly slow mixes of int8 and float layers: in bench_search
-TPE and NSGA-II started from random points fell below the plain uniform sweep at 30 trials (ResNet-like
-hypervolume 0.23 and 0.22 vs 0.48). ``warm_start: none`` starts from the sampler's random trials.
+(one global sparsity x bit-width) but its uncompressed point, enqueued before the sampler's own proposals, as
+a user seeds a search with the settings they would try by hand. Per-layer spaces are large (4 sparsities x 2
+bit-widths per layer is 8^L policies over L layers) and random per-layer policies are mostly slow mixes of
+int8 and float layers: in bench_search TPE and NSGA-II started from random points fell below the plain uniform sweep at
+30 trials (ResNet-like hypervolume 0.23 and 0.22 vs 0.48). ``warm_start: none`` starts from the sampler's
+random trials.
 """
 
 from __future__ import annotations
