@@ -84,7 +84,5 @@ class BNNQuantizer(Quantizer):
     def rewrite(self, model: nn.Module, specs: dict[str, QuantSpec]) -> nn.Module:
         for name, spec in specs.items():
             if spec.activation_bits == 1:
-                parent_name, _, child = name.rpartition(".")
-                parent = model.get_submodule(parent_name)
-                setattr(parent, child, nn.Sequential(SignActivation(), getattr(parent, child)))
+                model.set_submodule(name, nn.Sequential(SignActivation(), model.get_submodule(name)))
         return model

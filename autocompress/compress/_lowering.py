@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import torch
@@ -182,10 +183,7 @@ def _absorb_relu6(model: nn.Module, layers: set[str]) -> list[str]:
     except Exception:  # noqa: BLE001 - untraceable models keep their ReLU6 ops
         return []
     modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
 
     def single_module_input(node: torch.fx.Node, kinds: tuple[type, ...]) -> torch.fx.Node | None:
         source = node.args[0] if node.args else None
@@ -202,8 +200,7 @@ def _absorb_relu6(model: nn.Module, layers: set[str]) -> list[str]:
         layer = single_module_input(norm, _CONV) if norm is not None else single_module_input(node, (*_CONV, nn.Linear))
         if layer is None or layer.target not in layers:
             continue
-        parent, _, child = node.target.rpartition(".")
-        setattr(modules[parent] if parent else model, child, nn.ReLU().train(modules[node.target].training))
+        model.set_submodule(node.target, nn.ReLU().train(modules[node.target].training))
         absorbed.append(layer.target)
     return absorbed
 
@@ -217,8 +214,7 @@ def _observe_outputs_with(prepared: torch.fx.GraphModule, factories: dict[str, Q
             continue
         for user in node.users:
             if user.op == "call_module" and isinstance(modules[user.target], ObserverBase):
-                parent, _, child = user.target.rpartition(".")
-                setattr(modules[parent] if parent else prepared, child, factories[node.target]())
+                prepared.set_submodule(user.target, factories[node.target]())
 
 
 def _bake_weight(module: nn.Module) -> None:
