@@ -188,10 +188,11 @@ def run_trial(
                 model = prune(model, policy, x1, importance=criterion)
             layer_macs, params = count_macs(model, x1), count_params(model)
             packed_bytes = count_packed_bytes(model, policy)
-            if needs_training(policy):
+            trains_quantizer = needs_training(policy)
+            if trains_quantizer:
                 model = prepare_quantization(model, policy, x1)
             gate.checkpoint()
-            tuned = finetune_epochs if policy.prunes or needs_training(policy) else 0.0
+            tuned = finetune_epochs if policy.prunes or trains_quantizer else 0.0
             if tuned:
                 sparse_finetune(model, policy, trainer, tuned - admm_epochs)
             deployed = quantize(model, policy, x1, task.calibration_batches())

@@ -37,9 +37,13 @@ class UniformController(Controller):
     name = "uniform"
     description = "one global sparsity x bit-width for all layers, swept over a grid (no knobs)"
 
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        super().__init__(space, seed)
+        self._grid = uniform_grid(space)
+
     def _ask(self, number: int) -> Proposal:
-        grid = uniform_grid(self.space)
-        return Proposal(number, self.space.policy_from_params(grid[number % len(grid)]), self.full_fidelity)
+        params = self._grid[number % len(self._grid)]
+        return Proposal(number, self.space.policy_from_params(params), self.full_fidelity)
 
     def _tell(self, number: int, outcome: Outcome) -> None:
         """A sweep does not adapt."""
