@@ -20,16 +20,17 @@ from autocompress.space import Policy
 TASK = "experiments.minilm:task"
 MEASURE = {"threads": 1, "warmup": 3, "repeats": 15}
 LINEARS = ("q", "k", "v", "out", "ffn_in", "ffn_out")
+LAYERS = 6
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def policy(float_ffn_out: tuple[int, ...] = (), heads: tuple[int, ...] = (), float_all_ffn_out: bool = False) -> Policy:
-    """Dynamic int8 on every Linear except the FFN output of the layers in `float_ffn_out` (every layer's with
-    `float_all_ffn_out`); one head removed from each layer in `heads`."""
+def policy(float_ffn_out: tuple[int, ...] = (), heads: tuple[int, ...] = ()) -> Policy:
+    """Dynamic int8 on every Linear except the FFN output of the layers in `float_ffn_out`; one head removed
+    from each layer in `heads`."""
     layers = {}
-    for i in range(6):
+    for i in range(LAYERS):
         for name in LINEARS:
-            float_layer = name == "ffn_out" and (float_all_ffn_out or i in float_ffn_out)
+            float_layer = name == "ffn_out" and i in float_ffn_out
             sparsity = 1 / 12 if name == "v" and i in heads else 0.0
             layers[f"layers.{i}.{name}"] = {"weight_bits": 32 if float_layer else 8, "channel_sparsity": sparsity}
     return Policy.from_mapping(layers, quantizer="dynamic")
@@ -37,7 +38,7 @@ def policy(float_ffn_out: tuple[int, ...] = (), heads: tuple[int, ...] = (), flo
 
 CASES = {
     "int8 all Linear": (policy(), 0.0),
-    "int8 all but ffn_out": (policy(float_all_ffn_out=True), 0.0),
+    "int8 all but ffn_out": (policy(tuple(range(LAYERS))), 0.0),
     "int8 all but ffn_out of layers 0-1": (policy((0, 1)), 0.0),
     "that, minus 1 head in layers 3-5, 2 ep distil": (policy((0, 1), heads=(3, 4, 5)), 2.0),
 }
