@@ -1,7 +1,6 @@
 """autocompress: search per-layer pruning and bit-widths for a trained PyTorch model, measure every candidate
 honestly, store every trial, and export the best one as a real, smaller, faster model."""
 
-from autocompress import search as _strategies  # noqa: F401  (loaded first: the name `search` below is the API)
 from autocompress._sensitivity import Sensitivity, SensitivityRow, sensitivity
 from autocompress.errors import UserError
 from autocompress.study import Study, load_study, resume, search

@@ -347,7 +347,7 @@ def sensitivity(
 @app.command()
 def strategies() -> None:
     """List the search strategies and what each searches."""
-    from autocompress.search import STRATEGIES
+    from autocompress.strategies import STRATEGIES
 
     table = Table()
     table.add_column("strategy")

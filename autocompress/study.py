@@ -19,8 +19,8 @@ from autocompress.store import StudyRecord, StudyStore, TrialRecord
 
 if TYPE_CHECKING:  # torch, Ray and Optuna load only where a search runs: readers start in a fraction of a second
     from autocompress.runtime import Budget, Executor, Progress
-    from autocompress.search import Controller
     from autocompress.space import Space
+    from autocompress.strategies import Controller
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -134,7 +134,7 @@ def check_feasible_up_front(space: Space, model: Any, example_input: Any, source
 
 
 def _controller_from_state(strategy: str, space: Space, seed: int, state: dict[str, Any]) -> Controller:
-    from autocompress.search import make_controller
+    from autocompress.strategies import make_controller
 
     controller = make_controller(strategy, space, seed)
     controller.load_state_dict(state)
@@ -166,8 +166,8 @@ def search(
     """
     from autocompress.compress import CRITERIA, PRUNERS, QUANTIZERS
     from autocompress.runtime import SearchLoop, baseline_metrics, check_ray_address
-    from autocompress.search import make_controller
     from autocompress.space import discover_layers, load_space_file, resolve_space
+    from autocompress.strategies import make_controller
     from autocompress.task import load_task
 
     budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget)

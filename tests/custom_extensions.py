@@ -7,7 +7,7 @@ import torch
 import torch_pruning as tp
 
 from autocompress.compress import register_criterion
-from autocompress.search import Controller, Outcome, Proposal, register_strategy
+from autocompress.strategies import Controller, Outcome, Proposal, register_strategy
 from experiments.digits import task  # noqa: F401  (the task the space file names)
 
 

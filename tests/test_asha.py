@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from autocompress.search import ASHAController, Outcome, make_controller
 from autocompress.space import discover_layers, parse_space, resolve_space
+from autocompress.strategies import ASHAController, Outcome, make_controller
 from experiments.digits import DigitsNet, task
 
 

@@ -7,12 +7,14 @@ see numbers."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from autocompress.errors import UserError
-from autocompress.search import STRATEGIES, AnnealController, Outcome, make_controller
 from autocompress.space import discover_layers, parse_space, resolve_space
+from autocompress.strategies import STRATEGIES, AnnealController, Outcome, make_controller
 from experiments.digits import DigitsNet, task
 
 SPACE = """task: experiments.digits:task
@@ -174,3 +176,11 @@ def test_netadapt_prunes_one_layer_step_per_candidate_and_long_finetunes_the_win
     assert winner.policy == best.policy
     second = controller.ask()
     assert sum(s.channel_sparsity > 0 for _, s in second.policy) in (1, 2)  # builds on the winner
+
+
+def test_importing_autocompress_loads_neither_optuna_nor_shadows_the_strategies_package():
+    code = ("import sys, autocompress, autocompress.strategies as s; "
+            "assert 'optuna' not in sys.modules, 'optuna loaded'; "
+            "assert hasattr(s, 'STRATEGIES') and callable(autocompress.search)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from autocompress.runtime._executors import Executor, Finished, Job
-from autocompress.search import Controller, Outcome, Proposal
 from autocompress.space import Policy, Space
 from autocompress.store import COMPLETE, FAILED, StaleControllerState, StudyStore
 from autocompress.store._models import utcnow
+from autocompress.strategies import Controller, Outcome, Proposal
 
 #: a running trial whose controller has not written a heartbeat for this long is taken over by a resume
 LEASE_S = 60.0

@@ -12,9 +12,9 @@ import pytest
 from autocompress.compress import CRITERIA, prune
 from autocompress.errors import UserError
 from autocompress.measure import count_macs
-from autocompress.search import AMCController, HAQController, Outcome, make_controller
-from autocompress.search._ddpg import estimate_macs
 from autocompress.space import Space, discover_layers, parse_space, resolve_space
+from autocompress.strategies import AMCController, HAQController, Outcome, make_controller
+from autocompress.strategies._ddpg import estimate_macs
 from experiments import tasks
 
 SPACE = """task: experiments.tasks:{model}

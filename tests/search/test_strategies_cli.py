@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autocompress.cli import main
-from autocompress.search import STRATEGIES
+from autocompress.strategies import STRATEGIES
 
 
 def test_strategies_lists_every_strategy_with_its_knobs(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from autocompress.search._base import Controller, Outcome, Proposal
 from autocompress.space import Space
+from autocompress.strategies._base import Controller, Outcome, Proposal
 
 
 class NetAdaptController(Controller):

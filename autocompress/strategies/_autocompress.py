@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from autocompress.search._anneal import AnnealController
-from autocompress.search._base import Proposal
 from autocompress.space import Space
+from autocompress.strategies._anneal import AnnealController
+from autocompress.strategies._base import Proposal
 
 
 class AutoCompressController(AnnealController):

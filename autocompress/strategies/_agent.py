@@ -1,4 +1,4 @@
-"""The actor/critic networks of the `amc`/`haq` agent (see `autocompress.search._ddpg` for how they are used).
+"""The actor/critic networks of the `amc`/`haq` agent (see `autocompress.strategies._ddpg` for how they are used).
 
 Kept apart so that torch is imported only when an agent strategy is built, not by `import autocompress`.
 """

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from autocompress.errors import UserError
-from autocompress.search._base import Controller, Outcome, Proposal, scalar_score
 from autocompress.space import Space
+from autocompress.strategies._base import Controller, Outcome, Proposal, scalar_score
 
 
 class AnnealController(Controller):

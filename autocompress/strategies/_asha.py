@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autocompress.search._base import Controller, Outcome, Proposal, scalar_score
+from autocompress.strategies._base import Controller, Outcome, Proposal, scalar_score
 
 
 class ASHAController(Controller):

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from autocompress.search._base import Controller, Outcome, Proposal
 from autocompress.space import Policy, Space
+from autocompress.strategies._base import Controller, Outcome, Proposal
 
 
 def layer_macs(space: Space, keep: dict[str, float]) -> dict[str, float]:
@@ -76,7 +76,7 @@ class LayerAgentController(Controller):
             raise ValueError(f"{self.name} needs per-layer static info in the space; re-create the study")
         self.layers = self._agent_layers()
         self._rng = np.random.default_rng(seed)
-        from autocompress.search._agent import Agent  # torch loads only where a search runs
+        from autocompress.strategies._agent import Agent  # torch loads only where a search runs
 
         self.agent = Agent(self.state_dim, seed, int(self.options["hidden"]),
                            float(self.options["lr_actor"]), float(self.options["lr_critic"]))

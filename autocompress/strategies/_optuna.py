@@ -15,16 +15,23 @@ random trials.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
-
-import optuna
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from autocompress.errors import UserError
-from autocompress.search._base import Controller, Outcome, Proposal
-from autocompress.search._uniform import uniform_grid
 from autocompress.space import Space
+from autocompress.strategies._base import Controller, Outcome, Proposal
+from autocompress.strategies._uniform import uniform_grid
 
-optuna.logging.set_verbosity(logging.WARNING)
+if TYPE_CHECKING:
+    import optuna
+
+
+def _optuna() -> Any:
+    """The optuna module, imported on first use: `import autocompress` does not load Optuna."""
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    return optuna
 
 
 class _OptunaController(Controller):
@@ -37,6 +44,7 @@ class _OptunaController(Controller):
             raise UserError(f"space: strategy.{self.name}.warm_start",
                             f"{self.options['warm_start']!r} is not a warm start; use 'uniform' or 'none'")
         self._objectives = list(space.objectives.items())
+        optuna = _optuna()
         self._study = optuna.create_study(
             directions=["maximize" if d == "max" else "minimize" for _, d in self._objectives],
             sampler=self._make_sampler(seed),
@@ -46,7 +54,7 @@ class _OptunaController(Controller):
             for params in uniform_grid(space):
                 if not space.policy_from_params(params).is_identity:  # the baseline already measured that one
                     self._study.enqueue_trial({k: v for k, v in params.items() if k in searched})
-        self._trials: dict[int, optuna.Trial] = {}
+        self._trials: dict[int, optuna.trial.Trial] = {}
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
@@ -63,7 +71,7 @@ class _OptunaController(Controller):
     def _tell(self, number: int, outcome: Outcome) -> None:
         trial = self._trials.pop(number)
         if outcome.state != "complete":
-            self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self._study.tell(trial, state=_optuna().trial.TrialState.FAIL)
             return
         for name, value in outcome.violations.items():
             trial.set_constraint(name, value)
@@ -76,8 +84,8 @@ class TPEController(_OptunaController):
                    "warm_start (uniform: the uniform grid first | none)")
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(4, len(self.space.dimensions()))),
-                                          constant_liar=True)
+        return _optuna().samplers.TPESampler(
+            seed=seed, n_startup_trials=min(10, max(4, len(self.space.dimensions()))), constant_liar=True)
 
 
 class NSGA2Controller(_OptunaController):
@@ -86,4 +94,4 @@ class NSGA2Controller(_OptunaController):
                    "warm_start (uniform: the uniform grid first | none)")
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
+        return _optuna().samplers.NSGAIISampler(seed=seed, population_size=16)

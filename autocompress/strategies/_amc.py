@@ -14,8 +14,8 @@ first rung, which ranks policies better on small models that are at chance right
 from __future__ import annotations
 
 from autocompress.errors import UserError
-from autocompress.search._ddpg import LayerAgentController, estimate_macs, nearest
 from autocompress.space import Policy, Space
+from autocompress.strategies._ddpg import LayerAgentController, estimate_macs, nearest
 
 
 class AMCController(LayerAgentController):

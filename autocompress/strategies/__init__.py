@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from autocompress.errors import UserError
-from autocompress.search._amc import AMCController
-from autocompress.search._anneal import AnnealController
-from autocompress.search._asha import ASHAController
-from autocompress.search._autocompress import AutoCompressController
-from autocompress.search._base import Controller, Outcome, Proposal, scalar_score
-from autocompress.search._haq import HAQController
-from autocompress.search._netadapt import NetAdaptController
-from autocompress.search._optuna import NSGA2Controller, TPEController
-from autocompress.search._random import RandomController
-from autocompress.search._uniform import UniformController
 from autocompress.space import Space
+from autocompress.strategies._amc import AMCController
+from autocompress.strategies._anneal import AnnealController
+from autocompress.strategies._asha import ASHAController
+from autocompress.strategies._autocompress import AutoCompressController
+from autocompress.strategies._base import Controller, Outcome, Proposal, scalar_score
+from autocompress.strategies._haq import HAQController
+from autocompress.strategies._netadapt import NetAdaptController
+from autocompress.strategies._optuna import NSGA2Controller, TPEController
+from autocompress.strategies._random import RandomController
+from autocompress.strategies._uniform import UniformController
 
 STRATEGIES: dict[str, type[Controller]] = {
     cls.name: cls

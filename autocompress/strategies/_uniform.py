@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from autocompress.search._base import Controller, Outcome, Proposal
 from autocompress.space import Space
+from autocompress.strategies._base import Controller, Outcome, Proposal
 
 
 def _closest_at_most(value: float, allowed: tuple[float, ...] | tuple[int, ...]) -> float:

@@ -14,8 +14,8 @@ they are not a separate choice.
 from __future__ import annotations
 
 from autocompress.errors import UserError
-from autocompress.search._ddpg import LayerAgentController, layer_macs, nearest
 from autocompress.space import Policy, Space
+from autocompress.strategies._ddpg import LayerAgentController, layer_macs, nearest
 
 
 class HAQController(LayerAgentController):
