@@ -34,8 +34,12 @@ from autocompress.errors import UserError
 if TYPE_CHECKING:
     from autocompress.runtime import Progress as LoopProgress
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Search how to compress a trained PyTorch model, then export the best one.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Search how to compress a trained PyTorch model, then export the best one.",
+)
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
@@ -52,8 +56,10 @@ class BoardFormat(StrEnum):
     parquet = "parquet"
 
 
-Storage = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL [default: $AUTOCOMPRESS_STORAGE "
-                                             "or sqlite:///autocompress.db]")]
+Storage = Annotated[
+    str | None,
+    typer.Option("--storage", help="SQLAlchemy URL [default: $AUTOCOMPRESS_STORAGE or sqlite:///autocompress.db]"),
+]
 Trials = Annotated[int | None, typer.Option("--trials", help="total finished trials")]
 Time = Annotated[str | None, typer.Option("--time", help="total wall time, e.g. 30m")]
 CpuHours = Annotated[float | None, typer.Option("--cpu-hours", help="total CPU hours used by trials")]
@@ -69,8 +75,15 @@ Executor = Annotated[str, typer.Option("--executor", hidden=True, help="ray (def
 def _progress_reporter(quiet: bool) -> tuple[Any, Any]:
     if quiet:
         return None, None
-    bar = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[best]}"), console=err, transient=False)
+    bar = Progress(
+        TextColumn("[bold]trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[best]}"),
+        console=err,
+        transient=False,
+    )
     task_id = bar.add_task("search", total=None, best="")
 
     def report(progress: LoopProgress) -> None:
@@ -110,8 +123,21 @@ def _fmt(value: Any) -> str:
 
 def _board_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(show_lines=False)
-    columns = ["rank", "trial", "state", "feasible", "pareto", "accuracy", "accuracy_drop", "speedup",
-               "speedup_b32", "latency_ms", "size_bytes", "violation", "error"]
+    columns = [
+        "rank",
+        "trial",
+        "state",
+        "feasible",
+        "pareto",
+        "accuracy",
+        "accuracy_drop",
+        "speedup",
+        "speedup_b32",
+        "latency_ms",
+        "size_bytes",
+        "violation",
+        "error",
+    ]
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -139,10 +165,27 @@ def search(
 ) -> None:
     """Create a study from SPACE and search until the budget is spent."""
     name = study or api.default_study_name(space)
-    _run_study(name, quiet, lambda report: api.search(
-        space, study=name, storage=storage, strategy=strategy, seed=seed, trials=trials, time_budget=time,
-        cpu_hours=cpu_hours, max_failures=max_failures, on_budget=on_budget, workers=workers,
-        ray_address=ray_address, executor=executor, trial_timeout=trial_timeout, on_progress=report))
+    _run_study(
+        name,
+        quiet,
+        lambda report: api.search(
+            space,
+            study=name,
+            storage=storage,
+            strategy=strategy,
+            seed=seed,
+            trials=trials,
+            time_budget=time,
+            cpu_hours=cpu_hours,
+            max_failures=max_failures,
+            on_budget=on_budget,
+            workers=workers,
+            ray_address=ray_address,
+            executor=executor,
+            trial_timeout=trial_timeout,
+            on_progress=report,
+        ),
+    )
 
 
 def _run_study(name: str, quiet: bool, run: Callable[[Any], api.Study]) -> None:
@@ -178,21 +221,46 @@ def resume(
     executor: Executor = "ray",
 ) -> None:
     """Continue a study from the store; --trials and --time set new totals."""
-    _run_study(name, quiet, lambda report: api.resume(
-        name, storage=storage, trials=trials, time_budget=time, cpu_hours=cpu_hours, max_failures=max_failures,
-        on_budget=on_budget, workers=workers, ray_address=ray_address, executor=executor,
-        trial_timeout=trial_timeout, on_progress=report))
+    _run_study(
+        name,
+        quiet,
+        lambda report: api.resume(
+            name,
+            storage=storage,
+            trials=trials,
+            time_budget=time,
+            cpu_hours=cpu_hours,
+            max_failures=max_failures,
+            on_budget=on_budget,
+            workers=workers,
+            ray_address=ray_address,
+            executor=executor,
+            trial_timeout=trial_timeout,
+            on_progress=report,
+        ),
+    )
 
 
 @app.command()
-def studies(storage: Storage = None, format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
-            ) -> None:
+def studies(
+    storage: Storage = None,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+) -> None:
     """List the studies in the store."""
     from autocompress.store import StudyStore
 
     records = StudyStore(storage, create=False).studies()
-    rows: list[dict[str, Any]] = [{"name": r.name, "task": r.task, "strategy": r.strategy, "status": r.status,
-             "trials": r.counts, "created_at": r.created_at.isoformat(timespec="seconds")} for r in records]
+    rows: list[dict[str, Any]] = [
+        {
+            "name": r.name,
+            "task": r.task,
+            "strategy": r.strategy,
+            "status": r.status,
+            "trials": r.counts,
+            "created_at": r.created_at.isoformat(timespec="seconds"),
+        }
+        for r in records
+    ]
     if format is TableFormat.json:
         print(json.dumps(rows))
         return
@@ -206,16 +274,28 @@ def studies(storage: Storage = None, format: Annotated[TableFormat, typer.Option
 
 
 @app.command()
-def status(name: Annotated[str, typer.Argument()], storage: Storage = None,
-           format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table) -> None:
+def status(
+    name: Annotated[str, typer.Argument()],
+    storage: Storage = None,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+) -> None:
     """Budgets, what was spent, trial counts and the best feasible trial of a study."""
     study = api.load_study(name, storage)
     record = study.record
     best = study.leaderboard(top=1, feasible_only=True)
-    doc = {"name": record.name, "status": record.status, "stop_reason": record.stop_reason,
-           "strategy": record.strategy, "seed": record.seed, "task": record.task, "budgets": record.budgets,
-           "spent": record.spent, "trials": record.counts, "baseline": record.baseline,
-           "best_feasible": best[0] if best else None}
+    doc = {
+        "name": record.name,
+        "status": record.status,
+        "stop_reason": record.stop_reason,
+        "strategy": record.strategy,
+        "seed": record.seed,
+        "task": record.task,
+        "budgets": record.budgets,
+        "spent": record.spent,
+        "trials": record.counts,
+        "baseline": record.baseline,
+        "best_feasible": best[0] if best else None,
+    }
     if format is TableFormat.json:
         print(json.dumps(doc))
         return
@@ -266,16 +346,19 @@ def export(
     out_dir: Annotated[str, typer.Option("--out", help="folder for model.pt and manifest.json")],
     storage: Storage = None,
     trial: Annotated[int | None, typer.Option("--trial", help="trial number [default: Pareto-best feasible]")] = None,
-    allow_infeasible: Annotated[bool, typer.Option("--allow-infeasible",
-                                                   help="export the closest trial when none is feasible")] = False,
+    allow_infeasible: Annotated[
+        bool, typer.Option("--allow-infeasible", help="export the closest trial when none is feasible")
+    ] = False,
 ) -> None:
     """Export a trial's model (TorchScript) with a manifest, verified in a fresh process."""
     study = api.load_study(name, storage)
     path = study.export(out_dir, trial, allow_infeasible=allow_infeasible)
     manifest = json.loads((path.parent / "manifest.json").read_text())
     feasible = "" if manifest["feasible"] else " (INFEASIBLE: meets no constraint set; closest trial)"
-    out.print(f"exported trial {manifest['trial']}{feasible} to {path} "
-              f"(verified accuracy {manifest['verified']['accuracy']:.4f})")
+    out.print(
+        f"exported trial {manifest['trial']}{feasible} to {path} "
+        f"(verified accuracy {manifest['verified']['accuracy']:.4f})"
+    )
 
 
 @app.command()
@@ -284,9 +367,15 @@ def report(
     out_dir: Annotated[str, typer.Option("--out", help="folder for index.html and its PNGs")],
     storage: Storage = None,
     top: Annotated[int, typer.Option("--top", min=1, help="trials in the policy heat map and table")] = 10,
-    sensitivity: Annotated[str | None, typer.Option("--sensitivity", help="CSV with columns layer,sparsity,"
-                                                    "accuracy [default: sensitivity.csv in the study's "
-                                                    "artefact folder, if any]")] = None,
+    sensitivity: Annotated[
+        str | None,
+        typer.Option(
+            "--sensitivity",
+            help="CSV with columns layer,sparsity,"
+            "accuracy [default: sensitivity.csv in the study's "
+            "artefact folder, if any]",
+        ),
+    ] = None,
 ) -> None:
     """Write a self-contained HTML report (Pareto front, policies, progress, failures, sensitivity)."""
     page = api.load_study(name, storage).report(out_dir, sensitivity=sensitivity, top=top)
@@ -297,18 +386,30 @@ def report(
 def sensitivity(
     space: Annotated[str, typer.Argument(help="space YAML file")],
     out_dir: Annotated[str, typer.Option("--out", help="folder for sensitivity.csv and sensitivity.png")],
-    sparsities: Annotated[str, typer.Option("--sparsities", help="fractions of channels to remove, "
-                                            "comma-separated")] = "0.25,0.5,0.75",
-    finetune_epochs: Annotated[float, typer.Option("--finetune-epochs", help="fine-tuning of each pruned "
-                                                   "copy before it is evaluated")] = 0.0,
+    sparsities: Annotated[
+        str, typer.Option("--sparsities", help="fractions of channels to remove, comma-separated")
+    ] = "0.25,0.5,0.75",
+    finetune_epochs: Annotated[
+        float, typer.Option("--finetune-epochs", help="fine-tuning of each pruned copy before it is evaluated")
+    ] = 0.0,
     format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
 ) -> None:
     """Prune each prunable layer alone at each sparsity and measure the accuracy (per-layer sensitivity)."""
     from autocompress._sensitivity import sensitivity as analyse
 
-    bar = None if format is TableFormat.json else Progress(
-        TextColumn("[bold]layers x sparsities"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[last]}"), console=err, transient=True)
+    bar = (
+        None
+        if format is TableFormat.json
+        else Progress(
+            TextColumn("[bold]layers x sparsities"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"),
+            console=err,
+            transient=True,
+        )
+    )
 
     def report(row: Any, done: int, total: int) -> None:
         if bar is None:
@@ -326,8 +427,9 @@ def sensitivity(
     if format is TableFormat.json:
         print(json.dumps(result.to_dict()))
         return
-    table = Table(title=f"accuracy with one layer pruned (baseline {result.baseline_accuracy:.4f}, "
-                        f"criterion {result.criterion})")
+    table = Table(
+        title=f"accuracy with one layer pruned (baseline {result.baseline_accuracy:.4f}, criterion {result.criterion})"
+    )
     table.add_column("layer")
     table.add_column("channels", justify="right")
     for level in result.sparsities:
@@ -337,11 +439,17 @@ def sensitivity(
         rows = [r for r in result.rows if r.layer == layer]
         worst = max(r.accuracy_drop for r in rows)
         style = "red" if worst > 0.05 else "green" if worst <= 0.01 else ""
-        table.add_row(layer, str(rows[0].channels), *(f"{r.accuracy:.4f}" for r in rows),
-                      f"[{style}]{worst:.4f}[/]" if style else f"{worst:.4f}")
+        table.add_row(
+            layer,
+            str(rows[0].channels),
+            *(f"{r.accuracy:.4f}" for r in rows),
+            f"[{style}]{worst:.4f}[/]" if style else f"{worst:.4f}",
+        )
     out.print(table)
-    err.print(f"written {result.csv} and {result.png}; to see it beside a study: "
-              f"autocompress report NAME --sensitivity {out_dir}")
+    err.print(
+        f"written {result.csv} and {result.png}; to see it beside a study: "
+        f"autocompress report NAME --sensitivity {out_dir}"
+    )
 
 
 @app.command()

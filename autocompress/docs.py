@@ -69,8 +69,14 @@ def _limits(schema: dict[str, Any], node: dict[str, Any]) -> str:
     node = _ref(schema, node)
     if "anyOf" in node:
         return "; ".join(filter(None, (_limits(schema, n) for n in node["anyOf"])))
-    words = {"minimum": "≥ {}", "exclusiveMinimum": "> {}", "maximum": "≤ {}", "exclusiveMaximum": "< {}",
-             "minItems": "at least {} item(s)", "minProperties": "at least {} key(s)"}
+    words = {
+        "minimum": "≥ {}",
+        "exclusiveMinimum": "> {}",
+        "maximum": "≤ {}",
+        "exclusiveMaximum": "< {}",
+        "minItems": "at least {} item(s)",
+        "minProperties": "at least {} key(s)",
+    }
     found = [text.format(node[key]) for key, text in words.items() if key in node]
     if node.get("type") == "array":
         inner = _limits(schema, node["items"])
@@ -96,17 +102,24 @@ def _section(schema: dict[str, Any], title: str, node: dict[str, Any]) -> list[s
         lines += [" ".join(node["description"].split()), ""]
     lines += ["| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
     for key, field in node["properties"].items():
-        lines.append(f"| `{key}` | {_type(schema, field)} | {_default(model, key)} | {_limits(schema, field) or '-'} "
-                     f"| {field.get('description', '-')} |")
+        lines.append(
+            f"| `{key}` | {_type(schema, field)} | {_default(model, key)} | {_limits(schema, field) or '-'} "
+            f"| {field.get('description', '-')} |"
+        )
     return [*lines, ""]
 
 
 def space_reference() -> str:
     """The Markdown reference of the space file, from `SpaceFile.model_json_schema()`."""
     schema = SpaceFile.model_json_schema()
-    lines = ["# Space file reference", "",
-             "<!-- Generated from autocompress/space/_schema.py (SpaceFile) by `python -m autocompress.docs`; "
-             "do not edit by hand. -->", "", _INTRO]
+    lines = [
+        "# Space file reference",
+        "",
+        "<!-- Generated from autocompress/space/_schema.py (SpaceFile) by `python -m autocompress.docs`; "
+        "do not edit by hand. -->",
+        "",
+        _INTRO,
+    ]
     lines += _section(schema, "Top level", schema)
     for key, field in schema["properties"].items():
         target = _ref(schema, field)

@@ -76,8 +76,10 @@ def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasibl
     if not source.exists():
         raise UserError(str(source), f"artefact of trial {trial.number} is missing; re-run the study")
     if sha256_file(source) != artefact.sha256:
-        raise UserError(str(source), f"artefact of trial {trial.number} fails its sha256 check (corrupted or "
-                        "tampered); re-run that trial")
+        raise UserError(
+            str(source),
+            f"artefact of trial {trial.number} fails its sha256 check (corrupted or tampered); re-run that trial",
+        )
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.pt"
     shutil.copyfile(source, model_path)
@@ -97,8 +99,13 @@ def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasibl
         "baseline": record.baseline,
         "constraints": record.space["constraints"],
         "objectives": record.space["objectives"],
-        "artefact": {"file": model_path.name, "format": "torchscript", "sha256": artefact.sha256,
-                     "size_bytes": artefact.size_bytes, "load": "torch.jit.load('model.pt')"},
+        "artefact": {
+            "file": model_path.name,
+            "format": "torchscript",
+            "sha256": artefact.sha256,
+            "size_bytes": artefact.size_bytes,
+            "load": "torch.jit.load('model.pt')",
+        },
         "versions": _versions(),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -116,8 +123,12 @@ def verify(out: Path) -> float:
         "task = load_task(sys.argv[1]); model = torch.jit.load(sys.argv[2]); "
         "print(task.evaluate(model, 'test'))"
     )
-    proc = subprocess.run([sys.executable, "-c", code, manifest["task"], str(out / "model.pt")],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, manifest["task"], str(out / "model.pt")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise VerificationError(f"exported model failed to load or run: {proc.stderr.strip().splitlines()[-1:]}")
     accuracy = float(proc.stdout.strip().splitlines()[-1])

@@ -69,8 +69,14 @@ def study_logger(store: StudyStore, name: str) -> logging.Logger:
     return logger
 
 
-def _budget(trials: int | None, time_budget: str | float | None, cpu_hours: float | None,
-            max_failures: int | None, on_budget: str, base: Budget | None = None) -> Budget:
+def _budget(
+    trials: int | None,
+    time_budget: str | float | None,
+    cpu_hours: float | None,
+    max_failures: int | None,
+    on_budget: str,
+    base: Budget | None = None,
+) -> Budget:
     """Validate budget flags; values not given keep those of `base` (on resume) or the defaults."""
     from autocompress.runtime import Budget
 
@@ -116,21 +122,28 @@ def check_feasible_up_front(space: Space, model: Any, example_input: Any, source
 
     if not {"min_speedup", "min_speedup_b32", "max_macs"} & space.constraints.keys():
         return
-    extreme = Policy.from_mapping({n: LayerSetting(max(c.channel_sparsity), min(c.weight_bits))
-                                   for n, c in space.layers.items()}, "l1", round_to=space.round_to)
+    extreme = Policy.from_mapping(
+        {n: LayerSetting(max(c.channel_sparsity), min(c.weight_bits)) for n, c in space.layers.items()},
+        "l1",
+        round_to=space.round_to,
+    )
     base_macs = sum(count_macs(model, example_input).values())
     pruned_macs = sum(count_macs(prune(copy.deepcopy(model), extreme, example_input), example_input).values())
     bits = min(min(c.weight_bits) for c in space.layers.values())
     bound = base_macs / max(pruned_macs, 1) * 32 / bits
     for name in ("min_speedup", "min_speedup_b32"):
         if space.constraints.get(name, 0) > bound:
-            raise UserError(f"{source}: constraints.{name}",
-                            f"{space.constraints[name]:g} cannot be met: even the most compressed policy of "
-                            f"this space is bounded by {bound:.1f}x; lower it or allow more sparsity/fewer bits")
+            raise UserError(
+                f"{source}: constraints.{name}",
+                f"{space.constraints[name]:g} cannot be met: even the most compressed policy of "
+                f"this space is bounded by {bound:.1f}x; lower it or allow more sparsity/fewer bits",
+            )
     if space.constraints.get("max_macs", float("inf")) < pruned_macs:
-        raise UserError(f"{source}: constraints.max_macs",
-                        f"{space.constraints['max_macs']:g} cannot be met: the most compressed policy of this space "
-                        f"still has {pruned_macs} MACs")
+        raise UserError(
+            f"{source}: constraints.max_macs",
+            f"{space.constraints['max_macs']:g} cannot be met: the most compressed policy of this space "
+            f"still has {pruned_macs} MACs",
+        )
 
 
 def _controller_from_state(strategy: str, space: Space, seed: int, state: dict[str, Any]) -> Controller:
@@ -179,14 +192,19 @@ def search(
     space = resolve_space(spec, discover_layers(model, task.example_input(1)), str(space_path))
     name = study or default_study_name(space_path)
     if space.criterion not in CRITERIA:
-        raise UserError(f"{space_path}: defaults.criterion",
-                        f"unknown criterion {space.criterion!r}; known: {', '.join(sorted(CRITERIA))}")
+        raise UserError(
+            f"{space_path}: defaults.criterion",
+            f"unknown criterion {space.criterion!r}; known: {', '.join(sorted(CRITERIA))}",
+        )
     if space.quantizer not in QUANTIZERS:
-        raise UserError(f"{space_path}: defaults.quantizer",
-                        f"unknown quantizer {space.quantizer!r}; known: {', '.join(sorted(QUANTIZERS))}")
+        raise UserError(
+            f"{space_path}: defaults.quantizer",
+            f"unknown quantizer {space.quantizer!r}; known: {', '.join(sorted(QUANTIZERS))}",
+        )
     if space.pruner not in PRUNERS:
-        raise UserError(f"{space_path}: defaults.pruner",
-                        f"unknown pruner {space.pruner!r}; known: {', '.join(sorted(PRUNERS))}")
+        raise UserError(
+            f"{space_path}: defaults.pruner", f"unknown pruner {space.pruner!r}; known: {', '.join(sorted(PRUNERS))}"
+        )
     check_feasible_up_front(space, model, task.example_input(1), str(space_path))
     controller = make_controller(strategy, space, seed)  # validates the strategy's knobs
     if ray_address and executor == "ray":
@@ -197,14 +215,31 @@ def search(
     runner = _executor(executor, workers, ray_address, trial_timeout)  # joins Ray before anything is stored
     try:
         baseline = baseline_metrics(space.task, space.measure)
-        store.create_study(name=name, task=space.task, strategy=strategy, seed=seed, space=space.to_dict(),
-                           space_text=text, budgets=budget.to_dict(), baseline=baseline,
-                           controller_state=controller.state_dict())
+        store.create_study(
+            name=name,
+            task=space.task,
+            strategy=strategy,
+            seed=seed,
+            space=space.to_dict(),
+            space_text=text,
+            budgets=budget.to_dict(),
+            baseline=baseline,
+            controller_state=controller.state_dict(),
+        )
     except BaseException:
         runner.shutdown()
         raise
-    SearchLoop(store, name, space, controller, runner, budget, on_progress, study_logger(store, name),
-               rebuild=lambda state: _controller_from_state(strategy, space, seed, state)).run()
+    SearchLoop(
+        store,
+        name,
+        space,
+        controller,
+        runner,
+        budget,
+        on_progress,
+        study_logger(store, name),
+        rebuild=lambda state: _controller_from_state(strategy, space, seed, state),
+    ).run()
     return Study(name, store)
 
 
@@ -240,8 +275,17 @@ def resume(
     controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
     runner = _executor(executor, workers, ray_address, trial_timeout)
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
-    SearchLoop(store, name, space, controller, runner, budget, on_progress, study_logger(store, name),
-               rebuild=lambda state: _controller_from_state(record.strategy, space, record.seed, state)).run()
+    SearchLoop(
+        store,
+        name,
+        space,
+        controller,
+        runner,
+        budget,
+        on_progress,
+        study_logger(store, name),
+        rebuild=lambda state: _controller_from_state(record.strategy, space, record.seed, state),
+    ).run()
     return Study(name, store)
 
 
@@ -251,8 +295,20 @@ def load_study(name: str, storage: str | None = None) -> Study:
     return Study(name, store)
 
 
-LEADERBOARD_METRICS = ("accuracy", "accuracy_drop", "speedup", "speedup_b32", "latency_ms", "latency_ms_b32",
-                       "size_bytes", "macs", "params", "finetune_epochs", "rung", "promoted_from")
+LEADERBOARD_METRICS = (
+    "accuracy",
+    "accuracy_drop",
+    "speedup",
+    "speedup_b32",
+    "latency_ms",
+    "latency_ms_b32",
+    "size_bytes",
+    "macs",
+    "params",
+    "finetune_epochs",
+    "rung",
+    "promoted_from",
+)
 
 
 class Study:
@@ -269,8 +325,9 @@ class Study:
     def trials(self) -> list[TrialRecord]:
         return self.store.trials(self.name)
 
-    def leaderboard(self, top: int | None = None, feasible_only: bool = False,
-                    pareto_only: bool = False) -> list[dict[str, Any]]:
+    def leaderboard(
+        self, top: int | None = None, feasible_only: bool = False, pareto_only: bool = False
+    ) -> list[dict[str, Any]]:
         """Trials ranked: feasible first (Pareto front, then first objective), then by constraint violation.
 
         Ranking reads only numbers, states, violations and objective values; full trial records are loaded
@@ -278,13 +335,19 @@ class Study:
         ranked = self.store.ranked(self.name, top=top, feasible_only=feasible_only or pareto_only)
         if pareto_only:  # front 0 comes first among feasible trials, so a prefix of the ranking suffices
             ranked = [r for r in ranked if r.pareto_front == 0]
-        trials = {t.number: t for t in self.store.trials(self.name, numbers=[r.number for r in ranked]
-                                                         if top else None)}
+        trials = {
+            t.number: t for t in self.store.trials(self.name, numbers=[r.number for r in ranked] if top else None)
+        }
         rows = []
         for r in ranked:
             trial = trials[r.number]
-            row: dict[str, Any] = {"rank": r.rank, "trial": trial.number, "state": trial.state,
-                                   "feasible": r.feasible, "pareto": r.pareto_front == 0}
+            row: dict[str, Any] = {
+                "rank": r.rank,
+                "trial": trial.number,
+                "state": trial.state,
+                "feasible": r.feasible,
+                "pareto": r.pareto_front == 0,
+            }
             row.update({m: trial.metrics.get(m) for m in LEADERBOARD_METRICS})
             row["violation"] = r.violation if r.violation != float("inf") else None
             row["error"] = trial.error
@@ -307,8 +370,12 @@ class Study:
 
         rows = []
         for trial in self.trials():
-            row: dict[str, Any] = {"number": trial.number, "state": trial.state, "error": trial.error,
-                                   "finetune_epochs": trial.finetune_epochs}
+            row: dict[str, Any] = {
+                "number": trial.number,
+                "state": trial.state,
+                "error": trial.error,
+                "finetune_epochs": trial.finetune_epochs,
+            }
             for layer, setting in trial.policy["layers"].items():
                 for key, value in setting.items():
                     row[f"{layer}/{key}"] = value
@@ -327,4 +394,3 @@ class Study:
         from autocompress.report import write_report
 
         return write_report(self, out, sensitivity=sensitivity, top=top)
-

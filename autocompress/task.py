@@ -69,8 +69,11 @@ def load_task(ref: str, *, where: str = "task") -> Task:
         try:
             task = task()
         except Exception as exc:  # the user's factory: report it as their input, in one line
-            raise UserError(where, f"{ref!r} is not a Task and calling it to build one failed "
-                                   f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise UserError(
+                where,
+                f"{ref!r} is not a Task and calling it to build one failed "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            ) from None
     if not isinstance(task, Task):
         raise UserError(where, f"{ref!r} is not a Task (needs baseline_model, evaluate, finetune, ...)")
     return task
@@ -163,8 +166,9 @@ class SupervisedTask:
             correct += int((logits.argmax(dim=1) == y[start : start + 256]).sum())
         return correct / len(x)
 
-    def finetune(self, model: nn.Module, epochs: float, seed: int = 0,
-                 on_step: Callable[[], None] | None = None) -> None:
+    def finetune(
+        self, model: nn.Module, epochs: float, seed: int = 0, on_step: Callable[[], None] | None = None
+    ) -> None:
         self._train(model, epochs, self.finetune_lr, seed, on_step)
 
     def finetune_steps(self, epochs: float) -> int:
@@ -182,16 +186,23 @@ class SupervisedTask:
         return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size].clone()
 
     # -- training -----------------------------------------------------------------------------------------
-    def _train(self, model: nn.Module, epochs: float, lr: float, seed: int,
-               on_step: Callable[[], None] | None = None) -> None:
+    def _train(
+        self, model: nn.Module, epochs: float, lr: float, seed: int, on_step: Callable[[], None] | None = None
+    ) -> None:
         """Adam with cosine decay; fractional epochs train on that fraction of the batches."""
         seed_everything(seed)
         x, y = self.data["train"]
         total = self.finetune_steps(epochs)
         model.train()
         train_minibatches(
-            model.parameters(), len(x), lambda idx: nn.functional.cross_entropy(model(x[idx]), y[idx]),
-            steps=total, batch_size=self.batch_size, lr=lr, weight_decay=self.weight_decay, seed=seed,
+            model.parameters(),
+            len(x),
+            lambda idx: nn.functional.cross_entropy(model(x[idx]), y[idx]),
+            steps=total,
+            batch_size=self.batch_size,
+            lr=lr,
+            weight_decay=self.weight_decay,
+            seed=seed,
             on_step=on_step,
         )
         model.eval()

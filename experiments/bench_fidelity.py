@@ -33,8 +33,15 @@ REFERENCE = (0.9, 1.0)
 def run(name: str, rungs: list[float], budget: str, seed: int, tmp: Path) -> dict:
     space = tmp / f"{name}.yaml"
     space.write_text(SPACE.format(rungs=json.dumps(rungs)))
-    study = autocompress.search(space, study=name, storage=f"sqlite:///{tmp}/{name}.db", strategy="tpe",
-                                seed=seed, time_budget=budget, workers=2)
+    study = autocompress.search(
+        space,
+        study=name,
+        storage=f"sqlite:///{tmp}/{name}.db",
+        strategy="tpe",
+        seed=seed,
+        time_budget=budget,
+        workers=2,
+    )
     complete = [t for t in study.trials() if t.state == "complete"]
     feasible = [t.metrics["accuracy"] for t in complete if all(v <= 0 for v in t.violations.values())]
     return {
@@ -43,8 +50,7 @@ def run(name: str, rungs: list[float], budget: str, seed: int, tmp: Path) -> dic
         "trials": len(complete),
         "finetune_epochs": sum(t.finetune_epochs for t in complete),
         "best_feasible_accuracy": max(feasible) if feasible else None,
-        "hypervolume": hypervolume_2d([(t.metrics["accuracy"], t.metrics["speedup"]) for t in complete],
-                                      REFERENCE),
+        "hypervolume": hypervolume_2d([(t.metrics["accuracy"], t.metrics["speedup"]) for t in complete], REFERENCE),
     }
 
 
@@ -54,17 +60,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run("full", [9.0], args.time, args.seed, Path(tmp)),
-                run("asha", [1.0, 3.0, 9.0], args.time, args.seed, Path(tmp))]
+        rows = [
+            run("full", [9.0], args.time, args.seed, Path(tmp)),
+            run("asha", [1.0, 3.0, 9.0], args.time, args.seed, Path(tmp)),
+        ]
     out = Path(__file__).parent / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_fidelity.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["| mode | rungs | trials | fine-tune epochs | epochs/trial | best feasible acc | hypervolume |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| mode | rungs | trials | fine-tune epochs | epochs/trial | best feasible acc | hypervolume |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         best = f"{r['best_feasible_accuracy']:.4f}" if r["best_feasible_accuracy"] else "none"
-        lines.append(f"| {r['mode']} | {r['rungs']} | {r['trials']} | {r['finetune_epochs']:g} | "
-                     f"{r['finetune_epochs'] / max(r['trials'], 1):.2f} | {best} | {r['hypervolume']:.4f} |")
+        lines.append(
+            f"| {r['mode']} | {r['rungs']} | {r['trials']} | {r['finetune_epochs']:g} | "
+            f"{r['finetune_epochs'] / max(r['trials'], 1):.2f} | {best} | {r['hypervolume']:.4f} |"
+        )
     lines.append(f"\nWall budget {args.time} each, TPE seed {args.seed}, 2 Ray workers, reference point {REFERENCE}.")
     (out / "bench_fidelity.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -89,12 +89,17 @@ def bench(name: str, task: SupervisedTask, repeats: int) -> list[dict[str, objec
                     accuracy[label] = _accuracy(variants[label], task)
         latency[batch] = compare_latency(variants, x, threads=1, warmup=5, repeats=repeats)
     for label in latency[1]:
-        rows.append({
-            "model": name, "variant": label, "accuracy": accuracy[label],
-            "latency_ms": latency[1][label], "latency_ms_b32": latency[32][label],
-            "speedup": latency[1]["float TorchScript"] / latency[1][label],
-            "speedup_b32": latency[32]["float TorchScript"] / latency[32][label],
-        })
+        rows.append(
+            {
+                "model": name,
+                "variant": label,
+                "accuracy": accuracy[label],
+                "latency_ms": latency[1][label],
+                "latency_ms_b32": latency[32][label],
+                "speedup": latency[1]["float TorchScript"] / latency[1][label],
+                "speedup_b32": latency[32]["float TorchScript"] / latency[32][label],
+            }
+        )
     return rows
 
 
@@ -110,8 +115,10 @@ def _accuracy(model: Callable[[torch.Tensor], torch.Tensor], task: SupervisedTas
 def table(rows: list[dict[str, object]]) -> str:
     lines = ["| model | variant | accuracy | b1 ms | b32 ms | speedup b1 | speedup b32 |", "|" + "---|" * 7]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['variant']} | {r['accuracy']:.3f} | {r['latency_ms']:.3f} "
-                     f"| {r['latency_ms_b32']:.2f} | {r['speedup']:.2f}x | {r['speedup_b32']:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['accuracy']:.3f} | {r['latency_ms']:.3f} "
+            f"| {r['latency_ms_b32']:.2f} | {r['speedup']:.2f}x | {r['speedup_b32']:.2f}x |"
+        )
     return "\n".join(lines)
 
 

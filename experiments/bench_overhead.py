@@ -27,7 +27,6 @@ measure: {threads: 1, repeats: 3, warmup: 0}
 """
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=300)
@@ -39,8 +38,14 @@ def main() -> None:
         space = Path(tmp) / "trivial.yaml"
         space.write_text(SPACE)
         started = time.monotonic()
-        study = autocompress.search(space, study="overhead", storage=f"sqlite:///{tmp}/bench.db",
-                                    strategy=args.strategy, trials=args.trials, workers=args.workers)
+        study = autocompress.search(
+            space,
+            study="overhead",
+            storage=f"sqlite:///{tmp}/bench.db",
+            strategy=args.strategy,
+            trials=args.trials,
+            workers=args.workers,
+        )
         total = time.monotonic() - started
         trials = study.trials()
         search_wall = study.record.spent["wall_s"]

@@ -67,19 +67,30 @@ def bench(name: str, task: SupervisedTask, repeats: int) -> list[dict[str, objec
     rows = []
     for label, (pol, epochs) in variants.items():
         script, packed = built[label]
-        rows.append({
-            "model": name, "variant": label, "quantizer": pol.quantizer if label != "float" else "-",
-            "finetune_epochs": epochs, "accuracy": task.evaluate(script),
-            "latency_ms": b1[label], "latency_ms_b32": b32[label],
-            "speedup": b1["float"] / b1[label], "speedup_b32": b32["float"] / b32[label],
-            "size_bytes": len(serialize(script)), "packed_bytes": packed, "latency_basis": latency_basis(pol),
-        })
+        rows.append(
+            {
+                "model": name,
+                "variant": label,
+                "quantizer": pol.quantizer if label != "float" else "-",
+                "finetune_epochs": epochs,
+                "accuracy": task.evaluate(script),
+                "latency_ms": b1[label],
+                "latency_ms_b32": b32[label],
+                "speedup": b1["float"] / b1[label],
+                "speedup_b32": b32["float"] / b32[label],
+                "size_bytes": len(serialize(script)),
+                "packed_bytes": packed,
+                "latency_basis": latency_basis(pol),
+            }
+        )
     return rows
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    head = ("| model | variant | quantizer | ft epochs | accuracy | b1 ms | b32 ms | speedup b1 "
-            "| speedup b32 | file bytes | packed bytes | latency basis |")
+    head = (
+        "| model | variant | quantizer | ft epochs | accuracy | b1 ms | b32 ms | speedup b1 "
+        "| speedup b32 | file bytes | packed bytes | latency basis |"
+    )
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(

@@ -34,8 +34,18 @@ measure: {{threads: 1, repeats: {repeats}, warmup: 1}}
 """
 REFERENCE = (0.8, 1.0)  # (accuracy, speedup): trials below 80 % accuracy or slower than the baseline add nothing
 STRATEGIES = ("random", "uniform", "tpe", "nsga2", "anneal", "netadapt", "amc", "haq", "autocompress")
-FIELDS = ["model", "strategy", "seed", "trials", "hypervolume", "baseline_accuracy", "best_accuracy", "best_speedup",
-          "wall_s", "curve"]
+FIELDS = [
+    "model",
+    "strategy",
+    "seed",
+    "trials",
+    "hypervolume",
+    "baseline_accuracy",
+    "best_accuracy",
+    "best_speedup",
+    "wall_s",
+    "curve",
+]
 OUT = Path(__file__).parent / "results" / "bench_search"
 
 
@@ -54,8 +64,15 @@ def load_rows() -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="") as handle:
-        return [{**row, "seed": int(row["seed"]), "hypervolume": float(row["hypervolume"]),
-                 "curve": json.loads(row["curve"])} for row in csv.DictReader(handle)]
+        return [
+            {
+                **row,
+                "seed": int(row["seed"]),
+                "hypervolume": float(row["hypervolume"]),
+                "curve": json.loads(row["curve"]),
+            }
+            for row in csv.DictReader(handle)
+        ]
 
 
 def append_row(row: dict) -> None:
@@ -78,17 +95,29 @@ def run(args: argparse.Namespace) -> None:
                 for strategy in args.strategies:
                     if (model, strategy, seed) in done:
                         continue
-                    study = autocompress.search(space, study=f"{model}-{strategy}-{seed}",
-                                                storage=f"sqlite:///{tmp}/bench.db", strategy=strategy, seed=seed,
-                                                trials=args.trials, executor="inline")
+                    study = autocompress.search(
+                        space,
+                        study=f"{model}-{strategy}-{seed}",
+                        storage=f"sqlite:///{tmp}/bench.db",
+                        strategy=strategy,
+                        seed=seed,
+                        trials=args.trials,
+                        executor="inline",
+                    )
                     values = curve(study)
                     complete = [t.metrics for t in study.trials() if t.state == "complete"]
-                    row = {"model": model, "strategy": strategy, "seed": seed, "trials": len(values),
-                           "hypervolume": round(values[-1], 5),
-                           "baseline_accuracy": round(study.record.baseline["accuracy"], 4),
-                           "best_accuracy": round(max(m["accuracy"] for m in complete), 4),
-                           "best_speedup": round(max(m["speedup"] for m in complete), 3),
-                           "wall_s": round(study.record.spent.get("wall_s", 0.0), 1), "curve": values}
+                    row = {
+                        "model": model,
+                        "strategy": strategy,
+                        "seed": seed,
+                        "trials": len(values),
+                        "hypervolume": round(values[-1], 5),
+                        "baseline_accuracy": round(study.record.baseline["accuracy"], 4),
+                        "best_accuracy": round(max(m["accuracy"] for m in complete), 4),
+                        "best_speedup": round(max(m["speedup"] for m in complete), 3),
+                        "wall_s": round(study.record.spent.get("wall_s", 0.0), 1),
+                        "curve": values,
+                    }
                     append_row(row)
                     print({k: v for k, v in row.items() if k != "curve"}, flush=True)
 
@@ -97,12 +126,15 @@ def report(args: argparse.Namespace) -> None:
     rows = load_rows()
     models = [m for m in args.models if any(r["model"] == m for r in rows)]
     strategies = [s for s in args.strategies if any(r["strategy"] == s for r in rows)]
-    lines = [f"Hypervolume of (accuracy, speedup b1) vs reference {REFERENCE}, {args.trials} trials per study, "
-             f"{args.finetune} fine-tune epochs and {args.repeats} latency repeats per trial, trials inline one at a "
-             "time, latency on one thread's CPU time; "
-             "seeds as listed (mean ± std); ratio = mean / mean of random (or uniform).", "",
-             "| model | strategy | seeds | hypervolume | vs random | vs uniform | best acc | best speedup |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Hypervolume of (accuracy, speedup b1) vs reference {REFERENCE}, {args.trials} trials per study, "
+        f"{args.finetune} fine-tune epochs and {args.repeats} latency repeats per trial, trials inline one at a "
+        "time, latency on one thread's CPU time; "
+        "seeds as listed (mean ± std); ratio = mean / mean of random (or uniform).",
+        "",
+        "| model | strategy | seeds | hypervolume | vs random | vs uniform | best acc | best speedup |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for model in models:
         by = {s: [r for r in rows if r["model"] == model and r["strategy"] == s] for s in strategies}
         mean = {s: statistics.mean(r["hypervolume"] for r in by[s]) for s in strategies if by[s]}
@@ -112,10 +144,12 @@ def report(args: argparse.Namespace) -> None:
             values = [r["hypervolume"] for r in by[strategy]]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             ratio = {b: f"{mean[strategy] / mean[b]:.2f}" if mean.get(b) else "n/a" for b in ("random", "uniform")}
-            lines.append(f"| {model} | {strategy} | {len(values)} | {mean[strategy]:.4f} ± {spread:.4f} | "
-                         f"{ratio['random']} | {ratio['uniform']} | "
-                         f"{statistics.mean(float(r['best_accuracy']) for r in by[strategy]):.3f} | "
-                         f"{statistics.mean(float(r['best_speedup']) for r in by[strategy]):.2f} |")
+            lines.append(
+                f"| {model} | {strategy} | {len(values)} | {mean[strategy]:.4f} ± {spread:.4f} | "
+                f"{ratio['random']} | {ratio['uniform']} | "
+                f"{statistics.mean(float(r['best_accuracy']) for r in by[strategy]):.3f} | "
+                f"{statistics.mean(float(r['best_speedup']) for r in by[strategy]):.2f} |"
+            )
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot({(r["model"], r["strategy"], r["seed"]): r["curve"] for r in rows}, models, strategies)
@@ -155,8 +189,11 @@ def plot(curves: dict, models: list[str], strategies: list[str]) -> None:
             length = min(len(r) for r in runs)
             mean = [statistics.mean(r[i] for r in runs) for i in range(length)]
             ax.plot(range(1, length + 1), mean, label=strategy)
-        ax.set(title=f"{model}: hypervolume vs trials (mean over seeds)", xlabel="finished trials",
-               ylabel=f"hypervolume, reference {REFERENCE}")
+        ax.set(
+            title=f"{model}: hypervolume vs trials (mean over seeds)",
+            xlabel="finished trials",
+            ylabel=f"hypervolume, reference {REFERENCE}",
+        )
         ax.legend()
     fig.tight_layout()
     fig.savefig(OUT / "hypervolume.png", dpi=110)

@@ -43,10 +43,17 @@ def synthetic_trials(store: StudyStore, name: str, n: int, seed: int, batch: int
     events: list[list[Any]] = []
     for number in range(n):
         events += [["ask", number], ["tell", number, {"state": COMPLETE, "values": {}, "violations": {}}]]
-    store.create_study(name=name, task="experiments.digits:task", strategy="random", seed=seed,
-                       space={"objectives": OBJECTIVES, "constraints": CONSTRAINTS}, space_text="",
-                       budgets={"trials": n}, baseline={"accuracy": 0.97, "latency_ms": 1.0},
-                       controller_state={"controller": "random", "seed": seed, "events": events})
+    store.create_study(
+        name=name,
+        task="experiments.digits:task",
+        strategy="random",
+        seed=seed,
+        space={"objectives": OBJECTIVES, "constraints": CONSTRAINTS},
+        space_text="",
+        budgets={"trials": n},
+        baseline={"accuracy": 0.97, "latency_ms": 1.0},
+        controller_state={"controller": "random", "seed": seed, "events": events},
+    )
     with store.engine.begin() as conn:
         study_id = conn.execute(text("SELECT id FROM studies WHERE name = :n"), {"n": name}).scalar_one()
         conn.execute(text("UPDATE studies SET next_number = :n WHERE id = :s"), {"n": n, "s": study_id})
@@ -56,30 +63,63 @@ def synthetic_trials(store: StudyStore, name: str, n: int, seed: int, batch: int
         for number in range(lo, min(n, lo + batch)):
             kind = rng.random()
             state = COMPLETE if kind < 0.85 else FAILED if kind < 0.95 else RUNNING
-            policy = {"layers": {layer: {"channel_sparsity": rng.choice([0.0, 0.25, 0.5, 0.75]),
-                                         "weight_bits": rng.choice([8, 32])} for layer in LAYERS},
-                      "criterion": "l1"}
+            policy = {
+                "layers": {
+                    layer: {"channel_sparsity": rng.choice([0.0, 0.25, 0.5, 0.75]), "weight_bits": rng.choice([8, 32])}
+                    for layer in LAYERS
+                },
+                "criterion": "l1",
+            }
             m: dict[str, float] = {}
             viol: dict[str, float] = {}
             if state == COMPLETE:
                 drop = max(0.0, rng.gauss(0.01, 0.01))
                 speedup = rng.uniform(1.0, 4.0)
-                m = {"accuracy": 0.97 - drop, "accuracy_drop": drop, "speedup": speedup,
-                     "latency_ms": 1.0 / speedup, "size_bytes": rng.randint(10_000, 100_000),
-                     "macs": rng.randint(10**5, 10**6), "params": rng.randint(10**4, 10**5), "cpu_s": 5.0}
+                m = {
+                    "accuracy": 0.97 - drop,
+                    "accuracy_drop": drop,
+                    "speedup": speedup,
+                    "latency_ms": 1.0 / speedup,
+                    "size_bytes": rng.randint(10_000, 100_000),
+                    "macs": rng.randint(10**5, 10**6),
+                    "params": rng.randint(10**4, 10**5),
+                    "cpu_s": 5.0,
+                }
                 viol = {"max_accuracy_drop": (drop - 0.01) / 0.01, "min_speedup": (2.0 - speedup) / 2.0}
             metrics[number] = m
-            trials.append({"study_id": study_id, "number": number, "state": state, "policy": policy,
-                           "finetune_epochs": 1.0, "metrics": m, "violations": viol,
-                           "violation": total_violation(viol) if state == COMPLETE else None, "error": "",
-                           "worker": "bench", "attempts": 1, "started_at": now, "heartbeat_at": now,
-                           "finished_at": None if state == RUNNING else now})
+            trials.append(
+                {
+                    "study_id": study_id,
+                    "number": number,
+                    "state": state,
+                    "policy": policy,
+                    "finetune_epochs": 1.0,
+                    "metrics": m,
+                    "violations": viol,
+                    "violation": total_violation(viol) if state == COMPLETE else None,
+                    "error": "",
+                    "worker": "bench",
+                    "attempts": 1,
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    "finished_at": None if state == RUNNING else now,
+                }
+            )
         with store.engine.begin() as conn:
             conn.execute(insert(TrialRow), trials)
-            ids = conn.execute(select(TrialRow.number, TrialRow.id).where(
-                TrialRow.study_id == study_id, TrialRow.number >= lo, TrialRow.number < lo + batch)).all()
-            conn.execute(insert(MetricRow), [{"trial_id": trial_id, "name": k, "value": float(v)}
-                                             for number, trial_id in ids for k, v in metrics[number].items()])
+            ids = conn.execute(
+                select(TrialRow.number, TrialRow.id).where(
+                    TrialRow.study_id == study_id, TrialRow.number >= lo, TrialRow.number < lo + batch
+                )
+            ).all()
+            conn.execute(
+                insert(MetricRow),
+                [
+                    {"trial_id": trial_id, "name": k, "value": float(v)}
+                    for number, trial_id in ids
+                    for k, v in metrics[number].items()
+                ],
+            )
 
 
 def median_s(fn: Callable[[], Any], repeats: int) -> float:
@@ -121,8 +161,9 @@ def bench(url: str, trials: int, resume_trials: int, repeats: int) -> dict[str, 
     result = {
         "insert_s": round(insert_s, 1),
         "leaderboard_top10_s": round(median_s(lambda: cli_leaderboard(url, "big"), repeats), 3),
-        "rank_full_records_s": round(median_s(
-            lambda: rank_trials([t.as_mapping() for t in store.trials("big")], OBJECTIVES), 1), 3),
+        "rank_full_records_s": round(
+            median_s(lambda: rank_trials([t.as_mapping() for t in store.trials("big")], OBJECTIVES), 1), 3
+        ),
         "resume_load_s": round(median_s(lambda: resume_reads(url, "resume"), repeats), 3),
     }
     store.close()

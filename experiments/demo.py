@@ -40,8 +40,9 @@ def demo() -> None:
     print(f"best trial {manifest['trial']} (feasible: {manifest['feasible']}) vs baseline:")
     print(f"  accuracy   {m['accuracy']:.4f} vs {b['accuracy']:.4f}")
     print(f"  latency b1 {m['latency_ms']:.3f} ms vs {m['baseline_latency_ms']:.3f} ms ({m['speedup']:.2f}x)")
-    print(f"  latency b32 {m['latency_ms_b32']:.3f} ms vs {m['baseline_latency_ms_b32']:.3f} ms "
-          f"({m['speedup_b32']:.2f}x)")
+    print(
+        f"  latency b32 {m['latency_ms_b32']:.3f} ms vs {m['baseline_latency_ms_b32']:.3f} ms ({m['speedup_b32']:.2f}x)"
+    )
     print(f"  size       {m['size_bytes'] / 1024:.1f} KiB vs {b['size_bytes'] / 1024:.1f} KiB")
     print(f"exported model: {OUT / 'export' / 'model.pt'}")
 

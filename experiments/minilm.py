@@ -319,8 +319,14 @@ class MiniLMTask:
             p.requires_grad_(name.startswith("layers."))
         model.train()
         train_minibatches(
-            params, len(ids), lambda idx: 1 - F.cosine_similarity(model(ids[idx]), target[idx], dim=-1).mean(),
-            steps=total, batch_size=self.batch_size, lr=self.finetune_lr, weight_decay=0.0, seed=seed,
+            params,
+            len(ids),
+            lambda idx: 1 - F.cosine_similarity(model(ids[idx]), target[idx], dim=-1).mean(),
+            steps=total,
+            batch_size=self.batch_size,
+            lr=self.finetune_lr,
+            weight_decay=0.0,
+            seed=seed,
             on_step=on_step,
         )
         for p in model.parameters():

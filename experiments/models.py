@@ -51,8 +51,7 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Like(nn.Module):
     def __init__(self, width: int = 16, classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                                  nn.ReLU6())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU6())
         self.blocks = nn.Sequential(
             InvertedResidual(width, width, 1, 4),
             InvertedResidual(width, 2 * width, 2, 4),
@@ -60,8 +59,7 @@ class MobileNetV2Like(nn.Module):
             InvertedResidual(2 * width, 4 * width, 2, 4),
             InvertedResidual(4 * width, 4 * width, 1, 4),
         )
-        self.head = nn.Sequential(nn.Conv2d(4 * width, 8 * width, 1, bias=False), nn.BatchNorm2d(8 * width),
-                                  nn.ReLU6())
+        self.head = nn.Sequential(nn.Conv2d(4 * width, 8 * width, 1, bias=False), nn.BatchNorm2d(8 * width), nn.ReLU6())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(8 * width, classes)
 
@@ -92,8 +90,9 @@ class DenseNetLike(nn.Module):
             layers.append(DenseLayer(channels, growth))
             channels += growth
         self.block1 = nn.Sequential(*layers)
-        self.transition = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, channels // 2, 1,
-                                        bias=False), nn.AvgPool2d(2))
+        self.transition = nn.Sequential(
+            nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, channels // 2, 1, bias=False), nn.AvgPool2d(2)
+        )
         channels //= 2
         layers = []
         for _ in range(3):
@@ -116,8 +115,16 @@ class TransformerEncoderClassifier(nn.Module):
     width can be physically pruned and each projection quantized on its own.
     """
 
-    def __init__(self, vocab: int = 2048, dim: int = 64, heads: int = 4, ffn: int = 128, layers: int = 2,
-                 classes: int = 10, max_len: int = 64) -> None:
+    def __init__(
+        self,
+        vocab: int = 2048,
+        dim: int = 64,
+        heads: int = 4,
+        ffn: int = 128,
+        layers: int = 2,
+        classes: int = 10,
+        max_len: int = 64,
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
         self.pos = nn.Parameter(torch.zeros(1, max_len, dim))

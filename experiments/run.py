@@ -45,8 +45,13 @@ EXPERIMENTS: dict[str, Experiment] = {
     "mobilenet": Experiment("search_spaces/mobilenet.yaml", 24, note="MobileNetV2-like on digits 16x16"),
     "densenet": Experiment("search_spaces/densenet.yaml", 24, note="DenseNet-like on digits 16x16"),
     "transformer": Experiment("search_spaces/transformer.yaml", 24, note="2-layer transformer encoder on text"),
-    "minilm": Experiment("search_spaces/minilm.yaml", 24, time="30m", strategy="haq",
-                         note="all-MiniLM-L6-v2, fidelity = cosine to original; haq allocates the FFN output bits"),
+    "minilm": Experiment(
+        "search_spaces/minilm.yaml",
+        24,
+        time="30m",
+        strategy="haq",
+        note="all-MiniLM-L6-v2, fidelity = cosine to original; haq allocates the FFN output bits",
+    ),
 }
 
 

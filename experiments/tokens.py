@@ -19,6 +19,8 @@ def token_splits(n: int = 1200, seed: int = 0) -> dict[str, tuple[torch.Tensor, 
     band = labels[:, None] * (VOCAB // CLASSES) + torch.randint(VOCAB // CLASSES, (n, SEQ), generator=gen)
     tokens = torch.where(torch.rand(n, SEQ, generator=gen) < 0.4, band, tokens)
     train, val = int(n * 2 / 3), int(n * 5 / 6)
-    return {"train": (tokens[:train], labels[:train]), "val": (tokens[train:val], labels[train:val]),
-            "test": (tokens[val:], labels[val:])}
-
+    return {
+        "train": (tokens[:train], labels[:train]),
+        "val": (tokens[train:val], labels[train:val]),
+        "test": (tokens[val:], labels[val:]),
+    }

@@ -21,12 +21,24 @@ from typing import Any
 from tests.conftest import descendants, kill_pids
 
 #: flags required on shared CI machines: no sandbox (root), no GPU, nothing that reaches the network
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars", "--remote-debugging-pipe")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--remote-debugging-pipe",
+)
 
-_IMAGES = ("JSON.stringify(Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, "
-           "width: i.naturalWidth, height: i.naturalHeight})))")
+_IMAGES = (
+    "JSON.stringify(Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, "
+    "width: i.naturalWidth, height: i.naturalHeight})))"
+)
 
 
 def chromium() -> str | None:
@@ -60,8 +72,9 @@ class _Pipe:
         message, self.buffer = self.buffer.split(b"\0", 1)
         return json.loads(message)
 
-    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = 30) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
         self.next_id += 1
         message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -122,8 +135,11 @@ def render(page: Path, screenshot: Path, profile: Path, width: int = 1200) -> Re
 
     proc = subprocess.Popen(
         [binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},900", "about:blank"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        close_fds=False, preexec_fn=wire_pipe,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=False,
+        preexec_fn=wire_pipe,
     )
     os.close(to_browser_r)
     os.close(from_browser_w)
@@ -135,14 +151,24 @@ def render(page: Path, screenshot: Path, profile: Path, width: int = 1200) -> Re
             pipe.call(f"{domain}.enable", session=session)
         pipe.call("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
         pipe.wait_event("Page.loadEventFired")
-        images = json.loads(pipe.call("Runtime.evaluate", {"expression": _IMAGES, "returnByValue": True},
-                                      session=session)["result"]["value"])
-        title = pipe.call("Runtime.evaluate", {"expression": "document.title", "returnByValue": True},
-                          session=session)["result"]["value"]
-        height = pipe.call("Runtime.evaluate", {"expression": "document.documentElement.scrollHeight",
-                                                "returnByValue": True}, session=session)["result"]["value"]
-        pipe.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": int(height),
-                                                         "deviceScaleFactor": 1, "mobile": False}, session=session)
+        images = json.loads(
+            pipe.call("Runtime.evaluate", {"expression": _IMAGES, "returnByValue": True}, session=session)["result"][
+                "value"
+            ]
+        )
+        title = pipe.call("Runtime.evaluate", {"expression": "document.title", "returnByValue": True}, session=session)[
+            "result"
+        ]["value"]
+        height = pipe.call(
+            "Runtime.evaluate",
+            {"expression": "document.documentElement.scrollHeight", "returnByValue": True},
+            session=session,
+        )["result"]["value"]
+        pipe.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": int(height), "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         shot = pipe.call("Page.captureScreenshot", {"format": "png"}, session=session, timeout=60)
         screenshot.write_bytes(base64.b64decode(shot["data"]))
         errors = _errors(pipe.events)

@@ -45,8 +45,15 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "autocompress", *args], capture_output=True, text=True,
-                          env=cli_env(), cwd=cwd, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "autocompress", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def descendants(pid: int) -> list[int]:

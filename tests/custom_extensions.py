@@ -34,8 +34,11 @@ class GreedySparsity(Controller):
         self.step = int(self.options["start_step"])
 
     def _ask(self, number):
-        params = {f"{layer}/{setting}": choices[min(self.step, len(choices) - 1)]
-                  for layer, setting, choices in self.space.dimensions() if setting == "channel_sparsity"}
+        params = {
+            f"{layer}/{setting}": choices[min(self.step, len(choices) - 1)]
+            for layer, setting, choices in self.space.dimensions()
+            if setting == "channel_sparsity"
+        }
         return Proposal(number, self.space.policy_from_params(params), self.full_fidelity)
 
     def _tell(self, number, outcome: Outcome):

@@ -11,8 +11,10 @@ from experiments.digits import DigitsNet, task
 
 @pytest.fixture(scope="module")
 def space():
-    spec = parse_space("task: experiments.digits:task\nfidelity: {finetune_epochs: [1, 3, 9], eta: 3}\n"
-                       "constraints: {max_accuracy_drop: 0.02}")
+    spec = parse_space(
+        "task: experiments.digits:task\nfidelity: {finetune_epochs: [1, 3, 9], eta: 3}\n"
+        "constraints: {max_accuracy_drop: 0.02}"
+    )
     return resolve_space(spec, discover_layers(DigitsNet().eval(), task.example_input(1)))
 
 
@@ -20,8 +22,11 @@ def fake_outcome(policy) -> Outcome:
     """A deterministic stand-in result: less sparsity, higher accuracy (controllers see only numbers)."""
     sparsity = sum(s.channel_sparsity for _, s in policy)
     accuracy = 1.0 - 0.05 * sparsity
-    return Outcome("complete", {"accuracy": accuracy, "latency_ms": 1.0 - 0.1 * sparsity, "accuracy_drop": 0.0},
-                   {"max_accuracy_drop": -1.0})
+    return Outcome(
+        "complete",
+        {"accuracy": accuracy, "latency_ms": 1.0 - 0.1 * sparsity, "accuracy_drop": 0.0},
+        {"max_accuracy_drop": -1.0},
+    )
 
 
 def drive(controller, steps: int, pending: int = 2) -> list:

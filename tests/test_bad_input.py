@@ -30,8 +30,17 @@ class Case:
 
 
 def search(*extra: str) -> Callable[[Path], list[str]]:
-    return lambda w: ["search", str(w / "space.yaml"), "--storage", f"sqlite:///{w / 'store.db'}",
-                      "--study", "new", "--executor", "inline", *extra]
+    return lambda w: [
+        "search",
+        str(w / "space.yaml"),
+        "--storage",
+        f"sqlite:///{w / 'store.db'}",
+        "--study",
+        "new",
+        "--executor",
+        "inline",
+        *extra,
+    ]
 
 
 def on_store(*args: str) -> Callable[[Path], list[str]]:
@@ -55,8 +64,17 @@ def add_empty_study(work: Path) -> None:
     """A study with no finished trial (the store is snapshot after this setup)."""
     store = StudyStore(f"sqlite:///{work / 'store.db'}")
     space = store.study("done").space
-    store.create_study(name="empty", task="experiments.digits:task", strategy="tpe", seed=0, space=space,
-                       space_text="", budgets={}, baseline={}, controller_state={})
+    store.create_study(
+        name="empty",
+        task="experiments.digits:task",
+        strategy="tpe",
+        seed=0,
+        space=space,
+        space_text="",
+        budgets={},
+        baseline={},
+        controller_state={},
+    )
     store.close()
 
 
@@ -80,44 +98,95 @@ CASES = [
     Case("malformed-yaml", search(), "malformed YAML", space="task: [unclosed\n"),
     Case("not-a-mapping", search(), "must be a YAML mapping", space="- a\n- b\n"),
     Case("unknown-key", search(), "did you mean 'objectives'", space=GOOD.replace("objectives:", "objectivs:")),
-    Case("unknown-nested-key", search(), "did you mean 'max_accuracy_drop'",
-         space=GOOD.replace("max_accuracy_drop", "max_acuracy_drop")),
-    Case("wrong-type", search(), "constraints.min_speedup",
-         space=GOOD.replace("min_speedup: 1.2", "min_speedup: fast")),
+    Case(
+        "unknown-nested-key",
+        search(),
+        "did you mean 'max_accuracy_drop'",
+        space=GOOD.replace("max_accuracy_drop", "max_acuracy_drop"),
+    ),
+    Case(
+        "wrong-type", search(), "constraints.min_speedup", space=GOOD.replace("min_speedup: 1.2", "min_speedup: fast")
+    ),
     Case("sparsity-too-big", search(), "outside [0, 1)", space=GOOD.replace("[0.0, 0.25, 0.5]", "[0.0, 1.0]")),
     Case("sparsity-negative", search(), "outside [0, 1)", space=GOOD.replace("[0.0, 0.25, 0.5]", "[-0.1]")),
-    Case("unknown-quantizer", search(), "unknown quantizer 'xnor'",
-         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], quantizer: xnor}")),
-    Case("unsupported-bits", search(), "not supported",
-         space=GOOD.replace("weight_bits: [8, 32]", "weight_bits: [16]")),
-    Case("weight-sparsity-too-big", search(), "defaults.weight_sparsity: Value error, 1.0 is outside [0, 1)",
-         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], weight_sparsity: [0.5, 1.0]}")),
-    Case("activation-bits-unsupported", search(), "16 activation bits is not supported",
-         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], activation_bits: [16]}")),
-    Case("one-bit-activations-without-bnn", search(), "defaults.activation_bits: 1 bit needs defaults.quantizer 'bnn'",
-         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], activation_bits: [1, 8]}")),
-    Case("unknown-pruner", search(), "defaults.pruner: unknown pruner 'obs'; known: admm, agp, level, lottery",
-         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], pruner: obs}")),
-    Case("pattern-matches-nothing", search(), "matches no layer",
-         space=GOOD + "layers: {'encoder.*': {weight_bits: [8]}}\n"),
-    Case("unprunable-layer", search(), "'fc' cannot be pruned",
-         space=GOOD + "layers: {fc: {channel_sparsity: [0.5]}}\n"),
-    Case("task-module-missing", search(), "cannot import module",
-         space=GOOD.replace("experiments.digits:task", "experiments.nope:task")),
-    Case("task-attribute-missing", search(), "has no attribute 'nope'",
-         space=GOOD.replace("experiments.digits:task", "experiments.digits:nope")),
-    Case("task-not-import-path", search(), "not an import path",
-         space=GOOD.replace("experiments.digits:task", "digits")),
-    Case("task-not-a-task", search(), "is not a Task and calling it to build one failed",
-         space=GOOD.replace("experiments.digits:task", "experiments.digits:BasicBlock")),
-    Case("space-file-missing", lambda w: ["search", str(w / "missing.yaml"), "--storage",
-                                          f"sqlite:///{w / 'store.db'}"], "cannot read space file"),
+    Case(
+        "unknown-quantizer",
+        search(),
+        "unknown quantizer 'xnor'",
+        space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], quantizer: xnor}"),
+    ),
+    Case(
+        "unsupported-bits", search(), "not supported", space=GOOD.replace("weight_bits: [8, 32]", "weight_bits: [16]")
+    ),
+    Case(
+        "weight-sparsity-too-big",
+        search(),
+        "defaults.weight_sparsity: Value error, 1.0 is outside [0, 1)",
+        space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], weight_sparsity: [0.5, 1.0]}"),
+    ),
+    Case(
+        "activation-bits-unsupported",
+        search(),
+        "16 activation bits is not supported",
+        space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], activation_bits: [16]}"),
+    ),
+    Case(
+        "one-bit-activations-without-bnn",
+        search(),
+        "defaults.activation_bits: 1 bit needs defaults.quantizer 'bnn'",
+        space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], activation_bits: [1, 8]}"),
+    ),
+    Case(
+        "unknown-pruner",
+        search(),
+        "defaults.pruner: unknown pruner 'obs'; known: admm, agp, level, lottery",
+        space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], pruner: obs}"),
+    ),
+    Case(
+        "pattern-matches-nothing",
+        search(),
+        "matches no layer",
+        space=GOOD + "layers: {'encoder.*': {weight_bits: [8]}}\n",
+    ),
+    Case(
+        "unprunable-layer", search(), "'fc' cannot be pruned", space=GOOD + "layers: {fc: {channel_sparsity: [0.5]}}\n"
+    ),
+    Case(
+        "task-module-missing",
+        search(),
+        "cannot import module",
+        space=GOOD.replace("experiments.digits:task", "experiments.nope:task"),
+    ),
+    Case(
+        "task-attribute-missing",
+        search(),
+        "has no attribute 'nope'",
+        space=GOOD.replace("experiments.digits:task", "experiments.digits:nope"),
+    ),
+    Case(
+        "task-not-import-path", search(), "not an import path", space=GOOD.replace("experiments.digits:task", "digits")
+    ),
+    Case(
+        "task-not-a-task",
+        search(),
+        "is not a Task and calling it to build one failed",
+        space=GOOD.replace("experiments.digits:task", "experiments.digits:BasicBlock"),
+    ),
+    Case(
+        "space-file-missing",
+        lambda w: ["search", str(w / "missing.yaml"), "--storage", f"sqlite:///{w / 'store.db'}"],
+        "cannot read space file",
+    ),
     Case("fidelity-not-ascending", search(), "ascending", space=GOOD.replace("[0.5]", "[3, 1]")),
     Case("unknown-objective", search(), "objectives", space=GOOD.replace("latency_ms: min", "latncy: min")),
     Case("bad-direction", search(), "objectives", space=GOOD.replace("accuracy: max", "accuracy: up")),
     Case("impossible-speedup", search(), "min_speedup", space=GOOD.replace("min_speedup: 1.2", "min_speedup: 1000")),
-    Case("impossible-speedup-b32", search(), "constraints.min_speedup_b32",
-         space=GOOD.replace("min_speedup: 1.2", "min_speedup_b32: 1000")),
+    Case(
+        "impossible-speedup-b32",
+        search(),
+        "constraints.min_speedup_b32",
+        space=GOOD.replace("min_speedup: 1.2", "min_speedup_b32: 1000"),
+    ),
     Case("repeats-too-few", search(), "measure.repeats", space=GOOD.replace("repeats: 5", "repeats: 1")),
     Case("unknown-strategy", search("--strategy", "genetic"), "unknown strategy 'genetic'", space=GOOD),
     Case("zero-trials", search("--trials", "0"), "--trials", space=GOOD),
@@ -131,36 +200,71 @@ CASES = [
     Case("non-integer-flag", search("--trials", "many"), "--trials", space=GOOD),
     Case("bad-storage-url", lambda w: ["studies", "--storage", "not a url"], "is not a database URL"),
     Case("unknown-storage-driver", lambda w: ["studies", "--storage", "nosuchdb://x/y"], "--storage"),
-    Case("unreachable-postgres", lambda w: ["studies", "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/test"],
-         "cannot connect"),
-    Case("unreachable-ray", lambda w: [*search()(w)[:-2], "--ray-address", "127.0.0.1:1"], "no Ray cluster answers",
-         space=GOOD),
-    Case("ray-address-garbled", lambda w: [*search()(w)[:-2], "--ray-address", "nohost"], "not host:port",
-         space=GOOD),
+    Case(
+        "unreachable-postgres",
+        lambda w: ["studies", "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/test"],
+        "cannot connect",
+    ),
+    Case(
+        "unreachable-ray",
+        lambda w: [*search()(w)[:-2], "--ray-address", "127.0.0.1:1"],
+        "no Ray cluster answers",
+        space=GOOD,
+    ),
+    Case("ray-address-garbled", lambda w: [*search()(w)[:-2], "--ray-address", "nohost"], "not host:port", space=GOOD),
     Case("study-name-clash", lambda w: [*search()(w)[:-4], "--study", "done"], "exists", space=GOOD),
     Case("resume-missing-study", on_store("resume", "ghost"), "study 'ghost': not found"),
     Case("leaderboard-missing-study", on_store("leaderboard", "ghost"), "not found in sqlite:///"),
     Case("status-missing-study", on_store("status", "ghost"), "not found"),
-    Case("export-no-finished-trial", lambda w: on_store("export", "empty", "--out", str(w / "x"))(w),
-         "no finished trial", setup=add_empty_study),
-    Case("export-missing-trial", lambda w: on_store("export", "done", "--out", str(w / "x"), "--trial", "99")(w),
-         "has no trial 99"),
-    Case("export-tampered-artefact",
-         lambda w: on_store("export", "done", "--out", str(w / "x"), "--allow-infeasible")(w), "sha256",
-         setup=tamper),
-    Case("foreign-database", lambda w: ["studies", "--storage", f"sqlite:///{w / 'foreign.db'}"],
-         "not an autocompress store", setup=foreign_db),
+    Case(
+        "export-no-finished-trial",
+        lambda w: on_store("export", "empty", "--out", str(w / "x"))(w),
+        "no finished trial",
+        setup=add_empty_study,
+    ),
+    Case(
+        "export-missing-trial",
+        lambda w: on_store("export", "done", "--out", str(w / "x"), "--trial", "99")(w),
+        "has no trial 99",
+    ),
+    Case(
+        "export-tampered-artefact",
+        lambda w: on_store("export", "done", "--out", str(w / "x"), "--allow-infeasible")(w),
+        "sha256",
+        setup=tamper,
+    ),
+    Case(
+        "foreign-database",
+        lambda w: ["studies", "--storage", f"sqlite:///{w / 'foreign.db'}"],
+        "not an autocompress store",
+        setup=foreign_db,
+    ),
     Case("newer-schema", on_store("studies"), "newer than this autocompress", setup=newer_schema),
-    Case("sensitivity-space-missing", lambda w: ["sensitivity", str(w / "missing.yaml"), "--out", str(w / "s")],
-         "cannot read space file"),
-    Case("sensitivity-sparsity-not-a-number", sensitivity("--sparsities", "0.5,half"), "'half' is not a number",
-         space=GOOD),
+    Case(
+        "sensitivity-space-missing",
+        lambda w: ["sensitivity", str(w / "missing.yaml"), "--out", str(w / "s")],
+        "cannot read space file",
+    ),
+    Case(
+        "sensitivity-sparsity-not-a-number",
+        sensitivity("--sparsities", "0.5,half"),
+        "'half' is not a number",
+        space=GOOD,
+    ),
     Case("sensitivity-sparsity-out-of-range", sensitivity("--sparsities", "0.5,1"), "1 is not in (0, 1)", space=GOOD),
     Case("sensitivity-negative-finetune", sensitivity("--finetune-epochs", "-1"), "--finetune-epochs", space=GOOD),
-    Case("sensitivity-out-is-a-file", lambda w: ["sensitivity", str(w / "space.yaml"), "--out", str(w / "space.yaml")],
-         "is a file", space=GOOD),
-    Case("sensitivity-nothing-to-prune", sensitivity(), "nothing to analyse",
-         space=GOOD + "layers: {'*': {channel_sparsity: [0.0]}}\n"),
+    Case(
+        "sensitivity-out-is-a-file",
+        lambda w: ["sensitivity", str(w / "space.yaml"), "--out", str(w / "space.yaml")],
+        "is a file",
+        space=GOOD,
+    ),
+    Case(
+        "sensitivity-nothing-to-prune",
+        sensitivity(),
+        "nothing to analyse",
+        space=GOOD + "layers: {'*': {channel_sparsity: [0.0]}}\n",
+    ),
     Case("missing-sqlite-file", lambda w: ["studies", "--storage", f"sqlite:///{w / 'nope.db'}"], "no study store"),
 ]
 
@@ -170,15 +274,24 @@ def template(tmp_path_factory) -> Path:
     """A store with one finished study ('done', 2 trials) built by a real inline search."""
     work = tmp_path_factory.mktemp("template")
     (work / "space.yaml").write_text(GOOD)
-    autocompress.search(work / "space.yaml", study="done", storage=f"sqlite:///{work / 'store.db'}",
-                        trials=2, executor="inline", strategy="random")
+    autocompress.search(
+        work / "space.yaml",
+        study="done",
+        storage=f"sqlite:///{work / 'store.db'}",
+        trials=2,
+        executor="inline",
+        strategy="random",
+    )
     return work
 
 
 def snapshot(work: Path) -> dict[str, str]:
     """sha256 of every database file in the folder (WAL files included)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(work.glob("*.db*"))
-            if not p.name.endswith("-shm")}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(work.glob("*.db*"))
+        if not p.name.endswith("-shm")
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

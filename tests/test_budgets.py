@@ -19,8 +19,9 @@ def space_file(tmp_path, text: str = FAST_SPACE):
 def test_failure_budget_stops_the_study_and_resume_takes_a_new_total(tmp_path, monkeypatch) -> None:
     space = space_file(tmp_path, FAST_SPACE.replace("experiments.digits:task", "tests.faulty_task:raising"))
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    study = autocompress.search(space, study="f", storage=storage, strategy="random", trials=10, max_failures=1,
-                                executor="inline")
+    study = autocompress.search(
+        space, study="f", storage=storage, strategy="random", trials=10, max_failures=1, executor="inline"
+    )
     record = study.record
     assert record.stop_reason == "failure budget reached (1/1 failed trials)"
     assert [t.state for t in study.trials()] == [COMPLETE, FAILED]
@@ -31,11 +32,11 @@ def test_failure_budget_stops_the_study_and_resume_takes_a_new_total(tmp_path, m
 
 def test_cpu_and_time_budgets_stop_the_loop(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    study = autocompress.search(space_file(tmp_path), study="cpu", storage=storage, cpu_hours=1e-9,
-                                executor="inline")
+    study = autocompress.search(space_file(tmp_path), study="cpu", storage=storage, cpu_hours=1e-9, executor="inline")
     assert study.record.stop_reason.startswith("cpu budget reached") and len(study.trials()) == 1
-    study = autocompress.search(space_file(tmp_path), study="time", storage=storage, time_budget="1s",
-                                executor="inline")
+    study = autocompress.search(
+        space_file(tmp_path), study="time", storage=storage, time_budget="1s", executor="inline"
+    )
     assert study.record.stop_reason.startswith("time budget reached") and len(study.trials()) >= 1
     assert study.record.spent["wall_s"] >= 1.0
 
@@ -45,8 +46,15 @@ def test_cpu_and_time_budgets_stop_the_loop(tmp_path) -> None:
 def test_cancel_on_budget_queues_running_trials_for_resume(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     slow = FAST_SPACE.replace("[0.5]", "[4]")
-    study = autocompress.search(space_file(tmp_path, slow), study="c", storage=storage, strategy="random",
-                                time_budget="2s", on_budget="cancel", workers=2)
+    study = autocompress.search(
+        space_file(tmp_path, slow),
+        study="c",
+        storage=storage,
+        strategy="random",
+        time_budget="2s",
+        on_budget="cancel",
+        workers=2,
+    )
     states = [t.state for t in study.trials()]
     assert states.count(QUEUED) == 2 and study.record.stop_reason.startswith("time budget reached")
     study = autocompress.resume("c", storage=storage, time_budget="10m", trials=2, workers=2)
@@ -58,8 +66,9 @@ def test_cancel_on_budget_queues_running_trials_for_resume(tmp_path) -> None:
 def test_asha_promotions_are_stored_and_the_log_is_written(tmp_path) -> None:
     rungs = FAST_SPACE.replace("fidelity: {finetune_epochs: [0.5]}", "fidelity: {finetune_epochs: [0.2, 0.6], eta: 2}")
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    study = autocompress.search(space_file(tmp_path, rungs), study="a", storage=storage, strategy="random",
-                                trials=6, executor="inline")
+    study = autocompress.search(
+        space_file(tmp_path, rungs), study="a", storage=storage, strategy="random", trials=6, executor="inline"
+    )
     board = study.leaderboard()
     promoted = [row for row in board if row["rung"] == 1]
     assert promoted and all(row["promoted_from"] is not None for row in promoted)

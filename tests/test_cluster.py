@@ -51,11 +51,29 @@ def two_node_cluster():
     env = cli_env()
     common = ["--num-cpus=1", "--disable-usage-stats"]
     try:
-        subprocess.run([ray_bin(), "start", "--head", f"--port={port}", "--include-dashboard=false",
-                        f"--temp-dir={temp}", "--node-ip-address=127.0.0.1", *common],
-                       check=True, env=env, capture_output=True, timeout=120)
-        subprocess.run([ray_bin(), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
-                        *common], check=True, env=env, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                ray_bin(),
+                "start",
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--temp-dir={temp}",
+                "--node-ip-address=127.0.0.1",
+                *common,
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [ray_bin(), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common],
+            check=True,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
         yield f"127.0.0.1:{port}"
     finally:
         deadline = time.monotonic() + 30
@@ -65,8 +83,21 @@ def two_node_cluster():
 
 
 def test_search_runs_trials_on_both_nodes_of_a_cluster(two_node_cluster, fast_space, storage) -> None:
-    result = run_cli("search", str(fast_space), "--study", "cluster", "--storage", storage, "--trials", "6",
-                     "--workers", "2", "--ray-address", two_node_cluster, "-q")
+    result = run_cli(
+        "search",
+        str(fast_space),
+        "--study",
+        "cluster",
+        "--storage",
+        storage,
+        "--trials",
+        "6",
+        "--workers",
+        "2",
+        "--ray-address",
+        two_node_cluster,
+        "-q",
+    )
     assert result.returncode == 0, result.stderr
     store = StudyStore(storage)
     trials = store.trials("cluster")

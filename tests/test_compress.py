@@ -52,8 +52,15 @@ def test_layers_kept_at_32_bits_stay_float() -> None:
 
 def test_identity_policy_returns_the_model_unchanged() -> None:
     model = task.baseline_model()
-    assert quantize(prune(model, uniform_policy(0.0, 32), task.example_input(1)), uniform_policy(0.0, 32),
-                    task.example_input(1), []) is model
+    assert (
+        quantize(
+            prune(model, uniform_policy(0.0, 32), task.example_input(1)),
+            uniform_policy(0.0, 32),
+            task.example_input(1),
+            [],
+        )
+        is model
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 32])

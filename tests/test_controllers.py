@@ -105,8 +105,9 @@ def test_uniform_sweeps_one_global_setting(space) -> None:
 
 
 def test_annealing_acceptance_falls_as_temperature_falls(layers) -> None:
-    space = resolve_space(parse_space(SPACE + "strategy: {anneal: {cooling: 0.97, initial_temperature: 2.0}}\n"),
-                          layers)
+    space = resolve_space(
+        parse_space(SPACE + "strategy: {anneal: {cooling: 0.97, initial_temperature: 2.0}}\n"), layers
+    )
     controller = make_controller("anneal", space, 0)
     assert isinstance(controller, AnnealController) and controller.options["cooling"] == 0.97
     drive(controller, 150, in_flight=1)
@@ -179,8 +180,10 @@ def test_netadapt_prunes_one_layer_step_per_candidate_and_long_finetunes_the_win
 
 
 def test_importing_autocompress_loads_neither_optuna_nor_shadows_the_strategies_package():
-    code = ("import sys, autocompress, autocompress.strategies as s; "
-            "assert 'optuna' not in sys.modules, 'optuna loaded'; "
-            "assert hasattr(s, 'STRATEGIES') and callable(autocompress.search)")
+    code = (
+        "import sys, autocompress, autocompress.strategies as s; "
+        "assert 'optuna' not in sys.modules, 'optuna loaded'; "
+        "assert hasattr(s, 'STRATEGIES') and callable(autocompress.search)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr

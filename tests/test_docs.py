@@ -10,7 +10,8 @@ from autocompress.space import SpaceFile, parse_space
 
 def test_committed_space_reference_matches_the_schema() -> None:
     assert REFERENCE.read_text(encoding="utf-8") == space_reference(), (
-        "docs/space-reference.md is out of date: run `python -m autocompress.docs` and commit it")
+        "docs/space-reference.md is out of date: run `python -m autocompress.docs` and commit it"
+    )
     assert main(["--check"]) == 0
 
 

@@ -43,9 +43,29 @@ def finished_trials(storage: str, study: str) -> dict[int, dict]:
 
 def start_search(space: Path, storage: str, study: str, spawned: list) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autocompress", "search", str(space), "--study", study, "--storage", storage,
-         "--trials", str(BUDGET), "--workers", "2", "--seed", "3", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "autocompress",
+            "search",
+            str(space),
+            "--study",
+            study,
+            "--storage",
+            storage,
+            "--trials",
+            str(BUDGET),
+            "--workers",
+            "2",
+            "--seed",
+            "3",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        start_new_session=True,
     )
     spawned.append(proc)
     return proc
@@ -94,8 +114,9 @@ def test_interrupted_search_resumes_to_its_budget(fast_space, storage, sig, spaw
 
 
 def test_search_leaderboard_and_export_round_trip(fast_space, storage, tmp_path) -> None:
-    result = run_cli("search", str(fast_space), "--study", "rt", "--storage", storage, "--trials", "4",
-                     "--workers", "2", "-q")
+    result = run_cli(
+        "search", str(fast_space), "--study", "rt", "--storage", storage, "--trials", "4", "--workers", "2", "-q"
+    )
     assert result.returncode == 0, result.stderr
     board = json.loads(run_cli("leaderboard", "rt", "--storage", storage, "--format", "json").stdout)
     assert len(board) == 4 and [row["rank"] for row in board] == [1, 2, 3, 4]

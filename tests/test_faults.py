@@ -17,8 +17,15 @@ def run_faulty(tmp_path, monkeypatch, task_ref: str, trials: int, **kwargs) -> a
     monkeypatch.setenv("AUTOCOMPRESS_FAULT_DIR", str(tmp_path))
     space = tmp_path / "faulty.yaml"
     space.write_text(FAST_SPACE.replace("experiments.digits:task", task_ref))
-    return autocompress.search(space, study="faulty", storage=f"sqlite:///{tmp_path / 'faults.db'}",
-                               strategy="random", trials=trials, workers=2, **kwargs)
+    return autocompress.search(
+        space,
+        study="faulty",
+        storage=f"sqlite:///{tmp_path / 'faults.db'}",
+        strategy="random",
+        trials=trials,
+        workers=2,
+        **kwargs,
+    )
 
 
 def assert_consistent(study: autocompress.Study, trials: int) -> dict[int, object]:
@@ -45,8 +52,9 @@ def test_killed_worker_is_retried_then_failed_when_retries_run_out(tmp_path, mon
     monkeypatch.setenv("AUTOCOMPRESS_FAULT_DIR", str(tmp_path))
     space = tmp_path / "always.yaml"
     space.write_text(FAST_SPACE.replace("experiments.digits:task", "tests.faulty_task:dies_always"))
-    study = autocompress.search(space, study="always", storage=f"sqlite:///{tmp_path / 'always.db'}",
-                                strategy="random", trials=3, workers=2)
+    study = autocompress.search(
+        space, study="always", storage=f"sqlite:///{tmp_path / 'always.db'}", strategy="random", trials=3, workers=2
+    )
     records = assert_consistent(study, 3)
     assert records[2].state == FAILED and "worker died" in records[2].error and "2 retries" in records[2].error
 
@@ -68,7 +76,8 @@ def test_latency_of_the_same_model_agrees_across_concurrent_trials(tmp_path) -> 
     established (suspects: the two cores' shared caches, Ray's own processes, phases without checkpoints)."""
     space = tmp_path / "measure.yaml"
     space.write_text(FAST_SPACE.replace("repeats: 5, warmup: 1", "repeats: 20, warmup: 3"))
-    study = autocompress.search(space, study="lat", storage=f"sqlite:///{tmp_path / 'lat.db'}",
-                                strategy="random", trials=6, workers=2)
+    study = autocompress.search(
+        space, study="lat", storage=f"sqlite:///{tmp_path / 'lat.db'}", strategy="random", trials=6, workers=2
+    )
     b32 = [t.metrics["baseline_latency_ms_b32"] for t in study.trials()]
     assert len(b32) == 6 and max(b32) / min(b32) <= 1.25, b32

@@ -20,8 +20,9 @@ from tests.conftest import FAST_SPACE, run_cli
 pytestmark = pytest.mark.slow
 
 #: FAST_SPACE with a failing task and looser constraints, so that half-epoch trials can be feasible
-SPACE = (FAST_SPACE.replace("experiments.digits:task", "tests.faulty_task:raising")
-         .replace("max_accuracy_drop: 0.02, min_speedup: 1.2", "max_accuracy_drop: 0.5, min_speedup: 1.05"))
+SPACE = FAST_SPACE.replace("experiments.digits:task", "tests.faulty_task:raising").replace(
+    "max_accuracy_drop: 0.02, min_speedup: 1.2", "max_accuracy_drop: 0.5, min_speedup: 1.05"
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,15 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> autocompress.Study:
     folder = tmp_path_factory.mktemp("report-study")
     space = folder / "digits-faulty.yaml"
     space.write_text(SPACE)
-    result = autocompress.search(space, study="rep", storage=f"sqlite:///{folder / 'store.db'}", strategy="random",
-                                 trials=5, workers=1, executor="inline")
+    result = autocompress.search(
+        space,
+        study="rep",
+        storage=f"sqlite:///{folder / 'store.db'}",
+        strategy="random",
+        trials=5,
+        workers=1,
+        executor="inline",
+    )
     # real numbers from the sensitivity command's API, where the report looks for them by default
     autocompress.sensitivity(space, result.store.artifacts_root / "rep", sparsities=(0.25, 0.5, 0.75))
     return result
@@ -70,9 +78,12 @@ def test_report_renders_in_headless_chromium(study, tmp_path) -> None:
     page = study.report(tmp_path / "out")
     shown = render(page, tmp_path / "screenshot.png", tmp_path / "profile")
     assert shown.title == "autocompress report: rep"
-    assert [i["alt"] for i in shown.images] == ["Pareto front: accuracy vs speedup",
-                                                "Per-layer policy of the top trials",
-                                                "Best so far and hypervolume vs trials", "Per-layer sensitivity"]
+    assert [i["alt"] for i in shown.images] == [
+        "Pareto front: accuracy vs speedup",
+        "Per-layer policy of the top trials",
+        "Best so far and hypervolume vs trials",
+        "Per-layer sensitivity",
+    ]
     assert all(i["complete"] and i["width"] > 300 and i["height"] > 200 for i in shown.images), shown.images
     assert shown.errors == []
     with Image.open(shown.screenshot) as shot:
@@ -86,8 +97,10 @@ def test_browser_check_catches_a_broken_page(tmp_path) -> None:
     if chromium() is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium; 'make test' does it as root)")
     bad = tmp_path / "bad.html"
-    bad.write_text('<!DOCTYPE html><html><head><title>bad</title><link rel="icon" href="data:,"></head><body>'
-                   '<img src="missing.png" alt="gone"><script>console.error("boom")</script></body></html>')
+    bad.write_text(
+        '<!DOCTYPE html><html><head><title>bad</title><link rel="icon" href="data:,"></head><body>'
+        '<img src="missing.png" alt="gone"><script>console.error("boom")</script></body></html>'
+    )
     shown = render(bad, tmp_path / "bad.png", tmp_path / "profile")
     assert shown.images == [{"alt": "gone", "complete": True, "width": 0, "height": 0}]
     assert any("missing.png" in e for e in shown.errors) and any("boom" in e for e in shown.errors)

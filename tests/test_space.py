@@ -81,4 +81,6 @@ def test_batch_32_speedup_constraint_is_judged_on_the_batch_32_speedup_alone() -
     metrics = {"speedup": 1.0, "speedup_b32": 5.0}
     assert violations(metrics, {"min_speedup_b32": 4.0}) == {"min_speedup_b32": pytest.approx(-0.25)}
     assert violations(metrics, {"min_speedup": 2.0, "min_speedup_b32": 10.0}) == {
-        "min_speedup": pytest.approx(0.5), "min_speedup_b32": pytest.approx(0.5)}
+        "min_speedup": pytest.approx(0.5),
+        "min_speedup_b32": pytest.approx(0.5),
+    }

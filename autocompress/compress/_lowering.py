@@ -154,8 +154,8 @@ def quantize(
     """
     if not layer_specs(policy):
         return model
-    prepared = model if getattr(model, _PREPARED_FOR, None) == policy else prepare_quantization(
-        model, policy, example_input
+    prepared = (
+        model if getattr(model, _PREPARED_FOR, None) == policy else prepare_quantization(model, policy, example_input)
     )
     prepared.eval()
     for batch in calibration:
@@ -187,8 +187,13 @@ def _absorb_relu6(model: nn.Module, layers: set[str]) -> list[str]:
 
     def single_module_input(node: torch.fx.Node, kinds: tuple[type, ...]) -> torch.fx.Node | None:
         source = node.args[0] if node.args else None
-        if (isinstance(source, torch.fx.Node) and source.op == "call_module" and len(source.users) == 1
-                and calls[source.target] == 1 and isinstance(modules[source.target], kinds)):
+        if (
+            isinstance(source, torch.fx.Node)
+            and source.op == "call_module"
+            and len(source.users) == 1
+            and calls[source.target] == 1
+            and isinstance(modules[source.target], kinds)
+        ):
             return source
         return None
 
@@ -238,5 +243,9 @@ def _bake_weight(module: nn.Module) -> None:
 
 def lowered_layers(model: nn.Module) -> int:
     """Number of conv/linear layers of a lowered model that run quantized kernels (for checks)."""
-    return sum(1 for m in model.modules() if ".quantized" in type(m).__module__
-               and isinstance(m, torch.ao.nn.quantized.modules.conv._ConvNd | torch.ao.nn.quantized.Linear))
+    return sum(
+        1
+        for m in model.modules()
+        if ".quantized" in type(m).__module__
+        and isinstance(m, torch.ao.nn.quantized.modules.conv._ConvNd | torch.ao.nn.quantized.Linear)
+    )

@@ -29,15 +29,24 @@ class LsqFakeQuantize(FakeQuantizeBase):
     """Fake-quant with a learned scale (per tensor or per channel along axis 0) and, optionally, a learned
     zero point. Exposes the attributes `torch.ao` lowering reads (dtype, qscheme, range, ch_axis)."""
 
-    def __init__(self, quant_min: int, quant_max: int, dtype: torch.dtype, qscheme: torch.qscheme,
-                 learn_zero_point: bool = False, factory_kwargs: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        quant_min: int,
+        quant_max: int,
+        dtype: torch.dtype,
+        qscheme: torch.qscheme,
+        learn_zero_point: bool = False,
+        factory_kwargs: dict[str, object] | None = None,
+    ) -> None:
         super().__init__()  # factory_kwargs (parameter device/dtype) is accepted for torch.ao; CPU only
         self.quant_min, self.quant_max, self.dtype, self.qscheme = quant_min, quant_max, dtype, qscheme
         self.ch_axis = 0
         # torch.ao's backend checks read the integer range from an observer; this one only describes it
         symmetric = qscheme in (torch.per_tensor_symmetric, torch.per_channel_symmetric)
         self.activation_post_process = MinMaxObserver(
-            dtype=dtype, quant_min=quant_min, quant_max=quant_max,
+            dtype=dtype,
+            quant_min=quant_min,
+            quant_max=quant_max,
             qscheme=torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine,
         )
         self.is_dynamic = False
@@ -94,10 +103,12 @@ class LSQQuantizer(Quantizer):
 
     def weight_quant(self, spec: QuantSpec) -> QuantFactory:
         low, high = weight_range(spec.weight_bits)
-        return LsqFakeQuantize.with_args(quant_min=low, quant_max=high, dtype=torch.qint8,
-                                         qscheme=weight_qscheme(spec.per_channel))
+        return LsqFakeQuantize.with_args(
+            quant_min=low, quant_max=high, dtype=torch.qint8, qscheme=weight_qscheme(spec.per_channel)
+        )
 
     def activation_quant(self, spec: QuantSpec) -> QuantFactory:
         low, high = activation_range(spec.activation_bits)
-        return LsqFakeQuantize.with_args(quant_min=low, quant_max=high, dtype=torch.quint8,
-                                         qscheme=torch.per_tensor_affine, learn_zero_point=True)
+        return LsqFakeQuantize.with_args(
+            quant_min=low, quant_max=high, dtype=torch.quint8, qscheme=torch.per_tensor_affine, learn_zero_point=True
+        )

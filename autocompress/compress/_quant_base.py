@@ -132,8 +132,9 @@ def minmax_weight_observer(spec: QuantSpec) -> QuantFactory:
 
     low, high = weight_range(spec.weight_bits)
     observer = PerChannelMinMaxObserver if spec.per_channel else MinMaxObserver
-    return observer.with_args(dtype=torch.qint8, qscheme=weight_qscheme(spec.per_channel), quant_min=low,
-                              quant_max=high)
+    return observer.with_args(
+        dtype=torch.qint8, qscheme=weight_qscheme(spec.per_channel), quant_min=low, quant_max=high
+    )
 
 
 def activation_kwargs(spec: QuantSpec) -> dict[str, object]:

@@ -22,13 +22,17 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
     batch = example_input.shape[0]
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
+
             def conv_hook(m: nn.Conv2d, _: object, out: torch.Tensor, n: str = name) -> None:
                 kernel = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
                 macs[n] = macs.get(n, 0) + out.numel() // batch * kernel
+
             hooks.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, nn.Linear):
+
             def linear_hook(m: nn.Linear, _: object, out: torch.Tensor, n: str = name) -> None:
                 macs[n] = macs.get(n, 0) + out.numel() // batch * m.in_features
+
             hooks.append(module.register_forward_hook(linear_hook))
     try:
         model.eval()(example_input)

@@ -39,8 +39,15 @@ class Finished:
 
 
 def execute(job: Job, train_threads: int | None = None, gate: Gate | None = None) -> TrialResult:
-    return run_trial(job.task_ref, Policy.from_dict(job.policy), job.finetune_epochs, measure=job.measure,
-                     seed=job.seed, train_threads=train_threads, gate=gate or Gate())
+    return run_trial(
+        job.task_ref,
+        Policy.from_dict(job.policy),
+        job.finetune_epochs,
+        measure=job.measure,
+        seed=job.seed,
+        train_threads=train_threads,
+        gate=gate or Gate(),
+    )
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -105,8 +112,11 @@ def check_ray_address(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError as exc:
-        raise UserError("--ray-address", f"no Ray cluster answers at {address} ({exc.strerror or exc}); "
-                        "start one with 'ray start --head' or drop --ray-address for a local one") from None
+        raise UserError(
+            "--ray-address",
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); "
+            "start one with 'ray start --head' or drop --ray-address for a local one",
+        ) from None
 
 
 def _ray_env() -> None:
@@ -137,11 +147,17 @@ class RayExecutor(Executor):
             env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
             try:
                 if address:
-                    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                             runtime_env={"env_vars": env})
+                    ray.init(
+                        address=address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+                    )
                 else:
-                    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                             runtime_env={"env_vars": env})
+                    ray.init(
+                        address="local",
+                        num_cpus=workers,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        runtime_env={"env_vars": env},
+                    )
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 reason = str(exc).splitlines()[0]
                 raise UserError("--ray-address", f"cannot join Ray at {address!r}: {reason}") from None

@@ -122,10 +122,18 @@ class SearchLoop:
     same transaction that starts a trial.
     """
 
-    def __init__(self, store: StudyStore, study: str, space: Space, controller: Controller, executor: Executor,
-                 budget: Budget, on_progress: Callable[[Progress], None] | None = None,
-                 log: logging.Logger | None = None,
-                 rebuild: Callable[[dict[str, Any]], Controller] | None = None) -> None:
+    def __init__(
+        self,
+        store: StudyStore,
+        study: str,
+        space: Space,
+        controller: Controller,
+        executor: Executor,
+        budget: Budget,
+        on_progress: Callable[[Progress], None] | None = None,
+        log: logging.Logger | None = None,
+        rebuild: Callable[[dict[str, Any]], Controller] | None = None,
+    ) -> None:
         self.store, self.study, self.space = store, study, space
         self.rebuild = rebuild
         self.controller, self.executor, self.budget = controller, executor, budget
@@ -162,8 +170,11 @@ class SearchLoop:
 
     @staticmethod
     def _best_feasible(store: StudyStore, study: str) -> float | None:
-        values = [t.metrics["accuracy"] for t in store.trials(study, (COMPLETE,))
-                  if all(v <= 0 for v in t.violations.values())]
+        values = [
+            t.metrics["accuracy"]
+            for t in store.trials(study, (COMPLETE,))
+            if all(v <= 0 for v in t.violations.values())
+        ]
         return max(values) if values else None
 
     def _stop_reason(self, wall_s: float) -> str | None:
@@ -205,8 +216,10 @@ class SearchLoop:
                     self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
                     break
                 taken = self._taken  # every trial row of the study, left-over ones included
-                while reason is None and in_flight < self.executor.slots and (
-                    redo or self.budget.trials is None or taken < self.budget.trials
+                while (
+                    reason is None
+                    and in_flight < self.executor.slots
+                    and (redo or self.budget.trials is None or taken < self.budget.trials)
                 ):
                     new = not redo
                     if not self._submit(redo):
@@ -225,8 +238,12 @@ class SearchLoop:
             self.executor.shutdown()
             self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
             self._spent["wall_s"] = wall_before + time.monotonic() - start
-            self.store.update_study(self.study, status="interrupted", spent=self._final_spent(),
-                                    stop_reason="interrupted; run 'autocompress resume' to go on")
+            self.store.update_study(
+                self.study,
+                status="interrupted",
+                spent=self._final_spent(),
+                stop_reason="interrupted; run 'autocompress resume' to go on",
+            )
             self.log.info("interrupted after %d finished trials", self._finished)
             raise
         self.executor.shutdown()
@@ -243,9 +260,15 @@ class SearchLoop:
             before = self._expected()
             proposal = redo[0] if redo else self.controller.ask()
             try:
-                self.store.start_trial(self.study, proposal.number, proposal.policy.to_dict(),
-                                       proposal.finetune_epochs, self.controller.state_dict(), owner=self.owner,
-                                       expected_events=before)
+                self.store.start_trial(
+                    self.study,
+                    proposal.number,
+                    proposal.policy.to_dict(),
+                    proposal.finetune_epochs,
+                    self.controller.state_dict(),
+                    owner=self.owner,
+                    expected_events=before,
+                )
             except StaleControllerState:
                 self._reload()
                 self._count(self.store.trial_counts(self.study))
@@ -266,23 +289,29 @@ class SearchLoop:
         return {"rung": float(rung)} | ({"promoted_from": float(parent)} if parent is not None else {})
 
     def _job(self, proposal: Proposal) -> Job:
-        return Job(proposal.number, self.space.task, proposal.policy.to_dict(), proposal.finetune_epochs,
-                   dict(self.space.measure), self._seed + proposal.number)
+        return Job(
+            proposal.number,
+            self.space.task,
+            proposal.policy.to_dict(),
+            proposal.finetune_epochs,
+            dict(self.space.measure),
+            self._seed + proposal.number,
+        )
 
     def _record(self, finished: Finished, start: float) -> None:
         number = finished.job.number
         if finished.retryable and self._retries.get(number, 0) < self.budget.max_retries:
             self._retries[number] = self._retries.get(number, 0) + 1
-            self.log.warning("trial %d: %s; retry %d/%d", number, finished.error, self._retries[number],
-                             self.budget.max_retries)
+            self.log.warning(
+                "trial %d: %s; retry %d/%d", number, finished.error, self._retries[number], self.budget.max_retries
+            )
             self.executor.submit(finished.job)
             return
         artefacts, metrics, viol, error = [], {}, {}, finished.error
         if finished.result is not None:
             metrics = {**finished.result.metrics, **self._promotion(number)}
             viol = violations(metrics, self.space.constraints)
-            artefacts.append(self.store.write_artefact(self.study, number, "model", finished.result.artefact,
-                                                       ".pt"))
+            artefacts.append(self.store.write_artefact(self.study, number, "model", finished.result.artefact, ".pt"))
             self._spent["cpu_s"] += metrics.get("cpu_s", 0.0)
         elif self._retries.get(number):
             error = f"{error} (after {self._retries[number]} retries)"
@@ -295,10 +324,17 @@ class SearchLoop:
             self.controller.tell(number, outcome)
             try:
                 self.store.finish_trial(
-                    self.study, number, state=outcome.state, metrics=metrics, violations=viol, error=error,
+                    self.study,
+                    number,
+                    state=outcome.state,
+                    metrics=metrics,
+                    violations=viol,
+                    error=error,
                     worker=finished.result.worker if finished.result else "",
                     intermediate=finished.result.intermediate if finished.result else [],
-                    artefacts=artefacts, controller_state=self.controller.state_dict(), spent=dict(self._spent),
+                    artefacts=artefacts,
+                    controller_state=self.controller.state_dict(),
+                    spent=dict(self._spent),
                     expected_events=before,
                 )
                 break
@@ -307,10 +343,24 @@ class SearchLoop:
         if outcome.feasible:
             self._best = max(self._best or 0.0, metrics["accuracy"])
         if outcome.state == COMPLETE:
-            self.log.info("trial %d complete: accuracy %.4f speedup %.2fx feasible %s", number,
-                          metrics["accuracy"], metrics["speedup"], outcome.feasible)
+            self.log.info(
+                "trial %d complete: accuracy %.4f speedup %.2fx feasible %s",
+                number,
+                metrics["accuracy"],
+                metrics["speedup"],
+                outcome.feasible,
+            )
         else:
             self.log.warning("trial %d failed: %s", number, error)
         time_left = None if self.budget.time_s is None else max(0.0, self.budget.time_s - self._spent["wall_s"])
-        self.on_progress(Progress(self._finished, self.budget.trials, time.monotonic() - start, time_left,
-                                  self._best, number, outcome.state))
+        self.on_progress(
+            Progress(
+                self._finished,
+                self.budget.trials,
+                time.monotonic() - start,
+                time_left,
+                self._best,
+                number,
+                outcome.state,
+            )
+        )

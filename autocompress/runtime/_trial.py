@@ -74,8 +74,9 @@ def _baseline(task_ref: str) -> _Baseline:
     model = task.baseline_model()
     x1 = task.example_input(1)
     script = to_torchscript(model, x1)
-    return _Baseline(script, task.evaluate(script), sum(count_macs(model, x1).values()), count_params(model),
-                     len(serialize(script)))
+    return _Baseline(
+        script, task.evaluate(script), sum(count_macs(model, x1).values()), count_params(model), len(serialize(script))
+    )
 
 
 class Gate:
@@ -203,8 +204,12 @@ def run_trial(
             gate.checkpoint()
             accuracy = task.evaluate(script)
         artefact = serialize(script)
-    timing: dict[str, Any] = dict(threads=measure["threads"], warmup=measure["warmup"], repeats=measure["repeats"],
-                                  clock=measurement_clock(measure["threads"]))
+    timing: dict[str, Any] = dict(
+        threads=measure["threads"],
+        warmup=measure["warmup"],
+        repeats=measure["repeats"],
+        clock=measurement_clock(measure["threads"]),
+    )
     with gate.measuring():
         b1 = compare_latency({"base": base.script, "cand": script}, x1, **timing)
         b32 = compare_latency({"base": base.script, "cand": script}, x32, **timing)

@@ -42,9 +42,17 @@ class LayerInfo:
 
     def static_info(self) -> dict[str, int | str | dict[str, int]]:
         """What `Space.layer_info` keeps of this layer (JSON values)."""
-        return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel": self.kernel, "stride": self.stride, "macs": self.macs, "out_root": self.out_root,
-                "in_roots": dict(self.in_roots), "heads": self.heads}
+        return {
+            "kind": self.kind,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel": self.kernel,
+            "stride": self.stride,
+            "macs": self.macs,
+            "out_root": self.out_root,
+            "in_roots": dict(self.in_roots),
+            "heads": self.heads,
+        }
 
 
 def attention_heads(model: nn.Module) -> dict[nn.Module, tuple[int, tuple[nn.Linear, nn.Linear, nn.Linear]]]:
@@ -114,26 +122,48 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
     for name, module in model.named_modules():
         if not isinstance(module, LAYER_TYPES):
             continue
-        cin, cout = (module.in_channels, module.out_channels) if isinstance(module, nn.Conv2d) else (
-            module.in_features,
-            module.out_features,
+        cin, cout = (
+            (module.in_channels, module.out_channels)
+            if isinstance(module, nn.Conv2d)
+            else (
+                module.in_features,
+                module.out_features,
+            )
         )
         if name in fixed:
             prunable, reason = False, "its output is the model's output"
         elif name in roots:
             prunable, reason = True, ""
         elif name in followers and name in heads:
-            prunable, reason = False, (f"its heads are removed together with {followers[name]!r}; set that layer's "
-                                       "channel_sparsity (the fraction of heads)")
+            prunable, reason = (
+                False,
+                (
+                    f"its heads are removed together with {followers[name]!r}; set that layer's "
+                    "channel_sparsity (the fraction of heads)"
+                ),
+            )
         elif name in followers:
             prunable, reason = False, f"its output channels are coupled to {followers[name]!r}; prune that layer"
         else:
             prunable, reason = False, "torch-pruning found no channel group rooted at it"
         kernel, stride = (module.kernel_size[0], module.stride[0]) if isinstance(module, nn.Conv2d) else (1, 1)
         out_root = name if name in roots and prunable else followers.get(name, "")
-        layers.append(LayerInfo(name, type(module).__name__, cin, cout, prunable, reason, kernel, stride,
-                                layer_macs.get(name, 0), out_root, tuple(sorted(in_roots.get(name, {}).items())),
-                                heads.get(name, 0) if prunable else 0))
+        layers.append(
+            LayerInfo(
+                name,
+                type(module).__name__,
+                cin,
+                cout,
+                prunable,
+                reason,
+                kernel,
+                stride,
+                layer_macs.get(name, 0),
+                out_root,
+                tuple(sorted(in_roots.get(name, {}).items())),
+                heads.get(name, 0) if prunable else 0,
+            )
+        )
     return layers
 
 

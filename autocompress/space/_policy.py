@@ -53,9 +53,15 @@ class Policy:
     pruner: str = DEFAULT_PRUNER
 
     @classmethod
-    def from_mapping(cls, layers: Mapping[str, LayerSetting | Mapping[str, Any]], criterion: str = "l1",
-                     quantizer: str = DEFAULT_QUANTIZER, per_channel: bool = True,
-                     round_to: int | None = None, pruner: str = DEFAULT_PRUNER) -> Policy:
+    def from_mapping(
+        cls,
+        layers: Mapping[str, LayerSetting | Mapping[str, Any]],
+        criterion: str = "l1",
+        quantizer: str = DEFAULT_QUANTIZER,
+        per_channel: bool = True,
+        round_to: int | None = None,
+        pruner: str = DEFAULT_PRUNER,
+    ) -> Policy:
         items = []
         for name in sorted(layers):
             value = layers[name]
@@ -89,9 +95,14 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
-        return cls.from_mapping(data["layers"], data.get("criterion", "l1"),
-                                data.get("quantizer", DEFAULT_QUANTIZER), data.get("per_channel", True),
-                                data.get("round_to"), data.get("pruner", DEFAULT_PRUNER))
+        return cls.from_mapping(
+            data["layers"],
+            data.get("criterion", "l1"),
+            data.get("quantizer", DEFAULT_QUANTIZER),
+            data.get("per_channel", True),
+            data.get("round_to"),
+            data.get("pruner", DEFAULT_PRUNER),
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -33,8 +33,17 @@ QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "
 PRUNER_NAMES = ("level", "agp", "lottery", "admm")
 #: the settings of a layer that a space file may list choices for, in the order `Space.dimensions` lists them
 SETTINGS = ("channel_sparsity", "weight_bits", "weight_sparsity", "activation_bits")
-METRICS = ("accuracy", "latency_ms", "latency_ms_b32", "speedup", "macs", "params", "size_bytes", "bops",
-           "sparse_bytes")
+METRICS = (
+    "accuracy",
+    "latency_ms",
+    "latency_ms_b32",
+    "speedup",
+    "macs",
+    "params",
+    "size_bytes",
+    "bops",
+    "sparse_bytes",
+)
 
 
 class _Strict(BaseModel):
@@ -46,8 +55,9 @@ class ConstraintsSpec(_Strict):
 
     max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="baseline accuracy minus accuracy")
     min_speedup: float | None = Field(None, gt=0, description="baseline latency (batch 1) / latency")
-    min_speedup_b32: float | None = Field(None, gt=0, description="baseline latency (batch 32) / latency, "
-                                          "for models served in batches")
+    min_speedup_b32: float | None = Field(
+        None, gt=0, description="baseline latency (batch 32) / latency, for models served in batches"
+    )
     max_latency_ms: float | None = Field(None, gt=0, description="latency at batch 1 in ms")
     max_size_bytes: int | None = Field(None, gt=0, description="serialised model size")
     max_macs: int | None = Field(None, gt=0, description="multiply-accumulates per sample")
@@ -73,11 +83,17 @@ class LayerChoicesSpec(_Strict):
     channel_sparsity: list[float] | None = Field(None, min_length=1, description="fractions in [0, 1)")
     weight_bits: list[int] | None = Field(None, min_length=1, description=f"each one of {SUPPORTED_WEIGHT_BITS}")
     weight_sparsity: list[float] | None = Field(
-        None, min_length=1, description="fractions in [0, 1) of the remaining weights set to zero (unstructured, "
-        "by defaults.pruner); zeros shrink sparse_bytes, not latency (dense kernels)")
+        None,
+        min_length=1,
+        description="fractions in [0, 1) of the remaining weights set to zero (unstructured, "
+        "by defaults.pruner); zeros shrink sparse_bytes, not latency (dense kernels)",
+    )
     activation_bits: list[int] | None = Field(
-        None, min_length=1, description=f"output-activation bits of a quantized layer, each one of "
-        f"{SUPPORTED_ACTIVATION_BITS}; left out: the same as its weight bits; a 32-bit layer stays float")
+        None,
+        min_length=1,
+        description=f"output-activation bits of a quantized layer, each one of "
+        f"{SUPPORTED_ACTIVATION_BITS}; left out: the same as its weight bits; a 32-bit layer stays float",
+    )
 
     @field_validator("channel_sparsity", "weight_sparsity")
     @classmethod
@@ -107,15 +123,29 @@ class LayerChoicesSpec(_Strict):
 class DefaultsSpec(LayerChoicesSpec):
     """Choices for every discovered layer (layers that cannot be pruned keep channel_sparsity [0.0])."""
 
-    criterion: str = Field("l1", description="channel importance used to pick what is pruned: "
-                           f"{', '.join(CRITERIA)}, or one registered with autocompress.compress.register_criterion")
-    round_to: int | None = Field(None, ge=1, le=1024, description="keep a multiple of this many channels in each "
-                                 "pruned layer (e.g. 8 for SIMD-friendly widths); attention heads are always whole")
-    quantizer: str = Field(DEFAULT_QUANTIZER, description="how 8-bit and lower layers are quantized: "
-                           f"{', '.join(QUANTIZER_NAMES)}, or one registered with register_quantizer")
+    criterion: str = Field(
+        "l1",
+        description="channel importance used to pick what is pruned: "
+        f"{', '.join(CRITERIA)}, or one registered with autocompress.compress.register_criterion",
+    )
+    round_to: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="keep a multiple of this many channels in each "
+        "pruned layer (e.g. 8 for SIMD-friendly widths); attention heads are always whole",
+    )
+    quantizer: str = Field(
+        DEFAULT_QUANTIZER,
+        description="how 8-bit and lower layers are quantized: "
+        f"{', '.join(QUANTIZER_NAMES)}, or one registered with register_quantizer",
+    )
     per_channel: bool = Field(True, description="per-channel weight scales (else one per tensor)")
-    pruner: str = Field(DEFAULT_PRUNER, description="how weight_sparsity is realised during fine-tuning: "
-                        f"{', '.join(PRUNER_NAMES)}, or one registered with register_pruner")
+    pruner: str = Field(
+        DEFAULT_PRUNER,
+        description="how weight_sparsity is realised during fine-tuning: "
+        f"{', '.join(PRUNER_NAMES)}, or one registered with register_pruner",
+    )
 
 
 class MeasureSpec(_Strict):
@@ -137,8 +167,9 @@ class SpaceFile(_Strict):
     )
     constraints: ConstraintsSpec = Field(ConstraintsSpec(), description="what a feasible trial must meet")
     fidelity: FidelitySpec = Field(FidelitySpec(), description="fine-tuning per trial")
-    defaults: DefaultsSpec = Field(DefaultsSpec(channel_sparsity=[0.0, 0.25, 0.5], weight_bits=[8, 32]),
-                                   description="choices for every layer")
+    defaults: DefaultsSpec = Field(
+        DefaultsSpec(channel_sparsity=[0.0, 0.25, 0.5], weight_bits=[8, 32]), description="choices for every layer"
+    )
     layers: dict[str, LayerChoicesSpec] = Field(default_factory=dict, description="glob pattern -> choices")
     strategy: dict[str, dict[str, float | int | str]] = Field(
         default_factory=dict,
@@ -210,8 +241,10 @@ class LayerChoices:
 
     def to_dict(self) -> dict[str, list[Any]]:
         """The settings with a choice beyond their default are written only then, so older spaces keep their JSON."""
-        data: dict[str, list[Any]] = {"channel_sparsity": list(self.channel_sparsity),
-                                      "weight_bits": list(self.weight_bits)}
+        data: dict[str, list[Any]] = {
+            "channel_sparsity": list(self.channel_sparsity),
+            "weight_bits": list(self.weight_bits),
+        }
         if self.weight_sparsity != (0.0,):
             data["weight_sparsity"] = list(self.weight_sparsity)
         if self.activation_bits != (None,):
@@ -220,8 +253,12 @@ class LayerChoices:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[Any]]) -> LayerChoices:
-        return cls(tuple(data["channel_sparsity"]), tuple(data["weight_bits"]),
-                   tuple(data.get("weight_sparsity", (0.0,))), tuple(data.get("activation_bits", (None,))))
+        return cls(
+            tuple(data["channel_sparsity"]),
+            tuple(data["weight_bits"]),
+            tuple(data.get("weight_sparsity", (0.0,))),
+            tuple(data.get("activation_bits", (None,))),
+        )
 
 
 @dataclass(frozen=True)
@@ -268,8 +305,7 @@ class Space:
                 activation_bits=None if activation_bits is None else int(activation_bits),
                 weight_sparsity=float(params.get(f"{name}/weight_sparsity", choices.weight_sparsity[0])),
             )
-        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel, self.round_to,
-                                   self.pruner)
+        return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel, self.round_to, self.pruner)
 
     def contains(self, policy: Policy) -> bool:
         if set(self.layers) != {name for name, _ in policy}:
@@ -348,12 +384,16 @@ def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<spac
         for setting, values in (("weight_bits", bits), ("activation_bits", activation_bits)):
             if 1 in values and spec.defaults.quantizer != "bnn":
                 where = f"layers.{explicit_bits[info.name]}" if info.name in explicit_bits else "defaults"
-                raise UserError(f"{source}: {where}.{setting}",
-                                f"1 bit needs defaults.quantizer 'bnn' (got {spec.defaults.quantizer!r}); "
-                                "use 2..8 bits")
-        choices[info.name] = LayerChoices(tuple(sorted(set(sparsity))), tuple(sorted(set(bits))),
-                                          tuple(sorted(set(weight_sparsity))),
-                                          tuple(sorted(set(activation_bits), key=lambda b: b or 0)))
+                raise UserError(
+                    f"{source}: {where}.{setting}",
+                    f"1 bit needs defaults.quantizer 'bnn' (got {spec.defaults.quantizer!r}); use 2..8 bits",
+                )
+        choices[info.name] = LayerChoices(
+            tuple(sorted(set(sparsity))),
+            tuple(sorted(set(bits))),
+            tuple(sorted(set(weight_sparsity))),
+            tuple(sorted(set(activation_bits), key=lambda b: b or 0)),
+        )
     names = [info.name for info in layers]
     for pattern in spec.layers:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):

@@ -48,8 +48,10 @@ class StudyRow(Base):
 
 class TrialRow(Base):
     __tablename__ = "trials"
-    __table_args__ = (UniqueConstraint("study_id", "number", name="uq_trial_number"),
-                      Index("ix_trials_study_state_violation", "study_id", "state", "violation"))
+    __table_args__ = (
+        UniqueConstraint("study_id", "number", name="uq_trial_number"),
+        Index("ix_trials_study_state_violation", "study_id", "state", "violation"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)

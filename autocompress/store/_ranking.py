@@ -109,8 +109,9 @@ def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]
     return area
 
 
-def rank_feasible(numbers: Sequence[int], points: Sequence[Sequence[float]],
-                  top: int | None = None) -> list[RankedTrial]:
+def rank_feasible(
+    numbers: Sequence[int], points: Sequence[Sequence[float]], top: int | None = None
+) -> list[RankedTrial]:
     """Feasible complete trials (`numbers`, with their oriented objective `points`) ranked 1..n by Pareto
     front, then first objective, then number; only the first `top` when given (a partial sort)."""
     fronts = pareto_fronts(points)
@@ -137,7 +138,9 @@ def rank_rows(rows: Sequence[RankRow]) -> list[RankedTrial]:
 
 def rank_trials(trials: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> list[RankedTrial]:
     """`rank_rows` over trial mappings with ``number``, ``state``, ``metrics`` and ``violations``."""
-    return rank_rows([
-        RankRow(t["number"], t["state"], oriented(t["metrics"], objectives), total_violation(t["violations"]))
-        for t in trials
-    ])
+    return rank_rows(
+        [
+            RankRow(t["number"], t["state"], oriented(t["metrics"], objectives), total_violation(t["violations"]))
+            for t in trials
+        ]
+    )

@@ -41,8 +41,9 @@ def _event_count(state: dict[str, Any]) -> int:
 
 def _check_fresh(study: StudyRow, expected_events: int | None) -> None:
     if expected_events is not None and _event_count(study.controller_state) != expected_events:
-        raise StaleControllerState(f"controller state has {_event_count(study.controller_state)} events, "
-                                   f"expected {expected_events}")
+        raise StaleControllerState(
+            f"controller state has {_event_count(study.controller_state)} events, expected {expected_events}"
+        )
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,7 @@ class StudyStore:
         `full`: a 100k-trial study's event log is megabytes that a leaderboard has no use for."""
         query = select(StudyRow).where(StudyRow.name == name)
         if not full:
-            query = query.options(defer(StudyRow.controller_state), defer(StudyRow.space),
-                                  defer(StudyRow.space_text))
+            query = query.options(defer(StudyRow.controller_state), defer(StudyRow.space), defer(StudyRow.space_text))
         if lock:
             query = query.with_for_update()
         row = session.scalars(query).one_or_none()
@@ -166,13 +166,36 @@ class StudyStore:
         return self.engine.url.render_as_string(hide_password=True)
 
     # -- studies ------------------------------------------------------------------------------------------
-    def create_study(self, *, name: str, task: str, strategy: str, seed: int, space: dict[str, Any],
-                     space_text: str, budgets: dict[str, Any], baseline: dict[str, Any],
-                     controller_state: dict[str, Any]) -> StudyRecord:
-        row = StudyRow(name=name, task=task, strategy=strategy, seed=seed, space=space, space_text=space_text,
-                       budgets=budgets, spent={"trials": 0, "wall_s": 0.0, "cpu_s": 0.0},
-                       controller_state=controller_state, baseline=baseline, status="running", stop_reason="",
-                       next_number=0, objectives=space.get("objectives"), constraints=space.get("constraints"))
+    def create_study(
+        self,
+        *,
+        name: str,
+        task: str,
+        strategy: str,
+        seed: int,
+        space: dict[str, Any],
+        space_text: str,
+        budgets: dict[str, Any],
+        baseline: dict[str, Any],
+        controller_state: dict[str, Any],
+    ) -> StudyRecord:
+        row = StudyRow(
+            name=name,
+            task=task,
+            strategy=strategy,
+            seed=seed,
+            space=space,
+            space_text=space_text,
+            budgets=budgets,
+            spent={"trials": 0, "wall_s": 0.0, "cpu_s": 0.0},
+            controller_state=controller_state,
+            baseline=baseline,
+            status="running",
+            stop_reason="",
+            next_number=0,
+            objectives=space.get("objectives"),
+            constraints=space.get("constraints"),
+        )
         try:
             with self._session(write=True) as session:
                 session.add(row)
@@ -192,18 +215,22 @@ class StudyStore:
     def study(self, name: str) -> StudyRecord:
         with self._session() as session:
             row = self._study_row(session, name, full=True)
-            counts = dict(session.execute(
-                select(TrialRow.state, func.count()).where(TrialRow.study_id == row.id).group_by(TrialRow.state)
-            ).all())
+            counts = dict(
+                session.execute(
+                    select(TrialRow.state, func.count()).where(TrialRow.study_id == row.id).group_by(TrialRow.state)
+                ).all()
+            )
             return self._study_record(row, counts)
 
     def trial_counts(self, name: str) -> dict[str, int]:
         """Trials per state, every process's included (cheap: no JSON column is read)."""
         with self._session() as session:
             row = self._study_row(session, name)
-            return dict(session.execute(  # type: ignore[arg-type]
-                select(TrialRow.state, func.count()).where(TrialRow.study_id == row.id).group_by(TrialRow.state)
-            ).all())
+            return dict(
+                session.execute(  # type: ignore[arg-type]
+                    select(TrialRow.state, func.count()).where(TrialRow.study_id == row.id).group_by(TrialRow.state)
+                ).all()
+            )
 
     def studies(self) -> list[StudyRecord]:
         with self._session() as session:
@@ -217,9 +244,22 @@ class StudyStore:
 
     @staticmethod
     def _study_record(row: StudyRow, counts: dict[str, int]) -> StudyRecord:
-        return StudyRecord(row.name, row.task, row.strategy, row.seed, row.space, row.space_text, row.budgets,
-                           row.spent, row.controller_state, row.baseline, row.status, row.stop_reason,
-                           row.created_at, counts)
+        return StudyRecord(
+            row.name,
+            row.task,
+            row.strategy,
+            row.seed,
+            row.space,
+            row.space_text,
+            row.budgets,
+            row.spent,
+            row.controller_state,
+            row.baseline,
+            row.status,
+            row.stop_reason,
+            row.created_at,
+            counts,
+        )
 
     def update_study(self, name: str, **values: Any) -> None:
         """Set study columns (status, stop_reason, budgets, spent, controller_state) in one transaction."""
@@ -229,8 +269,9 @@ class StudyStore:
                 setattr(row, key, value)
 
     # -- trials -------------------------------------------------------------------------------------------
-    def trials(self, name: str, states: tuple[str, ...] | None = None,
-               numbers: list[int] | None = None) -> list[TrialRecord]:
+    def trials(
+        self, name: str, states: tuple[str, ...] | None = None, numbers: list[int] | None = None
+    ) -> list[TrialRecord]:
         """Trials of study `name` by number, optionally only those in `states` or with `numbers`."""
         with self._session() as session:
             study = self._study_row(session, name)
@@ -245,7 +286,8 @@ class StudyStore:
         with self._session() as session:
             study = self._study_row(session, name)
             row = session.scalars(
-                select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
+                select(TrialRow)
+                .where(TrialRow.study_id == study.id, TrialRow.number == number)
                 .options(selectinload(TrialRow.artefacts))
             ).one_or_none()
             if row is None:
@@ -256,8 +298,16 @@ class StudyStore:
         with self._session() as session:
             return self._study_row(session, name, full=True).controller_state
 
-    def start_trial(self, name: str, number: int, policy: dict[str, Any], finetune_epochs: float,
-                    controller_state: dict[str, Any], owner: str = "", expected_events: int | None = None) -> None:
+    def start_trial(
+        self,
+        name: str,
+        number: int,
+        policy: dict[str, Any],
+        finetune_epochs: float,
+        controller_state: dict[str, Any],
+        owner: str = "",
+        expected_events: int | None = None,
+    ) -> None:
         """Record trial `number` as running (a new row, or a queued one re-run) with the controller state
         that asked for it, in one transaction. `owner` names the controller process until a worker reports.
 
@@ -279,12 +329,27 @@ class StudyStore:
                 if taken >= study.budgets["trials"]:
                     raise StaleControllerState("the study's trial budget is taken")
             if row is None:
-                session.add(TrialRow(study_id=study.id, number=number, state=RUNNING, policy=policy,
-                                     finetune_epochs=finetune_epochs, metrics={}, violations={}, error="",
-                                     worker=owner, attempts=1, started_at=now, heartbeat_at=now))
+                session.add(
+                    TrialRow(
+                        study_id=study.id,
+                        number=number,
+                        state=RUNNING,
+                        policy=policy,
+                        finetune_epochs=finetune_epochs,
+                        metrics={},
+                        violations={},
+                        error="",
+                        worker=owner,
+                        attempts=1,
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
             elif row.state == RUNNING and row.worker.startswith("controller:") and row.worker != owner:
-                raise RuntimeError(f"trial {number} of {name!r} is running under {row.worker}; processes that "
-                                   "share a study take numbers from allocate_trial, not from their controllers")
+                raise RuntimeError(
+                    f"trial {number} of {name!r} is running under {row.worker}; processes that "
+                    "share a study take numbers from allocate_trial, not from their controllers"
+                )
             elif row.state in (QUEUED, RUNNING):
                 row.state, row.attempts, row.started_at, row.heartbeat_at = RUNNING, row.attempts + 1, now, now
                 row.worker = owner
@@ -309,17 +374,41 @@ class StudyStore:
                     return None
             number = study.next_number
             now = utcnow()
-            session.add(TrialRow(study_id=study.id, number=number, state=RUNNING, policy=policy,
-                                 finetune_epochs=finetune_epochs, metrics={}, violations={}, error="",
-                                 worker=owner, attempts=1, started_at=now, heartbeat_at=now))
+            session.add(
+                TrialRow(
+                    study_id=study.id,
+                    number=number,
+                    state=RUNNING,
+                    policy=policy,
+                    finetune_epochs=finetune_epochs,
+                    metrics={},
+                    violations={},
+                    error="",
+                    worker=owner,
+                    attempts=1,
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
             study.next_number = number + 1
             return number
 
-    def finish_trial(self, name: str, number: int, *, state: str, metrics: dict[str, Any],
-                     violations: dict[str, float], error: str, worker: str,
-                     intermediate: list[tuple[int, str, float]], artefacts: list[Artefact],
-                     controller_state: dict[str, Any], spent: dict[str, Any],
-                     expected_events: int | None = None) -> None:
+    def finish_trial(
+        self,
+        name: str,
+        number: int,
+        *,
+        state: str,
+        metrics: dict[str, Any],
+        violations: dict[str, float],
+        error: str,
+        worker: str,
+        intermediate: list[tuple[int, str, float]],
+        artefacts: list[Artefact],
+        controller_state: dict[str, Any],
+        spent: dict[str, Any],
+        expected_events: int | None = None,
+    ) -> None:
         """Record a finished trial, its metrics, artefacts, the controller state after its tell and the budget
         spent, all in one transaction: a crash leaves either all of it or none.
 
@@ -340,19 +429,28 @@ class StudyStore:
             row.state, row.metrics, row.violations, row.error, row.worker = state, metrics, violations, error, worker
             row.finished_at = row.heartbeat_at = utcnow()
             row.violation = total_violation(violations) if state == COMPLETE else None
-            session.add_all(MetricRow(trial_id=row.id, name=k, value=float(v)) for k, v in metrics.items()
-                            if isinstance(v, int | float) and not isinstance(v, bool))
+            session.add_all(
+                MetricRow(trial_id=row.id, name=k, value=float(v))
+                for k, v in metrics.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            )
             for step, metric, value in intermediate:
                 session.add(IntermediateValueRow(trial_id=row.id, step=step, name=metric, value=value))
             for art in artefacts:
-                session.add(ArtefactRow(trial_id=row.id, kind=art.kind, path=art.path, sha256=art.sha256,
-                                        size_bytes=art.size_bytes))
+                session.add(
+                    ArtefactRow(
+                        trial_id=row.id, kind=art.kind, path=art.path, sha256=art.sha256, size_bytes=art.size_bytes
+                    )
+                )
             study.controller_state = controller_state
             session.flush()
-            counts = dict(session.execute(
-                select(TrialRow.state, func.count()).where(TrialRow.study_id == study.id,
-                                                           TrialRow.state.in_(FINISHED)).group_by(TrialRow.state)
-            ).all())
+            counts = dict(
+                session.execute(
+                    select(TrialRow.state, func.count())
+                    .where(TrialRow.study_id == study.id, TrialRow.state.in_(FINISHED))
+                    .group_by(TrialRow.state)
+                ).all()
+            )
             merged = dict(study.spent)
             for key, value in spent.items():
                 merged[key] = max(merged.get(key, value), value) if isinstance(value, int | float) else value
@@ -371,7 +469,8 @@ class StudyStore:
             joined = [aliased(MetricRow, name=f"m{i}") for i in range(len(objectives))]
             values = [m.value if d == "max" else -m.value for m, d in zip(joined, objectives.values(), strict=True)]
             query = select(TrialRow.number, *values).where(
-                TrialRow.study_id == study.id, TrialRow.state == COMPLETE, TrialRow.violation <= 0)
+                TrialRow.study_id == study.id, TrialRow.state == COMPLETE, TrialRow.violation <= 0
+            )
             for m, metric in zip(joined, objectives, strict=True):
                 query = query.outerjoin(m, (m.trial_id == TrialRow.id) & (m.name == metric))
             found = session.execute(query).all()
@@ -384,20 +483,26 @@ class StudyStore:
             infeasible = session.execute(
                 select(TrialRow.number, TrialRow.violation)
                 .where(TrialRow.study_id == study.id, TrialRow.state == COMPLETE, TrialRow.violation > 0)
-                .order_by(TrialRow.violation, TrialRow.number).limit(left)
+                .order_by(TrialRow.violation, TrialRow.number)
+                .limit(left)
             ).all()
-            ranked += [RankedTrial(n, len(ranked) + i + 1, False, None, v or 0.0)  # v > 0: never None
-                       for i, (n, v) in enumerate(infeasible)]
+            ranked += [
+                RankedTrial(n, len(ranked) + i + 1, False, None, v or 0.0)  # v > 0: never None
+                for i, (n, v) in enumerate(infeasible)
+            ]
             if top is not None and len(ranked) >= top:
                 return ranked
             rest = session.scalars(
-                select(TrialRow.number).where(TrialRow.study_id == study.id, TrialRow.state != COMPLETE)
-                .order_by(TrialRow.number).limit(None if top is None else top - len(ranked))
+                select(TrialRow.number)
+                .where(TrialRow.study_id == study.id, TrialRow.state != COMPLETE)
+                .order_by(TrialRow.number)
+                .limit(None if top is None else top - len(ranked))
             ).all()
             return ranked + [RankedTrial(n, len(ranked) + i + 1, False, None, math.inf) for i, n in enumerate(rest)]
 
-    def queue_unfinished(self, name: str, abandoned: Callable[[str, datetime], bool] | None = None
-                         ) -> list[TrialRecord]:
+    def queue_unfinished(
+        self, name: str, abandoned: Callable[[str, datetime], bool] | None = None
+    ) -> list[TrialRecord]:
         """Mark running trials as queued (to be re-run) and return all queued trials.
 
         `abandoned(owner, heartbeat_at)` selects which running trials to take over (default: all); a live
@@ -405,8 +510,9 @@ class StudyStore:
         """
         with self._session(write=True) as session:
             study = self._study_row(session, name, lock=True)
-            for row in session.scalars(select(TrialRow).where(TrialRow.study_id == study.id,
-                                                              TrialRow.state == RUNNING)):
+            for row in session.scalars(
+                select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.state == RUNNING)
+            ):
                 if abandoned is None or abandoned(row.worker, row.heartbeat_at):
                     row.state = QUEUED
         return self.trials(name, (QUEUED,))
@@ -416,8 +522,9 @@ class StudyStore:
             return
         with self._session(write=True) as session:
             study = self._study_row(session, name)
-            for row in session.scalars(select(TrialRow).where(TrialRow.study_id == study.id,
-                                                              TrialRow.number.in_(numbers))):
+            for row in session.scalars(
+                select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number.in_(numbers))
+            ):
                 row.heartbeat_at = utcnow()
 
     def write_artefact(self, name: str, number: int, kind: str, data: bytes, suffix: str) -> Artefact:

@@ -17,8 +17,17 @@ from autocompress.strategies._uniform import UniformController
 
 STRATEGIES: dict[str, type[Controller]] = {
     cls.name: cls
-    for cls in (TPEController, NSGA2Controller, AnnealController, NetAdaptController, AMCController, HAQController,
-                AutoCompressController, RandomController, UniformController)
+    for cls in (
+        TPEController,
+        NSGA2Controller,
+        AnnealController,
+        NetAdaptController,
+        AMCController,
+        HAQController,
+        AutoCompressController,
+        RandomController,
+        UniformController,
+    )
 }
 
 

@@ -21,10 +21,17 @@ class Agent:
     def __init__(self, state_dim: int, seed: int, hidden: int, lr_actor: float, lr_critic: float) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.actor = nn.Sequential(nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                       nn.Linear(hidden, 1), nn.Sigmoid())
-            self.critic = nn.Sequential(nn.Linear(state_dim + 1, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                        nn.ReLU(), nn.Linear(hidden, 1))
+            self.actor = nn.Sequential(
+                nn.Linear(state_dim, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, 1),
+                nn.Sigmoid(),
+            )
+            self.critic = nn.Sequential(
+                nn.Linear(state_dim + 1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+            )
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr_actor)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr_critic)
         self.buffer: list[tuple[list[float], float, float]] = []

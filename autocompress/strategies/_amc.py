@@ -20,16 +20,20 @@ from autocompress.strategies._ddpg import LayerAgentController, estimate_macs, n
 
 class AMCController(LayerAgentController):
     name = "amc"
-    description = ("AMC: DDPG agent over per-layer keep ratios, clipped to a MACs budget; knobs: target_macs (0.5 "
-                   "of baseline, or constraints.max_macs), weight_bits (min|max), warmup_episodes (5), noise (0.4), "
-                   "noise_decay, hidden (64), updates (20), lr_actor, lr_critic, finetune_epochs (-1: first rung)")
+    description = (
+        "AMC: DDPG agent over per-layer keep ratios, clipped to a MACs budget; knobs: target_macs (0.5 "
+        "of baseline, or constraints.max_macs), weight_bits (min|max), warmup_episodes (5), noise (0.4), "
+        "noise_decay, hidden (64), updates (20), lr_actor, lr_critic, finetune_epochs (-1: first rung)"
+    )
     state_dim = 9
     knobs = {"target_macs": 0.5, "weight_bits": "min", **LayerAgentController.agent_knobs}
 
     def __init__(self, space: Space, seed: int = 0) -> None:
         if space.strategy_options.get("amc", {}).get("weight_bits", "min") not in ("min", "max"):
-            raise UserError("space: strategy.amc.weight_bits", "must be 'min' or 'max' (the bit-width every layer "
-                                                               "keeps while the agent prunes)")
+            raise UserError(
+                "space: strategy.amc.weight_bits",
+                "must be 'min' or 'max' (the bit-width every layer keeps while the agent prunes)",
+            )
         super().__init__(space, seed)
         self._total = estimate_macs(space, {})
         limit = space.constraints.get("max_macs")
@@ -56,7 +60,7 @@ class AMCController(LayerAgentController):
     def _features(self, t: int, executed: list[float]) -> list[float]:
         info = self.space.layer_info[self.layers[t]]
         removed = self._total - estimate_macs(self.space, self._keep_map(executed, "dense"))
-        left = sum(self.space.layer_info[n]["macs"] for n in self.layers[t + 1:])
+        left = sum(self.space.layer_info[n]["macs"] for n in self.layers[t + 1 :])
         return [
             t / max(1, len(self.layers)),
             info["in_channels"] / self._max_channels,
@@ -71,8 +75,11 @@ class AMCController(LayerAgentController):
 
     def _constrain(self, t: int, action: float, executed: list[float]) -> float:
         layer = self.layers[t]
-        feasible = [k for k in self._keeps[layer]
-                    if estimate_macs(self.space, self._keep_map([*executed, k], "min")) <= self.target * (1 + 1e-9)]
+        feasible = [
+            k
+            for k in self._keeps[layer]
+            if estimate_macs(self.space, self._keep_map([*executed, k], "min")) <= self.target * (1 + 1e-9)
+        ]
         return nearest(action, feasible or self._keeps[layer][:1])
 
     def _policy(self, executed: list[float]) -> Policy:
@@ -80,8 +87,9 @@ class AMCController(LayerAgentController):
         keep = dict(zip(self.layers, executed, strict=True))
         params: dict[str, float] = {}
         for n, c in self.space.layers.items():
-            params[f"{n}/channel_sparsity"] = (nearest(1 - keep[n], list(c.channel_sparsity)) if n in keep
-                                               else c.channel_sparsity[0])
+            params[f"{n}/channel_sparsity"] = (
+                nearest(1 - keep[n], list(c.channel_sparsity)) if n in keep else c.channel_sparsity[0]
+            )
             params[f"{n}/weight_bits"] = pick(c.weight_bits)
         # other settings (weight sparsity, activation bits) take their first choice, the space's policy-level
         # quantizer and pruner come along

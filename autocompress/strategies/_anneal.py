@@ -28,17 +28,20 @@ from autocompress.strategies._base import Controller, Outcome, Proposal, scalar_
 
 class AnnealController(Controller):
     name = "anneal"
-    description = ("simulated annealing over per-layer sparsity/bits; knobs: initial_temperature (1.0), "
-                   "cooling (0.9 per result), neighbours (2 settings moved per step), min_temperature (0.01), "
-                   "start (unpruned: smallest sparsity, 8 bits | random)")
-    knobs = {"initial_temperature": 1.0, "cooling": 0.9, "neighbours": 2, "min_temperature": 0.01,
-             "start": "unpruned"}
+    description = (
+        "simulated annealing over per-layer sparsity/bits; knobs: initial_temperature (1.0), "
+        "cooling (0.9 per result), neighbours (2 settings moved per step), min_temperature (0.01), "
+        "start (unpruned: smallest sparsity, 8 bits | random)"
+    )
+    knobs = {"initial_temperature": 1.0, "cooling": 0.9, "neighbours": 2, "min_temperature": 0.01, "start": "unpruned"}
 
     def __init__(self, space: Space, seed: int = 0) -> None:
         super().__init__(space, seed)
         if self.options["start"] not in ("unpruned", "random"):
-            raise UserError(f"space: strategy.{self.name}.start", f"{self.options['start']!r} is not a start; "
-                                                                  "use 'unpruned' or 'random'")
+            raise UserError(
+                f"space: strategy.{self.name}.start",
+                f"{self.options['start']!r} is not a start; use 'unpruned' or 'random'",
+            )
         self._rng = np.random.default_rng(seed)
         self._dims = space.dimensions()
         self.temperature = float(self.options["initial_temperature"])
@@ -109,5 +112,6 @@ class AnnealController(Controller):
                 self.worse_moves.append((self.temperature, accepted))
                 if accepted:
                     self._current, self._current_score = state, score
-        self.temperature = max(self.temperature * float(self.options["cooling"]),
-                               float(self.options["min_temperature"]))
+        self.temperature = max(
+            self.temperature * float(self.options["cooling"]), float(self.options["min_temperature"])
+        )

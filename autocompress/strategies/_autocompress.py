@@ -20,8 +20,10 @@ from autocompress.strategies._base import Proposal
 
 class AutoCompressController(AnnealController):
     name = "autocompress"
-    description = ("AutoCompress: annealing over per-layer channel sparsity (bits at their minimum), realised by "
-                   "ADMM pruning (criterion admm); knobs as anneal")
+    description = (
+        "AutoCompress: annealing over per-layer channel sparsity (bits at their minimum), realised by "
+        "ADMM pruning (criterion admm); knobs as anneal"
+    )
     #: the criterion every proposal asks for: ADMM training towards the channel sparsity, then removal
     criterion = "admm"
 

@@ -82,19 +82,24 @@ class Controller(ABC):
         unknown = sorted(set(given) - set(self.knobs))
         if unknown:
             allowed = ", ".join(self.knobs) or "none"
-            raise UserError(f"space: strategy.{self.name}.{unknown[0]}",
-                            f"unknown option; {self.name} takes: {allowed}")
+            raise UserError(
+                f"space: strategy.{self.name}.{unknown[0]}", f"unknown option; {self.name} takes: {allowed}"
+            )
         for key, value in given.items():
             default = self.knobs[key]
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if isinstance(default, str) != isinstance(value, str) or (not isinstance(default, str) and not numeric) or (
-                isinstance(default, int) and isinstance(value, float) and not value.is_integer()
+            if (
+                isinstance(default, str) != isinstance(value, str)
+                or (not isinstance(default, str) and not numeric)
+                or (isinstance(default, int) and isinstance(value, float) and not value.is_integer())
             ):
                 kind = "text" if isinstance(default, str) else "whole number" if isinstance(default, int) else "number"
-                raise UserError(f"space: strategy.{self.name}.{key}",
-                                f"{value!r} is not a {kind} (default {default!r})")
+                raise UserError(
+                    f"space: strategy.{self.name}.{key}", f"{value!r} is not a {kind} (default {default!r})"
+                )
         self.options: dict[str, Any] = {
-            **self.knobs, **{k: v if isinstance(v, str) else type(self.knobs[k])(v) for k, v in given.items()}
+            **self.knobs,
+            **{k: v if isinstance(v, str) else type(self.knobs[k])(v) for k, v in given.items()},
         }
         self.pending: dict[int, Proposal] = {}
         self._events: list[list[Any]] = []

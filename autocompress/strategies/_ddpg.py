@@ -66,8 +66,16 @@ class LayerAgentController(Controller):
     #: length of the state vector `_features` returns
     state_dim: ClassVar[int]
     agent_knobs: ClassVar[dict[str, Any]] = {
-        "warmup_episodes": 5, "hidden": 64, "lr_actor": 1e-3, "lr_critic": 2e-3, "updates": 20, "batch_size": 64,
-        "noise": 0.4, "noise_decay": 0.95, "baseline_decay": 0.9, "finetune_epochs": -1.0,
+        "warmup_episodes": 5,
+        "hidden": 64,
+        "lr_actor": 1e-3,
+        "lr_critic": 2e-3,
+        "updates": 20,
+        "batch_size": 64,
+        "noise": 0.4,
+        "noise_decay": 0.95,
+        "baseline_decay": 0.9,
+        "finetune_epochs": -1.0,
     }
 
     def __init__(self, space: Space, seed: int = 0) -> None:
@@ -78,8 +86,13 @@ class LayerAgentController(Controller):
         self._rng = np.random.default_rng(seed)
         from autocompress.strategies._agent import Agent  # torch loads only where a search runs
 
-        self.agent = Agent(self.state_dim, seed, int(self.options["hidden"]),
-                           float(self.options["lr_actor"]), float(self.options["lr_critic"]))
+        self.agent = Agent(
+            self.state_dim,
+            seed,
+            int(self.options["hidden"]),
+            float(self.options["lr_actor"]),
+            float(self.options["lr_critic"]),
+        )
         self._episodes: dict[int, tuple[list[list[float]], list[float]]] = {}
         self._told = 0
         self._baseline: float | None = None
@@ -158,7 +171,7 @@ class LayerAgentController(Controller):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        (digest, data), = self.artefacts().items()
+        ((digest, data),) = self.artefacts().items()
         state["agent"] = {"format": "safetensors", "sha256": digest, "bytes": len(data)}
         return state
 
@@ -172,4 +185,3 @@ class LayerAgentController(Controller):
 def nearest(value: float, allowed: list[float]) -> float:
     """The element of `allowed` closest to `value` (the smaller one on ties)."""
     return min(allowed, key=lambda a: (abs(a - value), a))
-

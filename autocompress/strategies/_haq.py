@@ -20,16 +20,20 @@ from autocompress.strategies._ddpg import LayerAgentController, layer_macs, near
 
 class HAQController(LayerAgentController):
     name = "haq"
-    description = ("HAQ-style DDPG agent over per-layer weight bits with a MACs x bits latency table, bits lowered "
-                   "until the budget fits; knobs: target_speedup (constraints.min_speedup or 1.5), int8_cost (0.55), "
-                   "channel_sparsity (min|max), warmup_episodes (5), noise (0.4), hidden (64), updates (20)")
+    description = (
+        "HAQ-style DDPG agent over per-layer weight bits with a MACs x bits latency table, bits lowered "
+        "until the budget fits; knobs: target_speedup (constraints.min_speedup or 1.5), int8_cost (0.55), "
+        "channel_sparsity (min|max), warmup_episodes (5), noise (0.4), hidden (64), updates (20)"
+    )
     state_dim = 8
     knobs = {"target_speedup": 1.5, "int8_cost": 0.55, "channel_sparsity": "min", **LayerAgentController.agent_knobs}
 
     def __init__(self, space: Space, seed: int = 0) -> None:
         if space.strategy_options.get("haq", {}).get("channel_sparsity", "min") not in ("min", "max"):
-            raise UserError("space: strategy.haq.channel_sparsity", "must be 'min' or 'max' (the sparsity every "
-                                                                     "layer keeps while the agent picks bits)")
+            raise UserError(
+                "space: strategy.haq.channel_sparsity",
+                "must be 'min' or 'max' (the sparsity every layer keeps while the agent picks bits)",
+            )
         super().__init__(space, seed)
         pick = min if self.options["channel_sparsity"] == "min" else max
         self._sparsity = {n: pick(c.channel_sparsity) for n, c in space.layers.items()}
@@ -53,8 +57,10 @@ class HAQController(LayerAgentController):
 
     def estimated_latency(self, bits: dict[str, int]) -> float:
         """Latency relative to the unquantized (pruned) model, from the per-layer table."""
-        return sum(macs * self._cost(bits.get(n, max(self.space.layers[n].weight_bits)))
-                   for n, macs in self._macs.items()) / self._total
+        return (
+            sum(macs * self._cost(bits.get(n, max(self.space.layers[n].weight_bits))) for n, macs in self._macs.items())
+            / self._total
+        )
 
     def _to_bits(self, t: int, action: float) -> int:
         choices = self._bits[self.layers[t]]
@@ -101,4 +107,3 @@ class HAQController(LayerAgentController):
         # other settings (weight sparsity, activation bits) take their first choice, the space's policy-level
         # quantizer and pruner come along
         return self.space.policy_from_params(params)
-

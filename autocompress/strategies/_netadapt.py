@@ -22,8 +22,10 @@ from autocompress.strategies._base import Controller, Outcome, Proposal
 
 class NetAdaptController(Controller):
     name = "netadapt"
-    description = ("NetAdapt: each iteration prunes every layer one step in turn (short fine-tune), keeps the most "
-                   "accurate faster candidate, then long fine-tunes it (no knobs; rungs from the space's fidelity)")
+    description = (
+        "NetAdapt: each iteration prunes every layer one step in turn (short fine-tune), keeps the most "
+        "accurate faster candidate, then long fine-tunes it (no knobs; rungs from the space's fidelity)"
+    )
 
     manages_fidelity = True
 

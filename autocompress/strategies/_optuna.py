@@ -41,8 +41,10 @@ class _OptunaController(Controller):
     def __init__(self, space: Space, seed: int = 0) -> None:
         super().__init__(space, seed)
         if self.options["warm_start"] not in ("uniform", "none"):
-            raise UserError(f"space: strategy.{self.name}.warm_start",
-                            f"{self.options['warm_start']!r} is not a warm start; use 'uniform' or 'none'")
+            raise UserError(
+                f"space: strategy.{self.name}.warm_start",
+                f"{self.options['warm_start']!r} is not a warm start; use 'uniform' or 'none'",
+            )
         self._objectives = list(space.objectives.items())
         optuna = _optuna()
         self._study = optuna.create_study(
@@ -80,18 +82,23 @@ class _OptunaController(Controller):
 
 class TPEController(_OptunaController):
     name = "tpe"
-    description = ("Optuna multi-objective TPE with constraints and constant liar (startup trials: 10); knobs: "
-                   "warm_start (uniform: the uniform grid first | none)")
+    description = (
+        "Optuna multi-objective TPE with constraints and constant liar (startup trials: 10); knobs: "
+        "warm_start (uniform: the uniform grid first | none)"
+    )
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return _optuna().samplers.TPESampler(
-            seed=seed, n_startup_trials=min(10, max(4, len(self.space.dimensions()))), constant_liar=True)
+            seed=seed, n_startup_trials=min(10, max(4, len(self.space.dimensions()))), constant_liar=True
+        )
 
 
 class NSGA2Controller(_OptunaController):
     name = "nsga2"
-    description = ("Optuna NSGA-II evolutionary multi-objective search with constraints (population 16); knobs: "
-                   "warm_start (uniform: the uniform grid first | none)")
+    description = (
+        "Optuna NSGA-II evolutionary multi-objective search with constraints (population 16); knobs: "
+        "warm_start (uniform: the uniform grid first | none)"
+    )
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return _optuna().samplers.NSGAIISampler(seed=seed, population_size=16)

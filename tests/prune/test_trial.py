@@ -102,11 +102,14 @@ def test_example_transformer_space_searches_heads_and_ffn_width() -> None:
     assert [layer.ffn_in.out_features for layer in model.layers] == [64, 64]
 
 
-@pytest.mark.parametrize(("sparsity", "quantizer", "trained_steps"), [
-    (0.0, "histogram", False),  # calibration-only int8 of the trained weights: nothing to recover
-    (0.0, "qat", True),  # quantization-aware training is the fine-tuning
-    (SPARSITY, "histogram", True),  # pruning is recovered by fine-tuning
-])
+@pytest.mark.parametrize(
+    ("sparsity", "quantizer", "trained_steps"),
+    [
+        (0.0, "histogram", False),  # calibration-only int8 of the trained weights: nothing to recover
+        (0.0, "qat", True),  # quantization-aware training is the fine-tuning
+        (SPARSITY, "histogram", True),  # pruning is recovered by fine-tuning
+    ],
+)
 def test_only_policies_that_prune_or_train_a_quantizer_are_fine_tuned(sparsity, quantizer, trained_steps) -> None:
     task = TASKS["resnet"]
     layers = discover_layers(task.baseline_model(), task.example_input(1))

@@ -27,8 +27,7 @@ def small_mobilenet() -> MobileNetV2Like:
 
 
 def small_transformer() -> TransformerEncoderClassifier:
-    return TransformerEncoderClassifier(vocab=VOCAB, dim=32, heads=4, ffn=64, layers=1, classes=CLASSES,
-                                        max_len=SEQ)
+    return TransformerEncoderClassifier(vocab=VOCAB, dim=32, heads=4, ffn=64, layers=1, classes=CLASSES, max_len=SEQ)
 
 
 _DIGITS = load_digits_splits()

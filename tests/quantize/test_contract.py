@@ -54,8 +54,11 @@ def deploy(task: SupervisedTask, policy: Policy) -> nn.Module:
 
 
 def int_weights(model: nn.Module) -> list[torch.Tensor]:
-    return [m.weight().int_repr() for m in model.modules()
-            if ".quantized" in type(m).__module__ and callable(getattr(m, "weight", None))]
+    return [
+        m.weight().int_repr()
+        for m in model.modules()
+        if ".quantized" in type(m).__module__ and callable(getattr(m, "weight", None))
+    ]
 
 
 @pytest.mark.slow
@@ -77,8 +80,9 @@ def test_4bit_weights_lie_on_the_4bit_grid_of_the_int8_kernel(name: str) -> None
     names = layer_names(task)
     inner = names[1:-1]  # first and last layer stay 8-bit, as is usual below 8 bits (calibration-only
     # quantizers at 4 bits on the 8-channel stem of this tiny net fall to near chance)
-    deployed = deploy(task, Policy.from_mapping({n: LayerSetting(weight_bits=4 if n in inner else 8) for n in names},
-                                                quantizer=name))
+    deployed = deploy(
+        task, Policy.from_mapping({n: LayerSetting(weight_bits=4 if n in inner else 8) for n in names}, quantizer=name)
+    )
     weights = int_weights(deployed)
     assert len(weights) == len(names)
     four_bit = weights[1:-1]

@@ -37,9 +37,12 @@ def test_space_accepts_sub_8_bit_choices_and_the_quantizer() -> None:
     assert (policy.quantizer, policy.per_channel, policy["conv"].weight_bits) == ("qat", False, 4)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("task: x:y\ndefaults: {weight_bits: [16]}", "16 bits is not supported"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("task: x:y\ndefaults: {weight_bits: [16]}", "16 bits is not supported"),
+    ],
+)
 def test_bad_quantization_settings_are_named(text: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
         parse_space(text)

@@ -29,8 +29,10 @@ def spaces() -> dict[str, tuple[Space, object]]:
     for model in MODELS:
         task = getattr(tasks, model)
         net = task.model_factory().eval()
-        out[model] = (resolve_space(parse_space(SPACE.format(model=model)),
-                                    discover_layers(net, task.example_input(1))), task)
+        out[model] = (
+            resolve_space(parse_space(SPACE.format(model=model)), discover_layers(net, task.example_input(1))),
+            task,
+        )
     return out
 
 
@@ -106,7 +108,7 @@ def test_agent_weights_round_trip_as_safetensors_by_sha256(spaces) -> None:
     for _ in range(6):
         proposal = original.ask()
         original.tell(proposal.number, synthetic(proposal))
-    (digest, data), = original.artefacts().items()
+    ((digest, data),) = original.artefacts().items()
     assert hashlib.sha256(data).hexdigest() == digest == original.state_dict()["agent"]["sha256"]
     assert data[8:9] == b"{"  # safetensors: an 8-byte header length, then a JSON header (no pickle)
     fresh = make_controller("amc", space, 5)

@@ -26,10 +26,19 @@ def main(role: str, url: str, study: str) -> None:
         policy = {"layers": {"conv1": {"channel_sparsity": 0.5, "weight_bits": 8}}, "criterion": "l1"}
         while (number := store.allocate_trial(study, policy, 1.0, owner=f"writer:{os.getpid()}")) is not None:
             time.sleep(0.01)  # the trial runs outside any transaction, as in a search
-            store.finish_trial(study, number, state=COMPLETE, metrics={"accuracy": 0.9 + number * 1e-4,
-                               "latency_ms": 1.0, "cpu_s": 1.0}, violations={}, error="", worker=str(os.getpid()),
-                               intermediate=[(0, "accuracy", 0.5)], artefacts=[],
-                               controller_state={"last": number}, spent={"wall_s": 0.0})
+            store.finish_trial(
+                study,
+                number,
+                state=COMPLETE,
+                metrics={"accuracy": 0.9 + number * 1e-4, "latency_ms": 1.0, "cpu_s": 1.0},
+                violations={},
+                error="",
+                worker=str(os.getpid()),
+                intermediate=[(0, "accuracy", 0.5)],
+                artefacts=[],
+                controller_state={"last": number},
+                spent={"wall_s": 0.0},
+            )
             print(number, flush=True)
     else:
         reads = 0

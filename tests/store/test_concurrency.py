@@ -19,17 +19,33 @@ WORKER = Path(__file__).with_name("store_worker.py")
 
 
 @pytest.mark.slow
-def test_two_writers_and_a_reader_share_one_study(store_url: str, tmp_path: Path,
-                                                  spawned: list[subprocess.Popen[str]]) -> None:
+def test_two_writers_and_a_reader_share_one_study(
+    store_url: str, tmp_path: Path, spawned: list[subprocess.Popen[str]]
+) -> None:
     store = StudyStore(store_url, create=True)
-    store.create_study(name="shared", task="t", strategy="random", seed=0,
-                       space={"objectives": {"accuracy": "max", "latency_ms": "min"}, "constraints": {}},
-                       space_text="", budgets={"trials": TRIALS}, baseline={}, controller_state={})
+    store.create_study(
+        name="shared",
+        task="t",
+        strategy="random",
+        seed=0,
+        space={"objectives": {"accuracy": "max", "latency_ms": "min"}, "constraints": {}},
+        space_text="",
+        budgets={"trials": TRIALS},
+        baseline={},
+        controller_state={},
+    )
     go = tmp_path / "go"
     env = cli_env() | {"GO": str(go)}
     for role in ("writer", "writer", "reader"):
-        spawned.append(subprocess.Popen([sys.executable, str(WORKER), role, store_url, "shared"], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        spawned.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), role, store_url, "shared"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for proc in spawned:  # all three have the store open before any of them writes
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     go.touch()
@@ -56,17 +72,31 @@ def test_two_writers_and_a_reader_share_one_study(store_url: str, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_a_writer_killed_mid_write_leaves_a_study_that_resumes(store_url: str, tmp_path: Path,
-                                                               spawned: list[subprocess.Popen[str]]) -> None:
+def test_a_writer_killed_mid_write_leaves_a_study_that_resumes(
+    store_url: str, tmp_path: Path, spawned: list[subprocess.Popen[str]]
+) -> None:
     """SIGKILL a process while it writes trials back to back: every trial is either finished with all its
     rows or still running with none, the spent counts match the rows, and the study goes on."""
     store = StudyStore(store_url, create=True)
-    store.create_study(name="killed", task="t", strategy="random", seed=0,
-                       space={"objectives": {"accuracy": "max", "latency_ms": "min"}, "constraints": {}},
-                       space_text="", budgets={"trials": 100_000}, baseline={}, controller_state={})
+    store.create_study(
+        name="killed",
+        task="t",
+        strategy="random",
+        seed=0,
+        space={"objectives": {"accuracy": "max", "latency_ms": "min"}, "constraints": {}},
+        space_text="",
+        budgets={"trials": 100_000},
+        baseline={},
+        controller_state={},
+    )
     go = tmp_path / "go"
-    proc = subprocess.Popen([sys.executable, str(WORKER), "writer", store_url, "killed"],
-                            env=cli_env() | {"GO": str(go)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "writer", store_url, "killed"],
+        env=cli_env() | {"GO": str(go)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     spawned.append(proc)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     go.touch()
@@ -79,15 +109,27 @@ def test_a_writer_killed_mid_write_leaves_a_study_that_resumes(store_url: str, t
     trials = store.trials("killed")
     finished = [t for t in trials if t.state == COMPLETE]
     assert len(finished) >= 21 and {t.state for t in trials} <= {COMPLETE, "running"}
-    assert all(t.metrics["cpu_s"] == 1.0 for t in finished) and all(t.metrics == {} for t in trials
-                                                                     if t.state != COMPLETE)
+    assert all(t.metrics["cpu_s"] == 1.0 for t in finished) and all(
+        t.metrics == {} for t in trials if t.state != COMPLETE
+    )
     record = store.study("killed")
     assert record.spent["trials"] == len(finished) and record.spent["cpu_s"] == pytest.approx(len(finished))
     assert record.controller_state == {"last": max(t.number for t in finished)}
     store.queue_unfinished("killed")
     number = store.allocate_trial("killed", {"layers": {}}, 1.0, owner="resumed")
     assert number == len(trials)
-    store.finish_trial("killed", number, state=COMPLETE, metrics={"accuracy": 0.9, "cpu_s": 1.0}, violations={},
-                       error="", worker="w", intermediate=[], artefacts=[], controller_state={}, spent={})
+    store.finish_trial(
+        "killed",
+        number,
+        state=COMPLETE,
+        metrics={"accuracy": 0.9, "cpu_s": 1.0},
+        violations={},
+        error="",
+        worker="w",
+        intermediate=[],
+        artefacts=[],
+        controller_state={},
+        spent={},
+    )
     assert store.study("killed").spent["trials"] == len(finished) + 1
     store.close()

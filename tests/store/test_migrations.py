@@ -23,31 +23,54 @@ def write_revision_0001_store(url: str) -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "0001")
-        conn.execute(text(
-            "INSERT INTO studies (name, task, strategy, seed, space, space_text, budgets, spent, "
-            "controller_state, baseline, status, stop_reason, created_at, updated_at) VALUES ('old', "
-            "'experiments.digits:task', 'tpe', 3, :space, 'task: x', :budgets, :spent, :state, :base, 'finished', "
-            "'trial budget reached', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"),
-            {"space": json.dumps(SPACE), "budgets": json.dumps({"trials": 3}),
-             "spent": json.dumps({"trials": 3, "wall_s": 12.5}), "state": json.dumps({"events": [["ask", 0]]}),
-             "base": json.dumps({"accuracy": 0.97})})
-        trials = [(0, COMPLETE, {"accuracy": 0.96, "latency_ms": 1.0}, {"max_accuracy_drop": -0.5}),
-                  (1, COMPLETE, {"accuracy": 0.90, "latency_ms": 0.5}, {"max_accuracy_drop": 2.5}),
-                  (2, FAILED, {}, {})]
+        conn.execute(
+            text(
+                "INSERT INTO studies (name, task, strategy, seed, space, space_text, budgets, spent, "
+                "controller_state, baseline, status, stop_reason, created_at, updated_at) VALUES ('old', "
+                "'experiments.digits:task', 'tpe', 3, :space, 'task: x', :budgets, :spent, :state, :base, 'finished', "
+                "'trial budget reached', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            ),
+            {
+                "space": json.dumps(SPACE),
+                "budgets": json.dumps({"trials": 3}),
+                "spent": json.dumps({"trials": 3, "wall_s": 12.5}),
+                "state": json.dumps({"events": [["ask", 0]]}),
+                "base": json.dumps({"accuracy": 0.97}),
+            },
+        )
+        trials = [
+            (0, COMPLETE, {"accuracy": 0.96, "latency_ms": 1.0}, {"max_accuracy_drop": -0.5}),
+            (1, COMPLETE, {"accuracy": 0.90, "latency_ms": 0.5}, {"max_accuracy_drop": 2.5}),
+            (2, FAILED, {}, {}),
+        ]
         for number, state, metrics, violations in trials:
-            conn.execute(text(
-                "INSERT INTO trials (study_id, number, state, policy, finetune_epochs, metrics, violations, "
-                "error, worker, attempts, started_at, heartbeat_at, finished_at) VALUES ((SELECT id FROM studies), "
-                ":n, :state, "
-                ":policy, 1.0, :metrics, :violations, '', 'w', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00', "
-                "'2026-01-01 00:01:00')"),
-                {"n": number, "state": state, "policy": json.dumps(POLICY),
-                 "metrics": json.dumps(metrics), "violations": json.dumps(violations)})
+            conn.execute(
+                text(
+                    "INSERT INTO trials (study_id, number, state, policy, finetune_epochs, metrics, violations, "
+                    "error, worker, attempts, started_at, heartbeat_at, finished_at) VALUES ((SELECT id FROM studies), "
+                    ":n, :state, "
+                    ":policy, 1.0, :metrics, :violations, '', 'w', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00', "
+                    "'2026-01-01 00:01:00')"
+                ),
+                {
+                    "n": number,
+                    "state": state,
+                    "policy": json.dumps(POLICY),
+                    "metrics": json.dumps(metrics),
+                    "violations": json.dumps(violations),
+                },
+            )
         first = "(SELECT id FROM trials WHERE number = 0)"
-        conn.execute(text(f"INSERT INTO intermediate_values (trial_id, step, name, value) "
-                          f"VALUES ({first}, 0, 'accuracy', 0.9)"))
-        conn.execute(text(f"INSERT INTO artefacts (trial_id, kind, path, sha256, size_bytes) "
-                          f"VALUES ({first}, 'model', '/x/trial-0-model.pt', :sha, 10)"), {"sha": "ab" * 32})
+        conn.execute(
+            text(f"INSERT INTO intermediate_values (trial_id, step, name, value) VALUES ({first}, 0, 'accuracy', 0.9)")
+        )
+        conn.execute(
+            text(
+                f"INSERT INTO artefacts (trial_id, kind, path, sha256, size_bytes) "
+                f"VALUES ({first}, 'model', '/x/trial-0-model.pt', :sha, 10)"
+            ),
+            {"sha": "ab" * 32},
+        )
     engine.dispose()
 
 
@@ -65,8 +88,11 @@ def test_a_revision_0001_store_with_data_upgrades_to_head(store_url: str) -> Non
     trial = store.trial("old", 0)
     assert trial.policy == POLICY and trial.artefacts[0].sha256 == "ab" * 32
     board = autocompress.Study("old", store).leaderboard()
-    assert [(r["trial"], r["feasible"], r["violation"]) for r in board] == [(0, True, 0.0), (1, False, 2.5),
-                                                                               (2, False, None)]
+    assert [(r["trial"], r["feasible"], r["violation"]) for r in board] == [
+        (0, True, 0.0),
+        (1, False, 2.5),
+        (2, False, None),
+    ]
     assert store.allocate_trial("old", POLICY, 1.0, owner="new") is None  # budget of 3 trials is spent
     store.update_study("old", budgets={"trials": 4})
     assert store.allocate_trial("old", POLICY, 1.0, owner="new") == 3

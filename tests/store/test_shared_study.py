@@ -19,10 +19,26 @@ def test_two_search_processes_share_one_study(store_url, tmp_path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(FAST_SPACE)
     autocompress.search(space, study="shared", storage=store_url, strategy="tpe", trials=1, executor="inline")
-    command = [sys.executable, "-m", "autocompress", "resume", "shared", "--storage", store_url, "--trials", "8",
-               "--executor", "inline", "-q"]
-    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-                              cwd=tmp_path) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "autocompress",
+        "resume",
+        "shared",
+        "--storage",
+        store_url,
+        "--trials",
+        "8",
+        "--executor",
+        "inline",
+        "-q",
+    ]
+    procs = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=tmp_path
+        )
+        for _ in range(2)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err

@@ -22,29 +22,65 @@ CONSTRAINTS = {"max_accuracy_drop": 0.02, "min_speedup": 1.5}
 
 
 def new_study(store: StudyStore, name: str = "s", trials: int | None = None) -> None:
-    store.create_study(name=name, task="experiments.digits:task", strategy="random", seed=0,
-                       space={"objectives": OBJECTIVES, "constraints": CONSTRAINTS}, space_text="",
-                       budgets={"trials": trials}, baseline={"accuracy": 0.97}, controller_state={})
+    store.create_study(
+        name=name,
+        task="experiments.digits:task",
+        strategy="random",
+        seed=0,
+        space={"objectives": OBJECTIVES, "constraints": CONSTRAINTS},
+        space_text="",
+        budgets={"trials": trials},
+        baseline={"accuracy": 0.97},
+        controller_state={},
+    )
 
 
 def policy(sparsity: float) -> dict[str, Any]:
-    return {"layers": {"conv1": {"channel_sparsity": sparsity, "weight_bits": 8},
-                       "fc": {"channel_sparsity": 0.0, "weight_bits": 32}}, "criterion": "l1"}
+    return {
+        "layers": {
+            "conv1": {"channel_sparsity": sparsity, "weight_bits": 8},
+            "fc": {"channel_sparsity": 0.0, "weight_bits": 32},
+        },
+        "criterion": "l1",
+    }
 
 
-def finish(store: StudyStore, name: str, number: int, metrics: dict[str, float], violations: dict[str, float],
-           state: str = COMPLETE, intermediate: list[tuple[int, str, float]] | None = None) -> None:
-    store.finish_trial(name, number, state=state, metrics=metrics, violations=violations, error="",
-                       worker="w", intermediate=intermediate or [], artefacts=[], controller_state={"n": number},
-                       spent={"wall_s": 1.0 + number})
+def finish(
+    store: StudyStore,
+    name: str,
+    number: int,
+    metrics: dict[str, float],
+    violations: dict[str, float],
+    state: str = COMPLETE,
+    intermediate: list[tuple[int, str, float]] | None = None,
+) -> None:
+    store.finish_trial(
+        name,
+        number,
+        state=state,
+        metrics=metrics,
+        violations=violations,
+        error="",
+        worker="w",
+        intermediate=intermediate or [],
+        artefacts=[],
+        controller_state={"n": number},
+        spent={"wall_s": 1.0 + number},
+    )
 
 
 def test_trial_life_cycle_round_trips_every_field(store_url: str) -> None:
     store = StudyStore(store_url, create=True)
     new_study(store)
     store.start_trial("s", 0, policy(0.5), 1.0, {"asked": 0}, owner="controller:h:1")
-    finish(store, "s", 0, {"accuracy": 0.95, "latency_ms": 2.0, "cpu_s": 3.0},
-           {"max_accuracy_drop": 0.5, "min_speedup": -0.1}, intermediate=[(0, "accuracy", 0.9), (1, "accuracy", 0.95)])
+    finish(
+        store,
+        "s",
+        0,
+        {"accuracy": 0.95, "latency_ms": 2.0, "cpu_s": 3.0},
+        {"max_accuracy_drop": 0.5, "min_speedup": -0.1},
+        intermediate=[(0, "accuracy", 0.9), (1, "accuracy", 0.95)],
+    )
     trial = store.trial("s", 0)
     assert (trial.state, trial.policy, trial.finetune_epochs, trial.worker) == (COMPLETE, policy(0.5), 1.0, "w")
     assert trial.metrics["latency_ms"] == 2.0 and trial.violations["max_accuracy_drop"] == 0.5
@@ -120,7 +156,8 @@ def test_leaderboard_ranks_like_the_reference_ranking(store_url: str) -> None:
     expected = rank_trials([t.as_mapping() for t in store.trials("s")], OBJECTIVES)
     board = study.leaderboard()
     assert [(r["trial"], r["feasible"], r["violation"]) for r in board] == [
-        (e.number, e.feasible, None if e.violation == float("inf") else e.violation) for e in expected]
+        (e.number, e.feasible, None if e.violation == float("inf") else e.violation) for e in expected
+    ]
     assert [r["pareto"] for r in board] == [e.pareto_front == 0 for e in expected]
     n_feasible = sum(r["feasible"] for r in board)
     n_complete = sum(r["state"] == COMPLETE for r in board)
@@ -130,7 +167,7 @@ def test_leaderboard_ranks_like_the_reference_ranking(store_url: str) -> None:
     assert feasible and all(r["feasible"] for r in feasible)
     assert feasible == [r for r in board if r["feasible"]]
     assert study.pareto() == [r for r in board if r["pareto"]]
-    assert {r["state"] for r in board[len(feasible):]} >= {COMPLETE, FAILED, RUNNING}
+    assert {r["state"] for r in board[len(feasible) :]} >= {COMPLETE, FAILED, RUNNING}
     store.close()
 
 
@@ -139,8 +176,14 @@ def test_trials_dataframe_has_a_column_per_layer_setting_and_metric(store_url: s
     synthetic_study(store, 12)
     frame = autocompress.Study("s", store).trials_dataframe()
     assert len(frame) == 12 and list(frame["number"]) == list(range(12))
-    assert {"conv1/channel_sparsity", "conv1/weight_bits", "fc/weight_bits", "accuracy", "latency_ms",
-            "violation/max_accuracy_drop"} <= set(frame.columns)
+    assert {
+        "conv1/channel_sparsity",
+        "conv1/weight_bits",
+        "fc/weight_bits",
+        "accuracy",
+        "latency_ms",
+        "violation/max_accuracy_drop",
+    } <= set(frame.columns)
     path = autocompress.Study("s", store).to_parquet(tmp_path / "trials.parquet")
     back = pd.read_parquet(path)
     assert back.shape == frame.shape and list(back["conv1/channel_sparsity"]) == list(frame["conv1/channel_sparsity"])
@@ -155,8 +198,9 @@ def test_a_reader_in_a_long_transaction_does_not_block_the_writer(store_url: str
     with Session(reader.engine) as session, session.begin():
         session.execute(text("SELECT COUNT(*) FROM trials")).scalar()  # holds a read snapshot open
         done = threading.Event()
-        writer = threading.Thread(target=lambda: (finish(store, "s", 0, {"accuracy": 0.9, "latency_ms": 1.0}, {}),
-                                                  done.set()))
+        writer = threading.Thread(
+            target=lambda: (finish(store, "s", 0, {"accuracy": 0.9, "latency_ms": 1.0}, {}), done.set())
+        )
         writer.start()
         assert done.wait(10), "the writer waited for the reader"
         writer.join()

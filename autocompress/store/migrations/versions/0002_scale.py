@@ -44,8 +44,12 @@ def upgrade() -> None:
         top = conn.execute(sa.text("SELECT MAX(number) FROM trials WHERE study_id = :s"), {"s": study_id}).scalar()
         conn.execute(
             sa.text("UPDATE studies SET next_number = :n, objectives = :o, constraints = :c WHERE id = :s"),
-            {"n": 0 if top is None else top + 1, "o": json.dumps(space.get("objectives", {})),
-             "c": json.dumps(space.get("constraints", {})), "s": study_id},
+            {
+                "n": 0 if top is None else top + 1,
+                "o": json.dumps(space.get("objectives", {})),
+                "c": json.dumps(space.get("constraints", {})),
+                "s": study_id,
+            },
         )
     for trial_id, state, metrics, violations in conn.execute(
         sa.text("SELECT id, state, metrics, violations FROM trials")
@@ -53,8 +57,11 @@ def upgrade() -> None:
         if state == "complete":
             total = sum(max(0.0, float(v)) for v in _json(violations).values())
             conn.execute(sa.text("UPDATE trials SET violation = :v WHERE id = :t"), {"v": total, "t": trial_id})
-        rows = [{"t": trial_id, "n": k, "v": float(v)} for k, v in _json(metrics).items()
-                if isinstance(v, int | float) and not isinstance(v, bool)]
+        rows = [
+            {"t": trial_id, "n": k, "v": float(v)}
+            for k, v in _json(metrics).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
         if rows:
             conn.execute(sa.text("INSERT INTO trial_metrics (trial_id, name, value) VALUES (:t, :n, :v)"), rows)
 
