@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch_pruning as tp
@@ -149,7 +150,7 @@ def channel_blocks(model: nn.Module, sparsity: Mapping[str, float], example_inpu
         group = graph.get_pruning_group(module, _OUT_CHANNELS[type(module)], idxs=list(range(channels)))
         # the layer's own weight first, whatever torch-pruning's handler for it (a depthwise conv, the root of
         # MobileNet's expand/depthwise group, has its own): the projection ranks channels by its rows
-        params: list[nn.Parameter] = [module.weight]
+        params: list[nn.Parameter] = [cast(nn.Parameter, module.weight)]
         rows: list[torch.Tensor] = [torch.arange(channels)]
         for dep, idxs in group:
             if dep.pruning_fn not in _COUPLED or len(idxs) != channels:

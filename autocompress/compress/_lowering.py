@@ -137,7 +137,9 @@ def prepare_quantization(model: nn.Module, policy: Policy, example_input: torch.
             prepared = prepare_qat_fx(model.train(), mapping, (example_input,))
         else:
             prepared = prepare_fx(model, mapping, (example_input,))
-            _observe_outputs_with(prepared, {name: capped[name] for name in absorbed})
+            _observe_outputs_with(
+                prepared, {name: factory for name in absorbed if (factory := capped[name]) is not None}
+            )
     setattr(prepared, _PREPARED_FOR, policy)
     return prepared
 

@@ -10,7 +10,7 @@ percentile clips the tails.
 from __future__ import annotations
 
 from functools import cache
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
@@ -55,7 +55,7 @@ class PercentileObserver(MinMaxObserver):
 
 
 @cache
-def _capped(observer: type[MinMaxObserver] | type[HistogramObserver], high: float) -> type:
+def _capped(observer: type[MinMaxObserver] | type[HistogramObserver], high: float) -> Any:
     """`observer` with its range's upper end cut at `high` when qparams are computed (every observer here
     ends in ``_calculate_qparams(min_val, max_val)``)."""
 

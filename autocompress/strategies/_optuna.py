@@ -56,7 +56,7 @@ class _OptunaController(Controller):
             for params in uniform_grid(space):
                 if not space.policy_from_params(params).is_identity:  # the baseline already measured that one
                     self._study.enqueue_trial({k: v for k, v in params.items() if k in searched})
-        self._trials: dict[int, optuna.trial.Trial] = {}
+        self._trials: dict[int, Any] = {}  # optuna.trial.Trial
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
