@@ -28,7 +28,7 @@ glob pattern (`block*.conv1`) whose choices override the defaults for the layers
 that matches no layer, or pruning asked of a layer that cannot be pruned, is an error before any trial.
 
 ```yaml
-task: experiments.digits:task
+task: experiments.tasks.digits:task
 objectives: {accuracy: max, latency_ms: min}
 constraints: {max_accuracy_drop: 0.01, min_speedup: 2.0}
 fidelity: {finetune_epochs: [1, 3, 9]}

@@ -1,6 +1,6 @@
 """The `Task`: what the user brings (a trained model, its data and how to judge it).
 
-Tasks are referenced by import path (``experiments.digits:task``) so that a Ray worker on another node can
+Tasks are referenced by import path (``experiments.tasks.digits:task``) so that a Ray worker on another node can
 rebuild the same task from the string alone. `SupervisedTask` implements the protocol for the common case of
 an in-memory classification data set and caches the trained baseline on disk.
 """

@@ -18,7 +18,7 @@ import autocompress
 from autocompress.store import hypervolume_2d
 
 SPACE = """
-task: experiments.digits:task
+task: experiments.tasks.digits:task
 objectives: {{accuracy: max, latency_ms: min}}
 constraints: {{max_accuracy_drop: 0.01, min_speedup: 1.5}}
 fidelity: {{finetune_epochs: {rungs}, eta: 3}}

@@ -18,7 +18,7 @@ from pathlib import Path
 import autocompress
 
 SPACE = """
-task: experiments.trivial:task
+task: experiments.tasks.trivial:task
 objectives: {accuracy: max, latency_ms: min}
 constraints: {max_accuracy_drop: 0.05}
 fidelity: {finetune_epochs: [0]}

@@ -25,7 +25,7 @@ import autocompress
 from autocompress.store import hypervolume_2d
 
 SPACE = """
-task: experiments.tasks:{model}
+task: experiments.tasks.cnn:{model}
 objectives: {{accuracy: max, latency_ms: min}}
 constraints: {{max_accuracy_drop: 0.02}}
 fidelity: {{finetune_epochs: [{finetune}]}}

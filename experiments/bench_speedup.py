@@ -36,8 +36,8 @@ from autocompress.compress import prune
 from autocompress.measure import compare_latency, count_macs, count_params, to_torchscript
 from autocompress.space import LayerSetting, Policy, discover_layers
 from experiments import text
-from experiments.digits import load_digits_splits
 from experiments.models import DenseNetLike, MobileNetV2Like, ResNetLike
+from experiments.tasks.digits import load_digits_splits
 
 OUT = Path(__file__).parent / "results"
 SPARSITIES = (0.25, 0.5, 0.75)

@@ -45,7 +45,7 @@ def synthetic_trials(store: StudyStore, name: str, n: int, seed: int, batch: int
         events += [["ask", number], ["tell", number, {"state": COMPLETE, "values": {}, "violations": {}}]]
     store.create_study(
         name=name,
-        task="experiments.digits:task",
+        task="experiments.tasks.digits:task",
         strategy="random",
         seed=seed,
         space={"objectives": OBJECTIVES, "constraints": CONSTRAINTS},

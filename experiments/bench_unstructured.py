@@ -1,6 +1,6 @@
 """Accuracy of the unstructured pruners (level, agp, lottery, admm) at 50/75/90% zeros, and of structured
 ADMM against plain L2 channel pruning at 50% channels, on the ResNet-like CNN and the text transformer
-(experiments.text).
+(experiments.tasks.text).
 
 Every row is a real trial (`run_trial`: prune, fine-tune, evaluate the TorchScript model, measure latency
 interleaved with the baseline), float weights so that only pruning is compared. Unstructured zeros run on
@@ -23,7 +23,7 @@ from autocompress.runtime._trial import cached_task
 from autocompress.space import LayerSetting, Policy, discover_layers
 
 OUT = Path(__file__).parent / "results"
-MODELS = {"resnet": "experiments.tasks:resnet", "transformer": "experiments.text:transformer"}
+MODELS = {"resnet": "experiments.tasks.cnn:resnet", "transformer": "experiments.tasks.text:transformer"}
 PRUNERS = ("level", "agp", "lottery", "admm")
 SPARSITIES = (0.5, 0.75, 0.9)
 MEASURE = {"threads": 1, "repeats": 10, "warmup": 2}

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 FAST_SPACE = """
-task: experiments.digits:task
+task: experiments.tasks.digits:task
 objectives: {accuracy: max, latency_ms: min}
 constraints: {max_accuracy_drop: 0.02, min_speedup: 1.2}
 fidelity: {finetune_epochs: [0.5]}

@@ -8,7 +8,7 @@ import torch_pruning as tp
 
 from autocompress.compress import register_criterion
 from autocompress.strategies import Controller, Outcome, Proposal, register_strategy
-from experiments.digits import task  # noqa: F401  (the task the space file names)
+from experiments.tasks.digits import task  # noqa: F401  (the task the space file names)
 
 
 class RandomImportance(tp.importance.Importance):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from experiments.digits import task as digits
+from experiments.tasks.digits import task as digits
 
 
 class FaultyTask:

@@ -6,13 +6,13 @@ import pytest
 
 from autocompress.space import discover_layers, parse_space, resolve_space
 from autocompress.strategies import ASHAController, Outcome, make_controller
-from experiments.digits import DigitsNet, task
+from experiments.tasks.digits import DigitsNet, task
 
 
 @pytest.fixture(scope="module")
 def space():
     spec = parse_space(
-        "task: experiments.digits:task\nfidelity: {finetune_epochs: [1, 3, 9], eta: 3}\n"
+        "task: experiments.tasks.digits:task\nfidelity: {finetune_epochs: [1, 3, 9], eta: 3}\n"
         "constraints: {max_accuracy_drop: 0.02}"
     )
     return resolve_space(spec, discover_layers(DigitsNet().eval(), task.example_input(1)))

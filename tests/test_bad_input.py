@@ -66,7 +66,7 @@ def add_empty_study(work: Path) -> None:
     space = store.study("done").space
     store.create_study(
         name="empty",
-        task="experiments.digits:task",
+        task="experiments.tasks.digits:task",
         strategy="tpe",
         seed=0,
         space=space,
@@ -155,22 +155,25 @@ CASES = [
         "task-module-missing",
         search(),
         "cannot import module",
-        space=GOOD.replace("experiments.digits:task", "experiments.nope:task"),
+        space=GOOD.replace("experiments.tasks.digits:task", "experiments.nope:task"),
     ),
     Case(
         "task-attribute-missing",
         search(),
         "has no attribute 'nope'",
-        space=GOOD.replace("experiments.digits:task", "experiments.digits:nope"),
+        space=GOOD.replace("experiments.tasks.digits:task", "experiments.tasks.digits:nope"),
     ),
     Case(
-        "task-not-import-path", search(), "not an import path", space=GOOD.replace("experiments.digits:task", "digits")
+        "task-not-import-path",
+        search(),
+        "not an import path",
+        space=GOOD.replace("experiments.tasks.digits:task", "digits"),
     ),
     Case(
         "task-not-a-task",
         search(),
         "is not a Task and calling it to build one failed",
-        space=GOOD.replace("experiments.digits:task", "experiments.digits:BasicBlock"),
+        space=GOOD.replace("experiments.tasks.digits:task", "experiments.models:BasicBlock"),
     ),
     Case(
         "space-file-missing",

@@ -17,7 +17,7 @@ def space_file(tmp_path, text: str = FAST_SPACE):
 
 
 def test_failure_budget_stops_the_study_and_resume_takes_a_new_total(tmp_path, monkeypatch) -> None:
-    space = space_file(tmp_path, FAST_SPACE.replace("experiments.digits:task", "tests.faulty_task:raising"))
+    space = space_file(tmp_path, FAST_SPACE.replace("experiments.tasks.digits:task", "tests.faulty_task:raising"))
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = autocompress.search(
         space, study="f", storage=storage, strategy="random", trials=10, max_failures=1, executor="inline"

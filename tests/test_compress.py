@@ -9,7 +9,7 @@ from torch.ao.nn import quantized as nnq
 from autocompress.compress import prune, quantize
 from autocompress.measure import count_macs, count_params
 from autocompress.space import LayerSetting, Policy, discover_layers
-from experiments.digits import task
+from experiments.tasks.digits import task
 
 
 def uniform_policy(sparsity: float, bits: int) -> Policy:

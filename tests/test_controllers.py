@@ -15,9 +15,9 @@ import pytest
 from autocompress.errors import UserError
 from autocompress.space import discover_layers, parse_space, resolve_space
 from autocompress.strategies import STRATEGIES, AnnealController, Outcome, make_controller
-from experiments.digits import DigitsNet, task
+from experiments.tasks.digits import DigitsNet, task
 
-SPACE = """task: experiments.digits:task
+SPACE = """task: experiments.tasks.digits:task
 constraints: {max_accuracy_drop: 0.02, min_speedup: 1.5}
 defaults: {channel_sparsity: [0.0, 0.25, 0.5, 0.75], weight_bits: [8, 32]}
 """

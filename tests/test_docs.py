@@ -24,4 +24,4 @@ def test_reference_names_every_field_and_its_example_is_a_valid_space() -> None:
             assert f"| `{key}` |" in text
     example = re.search(r"```yaml\n(.*?)```", text, re.S)
     assert example is not None
-    assert parse_space(example.group(1), "reference").task == "experiments.digits:task"
+    assert parse_space(example.group(1), "reference").task == "experiments.tasks.digits:task"

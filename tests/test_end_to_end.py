@@ -131,6 +131,6 @@ def test_search_leaderboard_and_export_round_trip(fast_space, storage, tmp_path)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["trial"] == best["trial"] and manifest["metrics"]["accuracy"] == best["accuracy"]
     model = torch.jit.load(str(out / "model.pt"))  # plain torch, no autocompress needed
-    from experiments.digits import task
+    from experiments.tasks.digits import task
 
     assert task.evaluate(model) == pytest.approx(best["accuracy"], abs=1e-9)

@@ -26,7 +26,7 @@ def test_doc_examples_are_the_tested_module() -> None:
 def test_custom_criterion_and_strategy_run_a_search_and_resume(tmp_path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(
-        FAST_SPACE.replace("experiments.digits:task", "tests.custom_extensions:task").replace(
+        FAST_SPACE.replace("experiments.tasks.digits:task", "tests.custom_extensions:task").replace(
             "weight_bits: [8, 32]}", "weight_bits: [8, 32], criterion: random}"
         )
         + "strategy: {greedy: {start_step: 1}}\n"

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 def run_faulty(tmp_path, monkeypatch, task_ref: str, trials: int, **kwargs) -> autocompress.Study:
     monkeypatch.setenv("AUTOCOMPRESS_FAULT_DIR", str(tmp_path))
     space = tmp_path / "faulty.yaml"
-    space.write_text(FAST_SPACE.replace("experiments.digits:task", task_ref))
+    space.write_text(FAST_SPACE.replace("experiments.tasks.digits:task", task_ref))
     return autocompress.search(
         space,
         study="faulty",
@@ -51,7 +51,7 @@ def test_killed_worker_is_retried_then_failed_when_retries_run_out(tmp_path, mon
 
     monkeypatch.setenv("AUTOCOMPRESS_FAULT_DIR", str(tmp_path))
     space = tmp_path / "always.yaml"
-    space.write_text(FAST_SPACE.replace("experiments.digits:task", "tests.faulty_task:dies_always"))
+    space.write_text(FAST_SPACE.replace("experiments.tasks.digits:task", "tests.faulty_task:dies_always"))
     study = autocompress.search(
         space, study="always", storage=f"sqlite:///{tmp_path / 'always.db'}", strategy="random", trials=3, workers=2
     )

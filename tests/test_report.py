@@ -20,7 +20,7 @@ from tests.conftest import FAST_SPACE, run_cli
 pytestmark = pytest.mark.slow
 
 #: FAST_SPACE with a failing task and looser constraints, so that half-epoch trials can be feasible
-SPACE = FAST_SPACE.replace("experiments.digits:task", "tests.faulty_task:raising").replace(
+SPACE = FAST_SPACE.replace("experiments.tasks.digits:task", "tests.faulty_task:raising").replace(
     "max_accuracy_drop: 0.02, min_speedup: 1.2", "max_accuracy_drop: 0.5, min_speedup: 1.05"
 )
 

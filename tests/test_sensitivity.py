@@ -10,7 +10,7 @@ from pathlib import Path
 import autocompress
 from autocompress.report import SENSITIVITY_COLUMNS, load_sensitivity
 from autocompress.space import discover_layers
-from experiments.digits import task
+from experiments.tasks.digits import task
 from tests.conftest import FAST_SPACE, run_cli
 
 ONLY_STEM = FAST_SPACE + "layers: {'*': {channel_sparsity: [0.0]}, 'stem.0': {channel_sparsity: [0.0, 0.5]}}\n"

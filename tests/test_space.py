@@ -6,7 +6,7 @@ import pytest
 
 from autocompress.errors import UserError
 from autocompress.space import LayerSetting, Policy, discover_layers, parse_space, resolve_space
-from experiments.digits import DigitsNet, task
+from experiments.tasks.digits import DigitsNet, task
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,9 @@ def test_discovery_marks_residual_followers_and_output_layer_unprunable(layers) 
 
 
 def test_resolve_applies_defaults_and_glob_overrides(layers) -> None:
-    spec = parse_space("task: experiments.digits:task\nlayers:\n  'block*.conv1': {channel_sparsity: [0.0, 0.5]}\n")
+    spec = parse_space(
+        "task: experiments.tasks.digits:task\nlayers:\n  'block*.conv1': {channel_sparsity: [0.0, 0.5]}\n"
+    )
     space = resolve_space(spec, layers)
     assert space.layers["block1.conv1"].channel_sparsity == (0.0, 0.5)
     assert space.layers["down.0"].channel_sparsity == (0.0, 0.25, 0.5)

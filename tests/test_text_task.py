@@ -1,4 +1,4 @@
-"""The real text task (`experiments.text`): deterministic data from installed packages, real labels, a
+"""The real text task (`experiments.tasks.text`): deterministic data from installed packages, real labels, a
 transformer that learns it clearly better than guessing the majority class."""
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ class MeasureSpec(_Strict):
 class SpaceFile(_Strict):
     """Top-level schema of a space YAML file."""
 
-    task: str = Field(description="import path of a Task, e.g. experiments.digits:task")
+    task: str = Field(description="import path of a Task, e.g. experiments.tasks.digits:task")
     objectives: dict[Literal[METRICS], Literal["max", "min"]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"accuracy": "max", "latency_ms": "min"},  # type: ignore[arg-type]
         min_length=1,

@@ -7,8 +7,8 @@ Torch runs one thread (set by the quantizer suite's conftest): the suite shares 
 from __future__ import annotations
 
 from autocompress.task import SupervisedTask
-from experiments.digits import load_digits_splits
 from experiments.models import DenseNetLike
+from experiments.tasks.digits import load_digits_splits
 from tests.quantize.conftest import TASKS as QUANTIZER_TASKS
 
 

@@ -13,7 +13,7 @@ from autocompress.errors import UserError
 from autocompress.measure import count_bops
 from autocompress.space import LayerSetting, Policy, Space, discover_layers, parse_space, resolve_space
 from autocompress.store import StudyStore
-from experiments.digits import DigitsNet, task
+from experiments.tasks.digits import DigitsNet, task
 from tests.conftest import FAST_SPACE
 
 

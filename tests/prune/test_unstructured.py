@@ -30,9 +30,9 @@ from autocompress.task import SupervisedTask, load_task
 
 torch.set_num_threads(1)
 
-MODELS = {"resnet": "experiments.tasks:resnet", "transformer": "experiments.text:transformer"}
+MODELS = {"resnet": "experiments.tasks.cnn:resnet", "transformer": "experiments.tasks.text:transformer"}
 #: the contract test runs on every model of experiments/; the schedule-specific tests on the first two
-ALL_MODELS = {**MODELS, "mobilenet": "experiments.tasks:mobilenet", "densenet": "experiments.tasks:densenet"}
+ALL_MODELS = {**MODELS, "mobilenet": "experiments.tasks.cnn:mobilenet", "densenet": "experiments.tasks.cnn:densenet"}
 MEASURE = {"threads": 1, "repeats": 3, "warmup": 1}
 FRACTIONS = (0.3, 0.5, 0.8)
 

@@ -1,5 +1,5 @@
 """Small, really trained models for the quantizer contract suite: a ResNet-like and a MobileNetV2-like CNN
-on digits, and a transformer encoder on the synthetic token task of `experiments.tokens`.
+on digits, and a transformer encoder on the synthetic token task of `experiments.tasks.tokens`.
 
 Widths are reduced so that training the three baselines takes seconds; they are cached like any task's.
 Torch runs one thread: the suite shares two cores with other work, and more threads only thrash.
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from autocompress.task import SupervisedTask
-from experiments.digits import load_digits_splits
 from experiments.models import MobileNetV2Like, ResNetLike, TransformerEncoderClassifier
-from experiments.tokens import CLASSES, SEQ, VOCAB, token_splits
+from experiments.tasks.digits import load_digits_splits
+from experiments.tasks.tokens import CLASSES, SEQ, VOCAB, token_splits
 
 torch.set_num_threads(1)
 

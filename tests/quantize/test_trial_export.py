@@ -13,9 +13,9 @@ from autocompress.export import verify
 from autocompress.runtime import run_trial
 from autocompress.space import LayerSetting, Policy, discover_layers
 from autocompress.task import load_task
-from experiments.text import majority_accuracy
+from experiments.tasks.text import majority_accuracy
 
-TASK = "experiments.text:transformer"
+TASK = "experiments.tasks.text:transformer"
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from autocompress.strategies import AMCController, HAQController, Outcome, make_
 from autocompress.strategies._ddpg import estimate_macs
 from experiments import tasks
 
-SPACE = """task: experiments.tasks:{model}
+SPACE = """task: experiments.tasks.cnn:{model}
 defaults: {{channel_sparsity: [0.0, 0.25, 0.5, 0.75], weight_bits: [8, 32]}}
 """
 MODELS = ("resnet", "mobilenet", "densenet")

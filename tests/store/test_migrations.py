@@ -27,7 +27,8 @@ def write_revision_0001_store(url: str) -> None:
             text(
                 "INSERT INTO studies (name, task, strategy, seed, space, space_text, budgets, spent, "
                 "controller_state, baseline, status, stop_reason, created_at, updated_at) VALUES ('old', "
-                "'experiments.digits:task', 'tpe', 3, :space, 'task: x', :budgets, :spent, :state, :base, 'finished', "
+                "'experiments.tasks.digits:task', 'tpe', 3, :space, 'task: x', :budgets, :spent, :state, :base, "
+                "'finished', "
                 "'trial budget reached', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
             ),
             {

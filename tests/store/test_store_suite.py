@@ -24,7 +24,7 @@ CONSTRAINTS = {"max_accuracy_drop": 0.02, "min_speedup": 1.5}
 def new_study(store: StudyStore, name: str = "s", trials: int | None = None) -> None:
     store.create_study(
         name=name,
-        task="experiments.digits:task",
+        task="experiments.tasks.digits:task",
         strategy="random",
         seed=0,
         space={"objectives": OBJECTIVES, "constraints": CONSTRAINTS},

@@ -1,8 +1,6 @@
-"""Hand-written architectures to prove compression on (torchvision does not import beside torch 2.13).
-
-Each is small enough to train on scikit-learn's digits in well under a minute on 2 cores, and each has the
-structure that breaks naive pruning: residual adds (ResNet), depthwise convs and inverted residuals
-(MobileNetV2), channel concatenation (DenseNet) and multi-head attention (transformer encoder).
+"""Hand-written CNNs to prove compression on, each with the structure that breaks naive pruning: residual adds
+(`DigitsNet`, `ResNetLike`), depthwise convs and inverted residuals (`MobileNetV2Like`) and channel concatenation
+(`DenseNetLike`). Each trains on scikit-learn's digits in well under a minute on 2 cores.
 """
 
 from __future__ import annotations
@@ -10,7 +8,42 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from experiments.digits import BasicBlock, conv_bn_relu
+
+class BasicBlock(nn.Module):
+    """conv-bn-relu-conv-bn plus identity, then relu (ResNet basic block)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu1 = nn.ReLU()
+        self.relu2 = nn.ReLU()  # one module per call site: graph quantizers match fusion patterns per module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(out)) + x)
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class DigitsNet(nn.Module):
+    def __init__(self, width: int = 32, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn_relu(1, width)
+        self.block1 = BasicBlock(width)
+        self.down = conv_bn_relu(width, 2 * width, stride=2)
+        self.block2 = BasicBlock(2 * width)
+        self.expand = conv_bn_relu(2 * width, 4 * width, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block2(self.down(self.block1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(self.expand(x)), 1))
 
 
 class ResNetLike(nn.Module):
@@ -106,58 +139,3 @@ class DenseNetLike(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block2(self.transition(self.block1(self.stem(x))))
         return self.fc(torch.flatten(self.pool(self.norm(x)), 1))
-
-
-class TransformerEncoderClassifier(nn.Module):
-    """A small pre-norm transformer encoder over token ids (or image patches) with mean pooling.
-
-    Attention is written out (q, k, v and out projections as separate `nn.Linear`) so that heads and FFN
-    width can be physically pruned and each projection quantized on its own.
-    """
-
-    def __init__(
-        self,
-        vocab: int = 2048,
-        dim: int = 64,
-        heads: int = 4,
-        ffn: int = 128,
-        layers: int = 2,
-        classes: int = 10,
-        max_len: int = 64,
-    ) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.pos = nn.Parameter(torch.zeros(1, max_len, dim))
-        self.layers = nn.ModuleList(EncoderLayer(dim, heads, ffn) for _ in range(layers))
-        self.norm = nn.LayerNorm(dim)
-        self.fc = nn.Linear(dim, classes)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens) + self.pos[:, : tokens.shape[1]]
-        for layer in self.layers:
-            x = layer(x)
-        return self.fc(self.norm(x).mean(dim=1))
-
-
-class EncoderLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, ffn: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.head_dim = dim // heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ffn_in = nn.Linear(dim, ffn)
-        self.act = nn.GELU()
-        self.ffn_out = nn.Linear(ffn, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        h = self.norm1(x)
-        q, k, v = (proj(h).view(b, t, -1, self.head_dim).transpose(1, 2) for proj in (self.q, self.k, self.v))
-        attn = torch.softmax(q @ k.transpose(-2, -1) / self.head_dim**0.5, dim=-1)
-        x = x + self.out((attn @ v).transpose(1, 2).reshape(b, t, -1))
-        return x + self.ffn_out(self.act(self.ffn_in(self.norm2(x))))

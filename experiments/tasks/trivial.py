@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from autocompress.task import SupervisedTask
-from experiments.digits import load_digits_splits
+from experiments.tasks.digits import load_digits_splits
 
 
 def linear() -> nn.Module:

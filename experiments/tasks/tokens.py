@@ -1,5 +1,5 @@
 """Synthetic token sequences for the quantizer contract suite (tests/quantize), which needs a transformer it
-can train in seconds; the real text task for the transformer is `experiments.text`.
+can train in seconds; the real text task for the transformer is `experiments.tasks.text`.
 
 Each sequence's tokens fall, 40% of the time, in the band of ids of its class and are uniform otherwise,
 so the class is learnable from pooled token embeddings in a few epochs.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from autocompress.task import SupervisedTask
-from experiments.digits import load_digits_splits
 from experiments.models import DenseNetLike, MobileNetV2Like, ResNetLike
+from experiments.tasks.digits import load_digits_splits
 
 _DATA = load_digits_splits()
 
