@@ -5,15 +5,23 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint clean chromium docs
+.PHONY: demo test test-fast lint lock clean chromium docs
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: anything unpinned pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q $(TORCH_PIN) -e ".[test,minilm]"
+	# every other package at the version CI tested (requirements.lock, a pip constraints file)
+	$(BIN)/pip install -q -c $(LOCK) $(TORCH_PIN) -e ".[test,minilm]"
 	touch $(STAMP)
+
+# Re-resolve the whole dependency set into requirements.lock (after a change to pyproject.toml's dependencies).
+lock: $(STAMP)
+	{ sed -n '1,2p' $(LOCK); $(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 demo: $(STAMP)
 	RAY_AUTH_MODE=disabled $(BIN)/python -m experiments.demo
