@@ -61,3 +61,10 @@ def test_bops_count_weight_times_activation_bits_and_basis_labels_sub_8_bit() ->
     assert latency_basis(mixed) == "int8-kernel"
     assert latency_basis(Policy.from_mapping({"conv": LayerSetting(0.0, 8)})) == "int8"
     assert latency_basis(Policy.from_mapping({"conv": LayerSetting(0.0, 32)})) == "float"
+
+
+def test_bops_of_dynamic_int8_count_the_8_bit_activations_it_runs_whatever_the_policy_asks() -> None:
+    macs = {"fc": 1000}
+    asked_4 = Policy.from_mapping({"fc": LayerSetting(0.0, 8, 4)}, quantizer="dynamic")
+    assert count_bops(macs, asked_4) == 1000 * 8 * 8
+    assert count_bops(macs, Policy.from_mapping({"fc": LayerSetting(0.0, 8, 4)})) == 1000 * 8 * 4  # static: as asked
