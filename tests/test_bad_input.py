@@ -105,6 +105,12 @@ CASES = [
         space=GOOD.replace("max_accuracy_drop", "max_acuracy_drop"),
     ),
     Case(
+        "unknown-constraint",
+        search(),
+        "constraints.max_joules: unknown key 'max_joules'; allowed: max_accuracy_drop, min_speedup,",
+        space=GOOD.replace("max_accuracy_drop", "max_joules"),
+    ),
+    Case(
         "wrong-type", search(), "constraints.min_speedup", space=GOOD.replace("min_speedup: 1.2", "min_speedup: fast")
     ),
     Case("sparsity-too-big", search(), "outside [0, 1)", space=GOOD.replace("[0.0, 0.25, 0.5]", "[0.0, 1.0]")),

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from autocompress.errors import UserError
+from autocompress.space._constraints import CONSTRAINTS, Constraint
 
 if TYPE_CHECKING:
     from autocompress.space._discover import LayerInfo
@@ -50,17 +51,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ConstraintsSpec(_Strict):
-    """Budgets a trial must meet to be feasible, relative to the uncompressed baseline where named so."""
+def _constraint_field(constraint: Constraint) -> tuple[Any, Any]:
+    if constraint.fraction:
+        return float | None, Field(None, ge=0, le=1, description=constraint.description)
+    return (int if constraint.whole else float) | None, Field(None, gt=0, description=constraint.description)
 
-    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="baseline accuracy minus accuracy")
-    min_speedup: float | None = Field(None, gt=0, description="baseline latency (batch 1) / latency")
-    min_speedup_b32: float | None = Field(
-        None, gt=0, description="baseline latency (batch 32) / latency, for models served in batches"
+
+if TYPE_CHECKING:
+    ConstraintsSpec = BaseModel
+else:
+    ConstraintsSpec = create_model(
+        "ConstraintsSpec",
+        __base__=_Strict,
+        __doc__="Budgets a trial must meet to be feasible, relative to the uncompressed baseline where named so.",
+        **{name: _constraint_field(constraint) for name, constraint in CONSTRAINTS.items()},
     )
-    max_latency_ms: float | None = Field(None, gt=0, description="latency at batch 1 in ms")
-    max_size_bytes: int | None = Field(None, gt=0, description="serialised model size")
-    max_macs: int | None = Field(None, gt=0, description="multiply-accumulates per sample")
 
 
 class FidelitySpec(_Strict):
@@ -180,7 +185,7 @@ class SpaceFile(_Strict):
 
 def _did_you_mean(key: str, allowed: list[str]) -> str:
     close = difflib.get_close_matches(key, allowed, n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+    return (f"; did you mean {close[0]!r}? allowed: " if close else "; allowed: ") + ", ".join(allowed)
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -283,6 +288,13 @@ class Space:
     pruner: str = DEFAULT_PRUNER
     #: static facts per layer (kind, in/out channels, kernel, stride, MACs) for strategies that embed layers
     layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.constraints:  # a space built in code or read from a store skipped the file's schema
+            if name not in CONSTRAINTS:
+                raise UserError(
+                    f"space: constraints.{name}", "unknown constraint" + _did_you_mean(name, list(CONSTRAINTS))
+                )
 
     def dimensions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
         """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""
