@@ -145,7 +145,7 @@ CASES = [
     Case(
         "unknown-pruner",
         search(),
-        "defaults.pruner: unknown pruner 'obs'; known: admm, agp, level, lottery",
+        "defaults.pruner: unknown pruner 'obs'; allowed: level, agp, lottery, admm",
         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], pruner: obs}"),
     ),
     Case(

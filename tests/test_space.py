@@ -117,3 +117,32 @@ def test_a_space_with_an_unknown_constraint_is_refused_also_when_built_in_code_o
         UserError, match=r"^space: constraints\.min_sped: unknown constraint; did you mean 'min_speedup'"
     ):
         Space.from_dict(data)
+
+
+def test_registry_names_are_checked_against_the_registries_including_ones_the_task_module_registers(
+    tmp_path, monkeypatch
+) -> None:
+    from autocompress.compress import CRITERIA
+
+    (tmp_path / "registering_task.py").write_text(
+        "from autocompress.compress import CRITERIA, register_criterion\n"
+        "from experiments.tasks.digits import task\n"
+        "register_criterion('house_l1', CRITERIA['l1'])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(CRITERIA, "house_l1", raising=False)
+    try:
+        spec = parse_space("task: registering_task:task\ndefaults: {criterion: house_l1}", "ok.yaml")
+        assert spec.defaults.criterion == "house_l1"  # registered when the schema imported the task's module
+    finally:
+        CRITERIA.pop("house_l1", None)
+    bad = {
+        "task: x:y\ndefaults: {criterion: house_l2}": "bad.yaml: defaults.criterion: unknown criterion 'house_l2'",
+        "task: x:y\ndefaults: {quantizer: xnor}": "bad.yaml: defaults.quantizer: unknown quantizer 'xnor'; allowed",
+        "task: x:y\ndefaults: {pruner: levl}": "bad.yaml: defaults.pruner: unknown pruner 'levl'; did you mean 'level'",
+        "task: x:y\nstrategy: {anneel: {cooling: 0.5}}": "bad.yaml: strategy.anneel: unknown strategy 'anneel'",
+    }
+    for text, expected in bad.items():
+        with pytest.raises(UserError) as info:
+            parse_space(text, "bad.yaml")
+        assert str(info.value).startswith(expected), str(info.value)

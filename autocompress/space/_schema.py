@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,16 +24,8 @@ if TYPE_CHECKING:
 from autocompress.space._policy import DEFAULT_PRUNER, DEFAULT_QUANTIZER, LayerSetting, Policy
 
 SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
-#: the built-in names of `autocompress.compress.CRITERIA` (a test keeps them equal); more can be registered
-#: with `autocompress.compress.register_criterion`
-CRITERIA = ("l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor", "admm")
 #: output-activation bit-widths of a quantized layer (activations of a float layer stay float)
 SUPPORTED_ACTIVATION_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
-#: the built-in names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them
-#: equal); more can be registered with `autocompress.compress.register_quantizer`
-QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq", "dynamic")
-#: the built-in names of `autocompress.compress.PRUNERS` (kept equal by a test); more with register_pruner
-PRUNER_NAMES = ("level", "agp", "lottery", "admm")
 #: the settings of a layer that a space file may list choices for, in the order `Space.dimensions` lists them
 SETTINGS = ("channel_sparsity", "weight_bits", "weight_sparsity", "activation_bits")
 METRICS = (
@@ -130,8 +124,8 @@ class DefaultsSpec(LayerChoicesSpec):
 
     criterion: str = Field(
         "l1",
-        description="channel importance used to pick what is pruned: "
-        f"{', '.join(CRITERIA)}, or one registered with autocompress.compress.register_criterion",
+        description="channel importance used to pick what is pruned: a name of `autocompress.compress.CRITERIA` "
+        "(listed below), or one registered with register_criterion",
     )
     round_to: int | None = Field(
         None,
@@ -142,14 +136,14 @@ class DefaultsSpec(LayerChoicesSpec):
     )
     quantizer: str = Field(
         DEFAULT_QUANTIZER,
-        description="how 8-bit and lower layers are quantized: "
-        f"{', '.join(QUANTIZER_NAMES)}, or one registered with register_quantizer",
+        description="how 8-bit and lower layers are quantized: a name of `autocompress.compress.QUANTIZERS` "
+        "(listed below), or one registered with register_quantizer",
     )
     per_channel: bool = Field(True, description="per-channel weight scales (else one per tensor)")
     pruner: str = Field(
         DEFAULT_PRUNER,
-        description="how weight_sparsity is realised during fine-tuning: "
-        f"{', '.join(PRUNER_NAMES)}, or one registered with register_pruner",
+        description="how weight_sparsity is realised during fine-tuning: a name of `autocompress.compress.PRUNERS` "
+        "(listed below), or one registered with register_pruner",
     )
 
 
@@ -178,7 +172,8 @@ class SpaceFile(_Strict):
     layers: dict[str, LayerChoicesSpec] = Field(default_factory=dict, description="glob pattern -> choices")
     strategy: dict[str, dict[str, float | int | str]] = Field(
         default_factory=dict,
-        description="knobs per strategy, e.g. {anneal: {cooling: 0.9}}; 'autocompress strategies' lists them",
+        description="knobs per strategy (a name of `autocompress.strategies.STRATEGIES`, listed below), e.g. "
+        "{anneal: {cooling: 0.9}}; 'autocompress strategies' lists the knobs",
     )
     measure: MeasureSpec = Field(MeasureSpec(), description="latency measurement")
 
@@ -212,7 +207,7 @@ def parse_space(text: str, source: str = "<space>") -> SpaceFile:
     if not isinstance(raw, dict):
         raise UserError(source, "must be a YAML mapping with at least a 'task' key")
     try:
-        return SpaceFile.model_validate(raw)
+        spec = SpaceFile.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
@@ -224,6 +219,45 @@ def parse_space(text: str, source: str = "<space>") -> SpaceFile:
         else:
             message = f"{err['msg']} (got {err.get('input')!r})"
         raise UserError(f"{source}: {field_path}", message) from None
+    _check_registered(spec, source)
+    return spec
+
+
+def registries() -> dict[str, tuple[str, dict[str, Any]]]:
+    """The registries a space file names entries of, keyed by the field that names them, each with its
+    import path: the tables the schema checks against, the docs list and ``register_*`` extends (imported
+    here, on first use: they need torch)."""
+    from autocompress.compress import CRITERIA, PRUNERS, QUANTIZERS
+    from autocompress.strategies import STRATEGIES
+
+    return {
+        "criterion": ("autocompress.compress.CRITERIA", CRITERIA),
+        "quantizer": ("autocompress.compress.QUANTIZERS", QUANTIZERS),
+        "pruner": ("autocompress.compress.PRUNERS", PRUNERS),
+        "strategy": ("autocompress.strategies.STRATEGIES", STRATEGIES),
+    }
+
+
+def _check_registered(spec: SpaceFile, source: str) -> None:
+    """Every registry name in the file must be registered. The task's module is imported first (when it can
+    be found; a task that cannot load is reported by `load_task`), since that is where a user registers
+    their own criteria, quantizers, pruners and strategies."""
+    module = spec.task.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # load_task names the task and the missing import
+    tables = {key: table for key, (_, table) in registries().items()}
+    named = [(f"defaults.{key}", getattr(spec.defaults, key), key) for key in ("criterion", "quantizer", "pruner")]
+    named += [(f"strategy.{name}", name, "strategy") for name in spec.strategy]
+    for where, name, key in named:
+        if name not in tables[key]:
+            raise UserError(f"{source}: {where}", f"unknown {key} {name!r}" + _did_you_mean(name, list(tables[key])))
 
 
 def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
