@@ -313,7 +313,8 @@ class Study:
     def leaderboard(
         self, top: int | None = None, feasible_only: bool = False, pareto_only: bool = False
     ) -> list[dict[str, Any]]:
-        """Trials ranked: feasible first (Pareto front, then first objective), then by constraint violation.
+        """Trials ranked: feasible first (by Pareto front; within a front by the first objective), then by
+        constraint violation.
 
         Ranking reads only numbers, states, violations and objective values; full trial records are loaded
         for the rows returned, so ``top=10`` on a 100k-trial study stays fast."""
@@ -369,10 +370,13 @@ class Study:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def export(self, out: str | Path, trial: int | None = None, allow_infeasible: bool = False) -> Path:
+    def export(
+        self, out: str | Path, trial: int | None = None, allow_infeasible: bool = False, prefer: str = "knee"
+    ) -> Path:
+        """Export trial `trial`, or `prefer`'s pick of the feasible Pareto front (see `export_trial`)."""
         from autocompress.export import export_trial
 
-        return export_trial(self, Path(out), trial, allow_infeasible=allow_infeasible)
+        return export_trial(self, Path(out), trial, allow_infeasible=allow_infeasible, prefer=prefer)
 
     def report(self, out: str | Path, sensitivity: str | Path | None = None, top: int = 10) -> Path:
         """Write the HTML report with its plots into `out` (see `autocompress.report`); returns index.html."""

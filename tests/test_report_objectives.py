@@ -20,9 +20,9 @@ BASELINE = {"accuracy": 0.9, "latency_ms": 1.0, "latency_ms_b32": 10.0}
 TRIALS = [(0.88, 5.0), (0.85, 4.0), (0.80, 6.0), (0.89, 8.0)]
 
 
-@pytest.fixture
-def study(tmp_path: Path) -> autocompress.Study:
-    store = StudyStore(f"sqlite:///{tmp_path / 'store.db'}", create=True)
+def write_study(folder: Path, trials: list[tuple[float, float]]) -> autocompress.Study:
+    """A study in a real SQLite store with finished trials of the given (accuracy, batch-32 latency)."""
+    store = StudyStore(f"sqlite:///{folder / 'store.db'}", create=True)
     store.create_study(
         name="b32",
         task="experiments.tasks.digits:task",
@@ -34,7 +34,7 @@ def study(tmp_path: Path) -> autocompress.Study:
         baseline=BASELINE,
         controller_state={},
     )
-    for number, (accuracy, latency) in enumerate(TRIALS):
+    for number, (accuracy, latency) in enumerate(trials):
         metrics = {
             "accuracy": accuracy,
             "accuracy_drop": BASELINE["accuracy"] - accuracy,
@@ -58,6 +58,11 @@ def study(tmp_path: Path) -> autocompress.Study:
             spent={},
         )
     return autocompress.Study("b32", store)
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> autocompress.Study:
+    return write_study(tmp_path, TRIALS)
 
 
 def test_report_plots_and_measures_the_studys_objectives_with_the_reference_stated(study, tmp_path) -> None:

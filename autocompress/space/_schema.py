@@ -162,7 +162,8 @@ class SpaceFile(_Strict):
     objectives: dict[Literal[METRICS], Literal["max", "min"]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"accuracy": "max", "latency_ms": "min"},  # type: ignore[arg-type]
         min_length=1,
-        description="metrics to optimise, each max or min; the first breaks ties in the leaderboard",
+        description="metrics to optimise, each max or min; the leaderboard ranks feasible trials by Pareto "
+        "front, and within a front by the first objective",
     )
     constraints: ConstraintsSpec = Field(ConstraintsSpec(), description="what a feasible trial must meet")
     fidelity: FidelitySpec = Field(FidelitySpec(), description="fine-tuning per trial")
