@@ -66,7 +66,7 @@ def export_trial(
     if not models:
         raise UserError(f"trial {trial.number}", "has no stored model artefact")
     artefact = models[0]
-    source = Path(artefact.path)
+    source = study.store.artefact_file(artefact)
     if not source.exists():
         raise UserError(str(source), f"artefact of trial {trial.number} is missing; re-run the study")
     if sha256_file(source) != artefact.sha256:

@@ -499,4 +499,17 @@ class StudyStore:
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-        return Artefact(kind, str(path.resolve()), hashlib.sha256(data).hexdigest(), len(data))
+        relative = path.relative_to(self.artifacts_root).as_posix()  # the store and its folder may move together
+        return Artefact(kind, relative, hashlib.sha256(data).hexdigest(), len(data))
+
+    def artefact_file(self, artefact: Artefact) -> Path:
+        """Where an artefact's file is now. Paths are stored relative to `artifacts_root`; a store written
+        before that holds absolute ones, used as they are while they exist, else looked up as
+        ``<study>/<file>`` under the root (the layout `write_artefact` has always used), so a moved old store
+        still finds its files."""
+        path = Path(artefact.path)
+        if not path.is_absolute():
+            return self.artifacts_root / path
+        if path.exists():
+            return path
+        return self.artifacts_root / path.parent.name / path.name
