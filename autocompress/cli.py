@@ -345,14 +345,24 @@ def export(
     name: Annotated[str, typer.Argument()],
     out_dir: Annotated[str, typer.Option("--out", help="folder for model.pt and manifest.json")],
     storage: Storage = None,
-    trial: Annotated[int | None, typer.Option("--trial", help="trial number [default: Pareto-best feasible]")] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="trial number [default: --prefer's pick of the feasible front]")
+    ] = None,
     allow_infeasible: Annotated[
         bool, typer.Option("--allow-infeasible", help="export the closest trial when none is feasible")
     ] = False,
+    prefer: Annotated[
+        str,
+        typer.Option(
+            "--prefer",
+            help="which trial of the feasible Pareto front: knee (best balance of the objectives, each scaled "
+            "over the front), accurate (best first objective) or fast (best second objective)",
+        ),
+    ] = "knee",
 ) -> None:
     """Export a trial's model (TorchScript) with a manifest, verified in a fresh process."""
     study = api.load_study(name, storage)
-    path = study.export(out_dir, trial, allow_infeasible=allow_infeasible)
+    path = study.export(out_dir, trial, allow_infeasible=allow_infeasible, prefer=prefer)
     manifest = json.loads((path.parent / "manifest.json").read_text())
     feasible = "" if manifest["feasible"] else " (INFEASIBLE: meets no constraint set; closest trial)"
     out.print(

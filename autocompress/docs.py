@@ -109,6 +109,29 @@ def _section(schema: dict[str, Any], title: str, node: dict[str, Any]) -> list[s
     return [*lines, ""]
 
 
+def _shipped(entry: Any) -> bool:
+    """Whether a registry entry ships with autocompress (the docs list those, not ones a user registered)."""
+    return str(getattr(entry, "__module__", "")).startswith(("autocompress.", "torch_pruning."))
+
+
+def _registered_names() -> list[str]:
+    """A section listing the names each registry ships, read from the registries themselves."""
+    lines = [
+        "## Registered names",
+        "",
+        "The names these fields accept, read from the registries; `register_criterion`, `register_quantizer`,",
+        "`register_pruner` and `register_strategy` add more (see docs/extending.md).",
+        "",
+        "| field | registry | names |",
+        "|---|---|---|",
+    ]
+    for key, (owner, table) in _schema.registries().items():
+        field = "`strategy` keys" if key == "strategy" else f"`defaults.{key}`"
+        names = ", ".join(f"`{name}`" for name, entry in table.items() if _shipped(entry))
+        lines.append(f"| {field} | `{owner}` | {names} |")
+    return [*lines, ""]
+
+
 def space_reference() -> str:
     """The Markdown reference of the space file, from `SpaceFile.model_json_schema()`."""
     schema = SpaceFile.model_json_schema()
@@ -127,6 +150,7 @@ def space_reference() -> str:
             lines += _section(schema, f"`{key}`", target)
         elif "$ref" in target.get("additionalProperties", {}):
             lines += _section(schema, f"`{key}.<pattern>`", _ref(schema, target["additionalProperties"]))
+    lines += _registered_names()
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autocompress.errors import UserError
-from autocompress.store import sha256_file
+from autocompress.store import PREFERENCES, oriented, preferred, sha256_file
 
 if TYPE_CHECKING:
     from autocompress.study import Study
@@ -41,25 +41,19 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasible: bool = False) -> Path:
-    """Write ``model.pt`` and ``manifest.json`` for trial `number` (default: the Pareto-best feasible one).
+def export_trial(
+    study: Study, out: Path, number: int | None, *, allow_infeasible: bool = False, prefer: str = "knee"
+) -> Path:
+    """Write ``model.pt`` and ``manifest.json`` for trial `number`, by default the trial of the feasible
+    Pareto front that `prefer` picks (`autocompress.store.preferred`: ``knee``, ``accurate`` or ``fast``).
 
     With no feasible trial, the closest one (least constraint violation) is exported only when
     `allow_infeasible` is set, and the manifest says ``"feasible": false``.
     """
     record = study.record
     board = study.leaderboard()
-    complete = [row for row in board if row["state"] == "complete"]
     if number is None:
-        if not complete:
-            raise UserError(f"study {study.name!r}", "has no finished trial to export; run or resume the search")
-        chosen = complete[0]
-        if not chosen["feasible"] and not allow_infeasible:
-            raise UserError(
-                f"study {study.name!r}",
-                f"no trial meets the constraints; closest is trial {chosen['trial']}: "
-                "pass --allow-infeasible to export it anyway",
-            )
+        chosen = _choose(study, board, prefer, allow_infeasible)
     else:
         matches = [row for row in board if row["trial"] == number]
         if not matches:
@@ -72,7 +66,7 @@ def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasibl
     if not models:
         raise UserError(f"trial {trial.number}", "has no stored model artefact")
     artefact = models[0]
-    source = Path(artefact.path)
+    source = study.store.artefact_file(artefact)
     if not source.exists():
         raise UserError(str(source), f"artefact of trial {trial.number} is missing; re-run the study")
     if sha256_file(source) != artefact.sha256:
@@ -88,6 +82,7 @@ def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasibl
         "trial": trial.number,
         "feasible": chosen["feasible"],
         "rank": chosen["rank"],
+        "chosen_by": f"--trial {number}" if number is not None else f"--prefer {prefer}",
         "task": record.task,
         "strategy": record.strategy,
         "policy": trial.policy,
@@ -112,6 +107,27 @@ def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasibl
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     verify(out)
     return model_path
+
+
+def _choose(study: Study, board: list[dict[str, Any]], prefer: str, allow_infeasible: bool) -> dict[str, Any]:
+    """The leaderboard row to export when no trial is named: `prefer`'s pick of the feasible Pareto front."""
+    if prefer not in PREFERENCES:
+        raise UserError(f"--prefer {prefer}", f"unknown preference; choose one of {', '.join(PREFERENCES)}")
+    complete = [row for row in board if row["state"] == "complete"]
+    if not complete:
+        raise UserError(f"study {study.name!r}", "has no finished trial to export; run or resume the search")
+    front = [row for row in complete if row["pareto"]]
+    if not front:
+        if not allow_infeasible:
+            raise UserError(
+                f"study {study.name!r}",
+                f"no trial meets the constraints; closest is trial {complete[0]['trial']}: "
+                "pass --allow-infeasible to export it anyway",
+            )
+        return complete[0]
+    objectives = study.record.space["objectives"]
+    metrics = {t.number: t.metrics for t in study.store.trials(study.name, numbers=[r["trial"] for r in front])}
+    return front[preferred([oriented(metrics[r["trial"]], objectives) for r in front], prefer)]
 
 
 def verify(out: Path) -> float:

@@ -6,11 +6,14 @@ the same PNGs beside it (for slides). Plots use matplotlib's object API with the
 and no global pyplot state are involved.
 
 What the page shows, and why:
-- the Pareto front in accuracy vs speedup, feasible and infeasible trials told apart, the constraint lines
-  and the baseline, so the trade-off and the budgets are seen together;
+- the Pareto front over the study's own objectives (the first two as axes: the first up, the second across;
+  the front marked is the ranked one, over all objectives), feasible and infeasible trials told apart, the
+  constraints that fall on these axes as lines and the baseline, so the trade-off and the budgets are seen
+  together;
 - a heat map of the per-layer policy of the top trials, to see which layers the good trials compress;
-- the best feasible accuracy so far and the hypervolume after every finished trial, to judge whether more
-  trials would help (reference point: `HV_REFERENCE`);
+- the best feasible value of the first objective so far and the hypervolume of the first two objectives
+  after every finished trial, to judge whether more trials would help (reference point: `Frame.reference`,
+  stated on the page);
 - failed trials with their reasons; a study with no feasible trial names its closest one and how to export it;
 - sensitivity curves (accuracy vs channel sparsity per layer) when a sensitivity CSV is found.
 """
@@ -33,7 +36,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from autocompress.errors import UserError
-from autocompress.store import COMPLETE, FAILED, StudyRecord, TrialRecord, hypervolume_2d, pareto_fronts
+from autocompress.space import CONSTRAINTS
+from autocompress.store import COMPLETE, FAILED, StudyRecord, TrialRecord, hypervolume_2d, oriented
 
 if TYPE_CHECKING:
     from autocompress.study import Study
@@ -42,8 +46,6 @@ if TYPE_CHECKING:
 SENSITIVITY_CSV = "sensitivity.csv"
 #: columns a sensitivity table must have: one row per (layer, channel sparsity) with the accuracy measured
 SENSITIVITY_COLUMNS = ("layer", "sparsity", "accuracy")
-#: hypervolume reference point in (accuracy, speedup): zero accuracy, no faster than the baseline
-HV_REFERENCE = (0.0, 1.0)
 
 _FEASIBLE, _INFEASIBLE, _BASELINE, _FRONT = "#1b7837", "#b2182b", "#2166ac", "#1b7837"
 
@@ -56,6 +58,77 @@ class Plot:
     title: str
     caption: str
     png: bytes
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The two objectives the report plots and measures the hypervolume in: the study's first two (the first
+    up, the second across), with the hypervolume's reference point in their units.
+
+    The reference is what compression must beat: the uncompressed baseline's value of each objective (a
+    speedup of 1.0), except accuracy, which compression trades away, at 0. A study with one objective is
+    drawn against ``speedup`` (not an objective: the hypervolume then measures that objective alone)."""
+
+    objectives: dict[str, str]
+    reference: tuple[float, float]
+    #: the study's objectives beyond the first two (the ranking's front is over them too)
+    others: tuple[str, ...] = ()
+
+    @property
+    def y(self) -> str:
+        return next(iter(self.objectives))
+
+    @property
+    def x(self) -> str:
+        return list(self.objectives)[1]
+
+    @classmethod
+    def of(cls, record: StudyRecord, values: list[dict[str, Any]]) -> Frame:
+        declared = list(record.space["objectives"].items())
+        objectives = dict(declared[:2])
+        if len(objectives) == 1:
+            objectives.setdefault("speedup", "max")
+        reference = []
+        for metric, direction in objectives.items():
+            if metric == "accuracy":
+                reference.append(0.0)
+            elif metric.startswith("speedup"):
+                reference.append(1.0)
+            elif metric in record.baseline:
+                reference.append(float(record.baseline[metric]))
+            else:  # no baseline value: the worst value seen
+                seen = [v[metric] for v in values if v.get(metric) is not None] or [0.0]
+                reference.append(min(seen) if direction == "max" else max(seen))
+        return cls(objectives, (reference[0], reference[1]), tuple(m for m, _ in declared[2:]))
+
+    def point(self, metrics: dict[str, Any]) -> tuple[float, float]:
+        """A trial's (first, second) objective values oriented larger-is-better, for `hypervolume_2d`."""
+        y, x = oriented(metrics, self.objectives)
+        return y, x
+
+    @property
+    def oriented_reference(self) -> tuple[float, float]:
+        y, x = oriented(dict(zip(self.objectives, self.reference, strict=True)), self.objectives)
+        return y, x
+
+    def describe_reference(self) -> str:
+        return ", ".join(f"{m} {v:g}" for m, v in zip(self.objectives, self.reference, strict=True))
+
+
+def _on_axis(name: str, limit: float, metric: str, baseline: dict[str, Any]) -> float | None:
+    """Where constraint `name` at `limit` lies on the axis of `metric`, or None when it does not: on its own
+    metric; an accuracy drop on accuracy; a speedup on the latency it divides (and a latency on speedup)."""
+    bound = CONSTRAINTS[name].metric
+    if bound == metric:
+        return limit
+    if bound == "accuracy_drop" and metric == "accuracy" and "accuracy" in baseline:
+        return float(baseline["accuracy"]) - limit
+    latency = {"speedup": "latency_ms", "speedup_b32": "latency_ms_b32"}
+    if latency.get(bound) == metric and metric in baseline:
+        return float(baseline[metric]) / limit
+    if latency.get(metric) == bound and bound in baseline:
+        return float(baseline[bound]) / limit
+    return None
 
 
 @dataclass(frozen=True)
@@ -82,10 +155,12 @@ def write_report(study: Study, out: str | Path, *, sensitivity: str | Path | Non
     board = study.leaderboard()
     points = _sensitivity_points(study, sensitivity)
 
+    frame = Frame.of(record, [t.metrics for t in trials if t.state == COMPLETE])
+    metrics = {t.number: t.metrics for t in trials}
     plots = [
-        _pareto_plot(board, record.baseline, record.space["constraints"]),
+        _pareto_plot(board, metrics, frame, record.baseline, record.space["constraints"]),
         _policy_plot(board, {t.number: t for t in trials}, top),
-        _progress_plot(trials, {row["trial"]: row["feasible"] for row in board}),
+        _progress_plot(trials, {row["trial"]: row["feasible"] for row in board}, frame),
     ]
     if points:
         plots.append(sensitivity_plot(points, record.baseline.get("accuracy")))
@@ -156,17 +231,22 @@ def _empty(axes: Any, text: str) -> None:
     axes.set_yticks([])
 
 
-def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The non-dominated points (both coordinates larger-is-better), sorted by the first coordinate."""
-    fronts = pareto_fronts(points)
-    return sorted({p for p, f in zip(points, fronts, strict=True) if f == 0})
-
-
-def _pareto_plot(board: list[dict[str, Any]], baseline: dict[str, Any], constraints: dict[str, float]) -> Plot:
+def _pareto_plot(
+    board: list[dict[str, Any]],
+    metrics: dict[int, dict[str, Any]],
+    frame: Frame,
+    baseline: dict[str, Any],
+    constraints: dict[str, float],
+) -> Plot:
     figure = Figure(figsize=(7.5, 5.0))
     axes = figure.add_subplot()
+    x, y = frame.x, frame.y
     complete = [r for r in board if r["state"] == COMPLETE]
-    base_acc = baseline.get("accuracy")
+
+    def xy(rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+        return [metrics[r["trial"]].get(x) for r in rows], [metrics[r["trial"]].get(y) for r in rows]
+
+    drawn = set()
     if not complete:
         _empty(axes, "no finished trial yet")
     else:
@@ -176,69 +256,57 @@ def _pareto_plot(board: list[dict[str, Any]], baseline: dict[str, Any], constrai
         ):
             rows = [r for r in complete if r["feasible"] is feasible]
             if rows:
-                axes.scatter(
-                    [r["speedup"] for r in rows],
-                    [r["accuracy"] for r in rows],
-                    c=colour,
-                    marker=marker,
-                    s=40,
-                    label=f"{label} ({len(rows)})",
-                    zorder=3,
+                axes.scatter(*xy(rows), c=colour, marker=marker, s=40, label=f"{label} ({len(rows)})", zorder=3)
+        front = sorted((r for r in complete if r["pareto"]), key=lambda r: metrics[r["trial"]].get(x) or 0.0)
+        if front:  # the ranked front: non-dominated over all the study's objectives
+            xs, ys = xy(front)
+            axes.scatter(xs, ys, s=110, facecolors="none", edgecolors=_FRONT, lw=1.2, label="Pareto front", zorder=2)
+            if not frame.others and len(front) > 1:  # with two objectives the front is a staircase in this plane
+                axes.step(
+                    xs,
+                    ys,
+                    where="pre" if frame.objectives[x] == "max" else "post",
+                    color=_FRONT,
+                    lw=1.2,
+                    alpha=0.5,
+                    zorder=2,
                 )
-        feasible_xy = [(r["speedup"], r["accuracy"]) for r in complete if r["feasible"]]
-        if feasible_xy:
-            front = _front(feasible_xy)
-            axes.step(
-                [x for x, _ in front],
-                [y for _, y in front],
-                where="pre",
-                color=_FRONT,
-                lw=1.2,
-                alpha=0.7,
-                label="Pareto front (feasible)",
-                zorder=2,
-            )
         if len(complete) <= 40:
             for r in complete:
                 axes.annotate(
                     str(r["trial"]),
-                    (r["speedup"], r["accuracy"]),
+                    (metrics[r["trial"]].get(x), metrics[r["trial"]].get(y)),
                     textcoords="offset points",
                     xytext=(4, 3),
                     fontsize=7,
                     color="#333333",
                 )
-        if base_acc is not None:
-            axes.scatter([1.0], [base_acc], marker="*", s=180, c=_BASELINE, label="baseline", zorder=4)
-        if "min_speedup" in constraints:
-            axes.axvline(
-                constraints["min_speedup"],
-                color="#666666",
-                ls="--",
-                lw=1,
-                label=f"min_speedup {constraints['min_speedup']:g}",
-            )
-        if "max_accuracy_drop" in constraints and base_acc is not None:
-            axes.axhline(
-                base_acc - constraints["max_accuracy_drop"],
-                color="#666666",
-                ls=":",
-                lw=1.2,
-                label=f"max_accuracy_drop {constraints['max_accuracy_drop']:g}",
-            )
-        axes.set_xlabel("speedup at batch 1 (baseline latency / latency, same run)")
-        axes.set_ylabel("accuracy (test split)")
+        base_x = 1.0 if x.startswith("speedup") else baseline.get(x)
+        base_y = 1.0 if y.startswith("speedup") else baseline.get(y)
+        if base_x is not None and base_y is not None:
+            axes.scatter([float(base_x)], [float(base_y)], marker="*", s=180, c=_BASELINE, label="baseline", zorder=4)
+        for name, limit in constraints.items():
+            for metric, line, style in ((x, axes.axvline, "--"), (y, axes.axhline, ":")):
+                at = _on_axis(name, limit, metric, baseline)
+                if at is not None and name not in drawn:
+                    line(at, color="#666666", ls=style, lw=1.1, label=f"{name} {limit:g}")
+                    drawn.add(name)
+        axes.set_xlabel(f"{x} ({frame.objectives[x]}imise)")
+        axes.set_ylabel(f"{y} ({frame.objectives[y]}imise)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8, loc="best")
-    drawn = {"min_speedup", "max_accuracy_drop"}
     others = ", ".join(f"{k} {v:g}" for k, v in constraints.items() if k not in drawn)
     caption = (
-        "Every finished trial; green dots meet all constraints, red crosses do not; numbers are trial "
-        "numbers; dashed/dotted lines are the constraints; the star is the uncompressed baseline."
+        f"Every finished trial in the study's objectives {y} and {x}; green dots meet all constraints, red "
+        "crosses do not; ringed dots are the leaderboard's Pareto front (feasible, non-dominated over all "
+        "objectives); numbers are trial numbers; dashed/dotted lines are the constraints; the star is the "
+        "uncompressed baseline."
     )
+    if frame.others:
+        caption += f" The front is also over {', '.join(frame.others)}, which this plane does not show."
     if others:
         caption += f" Constraints not on these axes: {others}."
-    return Plot("pareto", "Pareto front: accuracy vs speedup", caption, _png(figure))
+    return Plot("pareto", f"Pareto front: {y} vs {x}", caption, _png(figure))
 
 
 def _policy_plot(board: list[dict[str, Any]], trials: dict[int, TrialRecord], top: int) -> Plot:
@@ -274,7 +342,7 @@ def _policy_plot(board: list[dict[str, Any]], trials: dict[int, TrialRecord], to
     return Plot("policy", "Per-layer policy of the top trials", caption, _png(figure))
 
 
-def _progress_plot(trials: list[TrialRecord], feasible: dict[int, bool]) -> Plot:
+def _progress_plot(trials: list[TrialRecord], feasible: dict[int, bool], frame: Frame) -> Plot:
     finished = sorted(
         (t for t in trials if t.state in (COMPLETE, FAILED) and t.finished_at is not None),
         key=lambda t: (t.finished_at, t.number),
@@ -286,19 +354,20 @@ def _progress_plot(trials: list[TrialRecord], feasible: dict[int, bool]) -> Plot
         _empty(hv_axes, "no finished trial yet")
     else:
         steps = list(range(1, len(finished) + 1))
+        sign = 1.0 if frame.objectives[frame.y] == "max" else -1.0  # back from larger-is-better to the metric
         best_feasible, best_any, hv_feasible, hv_any = [], [], [], []
         seen_feasible: list[tuple[float, float]] = []
         seen_any: list[tuple[float, float]] = []
         for t in finished:
             if t.state == COMPLETE:
-                point = (t.metrics["accuracy"], t.metrics["speedup"])
+                point = frame.point(t.metrics)
                 seen_any.append(point)
                 if feasible.get(t.number):
                     seen_feasible.append(point)
-            best_feasible.append(max((p[0] for p in seen_feasible), default=math.nan))
-            best_any.append(max((p[0] for p in seen_any), default=math.nan))
-            hv_feasible.append(hypervolume_2d(seen_feasible, HV_REFERENCE))
-            hv_any.append(hypervolume_2d(seen_any, HV_REFERENCE))
+            best_feasible.append(sign * max((p[0] for p in seen_feasible), default=math.nan))
+            best_any.append(sign * max((p[0] for p in seen_any), default=math.nan))
+            hv_feasible.append(hypervolume_2d(seen_feasible, frame.oriented_reference))
+            hv_any.append(hypervolume_2d(seen_any, frame.oriented_reference))
         best_axes.plot(
             steps,
             best_feasible,
@@ -320,7 +389,7 @@ def _progress_plot(trials: list[TrialRecord], feasible: dict[int, bool]) -> Plot
         )
         for i, step in enumerate(s for s, t in zip(steps, finished, strict=True) if t.state == FAILED):
             best_axes.axvline(step, color=_INFEASIBLE, lw=1, alpha=0.5, label=None if i else "failed trial")
-        best_axes.set_title("best accuracy so far", fontsize=9)
+        best_axes.set_title(f"best {frame.y} so far", fontsize=9)
         hv_axes.plot(
             steps, hv_feasible, drawstyle="steps-post", marker="o", ms=3, color=_FEASIBLE, label="feasible trials"
         )
@@ -334,16 +403,17 @@ def _progress_plot(trials: list[TrialRecord], feasible: dict[int, bool]) -> Plot
             ls="--",
             label="all finished trials",
         )
-        hv_axes.set_title(f"hypervolume (accuracy x speedup), reference {HV_REFERENCE}", fontsize=9)
+        hv_axes.set_title(f"hypervolume ({frame.y} x {frame.x}), reference {frame.describe_reference()}", fontsize=9)
         for axes in (best_axes, hv_axes):
             axes.set_xlabel("finished trials (in finishing order)")
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             axes.grid(alpha=0.3)
             axes.legend(fontsize=8, loc="lower right")
     caption = (
-        f"Left: the best accuracy after each finished trial. Right: the area dominated in (accuracy, "
-        f"speedup) above the reference point {HV_REFERENCE} (zero accuracy, baseline speed), computed "
-        "with autocompress.store.hypervolume_2d; a flat curve means the last trials found nothing new."
+        f"Left: the best {frame.y} after each finished trial. Right: the area dominated in ({frame.y}, "
+        f"{frame.x}) beyond the reference point {frame.describe_reference()} (each objective at the "
+        "uncompressed baseline's value, accuracy at 0), computed with autocompress.store.hypervolume_2d; a "
+        "flat curve means the last trials found nothing new."
     )
     return Plot("progress", "Best so far and hypervolume vs trials", caption, _png(figure))
 

@@ -177,7 +177,6 @@ def search(
     Everything the user gave is validated before the store is touched; without `trials` or `time_budget`
     the search runs 20 trials.
     """
-    from autocompress.compress import CRITERIA, PRUNERS, QUANTIZERS
     from autocompress.runtime import SearchLoop, baseline_metrics, check_ray_address
     from autocompress.space import discover_layers, load_space_file, resolve_space
     from autocompress.strategies import make_controller
@@ -191,20 +190,6 @@ def search(
     model = task.baseline_model()
     space = resolve_space(spec, discover_layers(model, task.example_input(1)), str(space_path))
     name = study or default_study_name(space_path)
-    if space.criterion not in CRITERIA:
-        raise UserError(
-            f"{space_path}: defaults.criterion",
-            f"unknown criterion {space.criterion!r}; known: {', '.join(sorted(CRITERIA))}",
-        )
-    if space.quantizer not in QUANTIZERS:
-        raise UserError(
-            f"{space_path}: defaults.quantizer",
-            f"unknown quantizer {space.quantizer!r}; known: {', '.join(sorted(QUANTIZERS))}",
-        )
-    if space.pruner not in PRUNERS:
-        raise UserError(
-            f"{space_path}: defaults.pruner", f"unknown pruner {space.pruner!r}; known: {', '.join(sorted(PRUNERS))}"
-        )
     check_feasible_up_front(space, model, task.example_input(1), str(space_path))
     controller = make_controller(strategy, space, seed)  # validates the strategy's knobs
     if ray_address and executor == "ray":
@@ -328,7 +313,8 @@ class Study:
     def leaderboard(
         self, top: int | None = None, feasible_only: bool = False, pareto_only: bool = False
     ) -> list[dict[str, Any]]:
-        """Trials ranked: feasible first (Pareto front, then first objective), then by constraint violation.
+        """Trials ranked: feasible first (by Pareto front; within a front by the first objective), then by
+        constraint violation.
 
         Ranking reads only numbers, states, violations and objective values; full trial records are loaded
         for the rows returned, so ``top=10`` on a 100k-trial study stays fast."""
@@ -384,10 +370,13 @@ class Study:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def export(self, out: str | Path, trial: int | None = None, allow_infeasible: bool = False) -> Path:
+    def export(
+        self, out: str | Path, trial: int | None = None, allow_infeasible: bool = False, prefer: str = "knee"
+    ) -> Path:
+        """Export trial `trial`, or `prefer`'s pick of the feasible Pareto front (see `export_trial`)."""
         from autocompress.export import export_trial
 
-        return export_trial(self, Path(out), trial, allow_infeasible=allow_infeasible)
+        return export_trial(self, Path(out), trial, allow_infeasible=allow_infeasible, prefer=prefer)
 
     def report(self, out: str | Path, sensitivity: str | Path | None = None, top: int = 10) -> Path:
         """Write the HTML report with its plots into `out` (see `autocompress.report`); returns index.html."""

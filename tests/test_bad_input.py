@@ -54,7 +54,7 @@ def sensitivity(*extra: str) -> Callable[[Path], list[str]]:
 def tamper(work: Path) -> None:
     """Corrupt every trial's artefact, so whichever trial export picks fails its sha256 check."""
     store = StudyStore(f"sqlite:///{work / 'store.db'}")
-    artefacts = [Path(a.path) for trial in store.trials("done") for a in trial.artefacts]
+    artefacts = [store.artefact_file(a) for trial in store.trials("done") for a in trial.artefacts]
     store.close()
     for artefact in artefacts:
         artefact.write_bytes(artefact.read_bytes()[:-10] + b"0123456789")
@@ -105,6 +105,12 @@ CASES = [
         space=GOOD.replace("max_accuracy_drop", "max_acuracy_drop"),
     ),
     Case(
+        "unknown-constraint",
+        search(),
+        "constraints.max_joules: unknown key 'max_joules'; allowed: max_accuracy_drop, min_speedup,",
+        space=GOOD.replace("max_accuracy_drop", "max_joules"),
+    ),
+    Case(
         "wrong-type", search(), "constraints.min_speedup", space=GOOD.replace("min_speedup: 1.2", "min_speedup: fast")
     ),
     Case("sparsity-too-big", search(), "outside [0, 1)", space=GOOD.replace("[0.0, 0.25, 0.5]", "[0.0, 1.0]")),
@@ -139,7 +145,7 @@ CASES = [
     Case(
         "unknown-pruner",
         search(),
-        "defaults.pruner: unknown pruner 'obs'; known: admm, agp, level, lottery",
+        "defaults.pruner: unknown pruner 'obs'; allowed: level, agp, lottery, admm",
         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], pruner: obs}"),
     ),
     Case(
@@ -301,23 +307,18 @@ def snapshot(work: Path) -> dict[str, str]:
 def test_bad_input_exits_2_with_one_line_and_leaves_the_store_unchanged(case, template, tmp_path, capsys) -> None:
     work = tmp_path / "w"
     shutil.copytree(template, work, symlinks=False)
-    # the artefact paths in the copied store still point into the template: repoint by copying back later
+    # artefact paths are stored relative to the artefacts folder, so the copy uses its own artefacts
     if case.space is not None:
         (work / "space.yaml").write_text(case.space)
-    case.setup(work if case.id != "export-tampered-artefact" else template)
+    case.setup(work)
     before = snapshot(work)
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main(case.argv(work))
-        err = capsys.readouterr().err.strip()
-        assert exit_info.value.code == 2, err
-        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-        assert err.startswith("autocompress: error: ") and case.expect in err, err
-        assert snapshot(work) == before
-    finally:
-        if case.id == "export-tampered-artefact":
-            shutil.rmtree(template)
-            shutil.copytree(work, template)  # hand back an untampered template (the copy was taken before)
+    with pytest.raises(SystemExit) as exit_info:
+        main(case.argv(work))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("autocompress: error: ") and case.expect in err, err
+    assert snapshot(work) == before
 
 
 def test_corpus_covers_at_least_thirty_bad_inputs() -> None:
@@ -342,3 +343,23 @@ def test_no_feasible_trial_exports_the_closest_only_on_request(template, tmp_pat
     done = run_cli("export", "strict", "--storage", storage, "--out", str(work / "x"), "--allow-infeasible")
     assert done.returncode == 0 and "INFEASIBLE" in done.stdout
     assert '"feasible": false' in (work / "x" / "manifest.json").read_text()
+
+
+def test_a_moved_store_exports_whether_its_artefact_paths_are_relative_or_absolute_from_before(
+    template, tmp_path
+) -> None:
+    """Artefact paths are stored relative to the artefacts folder, so a store moved with its folder exports;
+    a store written before that holds absolute paths into its old place, and exports after a move too."""
+    moved = tmp_path / "moved"
+    shutil.copytree(template, moved)
+    storage = f"sqlite:///{moved / 'store.db'}"
+    store = StudyStore(storage)
+    paths = [a.path for t in store.trials("done") for a in t.artefacts]
+    assert paths and all(not Path(p).is_absolute() and p.startswith("done/") for p in paths)
+    store.close()
+    exported = run_cli("export", "done", "--storage", storage, "--out", str(tmp_path / "a"), "--allow-infeasible")
+    assert exported.returncode == 0, exported.stderr
+    sql(moved / "store.db", "UPDATE artefacts SET path = '/old/place/autocompress-artifacts/' || path")
+    old = run_cli("export", "done", "--storage", storage, "--out", str(tmp_path / "b"), "--allow-infeasible")
+    assert old.returncode == 0, old.stderr
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()

@@ -187,3 +187,15 @@ def test_importing_autocompress_loads_neither_optuna_nor_shadows_the_strategies_
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", ["amc", "haq"])
+def test_agent_state_names_its_weights_and_a_diverging_replay_is_an_error(name, space) -> None:
+    original = make_controller(name, space, 3)
+    drive(original, 6)
+    state = json.loads(json.dumps(original.state_dict()))
+    assert state["agent"]["format"] == "safetensors" and len(state["agent"]["sha256"]) == 64
+    make_controller(name, space, 3).load_state_dict(state)  # the replay reproduces the weights it names
+    state["agent"]["sha256"] = "0" * 64
+    with pytest.raises(RuntimeError, match="did not reproduce the agent weights"):
+        make_controller(name, space, 3).load_state_dict(state)

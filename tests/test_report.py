@@ -13,7 +13,6 @@ from PIL import Image
 
 import autocompress
 from autocompress.errors import UserError
-from autocompress.report import HV_REFERENCE
 from tests.browser import chromium, render
 from tests.conftest import FAST_SPACE, run_cli
 
@@ -64,7 +63,8 @@ def test_report_command_writes_a_page_from_the_store_and_changes_nothing(study, 
     assert [trials[n].state for n in range(5)] == ["complete", "failed", "complete", "failed", "complete"]
     for number in (1, 3):  # every failure with its stored reason
         assert f"RuntimeError: injected failure in trial seed {number}" in page
-    assert "Failures (2)" in page and f"reference point {HV_REFERENCE}" in page
+    reference = f"reference point accuracy 0, latency_ms {study.record.baseline['latency_ms']:g}"
+    assert "Failures (2)" in page and reference in page
     board = study.leaderboard()
     feasible = [row for row in board if row["feasible"]]
     closest_note = "No trial meets the constraints. The closest is trial"
@@ -79,7 +79,7 @@ def test_report_renders_in_headless_chromium(study, tmp_path) -> None:
     shown = render(page, tmp_path / "screenshot.png", tmp_path / "profile")
     assert shown.title == "autocompress report: rep"
     assert [i["alt"] for i in shown.images] == [
-        "Pareto front: accuracy vs speedup",
+        "Pareto front: accuracy vs latency_ms",
         "Per-layer policy of the top trials",
         "Best so far and hypervolume vs trials",
         "Per-layer sensitivity",

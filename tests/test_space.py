@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from autocompress.errors import UserError
-from autocompress.space import LayerSetting, Policy, discover_layers, parse_space, resolve_space
+from autocompress.space import (
+    CONSTRAINTS,
+    LayerSetting,
+    Policy,
+    Space,
+    discover_layers,
+    parse_space,
+    resolve_space,
+    violations,
+)
 from experiments.tasks.digits import DigitsNet, task
 
 
@@ -54,6 +63,11 @@ def test_resolve_applies_defaults_and_glob_overrides(layers) -> None:
         ("task: x:y\ndefaults: {activation_bits: []}", "defaults.activation_bits"),
         ("task: x:y\ndefaults: {pruner: 3}", "defaults.pruner"),
         ("task: x:y\ndefaults: {weight_sparsty: [0.5]}", "did you mean 'weight_sparsity'"),
+        (
+            "task: x:y\nconstraints: {max_latency: 2}",
+            "constraints.max_latency: unknown key 'max_latency'; did you mean 'max_latency_ms'? allowed: "
+            + ", ".join(CONSTRAINTS),
+        ),
     ],
 )
 def test_bad_space_files_raise_one_line_user_errors(text: str, expected: str) -> None:
@@ -78,11 +92,57 @@ def test_policy_round_trips_through_json_and_is_hashable() -> None:
 
 
 def test_batch_32_speedup_constraint_is_judged_on_the_batch_32_speedup_alone() -> None:
-    from autocompress.runtime._loop import violations
-
     metrics = {"speedup": 1.0, "speedup_b32": 5.0}
     assert violations(metrics, {"min_speedup_b32": 4.0}) == {"min_speedup_b32": pytest.approx(-0.25)}
     assert violations(metrics, {"min_speedup": 2.0, "min_speedup_b32": 10.0}) == {
         "min_speedup": pytest.approx(0.5),
         "min_speedup_b32": pytest.approx(0.5),
     }
+
+
+def test_every_constraint_of_the_table_is_a_schema_key_and_judges_its_metric_in_its_direction() -> None:
+    for name, constraint in CONSTRAINTS.items():
+        limit = 0.5 if constraint.fraction else 4.0
+        spec = parse_space(f"task: x:y\nconstraints: {{{name}: {limit}}}")
+        assert getattr(spec.constraints, name) == limit
+        worse = limit * 2 if constraint.direction == "max" else limit / 2
+        assert violations({constraint.metric: worse}, {name: limit})[name] > 0
+        assert violations({constraint.metric: limit}, {name: limit})[name] == 0
+
+
+def test_a_space_with_an_unknown_constraint_is_refused_also_when_built_in_code_or_read_from_a_store() -> None:
+    space = resolve_space(parse_space("task: x:y\nconstraints: {min_speedup: 2}"), [])
+    data = space.to_dict() | {"constraints": {"min_sped": 2.0}}
+    with pytest.raises(
+        UserError, match=r"^space: constraints\.min_sped: unknown constraint; did you mean 'min_speedup'"
+    ):
+        Space.from_dict(data)
+
+
+def test_registry_names_are_checked_against_the_registries_including_ones_the_task_module_registers(
+    tmp_path, monkeypatch
+) -> None:
+    from autocompress.compress import CRITERIA
+
+    (tmp_path / "registering_task.py").write_text(
+        "from autocompress.compress import CRITERIA, register_criterion\n"
+        "from experiments.tasks.digits import task\n"
+        "register_criterion('house_l1', CRITERIA['l1'])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(CRITERIA, "house_l1", raising=False)
+    try:
+        spec = parse_space("task: registering_task:task\ndefaults: {criterion: house_l1}", "ok.yaml")
+        assert spec.defaults.criterion == "house_l1"  # registered when the schema imported the task's module
+    finally:
+        CRITERIA.pop("house_l1", None)
+    bad = {
+        "task: x:y\ndefaults: {criterion: house_l2}": "bad.yaml: defaults.criterion: unknown criterion 'house_l2'",
+        "task: x:y\ndefaults: {quantizer: xnor}": "bad.yaml: defaults.quantizer: unknown quantizer 'xnor'; allowed",
+        "task: x:y\ndefaults: {pruner: levl}": "bad.yaml: defaults.pruner: unknown pruner 'levl'; did you mean 'level'",
+        "task: x:y\nstrategy: {anneel: {cooling: 0.5}}": "bad.yaml: strategy.anneel: unknown strategy 'anneel'",
+    }
+    for text, expected in bad.items():
+        with pytest.raises(UserError) as info:
+            parse_space(text, "bad.yaml")
+        assert str(info.value).startswith(expected), str(info.value)

@@ -31,6 +31,10 @@ class DynamicQuantizer(Quantizer):
     def activation_quant(self, spec: QuantSpec) -> QuantFactory:
         return PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
 
+    def bits_run(self, spec: QuantSpec) -> tuple[int, int]:
+        """Activations are quantized to 8 bits on every call, whatever ``activation_bits`` the policy asks."""
+        return spec.weight_bits, 8
+
     def check(self, specs: dict[str, QuantSpec]) -> None:
         for name, spec in specs.items():
             if spec.weight_bits != 8:

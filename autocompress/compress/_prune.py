@@ -19,7 +19,8 @@ import torch_pruning as tp
 from torch import nn
 
 from autocompress.compress._criteria import make_criterion
-from autocompress.space import Policy, attention_heads, output_layers
+from autocompress.space import Policy
+from autocompress.space._discover import attention_heads, output_layers
 
 
 def prune(
@@ -80,7 +81,7 @@ def prune(
     )
     pruner.step()
     for owner, (_, projs) in attention.items():
-        owner.heads = projs[0].out_features // head_width[owner]
+        owner.heads = projs[0].out_features // head_width[owner]  # type: ignore[assignment]  # a plain int field
     model.zero_grad(set_to_none=True)
     return model
 

@@ -137,6 +137,10 @@ class Quantizer(ABC):
         """Replace modules before tracing; receives a private copy. Default: no change."""
         return model
 
+    def bits_run(self, spec: QuantSpec) -> tuple[int, int]:
+        """(weight bits, activation bits) the lowered layer computes at, which BOPs count: those asked."""
+        return spec.weight_bits, spec.activation_bits
+
     def check(self, specs: dict[str, QuantSpec]) -> None:
         """Raise `ValueError` naming the layer when a bit-width is outside what this quantizer supports."""
         for name, spec in specs.items():

@@ -8,6 +8,7 @@ import warnings
 import torch
 from torch import nn
 
+from autocompress.compress._lowering import get_quantizer, layer_specs
 from autocompress.space import Policy
 
 
@@ -47,16 +48,14 @@ def count_params(model: nn.Module) -> int:
 
 
 def _layer_bits(policy: Policy | None, name: str) -> tuple[int, int]:
-    """(weight bits, activation bits) of a layer; activations follow the weights unless the policy says."""
+    """(weight bits, activation bits) a layer computes at: activations follow the weights unless the policy
+    says, and the policy's quantizer has the last word (dynamic int8 always runs 8-bit activations)."""
     if policy is None:
         return 32, 32
-    try:
-        setting = policy[name]
-    except KeyError:
-        return 32, 32
-    if setting.weight_bits >= 32:
+    spec = layer_specs(policy).get(name)
+    if spec is None:
         return 32, 32  # a float layer keeps float activations whatever activation_bits says
-    return setting.weight_bits, setting.activation_bits or setting.weight_bits
+    return get_quantizer(policy.quantizer).bits_run(spec)
 
 
 def count_bops(layer_macs: dict[str, int], policy: Policy | None) -> int:

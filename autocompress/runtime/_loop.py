@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from autocompress.runtime._executors import Executor, Finished, Job
-from autocompress.space import Policy, Space
+from autocompress.space import Policy, Space, violations
 from autocompress.store import COMPLETE, FAILED, StaleControllerState, StudyStore
 from autocompress.store._models import utcnow
 from autocompress.strategies import Controller, Outcome, Proposal
@@ -53,25 +53,6 @@ class Budget:
     def from_dict(cls, data: dict[str, Any]) -> Budget:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def violations(metrics: dict[str, float], constraints: dict[str, float]) -> dict[str, float]:
-    """Each named constraint's normalised violation: > 0 broken (by that fraction of its limit), <= 0 met."""
-    out = {}
-    for name, limit in constraints.items():
-        if name == "max_accuracy_drop":
-            out[name] = (metrics["accuracy_drop"] - limit) / max(limit, 0.01)
-        elif name == "min_speedup":
-            out[name] = (limit - metrics["speedup"]) / limit
-        elif name == "min_speedup_b32":
-            out[name] = (limit - metrics["speedup_b32"]) / limit
-        elif name == "max_latency_ms":
-            out[name] = (metrics["latency_ms"] - limit) / limit
-        elif name == "max_size_bytes":
-            out[name] = (metrics["size_bytes"] - limit) / limit
-        elif name == "max_macs":
-            out[name] = (metrics["macs"] - limit) / limit
-    return out
 
 
 @dataclass

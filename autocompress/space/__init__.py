@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from autocompress.space._constraints import CONSTRAINTS, Constraint, violations
 from autocompress.space._policy import LayerSetting, Policy
 from autocompress.space._schema import (
     SUPPORTED_WEIGHT_BITS,
@@ -14,6 +15,8 @@ from autocompress.space._schema import (
 )
 
 __all__ = [
+    "CONSTRAINTS",
+    "Constraint",
     "SUPPORTED_WEIGHT_BITS",
     "LayerChoices",
     "LayerInfo",
@@ -28,6 +31,7 @@ __all__ = [
     "output_layers",
     "parse_space",
     "resolve_space",
+    "violations",
 ]
 
 

@@ -7,30 +7,25 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from autocompress.errors import UserError
+from autocompress.space._constraints import CONSTRAINTS, Constraint
 
 if TYPE_CHECKING:
     from autocompress.space._discover import LayerInfo
 from autocompress.space._policy import DEFAULT_PRUNER, DEFAULT_QUANTIZER, LayerSetting, Policy
 
 SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
-#: the built-in names of `autocompress.compress.CRITERIA` (a test keeps them equal); more can be registered
-#: with `autocompress.compress.register_criterion`
-CRITERIA = ("l1", "l2", "fpgm", "apoz", "mean_activation", "slim", "taylor", "admm")
 #: output-activation bit-widths of a quantized layer (activations of a float layer stay float)
 SUPPORTED_ACTIVATION_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
-#: the built-in names of `autocompress.compress.QUANTIZERS` (space may not import compress; a test keeps them
-#: equal); more can be registered with `autocompress.compress.register_quantizer`
-QUANTIZER_NAMES = ("naive", "minmax", "ema", "histogram", "percentile", "qat", "dorefa", "bnn", "lsq", "dynamic")
-#: the built-in names of `autocompress.compress.PRUNERS` (kept equal by a test); more with register_pruner
-PRUNER_NAMES = ("level", "agp", "lottery", "admm")
 #: the settings of a layer that a space file may list choices for, in the order `Space.dimensions` lists them
 SETTINGS = ("channel_sparsity", "weight_bits", "weight_sparsity", "activation_bits")
 METRICS = (
@@ -50,17 +45,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ConstraintsSpec(_Strict):
-    """Budgets a trial must meet to be feasible, relative to the uncompressed baseline where named so."""
+def _constraint_field(constraint: Constraint) -> tuple[Any, Any]:
+    if constraint.fraction:
+        return float | None, Field(None, ge=0, le=1, description=constraint.description)
+    return (int if constraint.whole else float) | None, Field(None, gt=0, description=constraint.description)
 
-    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="baseline accuracy minus accuracy")
-    min_speedup: float | None = Field(None, gt=0, description="baseline latency (batch 1) / latency")
-    min_speedup_b32: float | None = Field(
-        None, gt=0, description="baseline latency (batch 32) / latency, for models served in batches"
+
+if TYPE_CHECKING:
+    ConstraintsSpec = BaseModel
+else:
+    ConstraintsSpec = create_model(
+        "ConstraintsSpec",
+        __base__=_Strict,
+        __doc__="Budgets a trial must meet to be feasible, relative to the uncompressed baseline where named so.",
+        **{name: _constraint_field(constraint) for name, constraint in CONSTRAINTS.items()},
     )
-    max_latency_ms: float | None = Field(None, gt=0, description="latency at batch 1 in ms")
-    max_size_bytes: int | None = Field(None, gt=0, description="serialised model size")
-    max_macs: int | None = Field(None, gt=0, description="multiply-accumulates per sample")
 
 
 class FidelitySpec(_Strict):
@@ -125,8 +124,8 @@ class DefaultsSpec(LayerChoicesSpec):
 
     criterion: str = Field(
         "l1",
-        description="channel importance used to pick what is pruned: "
-        f"{', '.join(CRITERIA)}, or one registered with autocompress.compress.register_criterion",
+        description="channel importance used to pick what is pruned: a name of `autocompress.compress.CRITERIA` "
+        "(listed below), or one registered with register_criterion",
     )
     round_to: int | None = Field(
         None,
@@ -137,14 +136,14 @@ class DefaultsSpec(LayerChoicesSpec):
     )
     quantizer: str = Field(
         DEFAULT_QUANTIZER,
-        description="how 8-bit and lower layers are quantized: "
-        f"{', '.join(QUANTIZER_NAMES)}, or one registered with register_quantizer",
+        description="how 8-bit and lower layers are quantized: a name of `autocompress.compress.QUANTIZERS` "
+        "(listed below), or one registered with register_quantizer",
     )
     per_channel: bool = Field(True, description="per-channel weight scales (else one per tensor)")
     pruner: str = Field(
         DEFAULT_PRUNER,
-        description="how weight_sparsity is realised during fine-tuning: "
-        f"{', '.join(PRUNER_NAMES)}, or one registered with register_pruner",
+        description="how weight_sparsity is realised during fine-tuning: a name of `autocompress.compress.PRUNERS` "
+        "(listed below), or one registered with register_pruner",
     )
 
 
@@ -163,7 +162,8 @@ class SpaceFile(_Strict):
     objectives: dict[Literal[METRICS], Literal["max", "min"]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"accuracy": "max", "latency_ms": "min"},  # type: ignore[arg-type]
         min_length=1,
-        description="metrics to optimise, each max or min; the first breaks ties in the leaderboard",
+        description="metrics to optimise, each max or min; the leaderboard ranks feasible trials by Pareto "
+        "front, and within a front by the first objective",
     )
     constraints: ConstraintsSpec = Field(ConstraintsSpec(), description="what a feasible trial must meet")
     fidelity: FidelitySpec = Field(FidelitySpec(), description="fine-tuning per trial")
@@ -173,14 +173,15 @@ class SpaceFile(_Strict):
     layers: dict[str, LayerChoicesSpec] = Field(default_factory=dict, description="glob pattern -> choices")
     strategy: dict[str, dict[str, float | int | str]] = Field(
         default_factory=dict,
-        description="knobs per strategy, e.g. {anneal: {cooling: 0.9}}; 'autocompress strategies' lists them",
+        description="knobs per strategy (a name of `autocompress.strategies.STRATEGIES`, listed below), e.g. "
+        "{anneal: {cooling: 0.9}}; 'autocompress strategies' lists the knobs",
     )
     measure: MeasureSpec = Field(MeasureSpec(), description="latency measurement")
 
 
 def _did_you_mean(key: str, allowed: list[str]) -> str:
     close = difflib.get_close_matches(key, allowed, n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+    return (f"; did you mean {close[0]!r}? allowed: " if close else "; allowed: ") + ", ".join(allowed)
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -207,7 +208,7 @@ def parse_space(text: str, source: str = "<space>") -> SpaceFile:
     if not isinstance(raw, dict):
         raise UserError(source, "must be a YAML mapping with at least a 'task' key")
     try:
-        return SpaceFile.model_validate(raw)
+        spec = SpaceFile.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
@@ -219,6 +220,45 @@ def parse_space(text: str, source: str = "<space>") -> SpaceFile:
         else:
             message = f"{err['msg']} (got {err.get('input')!r})"
         raise UserError(f"{source}: {field_path}", message) from None
+    _check_registered(spec, source)
+    return spec
+
+
+def registries() -> dict[str, tuple[str, dict[str, Any]]]:
+    """The registries a space file names entries of, keyed by the field that names them, each with its
+    import path: the tables the schema checks against, the docs list and ``register_*`` extends (imported
+    here, on first use: they need torch)."""
+    from autocompress.compress import CRITERIA, PRUNERS, QUANTIZERS
+    from autocompress.strategies import STRATEGIES
+
+    return {
+        "criterion": ("autocompress.compress.CRITERIA", CRITERIA),
+        "quantizer": ("autocompress.compress.QUANTIZERS", QUANTIZERS),
+        "pruner": ("autocompress.compress.PRUNERS", PRUNERS),
+        "strategy": ("autocompress.strategies.STRATEGIES", STRATEGIES),
+    }
+
+
+def _check_registered(spec: SpaceFile, source: str) -> None:
+    """Every registry name in the file must be registered. The task's module is imported first (when it can
+    be found; a task that cannot load is reported by `load_task`), since that is where a user registers
+    their own criteria, quantizers, pruners and strategies."""
+    module = spec.task.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # load_task names the task and the missing import
+    tables = {key: table for key, (_, table) in registries().items()}
+    named = [(f"defaults.{key}", getattr(spec.defaults, key), key) for key in ("criterion", "quantizer", "pruner")]
+    named += [(f"strategy.{name}", name, "strategy") for name in spec.strategy]
+    for where, name, key in named:
+        if name not in tables[key]:
+            raise UserError(f"{source}: {where}", f"unknown {key} {name!r}" + _did_you_mean(name, list(tables[key])))
 
 
 def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
@@ -283,6 +323,13 @@ class Space:
     pruner: str = DEFAULT_PRUNER
     #: static facts per layer (kind, in/out channels, kernel, stride, MACs) for strategies that embed layers
     layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.constraints:  # a space built in code or read from a store skipped the file's schema
+            if name not in CONSTRAINTS:
+                raise UserError(
+                    f"space: constraints.{name}", "unknown constraint" + _did_you_mean(name, list(CONSTRAINTS))
+                )
 
     def dimensions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
         """(layer, setting, choices) for every setting with more than one choice, in a fixed order."""

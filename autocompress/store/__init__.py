@@ -2,12 +2,14 @@
 
 from autocompress.store._engine import DEFAULT_STORAGE, default_storage, head_revision, open_engine
 from autocompress.store._ranking import (
+    PREFERENCES,
     RankedTrial,
     RankRow,
     dominates,
     hypervolume_2d,
     oriented,
     pareto_fronts,
+    preferred,
     rank_rows,
     rank_trials,
     total_violation,
@@ -27,6 +29,7 @@ from autocompress.store._repository import (
 )
 
 __all__ = [
+    "PREFERENCES",
     "COMPLETE",
     "DEFAULT_STORAGE",
     "FAILED",
@@ -47,6 +50,7 @@ __all__ = [
     "open_engine",
     "oriented",
     "pareto_fronts",
+    "preferred",
     "rank_rows",
     "rank_trials",
     "sha256_file",

@@ -35,8 +35,6 @@ class StudyRow(Base):
     controller_state: Mapped[dict[str, Any]]
     baseline: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(20))
-    #: the next trial number to hand out; read and bumped under the study row's lock (see `allocate_trial`)
-    next_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     objectives: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     constraints: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     stop_reason: Mapped[str] = mapped_column(Text, default="")

@@ -109,6 +109,37 @@ def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]
     return area
 
 
+#: how export picks one trial of the feasible Pareto front (see `preferred`)
+PREFERENCES = ("knee", "accurate", "fast")
+
+
+def preferred(points: Sequence[Sequence[float]], prefer: str) -> int:
+    """Index of the preferred point of a Pareto front, given oriented (larger-is-better) objective values in
+    the study's objective order; ties go to the earlier point (pass the front in leaderboard order).
+
+    ``accurate``: the best first objective (accuracy in the shipped spaces; the leaderboard's rank 1).
+    ``fast``: the best second objective (latency or speedup in the shipped spaces).
+    ``knee``: the best balance: each objective scaled to [0, 1] over the front (1 = the front's best), the
+    point nearest to all-ones (the ideal no single trial reaches).
+    """
+    if prefer not in PREFERENCES:
+        raise ValueError(f"unknown preference {prefer!r}; choose one of {', '.join(PREFERENCES)}")
+    if prefer == "accurate":
+        axis = 0
+    elif prefer == "fast":
+        axis = min(1, len(points[0]) - 1)
+    else:
+        lows = [min(p[k] for p in points) for k in range(len(points[0]))]
+        spans = [max(p[k] for p in points) - lows[k] for k in range(len(points[0]))]
+
+        def gap(p: Sequence[float]) -> float:
+            scaled = ((v - lo) / span if span else 1.0 for v, lo, span in zip(p, lows, spans, strict=True))
+            return math.fsum((1 - x) ** 2 for x in scaled)
+
+        return min(range(len(points)), key=lambda i: (gap(points[i]), i))
+    return min(range(len(points)), key=lambda i: (-points[i][axis], i))
+
+
 def rank_feasible(
     numbers: Sequence[int], points: Sequence[Sequence[float]], top: int | None = None
 ) -> list[RankedTrial]:

@@ -192,7 +192,6 @@ class StudyStore:
             baseline=baseline,
             status="running",
             stop_reason="",
-            next_number=0,
             objectives=space.get("objectives"),
             constraints=space.get("constraints"),
         )
@@ -311,8 +310,9 @@ class StudyStore:
         """Record trial `number` as running (a new row, or a queued one re-run) with the controller state
         that asked for it, in one transaction. `owner` names the controller process until a worker reports.
 
-        The number comes from the caller's controller; the study's next store-allocated number moves past it
-        so that `allocate_trial` never hands it out again.
+        The number comes from the caller's controller. Processes sharing a study share one controller state:
+        each asks from the stored state and writes it back with `expected_events`, so a number is never taken
+        twice.
 
         With `expected_events`, the write is a compare-and-swap on the shared controller state: it raises
         `StaleControllerState` when the stored state has another number of events (another process asked or
@@ -347,8 +347,8 @@ class StudyStore:
                 )
             elif row.state == RUNNING and row.worker.startswith("controller:") and row.worker != owner:
                 raise RuntimeError(
-                    f"trial {number} of {name!r} is running under {row.worker}; processes that "
-                    "share a study take numbers from allocate_trial, not from their controllers"
+                    f"trial {number} of {name!r} is running under {row.worker}; processes that share a study "
+                    "ask from the shared controller state (start_trial with expected_events)"
                 )
             elif row.state in (QUEUED, RUNNING):
                 row.state, row.attempts, row.started_at, row.heartbeat_at = RUNNING, row.attempts + 1, now, now
@@ -356,42 +356,6 @@ class StudyStore:
             else:
                 raise RuntimeError(f"trial {number} of {name!r} is already {row.state}")
             study.controller_state = controller_state
-            study.next_number = max(study.next_number, number + 1)
-
-    def allocate_trial(self, name: str, policy: dict[str, Any], finetune_epochs: float, owner: str) -> int | None:
-        """Start a new trial under the next store-allocated number and return that number, or None when the
-        study's trial budget is taken (finished plus running and queued trials reach ``budgets["trials"]``).
-
-        Number and budget are read and changed under the study row's lock in one transaction, so any number
-        of processes writing one study never share a number and never overrun the budget.
-        """
-        with self._session(write=True) as session:
-            study = self._study_row(session, name, lock=True)
-            limit = study.budgets.get("trials")
-            if limit is not None:
-                taken = session.scalar(select(func.count()).where(TrialRow.study_id == study.id))
-                if taken >= limit:
-                    return None
-            number = study.next_number
-            now = utcnow()
-            session.add(
-                TrialRow(
-                    study_id=study.id,
-                    number=number,
-                    state=RUNNING,
-                    policy=policy,
-                    finetune_epochs=finetune_epochs,
-                    metrics={},
-                    violations={},
-                    error="",
-                    worker=owner,
-                    attempts=1,
-                    started_at=now,
-                    heartbeat_at=now,
-                )
-            )
-            study.next_number = number + 1
-            return number
 
     def finish_trial(
         self,
@@ -535,4 +499,17 @@ class StudyStore:
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-        return Artefact(kind, str(path.resolve()), hashlib.sha256(data).hexdigest(), len(data))
+        relative = path.relative_to(self.artifacts_root).as_posix()  # the store and its folder may move together
+        return Artefact(kind, relative, hashlib.sha256(data).hexdigest(), len(data))
+
+    def artefact_file(self, artefact: Artefact) -> Path:
+        """Where an artefact's file is now. Paths are stored relative to `artifacts_root`; a store written
+        before that holds absolute ones, used as they are while they exist, else looked up as
+        ``<study>/<file>`` under the root (the layout `write_artefact` has always used), so a moved old store
+        still finds its files."""
+        path = Path(artefact.path)
+        if not path.is_absolute():
+            return self.artifacts_root / path
+        if path.exists():
+            return path
+        return self.artifacts_root / path.parent.name / path.name

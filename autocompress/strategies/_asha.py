@@ -2,9 +2,9 @@
 
 Rungs are the space's ``fidelity.finetune_epochs`` (e.g. [1, 3, 9]). New configurations come from the inner
 controller and run at the lowest rung; whenever a configuration is in the top 1/eta of the results finished
-at its rung, it is promoted: the same policy runs again at the next rung (fine-tuned from the baseline for
-that many epochs; no checkpoint is carried over). The inner controller learns from the lowest rung, where
-all of its proposals are measured alike.
+at its rung (eta is the space's ``fidelity.eta``, default 3), it is promoted: the same policy runs again at
+the next rung (fine-tuned from the baseline for that many epochs; no checkpoint is carried over).
+The inner controller learns from the lowest rung, where all of its proposals are measured alike.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from autocompress.strategies._base import Controller, Outcome, Proposal, scalar_
 
 class ASHAController(Controller):
     name = "asha"
-    description = "multi-fidelity wrapper: successive halving over the space's fine-tune rungs (knob: eta)"
+    description = (
+        "multi-fidelity wrapper: successive halving over the space's fine-tune rungs "
+        "(reduction factor: the space's fidelity.eta; no strategy knobs)"
+    )
 
     def __init__(self, inner: Controller, eta: int = 3) -> None:
         super().__init__(inner.space, inner.seed)

@@ -61,8 +61,8 @@ class Controller(ABC):
     Controllers are deterministic for a given space, seed and sequence of asks and tells. The default state
     is the event log of asks and tells, restored by replaying it; a strategy whose state is cheaper to hold
     directly may override both methods (and must keep the same guarantee). A strategy with neural weights
-    (`amc`, `haq`) keeps them out of the JSON: ``artefacts()`` returns ``{sha256: safetensors bytes}`` and the
-    state names the digest, so the store can keep the weights as an artefact and a restore can check them.
+    (`amc`, `haq`) keeps them out of the JSON: replaying the log retrains them, and the state holds only their
+    sha256, which a restore checks the replay reproduced.
 
     Subclasses implement `_ask(number)` and `_tell(number, outcome)`; ``name`` and ``description`` feed
     ``autocompress strategies``. ``knobs`` maps each option a strategy reads from the space file's

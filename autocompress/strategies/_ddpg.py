@@ -10,9 +10,9 @@ minus a moving-average baseline), and the actor and critic take a few gradient s
 
 Resume: the controller state is the ask/tell log (see `Controller`), replayed on a fresh agent. That is exact
 because the agent owns its random streams (a NumPy generator seeded from the study seed, networks initialised
-under a forked torch RNG) and trains on one CPU thread. The agent's weights (and Adam moments) are also kept as
-a safetensors artefact referenced by sha256 in the state; restoring checks that replay reproduced those exact
-bytes, so a diverging replay is an error, never a silent change of course.
+under a forked torch RNG) and trains on one CPU thread. The weights themselves are not stored: the state keeps
+the sha256 of the agent's weights and Adam moments (serialised as safetensors), and restoring checks that the
+replay reproduced exactly those bytes, so a diverging replay is an error, never a silent change of course.
 """
 
 from __future__ import annotations
@@ -163,22 +163,17 @@ class LayerAgentController(Controller):
         if self._told >= int(self.options["warmup_episodes"]):
             self.agent.train(self._rng, int(self.options["updates"]), int(self.options["batch_size"]))
 
-    # -- state: event log + the agent's weights as a safetensors artefact referenced by sha256 ----------------
-    def artefacts(self) -> dict[str, bytes]:
-        """``{sha256: safetensors bytes}`` of the agent's current weights, for the store to keep."""
-        data = self.agent.save_weights()
-        return {weights_digest(data): data}
-
+    # -- state: event log + the sha256 of the agent's weights, which the replay must reproduce -----------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        ((digest, data),) = self.artefacts().items()
-        state["agent"] = {"format": "safetensors", "sha256": digest, "bytes": len(data)}
+        data = self.agent.save_weights()
+        state["agent"] = {"format": "safetensors", "sha256": weights_digest(data), "bytes": len(data)}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         expected = state.get("agent", {}).get("sha256")
-        if expected is not None and expected not in self.artefacts():
+        if expected is not None and expected != weights_digest(self.agent.save_weights()):
             raise RuntimeError(f"{self.name}: replay did not reproduce the agent weights {expected[:12]}")
 
 

@@ -1,4 +1,8 @@
-"""`netadapt`: NetAdapt's greedy, budget-driven layer-by-layer pruning, as ask/tell proposals.
+"""`netadapt`: NetAdapt's greedy layer-by-layer pruning, as ask/tell proposals.
+
+NetAdapt proper shrinks a resource budget by a fixed amount per iteration and prunes each layer just enough to
+meet it; this version reads no budget and takes fixed steps instead: one step of the space's sparsity choices
+per layer and iteration, and the only resource test is "faster than the current policy".
 
 Each iteration starts from the current policy and proposes, for every prunable layer that can go further,
 the current policy with that layer pruned one step more (the smallest pruning available, which cuts

@@ -25,7 +25,6 @@ from autocompress.compress import (
 from autocompress.measure import count_params, layer_weights, to_torchscript
 from autocompress.runtime._trial import Gate, TaskTrainer, run_trial
 from autocompress.space import LayerSetting, Policy, discover_layers
-from autocompress.space._schema import PRUNER_NAMES
 from autocompress.task import SupervisedTask, load_task
 
 torch.set_num_threads(1)
@@ -189,8 +188,7 @@ def test_trial_measures_weight_sparsity_and_sparse_bytes(pruner: str) -> None:
     assert metrics["params"] == count_params(model)  # unstructured zeros keep every shape
 
 
-def test_every_built_in_pruner_is_registered_and_admm_is_a_criterion_for_autocompress() -> None:
-    assert set(PRUNER_NAMES) <= set(PRUNERS)
+def test_admm_is_a_criterion_for_autocompress() -> None:
     assert "admm" in CRITERIA
 
 

@@ -1,8 +1,9 @@
 """A process that writes or reads one study, for the concurrency test (``python store_worker.py ROLE URL STUDY``).
 
 It prints ``ready`` once the store is open, waits for the file named by ``$GO``, then as ``writer`` starts
-and finishes trials with store-allocated numbers until the budget is taken (printing each number), or as
-``reader`` runs leaderboards until the file ``$GO.done`` appears (printing how many it ran).
+and finishes trials until the budget is taken (printing each number), or as ``reader`` runs leaderboards
+until the file ``$GO.done`` appears (printing how many it ran). Writers take numbers as the search loop
+does: from the study's shared controller state, written back by compare-and-swap (`take_trial`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,39 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from autocompress.store import COMPLETE, StudyStore
+from autocompress.store import COMPLETE, StaleControllerState, StudyStore
 from autocompress.study import Study
+
+
+def take_trial(store: StudyStore, study: str, policy: dict[str, Any], owner: str) -> int | None:
+    """Start the next trial as processes sharing a study do: its number is the count of asks in the stored
+    controller state (a minimal controller: an event log), written back with `expected_events`; None when
+    the study's trial budget is taken."""
+    while True:
+        events = store.controller_state(study).get("events", [])
+        number = sum(event[0] == "ask" for event in events)
+        try:
+            state = {"events": [*events, ["ask", number]]}
+            store.start_trial(study, number, policy, 1.0, state, owner=owner, expected_events=len(events))
+            return number
+        except StaleControllerState:
+            limit = store.study(study).budgets.get("trials")
+            if limit is not None and sum(store.trial_counts(study).values()) >= limit:
+                return None
+
+
+def tell_trial(store: StudyStore, study: str, number: int, **finish: Any) -> None:
+    """Finish trial `number`, appending its tell to the shared controller state by compare-and-swap."""
+    while True:
+        events = store.controller_state(study).get("events", [])
+        state = {"events": [*events, ["tell", number]]}
+        try:
+            store.finish_trial(study, number, controller_state=state, expected_events=len(events), **finish)
+            return
+        except StaleControllerState:
+            continue
 
 
 def main(role: str, url: str, study: str) -> None:
@@ -24,9 +55,10 @@ def main(role: str, url: str, study: str) -> None:
         time.sleep(0.01)
     if role == "writer":
         policy = {"layers": {"conv1": {"channel_sparsity": 0.5, "weight_bits": 8}}, "criterion": "l1"}
-        while (number := store.allocate_trial(study, policy, 1.0, owner=f"writer:{os.getpid()}")) is not None:
+        while (number := take_trial(store, study, policy, owner=f"writer:{os.getpid()}")) is not None:
             time.sleep(0.01)  # the trial runs outside any transaction, as in a search
-            store.finish_trial(
+            tell_trial(
+                store,
                 study,
                 number,
                 state=COMPLETE,
@@ -36,7 +68,6 @@ def main(role: str, url: str, study: str) -> None:
                 worker=str(os.getpid()),
                 intermediate=[(0, "accuracy", 0.5)],
                 artefacts=[],
-                controller_state={"last": number},
                 spent={"wall_s": 0.0},
             )
             print(number, flush=True)

@@ -1,6 +1,7 @@
-"""Concurrent processes on one study: two writers allocate trial numbers and spend the budget through the
-store while a reader runs leaderboards. The writers drive `StudyStore` directly (allocate, finish) rather
-than running full searches, so the test takes seconds; the search loop's own numbering is not under test."""
+"""Concurrent processes on one study: two writers take trial numbers from the shared controller state by
+compare-and-swap and spend the budget through the store while a reader runs leaderboards. The writers drive
+`StudyStore` directly (start, finish, as the search loop does) rather than running full searches, so the
+test takes seconds."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from autocompress.store import COMPLETE, StudyStore
 from tests.conftest import cli_env
+from tests.store.store_worker import take_trial, tell_trial
 
 TRIALS = 60
 WORKER = Path(__file__).with_name("store_worker.py")
@@ -114,11 +116,13 @@ def test_a_writer_killed_mid_write_leaves_a_study_that_resumes(
     )
     record = store.study("killed")
     assert record.spent["trials"] == len(finished) and record.spent["cpu_s"] == pytest.approx(len(finished))
-    assert record.controller_state == {"last": max(t.number for t in finished)}
+    tells = [e[1] for e in record.controller_state["events"] if e[0] == "tell"]
+    assert sorted(tells) == sorted(t.number for t in finished)
     store.queue_unfinished("killed")
-    number = store.allocate_trial("killed", {"layers": {}}, 1.0, owner="resumed")
+    number = take_trial(store, "killed", {"layers": {}}, owner="resumed")
     assert number == len(trials)
-    store.finish_trial(
+    tell_trial(
+        store,
         "killed",
         number,
         state=COMPLETE,
@@ -128,7 +132,6 @@ def test_a_writer_killed_mid_write_leaves_a_study_that_resumes(
         worker="w",
         intermediate=[],
         artefacts=[],
-        controller_state={},
         spent={},
     )
     assert store.study("killed").spent["trials"] == len(finished) + 1

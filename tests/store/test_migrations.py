@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from alembic import command
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 import autocompress
-from autocompress.store import COMPLETE, FAILED, StudyStore, head_revision
+from autocompress.store import COMPLETE, FAILED, StaleControllerState, StudyStore, head_revision
 from autocompress.store._engine import _alembic_config
 
 SPACE = {"objectives": {"accuracy": "max", "latency_ms": "min"}, "constraints": {"max_accuracy_drop": 0.02}}
@@ -80,7 +81,7 @@ def test_a_revision_0001_store_with_data_upgrades_to_head(store_url: str) -> Non
     store = StudyStore(store_url)  # a reader opening it upgrades it: the data stay, new columns are filled
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
-        assert conn.execute(text("SELECT next_number FROM studies")).scalar() == 3
+        assert "next_number" not in {c["name"] for c in inspect(conn).get_columns("studies")}  # dropped in 0003
         violation = dict(conn.execute(text("SELECT number, violation FROM trials")).all())
         assert violation == {0: 0.0, 1: 2.5, 2: None}
         assert conn.execute(text("SELECT COUNT(*) FROM trial_metrics")).scalar() == 4
@@ -94,7 +95,9 @@ def test_a_revision_0001_store_with_data_upgrades_to_head(store_url: str) -> Non
         (1, False, 2.5),
         (2, False, None),
     ]
-    assert store.allocate_trial("old", POLICY, 1.0, owner="new") is None  # budget of 3 trials is spent
+    with pytest.raises(StaleControllerState):  # the budget of 3 trials is spent
+        store.start_trial("old", 3, POLICY, 1.0, {"events": [["ask", 0]]}, owner="new", expected_events=1)
     store.update_study("old", budgets={"trials": 4})
-    assert store.allocate_trial("old", POLICY, 1.0, owner="new") == 3
+    store.start_trial("old", 3, POLICY, 1.0, {"events": [["ask", 0], ["ask", 3]]}, owner="new", expected_events=1)
+    assert store.trial("old", 3).state == "running"
     store.close()

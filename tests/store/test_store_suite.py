@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 import autocompress
 from autocompress.errors import UserError
-from autocompress.store import COMPLETE, FAILED, QUEUED, RUNNING, StudyStore, rank_trials
+from autocompress.store import COMPLETE, FAILED, QUEUED, RUNNING, StaleControllerState, StudyStore, rank_trials
 from autocompress.store._models import MetricRow
+from tests.store.store_worker import take_trial, tell_trial
 
 OBJECTIVES = {"accuracy": "max", "latency_ms": "min"}
 CONSTRAINTS = {"max_accuracy_drop": 0.02, "min_speedup": 1.5}
@@ -43,6 +44,11 @@ def policy(sparsity: float) -> dict[str, Any]:
         },
         "criterion": "l1",
     }
+
+
+def finished(state: str = COMPLETE) -> dict[str, Any]:
+    """The keyword arguments of `finish_trial` other than the controller state, for an empty trial."""
+    return dict(state=state, metrics={}, violations={}, error="", worker="w", intermediate=[], artefacts=[], spent={})
 
 
 def finish(
@@ -97,17 +103,20 @@ def test_trial_life_cycle_round_trips_every_field(store_url: str) -> None:
     store.close()
 
 
-def test_store_allocates_numbers_and_holds_the_trial_budget(store_url: str) -> None:
+def test_shared_controller_state_hands_out_numbers_and_holds_the_trial_budget(store_url: str) -> None:
     store = StudyStore(store_url, create=True)
     new_study(store, trials=4)
-    store.start_trial("s", 0, policy(0.0), 1.0, {}, owner="controller:h:1")  # a controller-numbered trial
-    with pytest.raises(RuntimeError, match="running under controller:h:1"):
-        store.start_trial("s", 0, policy(0.0), 1.0, {}, owner="controller:h:2")  # another process's number
-    numbers = [store.allocate_trial("s", policy(0.25), 1.0, owner="b") for _ in range(4)]
-    assert numbers == [1, 2, 3, None]  # 0 is taken; the budget of 4 counts running trials too
-    finish(store, "s", 1, {}, {}, state=FAILED)
-    assert store.allocate_trial("s", policy(0.25), 1.0, owner="b") is None
+    numbers = [take_trial(store, "s", policy(0.25), owner="b") for _ in range(5)]
+    assert numbers == [0, 1, 2, 3, None]  # the budget of 4 counts running trials too
+    with pytest.raises(StaleControllerState):  # written against a state that has moved on since
+        store.start_trial("s", 4, policy(0.0), 1.0, {"events": []}, owner="b", expected_events=2)
+    tell_trial(store, "s", 1, **finished(state=FAILED))
+    assert take_trial(store, "s", policy(0.25), owner="b") is None  # a failed trial stays spent
     assert store.study("s").spent["failed"] == 1
+    new_study(store, "t")
+    store.start_trial("t", 0, policy(0.0), 1.0, {}, owner="controller:h:1")  # a controller-numbered trial
+    with pytest.raises(RuntimeError, match="running under controller:h:1.*expected_events"):
+        store.start_trial("t", 0, policy(0.0), 1.0, {}, owner="controller:h:2")  # another process's number
     store.close()
 
 

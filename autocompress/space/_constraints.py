@@ -1,0 +1,52 @@
+"""The constraints a space file may name: one table that the schema, the docs, `violations` and the report read.
+
+Adding a constraint is one line in `CONSTRAINTS`: the schema gains the key (with its bounds and description),
+the generated reference lists it, and trials are judged by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A bound on one trial metric. ``direction`` ``max``: the metric may be at most the limit (latency, size);
+    ``min``: at least the limit (speedup). ``whole``: the limit is a count; ``fraction``: it lies in [0, 1].
+    ``scale_floor`` keeps the normalised violation finite for a limit of (nearly) zero."""
+
+    metric: str
+    direction: Literal["max", "min"]
+    description: str
+    whole: bool = False
+    fraction: bool = False
+    scale_floor: float = 0.0
+
+    def violation(self, value: float, limit: float) -> float:
+        """Normalised violation: > 0 broken (by that fraction of the limit), <= 0 met."""
+        excess = value - limit if self.direction == "max" else limit - value
+        return excess / max(limit, self.scale_floor)
+
+
+#: constraint name (the space file's key) -> the metric it bounds and how
+CONSTRAINTS: dict[str, Constraint] = {
+    "max_accuracy_drop": Constraint(
+        "accuracy_drop", "max", "baseline accuracy minus accuracy", fraction=True, scale_floor=0.01
+    ),
+    "min_speedup": Constraint("speedup", "min", "baseline latency (batch 1) / latency"),
+    "min_speedup_b32": Constraint(
+        "speedup_b32", "min", "baseline latency (batch 32) / latency, for models served in batches"
+    ),
+    "max_latency_ms": Constraint("latency_ms", "max", "latency at batch 1 in ms"),
+    "max_size_bytes": Constraint("size_bytes", "max", "serialised model size", whole=True),
+    "max_macs": Constraint("macs", "max", "multiply-accumulates per sample", whole=True),
+}
+
+
+def violations(metrics: dict[str, float], constraints: dict[str, float]) -> dict[str, float]:
+    """Each named constraint's normalised violation: > 0 broken (by that fraction of its limit), <= 0 met."""
+    return {
+        name: CONSTRAINTS[name].violation(metrics[CONSTRAINTS[name].metric], limit)
+        for name, limit in constraints.items()
+    }
