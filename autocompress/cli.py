@@ -362,6 +362,33 @@ def export(
 
 
 @app.command()
+def verify(
+    name: Annotated[str, typer.Argument()],
+    storage: Storage = None,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+) -> None:
+    """Check every stored artefact of a study against its stored sha256; exit 1 when one is missing or damaged."""
+    checks = api.load_study(name, storage).verify()
+    bad = [c for c in checks if c.problem]
+    if format is TableFormat.json:
+        print(
+            json.dumps(
+                [
+                    {"trial": c.trial, "kind": c.artefact.kind, "path": c.artefact.path, "status": c.status}
+                    for c in checks
+                ]
+            )
+        )
+    else:
+        for check in bad:
+            err.print(f"autocompress: {check.problem}", highlight=False, soft_wrap=True)
+        trials = len({c.trial for c in checks})
+        out.print(f"{len(checks) - len(bad)} of {len(checks)} artefacts of {trials} trials match their sha256")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
 def report(
     name: Annotated[str, typer.Argument()],
     out_dir: Annotated[str, typer.Option("--out", help="folder for index.html and its PNGs")],

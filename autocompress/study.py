@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autocompress.errors import UserError
-from autocompress.store import StudyRecord, StudyStore, TrialRecord
+from autocompress.store import ArtefactCheck, StudyRecord, StudyStore, TrialRecord
 
 if TYPE_CHECKING:  # torch, Ray and Optuna load only where a search runs: readers start in a fraction of a second
     from autocompress.runtime import Budget, Executor, Progress
@@ -383,6 +383,11 @@ class Study:
             row.update({f"violation/{k}": v for k, v in trial.violations.items()})
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def verify(self) -> list[ArtefactCheck]:
+        """Check every stored artefact of the study against its stored sha256: one `ArtefactCheck` per
+        artefact (status ok, missing or damaged), by trial number. Reads files only; the store is unchanged."""
+        return self.store.check_artefacts(self.name)
 
     def export(self, out: str | Path, trial: int | None = None, allow_infeasible: bool = False) -> Path:
         from autocompress.export import export_trial

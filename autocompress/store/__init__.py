@@ -13,20 +13,28 @@ from autocompress.store._ranking import (
     total_violation,
 )
 from autocompress.store._repository import (
+    ARTEFACT_DAMAGED,
+    ARTEFACT_MISSING,
+    ARTEFACT_OK,
     COMPLETE,
     FAILED,
     FINISHED,
     QUEUED,
     RUNNING,
     Artefact,
+    ArtefactCheck,
     StaleControllerState,
     StudyRecord,
     StudyStore,
     TrialRecord,
+    check_artefact,
     sha256_file,
 )
 
 __all__ = [
+    "ARTEFACT_DAMAGED",
+    "ARTEFACT_MISSING",
+    "ARTEFACT_OK",
     "COMPLETE",
     "DEFAULT_STORAGE",
     "FAILED",
@@ -34,6 +42,7 @@ __all__ = [
     "QUEUED",
     "RUNNING",
     "Artefact",
+    "ArtefactCheck",
     "RankRow",
     "RankedTrial",
     "StaleControllerState",
@@ -49,6 +58,7 @@ __all__ = [
     "pareto_fronts",
     "rank_rows",
     "rank_trials",
+    "check_artefact",
     "sha256_file",
     "total_violation",
 ]

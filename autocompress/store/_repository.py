@@ -116,6 +116,41 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+#: what `check_artefact` finds: the file as stored, gone, or with other bytes than its stored sha256
+ARTEFACT_OK, ARTEFACT_MISSING, ARTEFACT_DAMAGED = "ok", "missing", "damaged"
+
+
+@dataclass(frozen=True)
+class ArtefactCheck:
+    """One stored artefact of a trial checked against its stored sha256 (`status`: ok, missing or damaged)."""
+
+    trial: int
+    artefact: Artefact
+    status: str
+
+    @property
+    def problem(self) -> str:
+        """One line for a bad artefact (empty when ok): the file, the trial and what is wrong."""
+        if self.status == ARTEFACT_MISSING:
+            return f"{self.artefact.path}: {self.artefact.kind} artefact of trial {self.trial} is missing"
+        if self.status == ARTEFACT_DAMAGED:
+            return (
+                f"{self.artefact.path}: {self.artefact.kind} artefact of trial {self.trial} is damaged "
+                f"(sha256 differs from the stored {self.artefact.sha256[:12]}...)"
+            )
+        return ""
+
+
+def check_artefact(trial: int, artefact: Artefact) -> ArtefactCheck:
+    """Check one artefact's file against its stored sha256 (and size, which is cheaper to tell first)."""
+    path = Path(artefact.path)
+    if not path.is_file():
+        return ArtefactCheck(trial, artefact, ARTEFACT_MISSING)
+    if path.stat().st_size != artefact.size_bytes or sha256_file(path) != artefact.sha256:
+        return ArtefactCheck(trial, artefact, ARTEFACT_DAMAGED)
+    return ArtefactCheck(trial, artefact, ARTEFACT_OK)
+
+
 class StudyStore:
     """A study store at a SQLAlchemy URL (default ``sqlite:///autocompress.db`` or ``$AUTOCOMPRESS_STORAGE``).
 
@@ -293,6 +328,10 @@ class StudyStore:
             if row is None:
                 raise UserError(f"--trial {number}", f"study {name!r} has no trial {number}")
             return _trial_record(row)
+
+    def check_artefacts(self, name: str) -> list[ArtefactCheck]:
+        """Every stored artefact of study `name`, by trial number, checked against its stored sha256."""
+        return [check_artefact(t.number, a) for t in self.trials(name) for a in t.artefacts]
 
     def controller_state(self, name: str) -> dict[str, Any]:
         with self._session() as session:
