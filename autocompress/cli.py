@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - older typer on plain click
     from click.exceptions import UsageError  # type: ignore[assignment]
 
 from autocompress import study as api
-from autocompress.errors import UserError
+from autocompress.errors import SearchStopped, UserError
 
 if TYPE_CHECKING:
     from autocompress.runtime import Progress as LoopProgress
@@ -198,6 +198,9 @@ def _run_study(name: str, quiet: bool, run: Callable[[Any], api.Study]) -> None:
     except KeyboardInterrupt:
         err.print(f"interrupted; finished trials are stored. Go on with: autocompress resume {name}")
         raise typer.Exit(130) from None
+    except SearchStopped as exc:
+        sys.stderr.write(f"autocompress: stopped: {exc}\n")
+        raise typer.Exit(1) from None
     finally:
         if bar:
             bar.stop()

@@ -4,12 +4,16 @@ artefact is written fails that trial with the reason and leaves the store consis
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import autocompress
-from autocompress.store import ARTEFACT_DAMAGED, ARTEFACT_MISSING, ARTEFACT_OK
+from autocompress.store import ARTEFACT_DAMAGED, ARTEFACT_MISSING, ARTEFACT_OK, COMPLETE, FAILED
 from tests.conftest import FAST_SPACE, run_cli
 
 pytestmark = pytest.mark.slow
@@ -84,3 +88,98 @@ def test_verify_of_an_unknown_study_exits_2(study) -> None:
     assert result.stderr.strip().splitlines() == [
         f"autocompress: error: study 'nope': not found in {study.store.url}; known: ver"
     ]
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A real 2 MB tmpfs (mount needs root; skipped with the reason otherwise), unmounted afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="acdisk"))
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(folder)], capture_output=True, text=True, check=False
+    )
+    if mount.returncode != 0:
+        folder.rmdir()
+        pytest.skip(f"cannot mount a 2 MB tmpfs here: {mount.stderr.strip() or mount.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+        folder.rmdir()
+
+
+def fill(disk: Path) -> Path:
+    """Write a filler file until the disk is full; returns it (delete it to make room)."""
+    filler = disk / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_full_disk_fails_trials_then_stops_with_one_line_and_resume_meets_the_budget(
+    small_disk, tmp_path, monkeypatch
+) -> None:
+    """Every artefact write fails on a full 2 MB tmpfs: three trials are failed with the OS's reason, no temp file
+    or artefact row is left, the search stops with one line (exit 1); after making room, resume meets the budget."""
+    monkeypatch.setenv("AUTOCOMPRESS_ARTIFACTS", str(small_disk))
+    (small_disk / "full").mkdir()  # the study folder (and its log) exist before the disk fills
+    filler = fill(small_disk)
+    space = tmp_path / "digits.yaml"
+    space.write_text(FAST_SPACE)
+    storage = f"sqlite:///{tmp_path / 'store.db'}"
+    search = ["search", str(space), "--study", "full", "--storage", storage, "--trials", "4", "--executor", "inline"]
+    result = run_cli(*search, "-q")
+    assert result.returncode == 1
+    stopped = [line for line in result.stderr.splitlines() if line.startswith("autocompress:")]
+    assert stopped == [
+        "autocompress: stopped: 3 artefact writes in a row failed (last: artefact write failed: [Errno 28] No space "
+        f"left on device); make room under {small_disk} and run 'autocompress resume full'"
+    ], result.stderr
+    study = autocompress.load_study("full", storage)
+    trials = study.trials()
+    assert [t.state for t in trials] == [FAILED] * 3
+    assert all(t.error == "artefact write failed: [Errno 28] No space left on device" for t in trials)
+    assert all(not t.artefacts and not t.metrics for t in trials)
+    assert sorted(p.name for p in (small_disk / "full").iterdir()) == ["study.log"]  # no temp file left
+    assert study.record.status == "interrupted" and "3 artefact writes in a row failed" in study.record.stop_reason
+
+    filler.unlink()
+    result = run_cli("resume", "full", "--storage", storage, "--executor", "inline", "-q")
+    assert result.returncode == 0, result.stderr
+    trials = study.trials()
+    assert [t.state for t in trials] == [FAILED, FAILED, FAILED, COMPLETE]
+    assert study.record.status == "finished" and study.record.spent["trials"] == 4
+    assert [c.status for c in study.verify()] == [ARTEFACT_OK]
+
+
+def test_one_failed_artefact_write_fails_its_trial_and_the_study_goes_on(tmp_path, monkeypatch) -> None:
+    """An I/O error injected at the OS-level write of trial 0's artefact: that trial fails with the reason and
+    its temp file is removed; the next trial completes and the study finishes its budget."""
+    real_write = os.write
+    failed_once: list[str] = []
+
+    def write(fd: int, data) -> int:  # type: ignore[no-untyped-def]
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if ".pt.tmp" in target and not failed_once:
+            failed_once.append(target)
+            raise OSError(5, "Input/output error")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setenv("AUTOCOMPRESS_ARTIFACTS", str(tmp_path / "art"))
+    space = tmp_path / "digits.yaml"
+    space.write_text(FAST_SPACE)
+    study = autocompress.search(
+        space, study="eio", storage=f"sqlite:///{tmp_path / 'store.db'}", strategy="random", trials=2, executor="inline"
+    )
+    trials = study.trials()
+    assert [t.state for t in trials] == [FAILED, COMPLETE]
+    assert trials[0].error == "artefact write failed: [Errno 5] Input/output error" and not trials[0].artefacts
+    assert failed_once and not Path(failed_once[0]).exists()
+    assert sorted(p.name for p in (tmp_path / "art" / "eio").iterdir()) == ["study.log", "trial-1-model.pt"]
+    assert study.record.status == "finished" and study.record.spent == {**study.record.spent, "trials": 2, "failed": 1}
+    assert [c.status for c in study.verify()] == [ARTEFACT_OK]

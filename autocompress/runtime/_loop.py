@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from autocompress.errors import SearchStopped
 from autocompress.runtime._executors import Executor, Finished, Job
 from autocompress.space import Policy, Space
 from autocompress.store import COMPLETE, FAILED, StaleControllerState, StudyStore
@@ -26,6 +27,9 @@ from autocompress.strategies import Controller, Outcome, Proposal
 #: a running trial whose controller has not written a heartbeat for this long is taken over by a resume
 LEASE_S = 60.0
 HEARTBEAT_S = 10.0
+#: artefact writes failing one after another (a full or read-only disk) before the loop stops: each such trial
+#: is failed with the reason, but a disk that takes nothing would otherwise fail the whole budget
+ARTEFACT_WRITE_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class SearchLoop:
         self._count(record.counts)
         self._best = self._best_feasible(store, study)
         self._retries: dict[int, int] = {}
+        self._write_failures = 0  # artefact writes failed in a row
 
     def _count(self, counts: dict[str, int]) -> None:
         """Trial counts of the whole study (all processes): finished, failed, and taken (every row)."""
@@ -234,7 +239,7 @@ class SearchLoop:
                 if time.monotonic() - last_beat > HEARTBEAT_S:
                     self.store.heartbeat(self.study, self.executor.running())
                     last_beat = time.monotonic()
-        except BaseException:
+        except BaseException as exc:
             self.executor.shutdown()
             self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
             self._spent["wall_s"] = wall_before + time.monotonic() - start
@@ -242,7 +247,9 @@ class SearchLoop:
                 self.study,
                 status="interrupted",
                 spent=self._final_spent(),
-                stop_reason="interrupted; run 'autocompress resume' to go on",
+                stop_reason=str(exc)
+                if isinstance(exc, SearchStopped)
+                else "interrupted; run 'autocompress resume' to go on",
             )
             self.log.info("interrupted after %d finished trials", self._finished)
             raise
@@ -308,14 +315,21 @@ class SearchLoop:
             self.executor.submit(finished.job)
             return
         artefacts, metrics, viol, error = [], {}, {}, finished.error
-        if finished.result is not None:
-            metrics = {**finished.result.metrics, **self._promotion(number)}
+        result = finished.result
+        if result is not None:
+            try:
+                artefacts.append(self.store.write_artefact(self.study, number, "model", result.artefact, ".pt"))
+                self._write_failures = 0
+            except OSError as exc:  # the trial ran, but what it made cannot be kept: it fails with the reason
+                self._write_failures += 1
+                result, error = None, f"artefact write failed: {exc}"
+        if result is not None:
+            metrics = {**result.metrics, **self._promotion(number)}
             viol = violations(metrics, self.space.constraints)
-            artefacts.append(self.store.write_artefact(self.study, number, "model", finished.result.artefact, ".pt"))
             self._spent["cpu_s"] += metrics.get("cpu_s", 0.0)
         elif self._retries.get(number):
             error = f"{error} (after {self._retries[number]} retries)"
-        outcome = Outcome("complete" if finished.result else "failed", metrics, viol)
+        outcome = Outcome("complete" if result else "failed", metrics, viol)
         self._finished += 1
         self._failed += outcome.state == FAILED
         self._spent["trials"], self._spent["failed"] = self._finished, self._failed
@@ -330,8 +344,8 @@ class SearchLoop:
                     metrics=metrics,
                     violations=viol,
                     error=error,
-                    worker=finished.result.worker if finished.result else "",
-                    intermediate=finished.result.intermediate if finished.result else [],
+                    worker=result.worker if result else "",
+                    intermediate=result.intermediate if result else [],
                     artefacts=artefacts,
                     controller_state=self.controller.state_dict(),
                     spent=dict(self._spent),
@@ -364,3 +378,8 @@ class SearchLoop:
                 outcome.state,
             )
         )
+        if self._write_failures >= ARTEFACT_WRITE_FAILURES:
+            raise SearchStopped(
+                f"{self._write_failures} artefact writes in a row failed (last: {error}); make room under "
+                f"{self.store.artifacts_root} and run 'autocompress resume {self.study}'"
+            )

@@ -567,11 +567,27 @@ class StudyStore:
                 row.heartbeat_at = utcnow()
 
     def write_artefact(self, name: str, number: int, kind: str, data: bytes, suffix: str) -> Artefact:
-        """Write bytes under the artefacts root (temp file, then atomic rename) and describe them."""
+        """Write bytes under the artefacts root and describe them.
+
+        The bytes go to a temp file, are flushed to disk, then renamed into place, so the final name only
+        ever holds a whole file. Any `OSError` (a full disk: ``[Errno 28] No space left on device``) removes
+        the temp file and propagates; no artefact row exists yet, so the store never points at a partial file.
+        """
         folder = self.artifacts_root / name
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"trial-{number}-{kind}{suffix}"
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         return Artefact(kind, str(path.resolve()), hashlib.sha256(data).hexdigest(), len(data))
