@@ -68,6 +68,10 @@ OnBudget = Annotated[str, typer.Option("--on-budget", help="running trials when 
 Workers = Annotated[int, typer.Option("--workers", help="trials run at once, one Ray worker (CPU) each")]
 RayAddress = Annotated[str | None, typer.Option("--ray-address", help="join an existing Ray cluster")]
 TrialTimeout = Annotated[float | None, typer.Option("--trial-timeout", help="seconds before a trial is failed")]
+StoreRetry = Annotated[
+    str | None,
+    typer.Option("--store-retry", help="how long to retry an unreachable study store before stopping [default: 60s]"),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 Executor = Annotated[str, typer.Option("--executor", hidden=True, help="ray (default) or inline")]
 
@@ -160,6 +164,7 @@ def search(
     workers: Workers = 1,
     ray_address: RayAddress = None,
     trial_timeout: TrialTimeout = None,
+    store_retry: StoreRetry = None,
     quiet: Quiet = False,
     executor: Executor = "ray",
 ) -> None:
@@ -183,6 +188,7 @@ def search(
             ray_address=ray_address,
             executor=executor,
             trial_timeout=trial_timeout,
+            store_retry=store_retry,
             on_progress=report,
         ),
     )
@@ -220,6 +226,7 @@ def resume(
     workers: Workers = 1,
     ray_address: RayAddress = None,
     trial_timeout: TrialTimeout = None,
+    store_retry: StoreRetry = None,
     quiet: Quiet = False,
     executor: Executor = "ray",
 ) -> None:
@@ -239,6 +246,7 @@ def resume(
             ray_address=ray_address,
             executor=executor,
             trial_timeout=trial_timeout,
+            store_retry=store_retry,
             on_progress=report,
         ),
     )

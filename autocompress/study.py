@@ -76,6 +76,7 @@ def _budget(
     max_failures: int | None,
     on_budget: str,
     base: Budget | None = None,
+    store_retry: str | float | None = None,
 ) -> Budget:
     """Validate budget flags; values not given keep those of `base` (on resume) or the defaults."""
     from autocompress.runtime import Budget
@@ -95,6 +96,7 @@ def _budget(
         cpu_s=cpu_hours * 3600 if cpu_hours is not None else base.cpu_s,
         max_failures=max_failures if max_failures is not None else base.max_failures,
         max_retries=base.max_retries,
+        store_retry_s=parse_duration(store_retry, "--store-retry") or base.store_retry_s,
         on_budget=on_budget,  # type: ignore[arg-type]
     )
 
@@ -170,6 +172,7 @@ def search(
     ray_address: str | None = None,
     executor: str = "ray",
     trial_timeout: float | None = None,
+    store_retry: str | float | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Study:
     """Create a study from a space file and run it until its budget is spent.
@@ -183,7 +186,7 @@ def search(
     from autocompress.strategies import make_controller
     from autocompress.task import load_task
 
-    budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget)
+    budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, store_retry=store_retry)
     _check_workers(workers)
     _check_timeout(trial_timeout)
     spec, text = load_space_file(space_path)
@@ -256,6 +259,7 @@ def resume(
     ray_address: str | None = None,
     executor: str = "ray",
     trial_timeout: float | None = None,
+    store_retry: str | float | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Study:
     """Continue a study from the store alone; budget arguments set new totals, the others stay."""
@@ -270,7 +274,9 @@ def resume(
     store = StudyStore(storage, create=False)
     record = store.study(name)
     importlib.import_module(record.task.partition(":")[0])  # registrations (strategies, criteria) live there
-    budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, Budget.from_dict(record.budgets))
+    budget = _budget(
+        trials, time_budget, cpu_hours, max_failures, on_budget, Budget.from_dict(record.budgets), store_retry
+    )
     space = Space.from_dict(record.space)
     controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
     runner = _executor(executor, workers, ray_address, trial_timeout)

@@ -1,6 +1,6 @@
 """The study store: SQLAlchemy 2 schema with Alembic migrations, repository and ranking."""
 
-from autocompress.store._engine import DEFAULT_STORAGE, default_storage, head_revision, open_engine
+from autocompress.store._engine import DEFAULT_STORAGE, default_storage, head_revision, is_transient, open_engine
 from autocompress.store._ranking import (
     RankedTrial,
     RankRow,
@@ -53,6 +53,7 @@ __all__ = [
     "dominates",
     "head_revision",
     "hypervolume_2d",
+    "is_transient",
     "open_engine",
     "oriented",
     "pareto_fronts",
