@@ -72,6 +72,9 @@ StoreRetry = Annotated[
     str | None,
     typer.Option("--store-retry", help="how long to retry an unreachable study store before stopping [default: 60s]"),
 ]
+TrialMemory = Annotated[
+    str | None, typer.Option("--trial-memory", help="memory one trial may add, e.g. 2GB; past it the trial fails")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 Executor = Annotated[str, typer.Option("--executor", hidden=True, help="ray (default) or inline")]
 
@@ -165,6 +168,7 @@ def search(
     ray_address: RayAddress = None,
     trial_timeout: TrialTimeout = None,
     store_retry: StoreRetry = None,
+    trial_memory: TrialMemory = None,
     quiet: Quiet = False,
     executor: Executor = "ray",
 ) -> None:
@@ -189,6 +193,7 @@ def search(
             executor=executor,
             trial_timeout=trial_timeout,
             store_retry=store_retry,
+            trial_memory=trial_memory,
             on_progress=report,
         ),
     )
@@ -227,6 +232,7 @@ def resume(
     ray_address: RayAddress = None,
     trial_timeout: TrialTimeout = None,
     store_retry: StoreRetry = None,
+    trial_memory: TrialMemory = None,
     quiet: Quiet = False,
     executor: Executor = "ray",
 ) -> None:
@@ -247,6 +253,7 @@ def resume(
             executor=executor,
             trial_timeout=trial_timeout,
             store_retry=store_retry,
+            trial_memory=trial_memory,
             on_progress=report,
         ),
     )

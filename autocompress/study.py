@@ -101,12 +101,27 @@ def _budget(
     )
 
 
-def _executor(kind: str, workers: int, ray_address: str | None, trial_timeout: float | None) -> Executor:
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
+
+
+def parse_size(text: str | int | None, flag: str = "--trial-memory") -> int | None:
+    """'2GB', '2G', '512MB', '1.5GiB' or a number of bytes -> bytes (binary units); must be positive."""
+    if text is None:
+        return None
+    match = _SIZE.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(flag, f"{text!r} is not a positive memory size; e.g. 2GB, 512MB")
+    return int(float(match.group(1)) * 1024 ** "_kmgt".index(match.group(2).lower() or "_"))
+
+
+def _executor(
+    kind: str, workers: int, ray_address: str | None, trial_timeout: float | None, trial_memory: int | None
+) -> Executor:
     from autocompress.runtime import InlineExecutor, RayExecutor
 
     if kind == "inline":
-        return InlineExecutor()
-    return RayExecutor(workers, address=ray_address, trial_timeout=trial_timeout)
+        return InlineExecutor(trial_memory)
+    return RayExecutor(workers, address=ray_address, trial_timeout=trial_timeout, trial_memory=trial_memory)
 
 
 def check_feasible_up_front(space: Space, model: Any, example_input: Any, source: str) -> None:
@@ -173,6 +188,7 @@ def search(
     executor: str = "ray",
     trial_timeout: float | None = None,
     store_retry: str | float | None = None,
+    trial_memory: str | int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Study:
     """Create a study from a space file and run it until its budget is spent.
@@ -189,6 +205,7 @@ def search(
     budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, store_retry=store_retry)
     _check_workers(workers)
     _check_timeout(trial_timeout)
+    memory = parse_size(trial_memory)
     spec, text = load_space_file(space_path)
     task = load_task(spec.task, where=f"{space_path}: task")
     model = task.baseline_model()
@@ -215,7 +232,7 @@ def search(
     store = StudyStore(storage, create=True)
     if store.study_exists(name):
         raise UserError(f"--study {name}", "a study of that name exists; resume it or pick another name")
-    runner = _executor(executor, workers, ray_address, trial_timeout)  # joins Ray before anything is stored
+    runner = _executor(executor, workers, ray_address, trial_timeout, memory)  # joins Ray before anything is stored
     try:
         baseline = baseline_metrics(space.task, space.measure)
         store.create_study(
@@ -260,6 +277,7 @@ def resume(
     executor: str = "ray",
     trial_timeout: float | None = None,
     store_retry: str | float | None = None,
+    trial_memory: str | int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Study:
     """Continue a study from the store alone; budget arguments set new totals, the others stay."""
@@ -269,6 +287,7 @@ def resume(
     _check_trials(trials)
     _check_workers(workers)
     _check_timeout(trial_timeout)
+    memory = parse_size(trial_memory)
     if ray_address and executor == "ray":
         check_ray_address(ray_address)
     store = StudyStore(storage, create=False)
@@ -279,7 +298,7 @@ def resume(
     )
     space = Space.from_dict(record.space)
     controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
-    runner = _executor(executor, workers, ray_address, trial_timeout)
+    runner = _executor(executor, workers, ray_address, trial_timeout, memory)
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
     SearchLoop(
         store,

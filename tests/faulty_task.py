@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from experiments.tasks.digits import task as digits
@@ -50,6 +51,9 @@ class FaultyTask:
                 if not marker.exists():
                     marker.touch()
                     subprocess.run(shlex.split(os.environ["AUTOCOMPRESS_FAULT_DB_STOP"]), check=True)
+            if self.fault == "hog":  # far beyond any sane limit, 256 MB at a time, each page touched
+                hoard = [torch.ones(2**26) for _ in range(64)]
+                raise AssertionError(f"allocated {len(hoard) / 4:g} GB: no memory limit stopped this trial")
             if self.fault == "hang":
                 time.sleep(3600)
             if self.fault in ("die", "die-once"):
@@ -65,3 +69,4 @@ hanging = FaultyTask("hang", (1,))
 dies_once = FaultyTask("die-once", (1,))
 dies_always = FaultyTask("die", (2,))
 stops_db = FaultyTask("stop-db", (1,))
+hogs_memory = FaultyTask("hog", (1,))
