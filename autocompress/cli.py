@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - older typer on plain click
     from click.exceptions import UsageError  # type: ignore[assignment]
 
 from autocompress import study as api
-from autocompress.errors import UserError
+from autocompress.errors import SearchStopped, UserError
 
 if TYPE_CHECKING:
     from autocompress.runtime import Progress as LoopProgress
@@ -68,6 +68,13 @@ OnBudget = Annotated[str, typer.Option("--on-budget", help="running trials when 
 Workers = Annotated[int, typer.Option("--workers", help="trials run at once, one Ray worker (CPU) each")]
 RayAddress = Annotated[str | None, typer.Option("--ray-address", help="join an existing Ray cluster")]
 TrialTimeout = Annotated[float | None, typer.Option("--trial-timeout", help="seconds before a trial is failed")]
+StoreRetry = Annotated[
+    str | None,
+    typer.Option("--store-retry", help="how long to retry an unreachable study store before stopping [default: 60s]"),
+]
+TrialMemory = Annotated[
+    str | None, typer.Option("--trial-memory", help="memory one trial may add, e.g. 2GB; past it the trial fails")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 Executor = Annotated[str, typer.Option("--executor", hidden=True, help="ray (default) or inline")]
 
@@ -160,6 +167,8 @@ def search(
     workers: Workers = 1,
     ray_address: RayAddress = None,
     trial_timeout: TrialTimeout = None,
+    store_retry: StoreRetry = None,
+    trial_memory: TrialMemory = None,
     quiet: Quiet = False,
     executor: Executor = "ray",
 ) -> None:
@@ -183,6 +192,8 @@ def search(
             ray_address=ray_address,
             executor=executor,
             trial_timeout=trial_timeout,
+            store_retry=store_retry,
+            trial_memory=trial_memory,
             on_progress=report,
         ),
     )
@@ -198,6 +209,9 @@ def _run_study(name: str, quiet: bool, run: Callable[[Any], api.Study]) -> None:
     except KeyboardInterrupt:
         err.print(f"interrupted; finished trials are stored. Go on with: autocompress resume {name}")
         raise typer.Exit(130) from None
+    except SearchStopped as exc:
+        sys.stderr.write(f"autocompress: stopped: {exc}\n")
+        raise typer.Exit(1) from None
     finally:
         if bar:
             bar.stop()
@@ -217,6 +231,8 @@ def resume(
     workers: Workers = 1,
     ray_address: RayAddress = None,
     trial_timeout: TrialTimeout = None,
+    store_retry: StoreRetry = None,
+    trial_memory: TrialMemory = None,
     quiet: Quiet = False,
     executor: Executor = "ray",
 ) -> None:
@@ -236,6 +252,8 @@ def resume(
             ray_address=ray_address,
             executor=executor,
             trial_timeout=trial_timeout,
+            store_retry=store_retry,
+            trial_memory=trial_memory,
             on_progress=report,
         ),
     )
@@ -369,6 +387,33 @@ def export(
         f"exported trial {manifest['trial']}{feasible} to {path} "
         f"(verified accuracy {manifest['verified']['accuracy']:.4f})"
     )
+
+
+@app.command()
+def verify(
+    name: Annotated[str, typer.Argument()],
+    storage: Storage = None,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+) -> None:
+    """Check every stored artefact of a study against its stored sha256; exit 1 when one is missing or damaged."""
+    checks = api.load_study(name, storage).verify()
+    bad = [c for c in checks if c.problem]
+    if format is TableFormat.json:
+        print(
+            json.dumps(
+                [
+                    {"trial": c.trial, "kind": c.artefact.kind, "path": c.artefact.path, "status": c.status}
+                    for c in checks
+                ]
+            )
+        )
+    else:
+        for check in bad:
+            err.print(f"autocompress: {check.problem}", highlight=False, soft_wrap=True)
+        trials = len({c.trial for c in checks})
+        out.print(f"{len(checks) - len(bad)} of {len(checks)} artefacts of {trials} trials match their sha256")
+    if bad:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -14,3 +14,11 @@ class UserError(Exception):
         self.where = where
         self.message = message
         super().__init__(f"{where}: {message}")
+
+
+class SearchStopped(RuntimeError):
+    """A search cannot go on because of a fault outside its trials (the artefact disk, the database).
+
+    The message is one line that says what failed and what to do; the CLI prints it and exits 1. Trials that
+    were running are queued for the next ``autocompress resume``; finished ones are stored.
+    """

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autocompress.errors import UserError
-from autocompress.store import PREFERENCES, oriented, preferred, sha256_file
+from autocompress.store import ARTEFACT_DAMAGED, ARTEFACT_MISSING, PREFERENCES, oriented, preferred
 
 if TYPE_CHECKING:
     from autocompress.study import Study
@@ -67,12 +67,14 @@ def export_trial(
         raise UserError(f"trial {trial.number}", "has no stored model artefact")
     artefact = models[0]
     source = study.store.artefact_file(artefact)
-    if not source.exists():
+    check = study.store.check_artefact(trial.number, artefact)
+    if check.status == ARTEFACT_MISSING:
         raise UserError(str(source), f"artefact of trial {trial.number} is missing; re-run the study")
-    if sha256_file(source) != artefact.sha256:
+    if check.status == ARTEFACT_DAMAGED:
         raise UserError(
             str(source),
-            f"artefact of trial {trial.number} fails its sha256 check (corrupted or tampered); re-run that trial",
+            f"artefact of trial {trial.number} fails its sha256 check (damaged or tampered); "
+            "export another trial with --trial N or re-run that one",
         )
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.pt"

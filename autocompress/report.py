@@ -15,6 +15,8 @@ What the page shows, and why:
   after every finished trial, to judge whether more trials would help (reference point: `Frame.reference`,
   stated on the page);
 - failed trials with their reasons; a study with no feasible trial names its closest one and how to export it;
+- the artefacts of the trials in the leaderboard table checked against their stored sha256, so a damaged or
+  missing model file is seen before anyone tries to export it;
 - sensitivity curves (accuracy vs channel sparsity per layer) when a sensitivity CSV is found.
 """
 
@@ -37,7 +39,15 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from autocompress.errors import UserError
 from autocompress.space import CONSTRAINTS
-from autocompress.store import COMPLETE, FAILED, StudyRecord, TrialRecord, hypervolume_2d, oriented
+from autocompress.store import (
+    COMPLETE,
+    FAILED,
+    ArtefactCheck,
+    StudyRecord,
+    TrialRecord,
+    hypervolume_2d,
+    oriented,
+)
 
 if TYPE_CHECKING:
     from autocompress.study import Study
@@ -170,7 +180,10 @@ def write_report(study: Study, out: str | Path, *, sensitivity: str | Path | Non
         (out / f"{plot.name}.png").write_bytes(plot.png)
     page = out / "index.html"
     where = study.store.engine.url.render_as_string(hide_password=True)
-    page.write_text(_page(record, where, trials, board, plots, top), encoding="utf-8")
+    by_number = {t.number: t for t in trials}
+    shown = [row["trial"] for row in board if row["state"] == COMPLETE][:top]
+    checks = [study.store.check_artefact(n, a) for n in shown for a in by_number[n].artefacts]
+    page.write_text(_page(record, where, trials, board, plots, top, checks), encoding="utf-8")
     return page
 
 
@@ -558,8 +571,27 @@ def _failures(trials: list[TrialRecord]) -> str:
     return f'<h2 id="failures">Failures ({len(failed)})</h2>{summary}{detail}'
 
 
+def _artefacts(checks: list[ArtefactCheck], name: str) -> str:
+    bad = [c for c in checks if c.problem]
+    head = '<h2 id="artefacts">Artefacts</h2>'
+    if not bad:
+        return f"{head}<p>The {len(checks)} artefacts of the trials above match their stored sha256.</p>"
+    rows = [[c.trial, c.artefact.kind, c.status, str(c.path)] for c in bad]
+    return (
+        f'{head}<p class="note">{len(bad)} of {len(checks)} artefacts of the trials above fail their sha256 '
+        f"check; <code>autocompress verify {html.escape(name)}</code> checks every trial, export refuses these.</p>"
+        + _table(["trial", "kind", "status", "path"], rows)
+    )
+
+
 def _page(
-    record: StudyRecord, where: str, trials: list[TrialRecord], board: list[dict[str, Any]], plots: list[Plot], top: int
+    record: StudyRecord,
+    where: str,
+    trials: list[TrialRecord],
+    board: list[dict[str, Any]],
+    plots: list[Plot],
+    top: int,
+    checks: list[ArtefactCheck],
 ) -> str:
     leaders = [[row.get(c) for c in _BOARD_COLUMNS] for row in board if row["state"] == COMPLETE][:top]
     name = html.escape(record.name)
@@ -579,6 +611,7 @@ def _page(
         f"<h1>Study {name}</h1>{_summary(record, board)}"
         f'<h2 id="leaderboard">Leaderboard (top {len(leaders)})</h2>'
         f"{_table(list(_BOARD_COLUMNS), leaders) if leaders else '<p>No finished trial yet.</p>'}"
+        + _artefacts(checks, record.name)
         + "".join(_figure(p) for p in plots)
         + _failures(trials)
         + sensitivity

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autocompress.errors import UserError
-from autocompress.store import StudyRecord, StudyStore, TrialRecord
+from autocompress.store import ArtefactCheck, StudyRecord, StudyStore, TrialRecord
 
 if TYPE_CHECKING:  # torch, Ray and Optuna load only where a search runs: readers start in a fraction of a second
     from autocompress.runtime import Budget, Executor, Progress
@@ -76,6 +76,7 @@ def _budget(
     max_failures: int | None,
     on_budget: str,
     base: Budget | None = None,
+    store_retry: str | float | None = None,
 ) -> Budget:
     """Validate budget flags; values not given keep those of `base` (on resume) or the defaults."""
     from autocompress.runtime import Budget
@@ -95,16 +96,32 @@ def _budget(
         cpu_s=cpu_hours * 3600 if cpu_hours is not None else base.cpu_s,
         max_failures=max_failures if max_failures is not None else base.max_failures,
         max_retries=base.max_retries,
+        store_retry_s=parse_duration(store_retry, "--store-retry") or base.store_retry_s,
         on_budget=on_budget,  # type: ignore[arg-type]
     )
 
 
-def _executor(kind: str, workers: int, ray_address: str | None, trial_timeout: float | None) -> Executor:
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
+
+
+def parse_size(text: str | int | None, flag: str = "--trial-memory") -> int | None:
+    """'2GB', '2G', '512MB', '1.5GiB' or a number of bytes -> bytes (binary units); must be positive."""
+    if text is None:
+        return None
+    match = _SIZE.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(flag, f"{text!r} is not a positive memory size; e.g. 2GB, 512MB")
+    return int(float(match.group(1)) * 1024 ** "_kmgt".index(match.group(2).lower() or "_"))
+
+
+def _executor(
+    kind: str, workers: int, ray_address: str | None, trial_timeout: float | None, trial_memory: int | None
+) -> Executor:
     from autocompress.runtime import InlineExecutor, RayExecutor
 
     if kind == "inline":
-        return InlineExecutor()
-    return RayExecutor(workers, address=ray_address, trial_timeout=trial_timeout)
+        return InlineExecutor(trial_memory)
+    return RayExecutor(workers, address=ray_address, trial_timeout=trial_timeout, trial_memory=trial_memory)
 
 
 def check_feasible_up_front(space: Space, model: Any, example_input: Any, source: str) -> None:
@@ -170,6 +187,8 @@ def search(
     ray_address: str | None = None,
     executor: str = "ray",
     trial_timeout: float | None = None,
+    store_retry: str | float | None = None,
+    trial_memory: str | int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Study:
     """Create a study from a space file and run it until its budget is spent.
@@ -182,9 +201,10 @@ def search(
     from autocompress.strategies import make_controller
     from autocompress.task import load_task
 
-    budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget)
+    budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, store_retry=store_retry)
     _check_workers(workers)
     _check_timeout(trial_timeout)
+    memory = parse_size(trial_memory)
     spec, text = load_space_file(space_path)
     task = load_task(spec.task, where=f"{space_path}: task")
     model = task.baseline_model()
@@ -197,7 +217,7 @@ def search(
     store = StudyStore(storage, create=True)
     if store.study_exists(name):
         raise UserError(f"--study {name}", "a study of that name exists; resume it or pick another name")
-    runner = _executor(executor, workers, ray_address, trial_timeout)  # joins Ray before anything is stored
+    runner = _executor(executor, workers, ray_address, trial_timeout, memory)  # joins Ray before anything is stored
     try:
         baseline = baseline_metrics(space.task, space.measure)
         store.create_study(
@@ -241,6 +261,8 @@ def resume(
     ray_address: str | None = None,
     executor: str = "ray",
     trial_timeout: float | None = None,
+    store_retry: str | float | None = None,
+    trial_memory: str | int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Study:
     """Continue a study from the store alone; budget arguments set new totals, the others stay."""
@@ -250,15 +272,18 @@ def resume(
     _check_trials(trials)
     _check_workers(workers)
     _check_timeout(trial_timeout)
+    memory = parse_size(trial_memory)
     if ray_address and executor == "ray":
         check_ray_address(ray_address)
     store = StudyStore(storage, create=False)
     record = store.study(name)
     importlib.import_module(record.task.partition(":")[0])  # registrations (strategies, criteria) live there
-    budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, Budget.from_dict(record.budgets))
+    budget = _budget(
+        trials, time_budget, cpu_hours, max_failures, on_budget, Budget.from_dict(record.budgets), store_retry
+    )
     space = Space.from_dict(record.space)
     controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
-    runner = _executor(executor, workers, ray_address, trial_timeout)
+    runner = _executor(executor, workers, ray_address, trial_timeout, memory)
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
     SearchLoop(
         store,
@@ -369,6 +394,11 @@ class Study:
             row.update({f"violation/{k}": v for k, v in trial.violations.items()})
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def verify(self) -> list[ArtefactCheck]:
+        """Check every stored artefact of the study against its stored sha256: one `ArtefactCheck` per
+        artefact (status ok, missing or damaged), by trial number. Reads files only; the store is unchanged."""
+        return self.store.check_artefacts(self.name)
 
     def export(
         self, out: str | Path, trial: int | None = None, allow_infeasible: bool = False, prefer: str = "knee"

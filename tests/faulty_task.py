@@ -2,15 +2,20 @@
 
 Which trial fails is chosen by the fine-tune seed (study seed + trial number); the baseline (no fine-tune)
 never fails. ``AUTOCOMPRESS_FAULT_DIR`` holds marker files so a fault can happen once, then not again.
+``stop-db`` runs the command line in ``AUTOCOMPRESS_FAULT_DB_STOP`` (stopping a test's own PostgreSQL server) once,
+in the middle of the trial.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
 import time
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from experiments.tasks.digits import task as digits
@@ -41,6 +46,14 @@ class FaultyTask:
         if seed in self.trials:
             if self.fault == "raise":
                 raise RuntimeError(f"injected failure in trial seed {seed}")
+            if self.fault == "stop-db":
+                marker = Path(os.environ["AUTOCOMPRESS_FAULT_DIR"]) / f"db-stopped-{seed}"
+                if not marker.exists():
+                    marker.touch()
+                    subprocess.run(shlex.split(os.environ["AUTOCOMPRESS_FAULT_DB_STOP"]), check=True)
+            if self.fault == "hog":  # far beyond any sane limit, 256 MB at a time, each page touched
+                hoard = [torch.ones(2**26) for _ in range(64)]
+                raise AssertionError(f"allocated {len(hoard) / 4:g} GB: no memory limit stopped this trial")
             if self.fault == "hang":
                 time.sleep(3600)
             if self.fault in ("die", "die-once"):
@@ -55,3 +68,5 @@ raising = FaultyTask("raise", (1, 3))
 hanging = FaultyTask("hang", (1,))
 dies_once = FaultyTask("die-once", (1,))
 dies_always = FaultyTask("die", (2,))
+stops_db = FaultyTask("stop-db", (1,))
+hogs_memory = FaultyTask("hog", (1,))

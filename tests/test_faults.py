@@ -81,3 +81,17 @@ def test_latency_of_the_same_model_agrees_across_concurrent_trials(tmp_path) -> 
     )
     b32 = [t.metrics["baseline_latency_ms_b32"] for t in study.trials()]
     assert len(b32) == 6 and max(b32) / min(b32) <= 1.25, b32
+
+
+def test_memory_hungry_trial_is_failed_at_its_limit_and_its_worker_lives_on(tmp_path, monkeypatch) -> None:
+    """Trial 1 allocates 16 GB in 256 MB tensors under a 1 GB per-trial limit: the allocation fails inside the
+    worker, the trial is failed with the limit as its reason, the machine keeps its memory and the same worker
+    runs later trials."""
+    study = run_faulty(tmp_path, monkeypatch, "tests.faulty_task:hogs_memory", 4, trial_memory="1GB")
+    records = assert_consistent(study, 4)
+    assert records[1].state == FAILED, records[1].error
+    assert records[1].error.startswith("TrialMemoryError: exceeded the 1 GB memory limit"), records[1].error
+    assert [records[n].state for n in (0, 2, 3)] == [COMPLETE] * 3
+    assert records[1].attempts == 1  # failed, not retried as a dead worker
+    pids = {records[n].worker.split(":")[1] for n in (0, 2, 3)}
+    assert len(pids) <= 2, pids  # no worker was replaced: the two started at the beginning ran everything

@@ -15,17 +15,28 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, TypeVar
 
+from sqlalchemy.exc import DBAPIError
+
+from autocompress.errors import SearchStopped
 from autocompress.runtime._executors import Executor, Finished, Job
 from autocompress.space import Policy, Space, violations
-from autocompress.store import COMPLETE, FAILED, StaleControllerState, StudyStore
+from autocompress.store import COMPLETE, FAILED, FINISHED, RUNNING, StaleControllerState, StudyStore, is_transient
 from autocompress.store._models import utcnow
 from autocompress.strategies import Controller, Outcome, Proposal
 
 #: a running trial whose controller has not written a heartbeat for this long is taken over by a resume
 LEASE_S = 60.0
 HEARTBEAT_S = 10.0
+#: artefact writes failing one after another (a full or read-only disk) before the loop stops: each such trial
+#: is failed with the reason, but a disk that takes nothing would otherwise fail the whole budget
+ARTEFACT_WRITE_FAILURES = 3
+#: first and longest wait between retries of a store call that failed on a transient database error
+STORE_BACKOFF_S, STORE_BACKOFF_MAX_S = 0.5, 8.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,8 @@ class Budget:
     ``trials``: finished trials (complete or failed); ``time_s``: wall-clock seconds of search;
     ``cpu_s``: CPU seconds used by trials; ``max_failures``: failed trials before the study stops;
     ``max_retries``: re-runs of a trial whose worker process died before it is recorded failed;
+    ``store_retry_s``: how long a store call is retried on transient database errors (server restarting,
+    connection refused or reset, serialization conflict, SQLite busy) before the search stops;
     ``on_budget``: what happens to running trials when a budget runs out: ``finish`` (default) lets them
     finish and records them, ``cancel`` stops them and queues them for the next resume.
     """
@@ -44,6 +57,7 @@ class Budget:
     cpu_s: float | None = None
     max_failures: int | None = None
     max_retries: int = 2
+    store_retry_s: float = 60.0
     on_budget: Literal["finish", "cancel"] = "finish"
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +142,7 @@ class SearchLoop:
         self._count(record.counts)
         self._best = self._best_feasible(store, study)
         self._retries: dict[int, int] = {}
+        self._write_failures = 0  # artefact writes failed in a row
 
     def _count(self, counts: dict[str, int]) -> None:
         """Trial counts of the whole study (all processes): finished, failed, and taken (every row)."""
@@ -138,7 +153,7 @@ class SearchLoop:
     def _final_spent(self) -> dict[str, Any]:
         """What the study has spent, for the last write of a session: the store's counts and CPU time (other
         processes may have added to them) with this session's wall time."""
-        stored = dict(self.store.study(self.study).spent)
+        stored = dict(self._store(lambda: self.store.study(self.study)).spent)
         stored["wall_s"] = max(stored.get("wall_s", 0.0), self._spent["wall_s"])
         return stored
 
@@ -147,7 +162,7 @@ class SearchLoop:
 
     def _reload(self) -> None:
         assert self.rebuild is not None
-        self.controller = self.rebuild(self.store.controller_state(self.study))
+        self.controller = self.rebuild(self._store(lambda: self.store.controller_state(self.study)))
 
     @staticmethod
     def _best_feasible(store: StudyStore, study: str) -> float | None:
@@ -174,7 +189,7 @@ class SearchLoop:
         """Run until a budget is spent; return why it stopped. On KeyboardInterrupt (or any crash of the
         loop), running trials are queued for the next resume and the exception propagates."""
         redo = []
-        for record in self.store.queue_unfinished(self.study, abandoned):
+        for record in self._store(lambda: self.store.queue_unfinished(self.study, abandoned)):
             proposal = self.controller.pending.get(record.number)
             if proposal is None or proposal.policy != Policy.from_dict(record.policy):
                 raise RuntimeError(f"trial {record.number}: restored controller disagrees with the store")
@@ -188,13 +203,13 @@ class SearchLoop:
         try:
             while True:
                 self._spent["wall_s"] = wall_before + time.monotonic() - start
-                self._count(self.store.trial_counts(self.study))
+                self._count(self._store(lambda: self.store.trial_counts(self.study)))
                 reason = self._stop_reason(self._spent["wall_s"])
                 in_flight = len(self.executor.running())
                 if reason and in_flight and self.budget.on_budget == "cancel":
                     self.log.info("%s: cancelling running trials %s", reason, self.executor.running())
                     self.executor.shutdown()
-                    self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
+                    self._store(lambda: self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner))
                     break
                 taken = self._taken  # every trial row of the study, left-over ones included
                 while (
@@ -213,26 +228,77 @@ class SearchLoop:
                     self._spent["wall_s"] = wall_before + time.monotonic() - start
                     self._record(finished, start)
                 if time.monotonic() - last_beat > HEARTBEAT_S:
-                    self.store.heartbeat(self.study, self.executor.running())
+                    self._store(partial(self.store.heartbeat, self.study, self.executor.running()))
                     last_beat = time.monotonic()
-        except BaseException:
+        except BaseException as exc:
             self.executor.shutdown()
-            self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
             self._spent["wall_s"] = wall_before + time.monotonic() - start
-            self.store.update_study(
-                self.study,
-                status="interrupted",
-                spent=self._final_spent(),
-                stop_reason="interrupted; run 'autocompress resume' to go on",
-            )
-            self.log.info("interrupted after %d finished trials", self._finished)
+            why = str(exc) if isinstance(exc, SearchStopped) else "interrupted; run 'autocompress resume' to go on"
+            try:  # no retries here: when the database is what failed, resume re-queues these trials instead
+                self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner)
+                stored = dict(self.store.study(self.study).spent)
+                stored["wall_s"] = max(stored.get("wall_s", 0.0), self._spent["wall_s"])
+                self.store.update_study(self.study, status="interrupted", spent=stored, stop_reason=why)
+            except DBAPIError as db_error:
+                if not is_transient(db_error):
+                    raise
+                self.log.warning("the store is unreachable: running trials stay for resume to re-run")
+            self.log.info("interrupted after %d finished trials: %s", self._finished, why)
             raise
         self.executor.shutdown()
         self._spent["wall_s"] = wall_before + time.monotonic() - start
         reason = reason or self._stop_reason(self._spent["wall_s"]) or "no more proposals"
-        self.store.update_study(self.study, status="finished", stop_reason=reason, spent=self._final_spent())
+        spent = self._final_spent()
+        self._store(lambda: self.store.update_study(self.study, status="finished", stop_reason=reason, spent=spent))
         self.log.info("stopped: %s", reason)
         return reason
+
+    def _store(self, call: Callable[[], T], applied: Callable[[], bool] | None = None) -> T:
+        """Run one store call (one transaction), retrying transient database errors (`is_transient`) with
+        doubling waits for up to ``budget.store_retry_s``; then raise `SearchStopped`.
+
+        A write whose commit may have landed before the connection broke passes `applied`, a read that tells
+        whether it did: it is asked before each retry, so no state change is written twice. Finished results
+        wait in memory meanwhile (and in Ray's object store for trials that finish during the wait)."""
+        first: float | None = None
+        delay = STORE_BACKOFF_S
+        while True:
+            try:
+                if first is not None and applied is not None and applied():
+                    self.log.info("the store's last write had landed before the connection broke")
+                    return None  # type: ignore[return-value]  # only writes, which return None, pass `applied`
+                value = call()
+                if first is not None:
+                    self.log.warning("the study store answers again after %.1f s", time.monotonic() - first)
+                return value
+            except DBAPIError as exc:
+                if not is_transient(exc):
+                    raise
+                reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+                now = time.monotonic()
+                if first is None:
+                    first = now
+                    self.log.warning(
+                        "the study store failed (%s); retrying for up to %g s", reason, self.budget.store_retry_s
+                    )
+                if now - first >= self.budget.store_retry_s:
+                    where = self.store.engine.url.render_as_string(hide_password=True)
+                    raise SearchStopped(
+                        f"the study store at {where} failed for {now - first:.0f} s ({reason}); finished trials "
+                        f"not yet stored will be re-run by 'autocompress resume {self.study}' once it answers"
+                    ) from None
+                time.sleep(min(delay, first + self.budget.store_retry_s - now))
+                delay = min(2 * delay, STORE_BACKOFF_MAX_S)
+
+    def _started_here(self, number: int) -> bool:
+        """Whether trial `number` is stored as running under this loop (a retried `start_trial` had landed)."""
+        found = self.store.trials(self.study, numbers=[number])
+        return bool(found) and (found[0].state, found[0].worker) == (RUNNING, self.owner)
+
+    def _finished_already(self, number: int) -> bool:
+        """Whether trial `number` is stored as finished (a retried `finish_trial` had landed)."""
+        found = self.store.trials(self.study, numbers=[number])
+        return bool(found) and found[0].state in FINISHED
 
     def _submit(self, redo: list[Proposal]) -> bool:
         """Start the next trial (a left-over one first); False when another process took the last of the
@@ -241,18 +307,22 @@ class SearchLoop:
             before = self._expected()
             proposal = redo[0] if redo else self.controller.ask()
             try:
-                self.store.start_trial(
-                    self.study,
-                    proposal.number,
-                    proposal.policy.to_dict(),
-                    proposal.finetune_epochs,
-                    self.controller.state_dict(),
-                    owner=self.owner,
-                    expected_events=before,
+                self._store(
+                    partial(
+                        self.store.start_trial,
+                        self.study,
+                        proposal.number,
+                        proposal.policy.to_dict(),
+                        proposal.finetune_epochs,
+                        self.controller.state_dict(),
+                        owner=self.owner,
+                        expected_events=before,
+                    ),
+                    applied=partial(self._started_here, proposal.number),
                 )
             except StaleControllerState:
                 self._reload()
-                self._count(self.store.trial_counts(self.study))
+                self._count(self._store(lambda: self.store.trial_counts(self.study)))
                 if self.budget.trials is not None and self._taken >= self.budget.trials and not redo:
                     return False
                 continue
@@ -289,14 +359,21 @@ class SearchLoop:
             self.executor.submit(finished.job)
             return
         artefacts, metrics, viol, error = [], {}, {}, finished.error
-        if finished.result is not None:
-            metrics = {**finished.result.metrics, **self._promotion(number)}
+        result = finished.result
+        if result is not None:
+            try:
+                artefacts.append(self.store.write_artefact(self.study, number, "model", result.artefact, ".pt"))
+                self._write_failures = 0
+            except OSError as exc:  # the trial ran, but what it made cannot be kept: it fails with the reason
+                self._write_failures += 1
+                result, error = None, f"artefact write failed: {exc}"
+        if result is not None:
+            metrics = {**result.metrics, **self._promotion(number)}
             viol = violations(metrics, self.space.constraints)
-            artefacts.append(self.store.write_artefact(self.study, number, "model", finished.result.artefact, ".pt"))
             self._spent["cpu_s"] += metrics.get("cpu_s", 0.0)
         elif self._retries.get(number):
             error = f"{error} (after {self._retries[number]} retries)"
-        outcome = Outcome("complete" if finished.result else "failed", metrics, viol)
+        outcome = Outcome("complete" if result else "failed", metrics, viol)
         self._finished += 1
         self._failed += outcome.state == FAILED
         self._spent["trials"], self._spent["failed"] = self._finished, self._failed
@@ -304,19 +381,23 @@ class SearchLoop:
             before = self._expected()
             self.controller.tell(number, outcome)
             try:
-                self.store.finish_trial(
-                    self.study,
-                    number,
-                    state=outcome.state,
-                    metrics=metrics,
-                    violations=viol,
-                    error=error,
-                    worker=finished.result.worker if finished.result else "",
-                    intermediate=finished.result.intermediate if finished.result else [],
-                    artefacts=artefacts,
-                    controller_state=self.controller.state_dict(),
-                    spent=dict(self._spent),
-                    expected_events=before,
+                self._store(
+                    partial(
+                        self.store.finish_trial,
+                        self.study,
+                        number,
+                        state=outcome.state,
+                        metrics=metrics,
+                        violations=viol,
+                        error=error,
+                        worker=result.worker if result else "",
+                        intermediate=result.intermediate if result else [],
+                        artefacts=artefacts,
+                        controller_state=self.controller.state_dict(),
+                        spent=dict(self._spent),
+                        expected_events=before,
+                    ),
+                    applied=partial(self._finished_already, number),
                 )
                 break
             except StaleControllerState:
@@ -345,3 +426,8 @@ class SearchLoop:
                 outcome.state,
             )
         )
+        if self._write_failures >= ARTEFACT_WRITE_FAILURES:
+            raise SearchStopped(
+                f"{self._write_failures} artefact writes in a row failed (last: {error}); make room under "
+                f"{self.store.artifacts_root} and run 'autocompress resume {self.study}'"
+            )

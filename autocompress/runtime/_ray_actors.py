@@ -124,5 +124,5 @@ class TrialWorker:
     def ready(self) -> bool:
         return True
 
-    def run(self, job: Job) -> TrialResult:
-        return execute(job, train_threads=1, gate=self._gate)
+    def run(self, job: Job, memory: int | None = None) -> TrialResult:
+        return execute(job, train_threads=1, gate=self._gate, memory=memory)

@@ -1,6 +1,6 @@
 """The study store: SQLAlchemy 2 schema with Alembic migrations, repository and ranking."""
 
-from autocompress.store._engine import DEFAULT_STORAGE, default_storage, head_revision, open_engine
+from autocompress.store._engine import DEFAULT_STORAGE, default_storage, head_revision, is_transient, open_engine
 from autocompress.store._ranking import (
     PREFERENCES,
     RankedTrial,
@@ -15,12 +15,16 @@ from autocompress.store._ranking import (
     total_violation,
 )
 from autocompress.store._repository import (
+    ARTEFACT_DAMAGED,
+    ARTEFACT_MISSING,
+    ARTEFACT_OK,
     COMPLETE,
     FAILED,
     FINISHED,
     QUEUED,
     RUNNING,
     Artefact,
+    ArtefactCheck,
     StaleControllerState,
     StudyRecord,
     StudyStore,
@@ -30,6 +34,9 @@ from autocompress.store._repository import (
 
 __all__ = [
     "PREFERENCES",
+    "ARTEFACT_DAMAGED",
+    "ARTEFACT_MISSING",
+    "ARTEFACT_OK",
     "COMPLETE",
     "DEFAULT_STORAGE",
     "FAILED",
@@ -37,6 +44,7 @@ __all__ = [
     "QUEUED",
     "RUNNING",
     "Artefact",
+    "ArtefactCheck",
     "RankRow",
     "RankedTrial",
     "StaleControllerState",
@@ -47,6 +55,7 @@ __all__ = [
     "dominates",
     "head_revision",
     "hypervolume_2d",
+    "is_transient",
     "open_engine",
     "oriented",
     "pareto_fronts",

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from autocompress.errors import UserError
@@ -96,6 +96,30 @@ def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
 
 #: execution option that marks a connection as a writer (see `_sqlite_begin`)
 WRITE = "autocompress_write"
+
+#: SQLSTATE codes (or classes) of errors that a retry may cure: connection exceptions (08), serialization
+#: failure and deadlock (40001, 40P01), server shutting down or starting up (57P01-57P03)
+TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "57P01", "57P02", "57P03")
+#: SQLite's words for another process holding the lock past the busy timeout
+SQLITE_BUSY = ("database is locked", "database is busy", "database table is locked")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database errors that may pass if the same transaction is tried again: the server refused,
+    dropped or reset the connection, restarted, or aborted a transaction on a serialization conflict or
+    deadlock; SQLite busy. False for everything else (a bad query, a missing table, a constraint)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if type(orig).__module__.startswith("sqlite3"):
+        return any(words in str(orig).lower() for words in SQLITE_BUSY)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state:
+        return str(state).startswith(TRANSIENT_SQLSTATES)
+    # a driver error without a SQLSTATE never reached the server: connection refused, reset or closed
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def ensure_schema(engine: Engine, *, create: bool) -> None:

@@ -116,6 +116,32 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+#: what `check_artefact` finds: the file as stored, gone, or with other bytes than its stored sha256
+ARTEFACT_OK, ARTEFACT_MISSING, ARTEFACT_DAMAGED = "ok", "missing", "damaged"
+
+
+@dataclass(frozen=True)
+class ArtefactCheck:
+    """One stored artefact of a trial checked against its stored sha256 (`status`: ok, missing or damaged)."""
+
+    trial: int
+    artefact: Artefact
+    path: Path
+    status: str
+
+    @property
+    def problem(self) -> str:
+        """One line for a bad artefact (empty when ok): the file, the trial and what is wrong."""
+        if self.status == ARTEFACT_MISSING:
+            return f"{self.path}: {self.artefact.kind} artefact of trial {self.trial} is missing"
+        if self.status == ARTEFACT_DAMAGED:
+            return (
+                f"{self.path}: {self.artefact.kind} artefact of trial {self.trial} is damaged "
+                f"(sha256 differs from the stored {self.artefact.sha256[:12]}...)"
+            )
+        return ""
+
+
 class StudyStore:
     """A study store at a SQLAlchemy URL (default ``sqlite:///autocompress.db`` or ``$AUTOCOMPRESS_STORAGE``).
 
@@ -292,6 +318,10 @@ class StudyStore:
             if row is None:
                 raise UserError(f"--trial {number}", f"study {name!r} has no trial {number}")
             return _trial_record(row)
+
+    def check_artefacts(self, name: str) -> list[ArtefactCheck]:
+        """Every stored artefact of study `name`, by trial number, checked against its stored sha256."""
+        return [self.check_artefact(t.number, a) for t in self.trials(name) for a in t.artefacts]
 
     def controller_state(self, name: str) -> dict[str, Any]:
         with self._session() as session:
@@ -492,13 +522,29 @@ class StudyStore:
                 row.heartbeat_at = utcnow()
 
     def write_artefact(self, name: str, number: int, kind: str, data: bytes, suffix: str) -> Artefact:
-        """Write bytes under the artefacts root (temp file, then atomic rename) and describe them."""
+        """Write bytes under the artefacts root and describe them.
+
+        The bytes go to a temp file, are flushed to disk, then renamed into place, so the final name only
+        ever holds a whole file. Any `OSError` (a full disk: ``[Errno 28] No space left on device``) removes
+        the temp file and propagates; no artefact row exists yet, so the store never points at a partial file.
+        """
         folder = self.artifacts_root / name
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"trial-{number}-{kind}{suffix}"
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         relative = path.relative_to(self.artifacts_root).as_posix()  # the store and its folder may move together
         return Artefact(kind, relative, hashlib.sha256(data).hexdigest(), len(data))
 
@@ -513,3 +559,12 @@ class StudyStore:
         if path.exists():
             return path
         return self.artifacts_root / path.parent.name / path.name
+
+    def check_artefact(self, trial: int, artefact: Artefact) -> ArtefactCheck:
+        """Check one artefact's file against its stored sha256 (and size, which is cheaper to tell first)."""
+        path = self.artefact_file(artefact)
+        if not path.is_file():
+            return ArtefactCheck(trial, artefact, path, ARTEFACT_MISSING)
+        if path.stat().st_size != artefact.size_bytes or sha256_file(path) != artefact.sha256:
+            return ArtefactCheck(trial, artefact, path, ARTEFACT_DAMAGED)
+        return ArtefactCheck(trial, artefact, path, ARTEFACT_OK)

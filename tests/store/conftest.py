@@ -1,12 +1,17 @@
 """Storage backends for the shared store suite: every case runs on SQLite and on PostgreSQL.
 
 PostgreSQL is shared with other test runs, so each test gets its own schema (dropped afterwards); the
-`postgres` cases skip with the reason printed when no server answers at `PG_URL`.
+`postgres` cases skip with the reason printed when no server answers at `PG_URL`. `private_postgres` starts a
+server of the test's own, for tests that stop and restart it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,3 +59,66 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server binaries (initdb, pg_ctl), or None when not installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of a test's own: initdb in a temporary folder, its own port and socket folder.
+
+    Run as the ``postgres`` user when the test runs as root (the server refuses root)."""
+
+    def __init__(self, bin_dir: Path, root: Path) -> None:
+        self.bin_dir, self.root = bin_dir, root
+        self.data, self.log = root / "data", root / "server.log"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(root, "postgres")
+        subprocess.run(
+            [*self._as, str(bin_dir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+
+    def command(self, action: str, *extra: str) -> list[str]:
+        """The pg_ctl command line for `action` (start, stop, status), waiting until it is done."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        return [*self._as, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                "-o", options, action, *extra]  # fmt: skip
+
+    def start(self) -> None:
+        subprocess.run(self.command("start"), check=True, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run(self.command("stop", "-m", "fast"), check=True, capture_output=True)
+
+    def running(self) -> bool:
+        return subprocess.run(self.command("status"), capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture
+def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
+    """A started private PostgreSQL server, stopped at the end; skipped (reason printed) without binaries."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql or on PATH")
+    root = Path(tempfile.mkdtemp(prefix="acpg"))
+    server = PrivatePostgres(bin_dir, root)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.running():
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
