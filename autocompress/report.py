@@ -227,7 +227,7 @@ def _pareto_plot(board: list[dict[str, Any]], baseline: dict[str, Any], constrai
                 label=f"max_accuracy_drop {constraints['max_accuracy_drop']:g}",
             )
         axes.set_xlabel("speedup at batch 1 (baseline latency / latency, same run)")
-        axes.set_ylabel("accuracy (test split)")
+        axes.set_ylabel("accuracy (validation split)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8, loc="best")
     drawn = {"min_speedup", "max_accuracy_drop"}
@@ -404,6 +404,7 @@ _BOARD_COLUMNS = (
     "trial",
     "feasible",
     "accuracy",
+    "test_accuracy",
     "accuracy_drop",
     "speedup",
     "speedup_b32",
@@ -457,7 +458,7 @@ def _summary(record: StudyRecord, board: list[dict[str, Any]]) -> str:
             "baseline",
             ", ".join(
                 f"{k} {record.baseline[k]:.4g}"
-                for k in ("accuracy", "latency_ms", "latency_ms_b32", "size_bytes", "macs")
+                for k in ("accuracy", "test_accuracy", "latency_ms", "latency_ms_b32", "size_bytes", "macs")
                 if k in record.baseline
             ),
         ],

@@ -295,8 +295,11 @@ def load_study(name: str, storage: str | None = None) -> Study:
     return Study(name, store)
 
 
+#: ``accuracy`` is the validation figure the search ranked; ``test_accuracy`` is read once it is over, for the
+#: final Pareto front and the exported trial only
 LEADERBOARD_METRICS = (
     "accuracy",
+    "test_accuracy",
     "accuracy_drop",
     "speedup",
     "speedup_b32",

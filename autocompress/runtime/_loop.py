@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from autocompress.runtime._executors import Executor, Finished, Job
+from autocompress.runtime._trial import evaluate_test
 from autocompress.space import Policy, Space
 from autocompress.store import COMPLETE, FAILED, StaleControllerState, StudyStore
 from autocompress.store._models import utcnow
@@ -249,9 +250,31 @@ class SearchLoop:
         self.executor.shutdown()
         self._spent["wall_s"] = wall_before + time.monotonic() - start
         reason = reason or self._stop_reason(self._spent["wall_s"]) or "no more proposals"
+        self._test_front()
         self.store.update_study(self.study, status="finished", stop_reason=reason, spent=self._final_spent())
         self.log.info("stopped: %s", reason)
         return reason
+
+    def _test_front(self) -> None:
+        """Once the search has chosen, read the test split for its choice: every trial of the feasible Pareto
+        front (or, with none feasible, the closest trial), stored as ``test_accuracy``. Ranking and
+        constraints never see it; the leaderboard, report and export show it beside the validation figure.
+        The baseline's test figure, the reference for those, is read here too."""
+        baseline = self.store.study(self.study).baseline
+        if baseline and "test_accuracy" not in baseline:
+            baseline = {**baseline, "test_accuracy": evaluate_test(self.space.task, None)}
+            self.store.update_study(self.study, baseline=baseline)
+        ranked = self.store.ranked(self.study)
+        chosen = [r.number for r in ranked if r.feasible and r.pareto_front == 0]
+        if not chosen:
+            chosen = [r.number for r in ranked[:1]]  # a failed one is dropped below: it has no model
+        for trial in self.store.trials(self.study, (COMPLETE,), numbers=chosen):
+            models = [a for a in trial.artefacts if a.kind == "model"]
+            if "test_accuracy" in trial.metrics or not models:
+                continue
+            test = evaluate_test(self.space.task, models[0].path)
+            self.store.add_metrics(self.study, trial.number, {"test_accuracy": test})
+            self.log.info("trial %d on the front: test accuracy %.4f", trial.number, test)
 
     def _submit(self, redo: list[Proposal]) -> bool:
         """Start the next trial (a left-over one first); False when another process took the last of the
