@@ -181,15 +181,15 @@ def search(
     from autocompress.runtime import SearchLoop, baseline_metrics, check_ray_address
     from autocompress.space import discover_layers, load_space_file, resolve_space
     from autocompress.strategies import make_controller
-    from autocompress.task import load_task
+    from autocompress.task import checked_baseline, load_task
 
     budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget)
     _check_workers(workers)
     _check_timeout(trial_timeout)
     spec, text = load_space_file(space_path)
     task = load_task(spec.task, where=f"{space_path}: task")
-    model = task.baseline_model()
-    space = resolve_space(spec, discover_layers(model, task.example_input(1)), str(space_path))
+    model, example = checked_baseline(task)
+    space = resolve_space(spec, discover_layers(model, example), str(space_path))
     name = study or default_study_name(space_path)
     if space.criterion not in CRITERIA:
         raise UserError(
@@ -205,7 +205,7 @@ def search(
         raise UserError(
             f"{space_path}: defaults.pruner", f"unknown pruner {space.pruner!r}; known: {', '.join(sorted(PRUNERS))}"
         )
-    check_feasible_up_front(space, model, task.example_input(1), str(space_path))
+    check_feasible_up_front(space, model, example, str(space_path))
     controller = make_controller(strategy, space, seed)  # validates the strategy's knobs
     if ray_address and executor == "ray":
         check_ray_address(ray_address)

@@ -41,7 +41,7 @@ from autocompress.measure import (
     torch_threads,
 )
 from autocompress.space import Policy
-from autocompress.task import Task, load_task
+from autocompress.task import Task, checked_metric, load_task
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _baseline(task_ref: str) -> _Baseline:
     script = to_torchscript(model, x1)
     return _Baseline(
         script,
-        task.evaluate(script, SELECTION_SPLIT),
+        checked_metric(task, SELECTION_SPLIT, task.evaluate(script, SELECTION_SPLIT)),
         sum(count_macs(model, x1).values()),
         count_params(model),
         len(serialize(script)),
