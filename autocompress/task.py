@@ -250,8 +250,9 @@ class SupervisedTask:
         self._train(model, epochs, self.finetune_lr, seed, on_step)
 
     def finetune_steps(self, epochs: float) -> int:
-        """Optimisation steps of `finetune` for `epochs`: fractional epochs train on that fraction of batches."""
-        return max(1, round(epochs * -(-len(self.data["train"][0]) // self.batch_size)))
+        """Optimisation steps of `finetune` for `epochs`: fractional epochs train on that fraction of batches
+        (at least one step; none for 0 epochs)."""
+        return 0 if epochs <= 0 else max(1, round(epochs * -(-len(self.data["train"][0]) // self.batch_size)))
 
     def calibration_batches(self) -> Iterator[torch.Tensor]:
         x, _ = self.data["train"]

@@ -159,6 +159,7 @@ def test_supervised_task_untrained_and_keyed_by_the_checkpoint(
     saved = torch.load(mlp_checkpoint, weights_only=True)
     pretrained = SupervisedTask(name="pre", model_factory=from_checkpoint, data=DATA, train_epochs=0)
     assert same_weights(pretrained.baseline_model(), saved)  # train_epochs=0: not a single step
+    assert pretrained.finetune_steps(0) == 0
 
     trained = SupervisedTask(name="tuned", model_factory=from_checkpoint, data=DATA, train_epochs=1)
     key, first = trained.cache_key(), trained.baseline_model().state_dict()
