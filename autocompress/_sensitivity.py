@@ -138,7 +138,7 @@ def sensitivity(
             "no layer may be pruned (every prunable layer is pinned to channel_sparsity [0.0]); nothing to analyse",
         )
 
-    baseline_accuracy = task.evaluate(baseline)
+    baseline_accuracy = task.evaluate(baseline, "val")
     rows: list[SensitivityRow] = []
     total = len(layers) * len(levels)
     for info in layers:
@@ -151,7 +151,7 @@ def sensitivity(
             prune(model, policy, example, importance=importance)
             if finetune_epochs > 0:
                 task.finetune(model, finetune_epochs, seed=0)
-            accuracy = task.evaluate(model)
+            accuracy = task.evaluate(model, "val")
             kept = dict(model.named_modules())[info.name]
             row = SensitivityRow(
                 info.name,

@@ -137,6 +137,7 @@ def _board_table(rows: list[dict[str, Any]]) -> Table:
         "feasible",
         "pareto",
         "accuracy",
+        "test_accuracy",
         "accuracy_drop",
         "speedup",
         "speedup_b32",
@@ -385,7 +386,8 @@ def export(
     feasible = "" if manifest["feasible"] else " (INFEASIBLE: meets no constraint set; closest trial)"
     out.print(
         f"exported trial {manifest['trial']}{feasible} to {path} "
-        f"(verified accuracy {manifest['verified']['accuracy']:.4f})"
+        f"(verified: val accuracy {manifest['verified']['accuracy']:.4f}, "
+        f"test accuracy {manifest['verified']['test_accuracy']:.4f})"
     )
 
 

@@ -487,6 +487,7 @@ _BOARD_COLUMNS = (
     "trial",
     "feasible",
     "accuracy",
+    "test_accuracy",
     "accuracy_drop",
     "speedup",
     "speedup_b32",
@@ -540,7 +541,7 @@ def _summary(record: StudyRecord, board: list[dict[str, Any]]) -> str:
             "baseline",
             ", ".join(
                 f"{k} {record.baseline[k]:.4g}"
-                for k in ("accuracy", "latency_ms", "latency_ms_b32", "size_bytes", "macs")
+                for k in ("accuracy", "test_accuracy", "latency_ms", "latency_ms_b32", "size_bytes", "macs")
                 if k in record.baseline
             ),
         ],

@@ -199,7 +199,7 @@ def search(
     from autocompress.runtime import SearchLoop, baseline_metrics, check_ray_address
     from autocompress.space import discover_layers, load_space_file, resolve_space
     from autocompress.strategies import make_controller
-    from autocompress.task import load_task
+    from autocompress.task import checked_baseline, load_task
 
     budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, store_retry=store_retry)
     _check_workers(workers)
@@ -207,10 +207,10 @@ def search(
     memory = parse_size(trial_memory)
     spec, text = load_space_file(space_path)
     task = load_task(spec.task, where=f"{space_path}: task")
-    model = task.baseline_model()
-    space = resolve_space(spec, discover_layers(model, task.example_input(1)), str(space_path))
+    model, example = checked_baseline(task)
+    space = resolve_space(spec, discover_layers(model, example), str(space_path))
     name = study or default_study_name(space_path)
-    check_feasible_up_front(space, model, task.example_input(1), str(space_path))
+    check_feasible_up_front(space, model, example, str(space_path))
     controller = make_controller(strategy, space, seed)  # validates the strategy's knobs
     if ray_address and executor == "ray":
         check_ray_address(ray_address)
@@ -305,8 +305,11 @@ def load_study(name: str, storage: str | None = None) -> Study:
     return Study(name, store)
 
 
+#: ``accuracy`` is the validation figure the search ranked; ``test_accuracy`` is read once it is over, for the
+#: final Pareto front and the exported trial only
 LEADERBOARD_METRICS = (
     "accuracy",
+    "test_accuracy",
     "accuracy_drop",
     "speedup",
     "speedup_b32",

@@ -12,6 +12,8 @@ import hashlib
 import importlib
 import inspect
 import io
+import math
+import numbers
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from autocompress._inputs import ModelInputs, take
 from autocompress.errors import UserError
 
 
@@ -37,7 +40,8 @@ class Task(Protocol):
     offer ``finetune_steps(epochs)``, the number of optimisation steps ``finetune`` takes (schedules over
     steps, such as the ``agp`` pruner's, need it).
     `calibration_batches` yields a few input batches for quantization observers and data-driven criteria.
-    `example_input` gives an input batch of the given size for tracing and latency measurement.
+    `example_input` gives an input batch of the given size for tracing and latency measurement. Inputs are
+    one tensor, or a tuple of tensors for a model with several positional inputs (`ModelInputs`).
     """
 
     name: str
@@ -48,9 +52,9 @@ class Task(Protocol):
 
     def finetune(self, model: nn.Module, epochs: float, seed: int = 0) -> None: ...
 
-    def calibration_batches(self) -> Iterator[torch.Tensor]: ...
+    def calibration_batches(self) -> Iterator[ModelInputs]: ...
 
-    def example_input(self, batch_size: int = 1) -> torch.Tensor: ...
+    def example_input(self, batch_size: int = 1) -> ModelInputs: ...
 
 
 def load_task(ref: str, *, where: str = "task") -> Task:
@@ -79,6 +83,51 @@ def load_task(ref: str, *, where: str = "task") -> Task:
     return task
 
 
+def eval_mode(model: Callable[..., object]) -> None:
+    """Put a module (a ScriptModule too) in eval mode; other callables (a runtime's compiled model) have none."""
+    if isinstance(model, nn.Module):
+        model.eval()
+
+
+def checked_metric(task: Task, split: str, value: object) -> float:
+    """`value`, the task's ``evaluate`` result on `split`, as a float; a `UserError` unless it is a finite number."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype.is_floating_point:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise UserError(
+            f"task {getattr(task, 'name', type(task).__name__)!r}: evaluate(model, {split!r})",
+            f"returned {value!r} ({type(value).__name__}); it must return a finite number, higher is better "
+            "(e.g. accuracy as a float)",
+        )
+    return float(value)
+
+
+def checked_baseline(task: Task) -> tuple[nn.Module, ModelInputs]:
+    """The task's baseline model and ``example_input(1)``, checked: the model is an ``nn.Module`` and the
+    inputs a tensor or a tuple of tensors with batch size 1 (the written form of the protocol's rules), so a
+    mistake there is a `UserError` naming it, not a crash inside tracing or pruning."""
+    where = f"task {getattr(task, 'name', type(task).__name__)!r}"
+    model = task.baseline_model()
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{where}: baseline_model()", f"returned {type(model).__name__}; it must return an nn.Module")
+    for size in (1, 2):
+        inputs = task.example_input(size)
+        parts = inputs if isinstance(inputs, tuple) else (inputs,)
+        if not parts or not all(isinstance(p, torch.Tensor) for p in parts):
+            raise UserError(
+                f"{where}: example_input({size})",
+                f"returned {type(inputs).__name__}; it must return a tensor, or a tuple of tensors for a model "
+                "with several inputs",
+            )
+        if any(p.dim() == 0 or p.shape[0] != size for p in parts):
+            raise UserError(
+                f"{where}: example_input({size})",
+                f"returned shapes {[tuple(p.shape) for p in parts]}; every input's first dimension must be the "
+                f"batch size {size}",
+            )
+    return model, task.example_input(1)
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("AUTOCOMPRESS_CACHE") or Path.home() / ".cache" / "autocompress"
     path = Path(root)
@@ -89,6 +138,38 @@ def _cache_dir() -> Path:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW at lr 1e-3, weight decay 1e-4: the fine-tuning optimiser of the adapters unless the user gives one."""
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+
+
+def train_steps(
+    params: Iterable[nn.Parameter],
+    loss_at: Callable[[int], torch.Tensor],
+    *,
+    steps: int,
+    optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] = default_optimizer,
+    on_step: Callable[[], None] | None = None,
+) -> None:
+    """`steps` optimisation steps of `optimizer` with cosine decay of its learning rate to zero;
+    ``loss_at(step)`` is the loss of step `step`.
+
+    The one training loop of every task here, so each calls ``on_step`` the same way: after each optimiser
+    step, while the step's gradients are still on the parameters (pruners and criteria rely on it); the
+    number of ``on_step`` calls is exactly `steps`, what a task's ``finetune_steps`` must report.
+    """
+    opt = optimizer(params)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for step in range(steps):
+        loss = loss_at(step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if on_step is not None:
+            on_step()
 
 
 def train_minibatches(
@@ -103,29 +184,24 @@ def train_minibatches(
     seed: int,
     on_step: Callable[[], None] | None = None,
 ) -> None:
-    """AdamW with cosine decay for `steps` optimisation steps over shuffled mini-batches of `examples` examples
-    (epoch after epoch, the last one cut short); ``loss_of(indices)`` is the loss of the batch at those indices.
-
-    The one training loop of the tasks here, so every task calls ``on_step`` the same way: after each
-    optimiser step, while the step's gradients are still on the parameters (pruners and criteria rely on it).
-    """
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    """AdamW with cosine decay (`train_steps`) for `steps` optimisation steps over shuffled mini-batches of
+    `examples` examples (epoch after epoch, the last one cut short); ``loss_of(indices)`` is the loss of the
+    batch at those indices."""
     gen = torch.Generator().manual_seed(seed)
-    step = 0
-    while step < steps:
-        order = torch.randperm(examples, generator=gen)
-        for start in range(0, examples, batch_size):
-            loss = loss_of(order[start : start + batch_size])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if on_step is not None:
-                on_step()
-            if step >= steps:
-                break
+
+    def batches() -> Iterator[torch.Tensor]:
+        while True:
+            order = torch.randperm(examples, generator=gen)
+            yield from (order[start : start + batch_size] for start in range(0, examples, batch_size))
+
+    indices = batches()
+    train_steps(
+        params,
+        lambda _: loss_of(next(indices)),
+        steps=steps,
+        optimizer=lambda p: torch.optim.AdamW(p, lr=lr, weight_decay=weight_decay),
+        on_step=on_step,
+    )
 
 
 @dataclass
@@ -133,8 +209,10 @@ class SupervisedTask:
     """A classification task on tensors held in memory.
 
     The baseline is trained once with `train_recipe` and cached under ``$AUTOCOMPRESS_CACHE`` (default
-    ``~/.cache/autocompress``), keyed by a hash of the model factory's source code, the data and the recipe,
-    so a change to any of them retrains and nothing stale is ever loaded.
+    ``~/.cache/autocompress``), keyed by a hash of the model factory's source code, the weights it returns
+    (so a factory that loads a checkpoint file retrains when the file is replaced), the data and the recipe:
+    a change to any of them retrains and nothing stale is ever loaded. With ``train_epochs=0`` the factory's
+    model is the baseline as it is (a pre-trained model): no step is taken and nothing is cached.
     """
 
     name: str
@@ -157,8 +235,8 @@ class SupervisedTask:
         return model.eval()
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str = "test") -> float:
-        model.eval()
+    def evaluate(self, model: Callable[..., torch.Tensor], split: str = "test") -> float:
+        eval_mode(model)
         x, y = self.data[split]
         correct = 0
         for start in range(0, len(x), 256):
@@ -172,24 +250,25 @@ class SupervisedTask:
         self._train(model, epochs, self.finetune_lr, seed, on_step)
 
     def finetune_steps(self, epochs: float) -> int:
-        """Optimisation steps of `finetune` for `epochs`: fractional epochs train on that fraction of batches."""
-        return max(1, round(epochs * -(-len(self.data["train"][0]) // self.batch_size)))
+        """Optimisation steps of `finetune` for `epochs`: fractional epochs train on that fraction of batches
+        (at least one step; none for 0 epochs)."""
+        return 0 if epochs <= 0 else max(1, round(epochs * -(-len(self.data["train"][0]) // self.batch_size)))
 
     def calibration_batches(self) -> Iterator[torch.Tensor]:
         x, _ = self.data["train"]
         for start in range(0, min(len(x), 512), 128):
             yield x[start : start + 128]
 
-    def example_input(self, batch_size: int = 1) -> torch.Tensor:
-        x, _ = self.data["test"]
-        reps = -(-batch_size // len(x))
-        return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size].clone()
+    def example_input(self, batch_size: int = 1) -> ModelInputs:
+        return take(self.data["test"][0], batch_size)
 
     # -- training -----------------------------------------------------------------------------------------
     def _train(
         self, model: nn.Module, epochs: float, lr: float, seed: int, on_step: Callable[[], None] | None = None
     ) -> None:
-        """Adam with cosine decay; fractional epochs train on that fraction of the batches."""
+        """Adam with cosine decay; fractional epochs train on that fraction of the batches; none for 0 epochs."""
+        if epochs <= 0:
+            return
         seed_everything(seed)
         x, y = self.data["train"]
         total = self.finetune_steps(epochs)
@@ -210,6 +289,10 @@ class SupervisedTask:
     def cache_key(self) -> str:
         digest = hashlib.sha256()
         digest.update(inspect.getsource(inspect.getmodule(self.model_factory) or self.model_factory).encode())
+        seed_everything(self.seed)  # a factory that initialises at random gives the same weights every time
+        for name, tensor in self.model_factory().state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         for split in sorted(self.data):
             for tensor in self.data[split]:
                 digest.update(tensor.numpy().tobytes())
@@ -218,9 +301,12 @@ class SupervisedTask:
         return digest.hexdigest()[:20]
 
     def _load_or_train(self) -> dict[str, torch.Tensor]:
+        if self.train_epochs <= 0:
+            return self.model_factory().state_dict()
         path = _cache_dir() / f"{self.name}-{self.cache_key()}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
+        seed_everything(self.seed)
         model = self.model_factory()
         self._train(model, self.train_epochs, self.lr, self.seed)
         state = model.state_dict()

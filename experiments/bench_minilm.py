@@ -73,7 +73,7 @@ def main() -> None:
     lines = [
         "# MiniLM (all-MiniLM-L6-v2): fixed policies, dynamic int8",
         "",
-        "Mean cosine to the original model's embeddings on the test sentences (seq len 48); latency median",
+        "Mean cosine to the original model's embeddings on the validation sentences (seq len 48); latency median",
         "of 15, 1 thread (CPU time), interleaved with the float TorchScript baseline in the same run.",
         "",
         "| policy | cosine | speedup b1 | speedup b32 | ms b1 | ms b32 | base ms b1 | base ms b32 | params |",

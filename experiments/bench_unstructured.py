@@ -54,7 +54,7 @@ def main() -> None:
     start = time.perf_counter()
     rows = []
     for model, ref in MODELS.items():
-        baseline = cached_task(ref).evaluate(cached_task(ref).baseline_model())
+        baseline = cached_task(ref).evaluate(cached_task(ref).baseline_model(), "val")  # as trials are
         for label, policy in policies(ref):
             m = run_trial(ref, policy, args.epochs, measure=MEASURE, train_threads=1).metrics
             rows.append(

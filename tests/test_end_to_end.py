@@ -133,4 +133,5 @@ def test_search_leaderboard_and_export_round_trip(fast_space, storage, tmp_path)
     model = torch.jit.load(str(out / "model.pt"))  # plain torch, no autocompress needed
     from experiments.tasks.digits import task
 
-    assert task.evaluate(model) == pytest.approx(best["accuracy"], abs=1e-9)
+    assert task.evaluate(model, "val") == pytest.approx(best["accuracy"], abs=1e-9)  # the search ranks on val
+    assert task.evaluate(model, "test") == pytest.approx(manifest["metrics"]["test_accuracy"], abs=1e-9)

@@ -1,5 +1,5 @@
-"""The real text task (`experiments.tasks.text`): deterministic data from installed packages, real labels, a
-transformer that learns it clearly better than guessing the majority class."""
+"""The real text task (`experiments.tasks.text`): deterministic data frozen from the dependencies' descriptions,
+real labels, a transformer that learns it clearly better than guessing the majority class."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import torch
 
 from autocompress.space import discover_layers, load_space_file, resolve_space
 from autocompress.task import load_task
-from experiments import text
+from experiments.tasks import text
 from tests.conftest import ROOT
 
 
-def test_data_comes_only_from_dependencies_and_every_label_occurs() -> None:
+def test_data_is_the_frozen_file_from_dependencies_and_every_label_occurs() -> None:
     rows = text.labelled_sentences()
+    assert len(rows) == len(text.DATA_FILE.read_text(encoding="utf-8").splitlines())  # the file, not site-packages
     packages = {package for _, _, package in rows}
     assert packages <= set(text.dependency_closure())
     assert {"numpy", "torch", "pydantic", "sqlalchemy"} <= packages  # direct and transitive requirements

@@ -20,9 +20,9 @@ removes the channels (`structured_admm`).
 
 from collections.abc import Iterable
 
-import torch
 from torch import nn
 
+from autocompress._inputs import ModelInputs
 from autocompress.compress._admm import (
     ADMM,
     ADMMChannelImportance,
@@ -81,7 +81,7 @@ from autocompress.space import Policy
 
 
 def apply(
-    model: nn.Module, policy: Policy, example_input: torch.Tensor, calibration: Iterable[torch.Tensor]
+    model: nn.Module, policy: Policy, example_input: ModelInputs, calibration: Iterable[ModelInputs]
 ) -> nn.Module:
     """Prune `model` in place, then return its quantized form (without fine-tuning in between)."""
     return quantize(prune(model, policy, example_input), policy, example_input, calibration)

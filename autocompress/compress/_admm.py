@@ -25,6 +25,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from autocompress._inputs import ModelInputs
 from autocompress.compress._sparse_base import Masks, Trainer, UnstructuredPruner, layer_weights, magnitude_mask
 
 #: the projection of one block of tensors onto its sparse set: (tensors, sparsity) -> the nearest tensors in it
@@ -137,7 +138,7 @@ _OUT_CHANNELS = {
 _COUPLED = (*_OUT_CHANNELS.values(), tp.pruner.function.prune_batchnorm_out_channels)
 
 
-def channel_blocks(model: nn.Module, sparsity: Mapping[str, float], example_input: torch.Tensor) -> dict[str, Block]:
+def channel_blocks(model: nn.Module, sparsity: Mapping[str, float], example_input: ModelInputs) -> dict[str, Block]:
     """One block per named layer: its weight first, then every conv/linear weight and bias and batch-norm
     affine parameter whose output channels torch-pruning's dependency graph couples to the layer's. Driving
     all of them to zero makes a channel's contribution exactly zero (a batch norm would otherwise rescale a
@@ -166,7 +167,7 @@ def channel_blocks(model: nn.Module, sparsity: Mapping[str, float], example_inpu
 def admm_channels(
     model: nn.Module,
     sparsity: Mapping[str, float],
-    example_input: torch.Tensor,
+    example_input: ModelInputs,
     trainer: Trainer,
     epochs: float,
     rho: float = 0.3,

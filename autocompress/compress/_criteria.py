@@ -19,6 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from autocompress._inputs import call_model
 from autocompress.compress._admm import ADMMChannelImportance
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class _ActivationCriterion(Criterion):
         try:
             with torch.no_grad():
                 for batch in task.calibration_batches():
-                    model(batch)
+                    call_model(model, batch)
         finally:
             for hook in hooks:
                 hook.remove()

@@ -39,6 +39,7 @@ from torch.ao.quantization import (
 from torch.ao.quantization.observer import ObserverBase
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
+from autocompress._inputs import ModelInputs, as_args, call_model
 from autocompress.compress._bnn import BNNQuantizer
 from autocompress.compress._dorefa import DoReFaQuantizer
 from autocompress.compress._dynamic import DynamicQuantizer
@@ -111,7 +112,7 @@ def _qconfig(quantizer: Quantizer, spec: QuantSpec) -> QConfig:
     return QConfig(activation=quantizer.activation_quant(spec), weight=quantizer.weight_quant(spec))
 
 
-def prepare_quantization(model: nn.Module, policy: Policy, example_input: torch.Tensor) -> nn.Module:
+def prepare_quantization(model: nn.Module, policy: Policy, example_input: ModelInputs) -> nn.Module:
     """A copy of `model` with observers (calibration quantizers) or fake-quant modules in training mode
     (trained quantizers: fine-tune it, then pass it to `quantize`). `model` is not changed."""
     quantizer = get_quantizer(policy.quantizer)
@@ -134,9 +135,9 @@ def prepare_quantization(model: nn.Module, policy: Policy, example_input: torch.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if quantizer.trains:
-            prepared = prepare_qat_fx(model.train(), mapping, (example_input,))
+            prepared = prepare_qat_fx(model.train(), mapping, as_args(example_input))
         else:
-            prepared = prepare_fx(model, mapping, (example_input,))
+            prepared = prepare_fx(model, mapping, as_args(example_input))
             _observe_outputs_with(
                 prepared, {name: factory for name in absorbed if (factory := capped[name]) is not None}
             )
@@ -146,7 +147,7 @@ def prepare_quantization(model: nn.Module, policy: Policy, example_input: torch.
 
 @torch.no_grad()
 def quantize(
-    model: nn.Module, policy: Policy, example_input: torch.Tensor, calibration: Iterable[torch.Tensor]
+    model: nn.Module, policy: Policy, example_input: ModelInputs, calibration: Iterable[ModelInputs]
 ) -> nn.Module:
     """The int8 model of `policy`: prepares `model` (unless `prepare_quantization` already did, e.g.
     before quantization-aware fine-tuning), calibrates on `calibration`, bakes weight transforms and lowers.
@@ -161,7 +162,7 @@ def quantize(
     )
     prepared.eval()
     for batch in calibration:
-        prepared(batch)
+        call_model(prepared, batch)
     for module in prepared.modules():
         _bake_weight(module)
     with warnings.catch_warnings():

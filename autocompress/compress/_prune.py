@@ -14,10 +14,10 @@ the reshape whenever the count is not a multiple of the head width.
 
 from __future__ import annotations
 
-import torch
 import torch_pruning as tp
 from torch import nn
 
+from autocompress._inputs import ModelInputs
 from autocompress.compress._criteria import make_criterion
 from autocompress.space import Policy
 from autocompress.space._discover import attention_heads, output_layers
@@ -26,7 +26,7 @@ from autocompress.space._discover import attention_heads, output_layers
 def prune(
     model: nn.Module,
     policy: Policy,
-    example_input: torch.Tensor,
+    example_input: ModelInputs,
     round_to: int | None = None,
     importance: tp.importance.Importance | None = None,
 ) -> nn.Module:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
+from autocompress._inputs import ModelInputs
 from autocompress.compress._admm import ADMMPruner, admm_channels
 from autocompress.compress._agp import AGPPruner
 from autocompress.compress._level import LevelPruner
@@ -56,7 +56,7 @@ def sparse_finetune(model: nn.Module, policy: Policy, trainer: Trainer, epochs: 
 
 
 def structured_admm(
-    model: nn.Module, policy: Policy, example_input: torch.Tensor, trainer: Trainer, epochs: float
+    model: nn.Module, policy: Policy, example_input: ModelInputs, trainer: Trainer, epochs: float
 ) -> float:
     """When the policy's criterion is ``admm``, train `model` by ADMM towards its channel sparsity for the
     share `STRUCTURED_ADMM_SHARE` of `epochs` (before `prune` removes the channels); returns the epochs spent."""

@@ -8,19 +8,20 @@ import warnings
 import torch
 from torch import nn
 
+from autocompress._inputs import ModelInputs, batch_size_of, call_model
 from autocompress.compress._lowering import get_quantizer, layer_specs
 from autocompress.space import Policy
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+def count_macs(model: nn.Module, example_input: ModelInputs) -> dict[str, int]:
     """Multiply-accumulates per sample of every conv and linear layer, by name, for a float model.
 
     Conv: output elements x (input channels / groups) x kernel area. Linear: output elements x input features.
     """
     macs: dict[str, int] = {}
     hooks = []
-    batch = example_input.shape[0]
+    batch = batch_size_of(example_input)
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
 
@@ -36,7 +37,7 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
 
             hooks.append(module.register_forward_hook(linear_hook))
     try:
-        model.eval()(example_input)
+        call_model(model.eval(), example_input)
     finally:
         for hook in hooks:
             hook.remove()
@@ -127,7 +128,7 @@ def count_sparse_bytes(model: nn.Module, policy: Policy | None, packed_bytes: in
     return total
 
 
-def to_torchscript(model: nn.Module, example_input: torch.Tensor) -> torch.jit.ScriptModule:
+def to_torchscript(model: nn.Module, example_input: ModelInputs) -> torch.jit.ScriptModule:
     """Trace and freeze: the deployable form, loadable with plain ``torch.jit.load``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import torch
 
+from autocompress._inputs import ModelInputs, call_model
 from autocompress.measure._counters import serialize
 
 
@@ -36,7 +37,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 @torch.inference_mode()
 def compare_latency(
     models: Mapping[str, Callable[[torch.Tensor], object]],
-    inputs: torch.Tensor,
+    inputs: ModelInputs,
     *,
     threads: int = 1,
     warmup: int = 5,
@@ -55,11 +56,11 @@ def compare_latency(
     with torch_threads(threads):
         for _ in range(warmup):
             for model in models.values():
-                model(inputs)
+                call_model(model, inputs)
         for _ in range(repeats):
             for name, model in models.items():
                 start = clock()
-                model(inputs)
+                call_model(model, inputs)
                 times[name].append((clock() - start) * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}
 

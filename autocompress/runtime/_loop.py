@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from autocompress.errors import SearchStopped
 from autocompress.runtime._executors import Executor, Finished, Job
+from autocompress.runtime._trial import evaluate_test
 from autocompress.space import Policy, Space, violations
 from autocompress.store import COMPLETE, FAILED, FINISHED, RUNNING, StaleControllerState, StudyStore, is_transient
 from autocompress.store._models import utcnow
@@ -248,6 +249,7 @@ class SearchLoop:
         self.executor.shutdown()
         self._spent["wall_s"] = wall_before + time.monotonic() - start
         reason = reason or self._stop_reason(self._spent["wall_s"]) or "no more proposals"
+        self._test_front()
         spent = self._final_spent()
         self._store(lambda: self.store.update_study(self.study, status="finished", stop_reason=reason, spent=spent))
         self.log.info("stopped: %s", reason)
@@ -299,6 +301,27 @@ class SearchLoop:
         """Whether trial `number` is stored as finished (a retried `finish_trial` had landed)."""
         found = self.store.trials(self.study, numbers=[number])
         return bool(found) and found[0].state in FINISHED
+
+    def _test_front(self) -> None:
+        """Once the search has chosen, read the test split for its choice: every trial of the feasible Pareto
+        front (or, with none feasible, the closest trial), stored as ``test_accuracy``. Ranking and
+        constraints never see it; the leaderboard, report and export show it beside the validation figure.
+        The baseline's test figure, the reference for those, is read here too."""
+        baseline = self.store.study(self.study).baseline
+        if baseline and "test_accuracy" not in baseline:
+            baseline = {**baseline, "test_accuracy": evaluate_test(self.space.task, None)}
+            self.store.update_study(self.study, baseline=baseline)
+        ranked = self.store.ranked(self.study)
+        chosen = [r.number for r in ranked if r.feasible and r.pareto_front == 0]
+        if not chosen:
+            chosen = [r.number for r in ranked[:1]]  # a failed one is dropped below: it has no model
+        for trial in self.store.trials(self.study, (COMPLETE,), numbers=chosen):
+            models = [a for a in trial.artefacts if a.kind == "model"]
+            if "test_accuracy" in trial.metrics or not models:
+                continue
+            test = evaluate_test(self.space.task, str(self.store.artefact_file(models[0])))
+            self.store.add_metrics(self.study, trial.number, {"test_accuracy": test})
+            self.log.info("trial %d on the front: test accuracy %.4f", trial.number, test)
 
     def _submit(self, redo: list[Proposal]) -> bool:
         """Start the next trial (a left-over one first); False when another process took the last of the

@@ -41,7 +41,7 @@ from autocompress.measure import (
     torch_threads,
 )
 from autocompress.space import Policy
-from autocompress.task import Task, load_task
+from autocompress.task import Task, checked_metric, load_task
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,11 @@ class TrialResult:
     artefact: bytes = b""
     worker: str = ""
     intermediate: list[tuple[int, str, float]] = field(default_factory=list)
+
+
+#: the split trials are evaluated, ranked and constrained on; the test split is read only after the search
+#: (`evaluate_test`) and by export
+SELECTION_SPLIT = "val"
 
 
 @dataclass
@@ -75,7 +80,11 @@ def _baseline(task_ref: str) -> _Baseline:
     x1 = task.example_input(1)
     script = to_torchscript(model, x1)
     return _Baseline(
-        script, task.evaluate(script), sum(count_macs(model, x1).values()), count_params(model), len(serialize(script))
+        script,
+        checked_metric(task, SELECTION_SPLIT, task.evaluate(script, SELECTION_SPLIT)),
+        sum(count_macs(model, x1).values()),
+        count_params(model),
+        len(serialize(script)),
     )
 
 
@@ -202,7 +211,7 @@ def run_trial(
             gate.checkpoint()
             script = to_torchscript(deployed, x1)
             gate.checkpoint()
-            accuracy = task.evaluate(script)
+            accuracy = task.evaluate(script, SELECTION_SPLIT)
         artefact = serialize(script)
     timing: dict[str, Any] = dict(
         threads=measure["threads"],
@@ -251,3 +260,10 @@ def baseline_metrics(task_ref: str, measure: dict[str, int]) -> dict[str, float]
     metrics = dict(result.metrics)
     metrics["size_bytes"] = float(_baseline(task_ref).size_bytes)
     return metrics
+
+
+def evaluate_test(task_ref: str, artefact: str | os.PathLike[str] | None) -> float:
+    """The test-split metric of a finished trial's stored artefact (None: the uncompressed baseline), read
+    once the search has chosen (the final Pareto front, the exported trial); never during the search."""
+    model = _baseline(task_ref).script if artefact is None else torch.jit.load(str(artefact))
+    return cached_task(task_ref).evaluate(model, "test")

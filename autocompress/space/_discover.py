@@ -16,6 +16,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from autocompress._inputs import ModelInputs, call_model
+
 LAYER_TYPES = (nn.Conv2d, nn.Linear)
 
 
@@ -74,7 +76,7 @@ def attention_heads(model: nn.Module) -> dict[nn.Module, tuple[int, tuple[nn.Lin
     return found  # type: ignore[return-value]
 
 
-def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
+def output_layers(model: nn.Module, example_input: ModelInputs) -> set[str]:
     """Names of the conv/linear layers whose output is the model's output (their width is fixed)."""
     # each output is kept alive until the end: a freed tensor's id is reused, and could match the model's output
     produced: dict[int, tuple[str, torch.Tensor]] = {}
@@ -84,7 +86,7 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
             hooks.append(module.register_forward_hook(lambda m, i, o, n=name: produced.__setitem__(id(o), (n, o))))
     try:
         with torch.no_grad():
-            out = model(example_input)
+            out = call_model(model, example_input)
     finally:
         for hook in hooks:
             hook.remove()
@@ -92,11 +94,11 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
     return {produced[id(o)][0] for o in outputs if id(o) in produced}
 
 
-def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+def build_graph(model: nn.Module, example_input: ModelInputs) -> tp.DependencyGraph:
     return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 
-def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
+def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerInfo]:
     from autocompress.measure import count_macs  # measure imports space: import at call time
 
     model.eval()

@@ -453,6 +453,20 @@ class StudyStore:
             merged["cpu_s"] = study.spent.get("cpu_s", 0.0) + float(metrics.get("cpu_s", 0.0))
             study.spent = merged
 
+    def add_metrics(self, name: str, number: int, metrics: dict[str, float]) -> None:
+        """Add metrics measured after a trial finished (its test-split figure, read once the search is over)
+        to the complete trial `number`; a metric it already has is left as it is."""
+        with self._session(write=True) as session:
+            study = self._study_row(session, name, lock=True)
+            row = session.scalars(
+                select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
+            ).one()
+            if row.state != COMPLETE:
+                raise RuntimeError(f"trial {number} of {name!r} is {row.state}, not complete")
+            new = {k: float(v) for k, v in metrics.items() if k not in row.metrics}
+            row.metrics = {**row.metrics, **new}
+            session.add_all(MetricRow(trial_id=row.id, name=k, value=v) for k, v in new.items())
+
     def ranked(self, name: str, top: int | None = None, feasible_only: bool = False) -> list[RankedTrial]:
         """The first `top` (default all) of `rank_rows` over every trial of study `name`, computed from narrow
         indexed queries: objective values (metrics table) of feasible trials only, infeasible trials sorted

@@ -14,11 +14,12 @@ convention of `autocompress.space.attention_heads`, so the generic pruner remove
 the output projection's columns) and FFN width (intermediate rows and output columns) physically, every
 Linear can be quantized on its own, and the model traces to TorchScript.
 
-Data: real English sentences from the descriptions (``METADATA``) of a fixed list of installed Python packages
-(`SOURCE_PACKAGES`: this project's dependency tree; any installed package would make the data change whenever
-someone installs one, between the search's workers and its export), read in list order, split into sentences,
-length-filtered and de-duplicated, shuffled with a fixed seed into train/val/test, and tokenized once with the
-model's tokenizer to fixed-length id tensors.
+Data: real English sentences from the descriptions (``METADATA``) of a fixed list of Python packages
+(`SOURCE_PACKAGES`: this project's dependency tree), read in list order, split into sentences, length-filtered
+and de-duplicated, frozen in `DATA_FILE` (``experiments/tasks/data/minilm_sentences.txt``, one per line) so the
+data never depends on the installed versions; ``python -m experiments.tasks.minilm`` regenerates it from the
+installed packages (`collect_package_sentences`). They are shuffled with a fixed seed into train/val/test and
+tokenized once with the model's tokenizer to fixed-length id tensors.
 
 `evaluate` is the mean cosine similarity of the model's embeddings to the original model's on the split
 (1.0 for the baseline); `finetune` distils the original embeddings (cosine loss) on the train split.
@@ -35,6 +36,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -220,7 +222,16 @@ SOURCE_PACKAGES = (
 )
 
 
-def package_sentences(min_chars: int = 40, max_chars: int = 200) -> list[str]:
+#: the frozen sentences (see the module docstring)
+DATA_FILE = Path(__file__).resolve().parent / "data" / "minilm_sentences.txt"
+
+
+def package_sentences() -> list[str]:
+    """The sentences frozen in `DATA_FILE`, in order."""
+    return DATA_FILE.read_text(encoding="utf-8").splitlines()
+
+
+def collect_package_sentences(min_chars: int = 40, max_chars: int = 200) -> list[str]:
     """De-duplicated English sentences from the descriptions of `SOURCE_PACKAGES` (those installed), in order."""
     from importlib.metadata import PackageNotFoundError, distribution
 
@@ -349,3 +360,8 @@ def _embed(model: nn.Module, ids: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 task = MiniLMTask()
+
+
+if __name__ == "__main__":
+    DATA_FILE.write_text("".join(line + "\n" for line in collect_package_sentences()), encoding="utf-8")
+    print(f"wrote {len(package_sentences())} sentences to {DATA_FILE}")

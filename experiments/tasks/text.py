@@ -1,8 +1,12 @@
 """A real text task for the transformer, built offline: which kind of package does a sentence describe?
 
-Sentences come from the long descriptions (``*.dist-info/METADATA``) of the installed packages this project
-depends on (the closure of autocompress's own requirements, without extras, autocompress itself excluded:
-its README changes), so a fresh install gives the same data for the same dependency versions. The label is
+Sentences come from the long descriptions (``*.dist-info/METADATA``) of the packages this project depends on
+(the closure of autocompress's own requirements, without extras, autocompress itself excluded: its README
+changes), at the versions of requirements.lock. They are frozen in `DATA_FILE`
+(``experiments/tasks/data/text_sentences.jsonl``, one JSON object per line: sentence, label, package), so the
+data never depends on what happens to be installed (a fresh install resolving newer versions once changed a
+test's accuracy). ``python -m experiments.tasks.text`` regenerates the file from the installed packages
+(`collect_labelled_sentences`): do it after updating the lock, and re-check the tests tuned on it. The label is
 the package's own Trove classification, written by its authors:
 
 - ``science``: it carries a ``Topic :: Scientific/Engineering`` classifier (numpy, scipy, torch, pandas, ...);
@@ -23,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as metadata
+import json
 import re
 from functools import cache
+from pathlib import Path
 
 import torch
 from packaging.requirements import Requirement
@@ -37,6 +43,8 @@ VOCAB, SEQ = 4096, 32
 LABELS = ("science", "software-development", "other")
 CLASSES = len(LABELS)
 MAX_PER_PACKAGE = 150
+#: the frozen sentences (see the module docstring)
+DATA_FILE = Path(__file__).resolve().parent / "data" / "text_sentences.jsonl"
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -83,7 +91,13 @@ def sentences(description: str) -> list[str]:
 
 @cache
 def labelled_sentences() -> tuple[tuple[str, int, str], ...]:
-    """(sentence, label, package) for every package of the closure, deduplicated, in a fixed order."""
+    """(sentence, label, package) as frozen in `DATA_FILE`, in its order."""
+    rows = [json.loads(line) for line in DATA_FILE.read_text(encoding="utf-8").splitlines() if line]
+    return tuple((row["sentence"], LABELS.index(row["label"]), row["package"]) for row in rows)
+
+
+def collect_labelled_sentences() -> list[tuple[str, int, str]]:
+    """(sentence, label, package) for every installed package of the closure, deduplicated, in a fixed order."""
     rows: list[tuple[str, int, str]] = []
     seen: set[str] = set()
     for name in dependency_closure():
@@ -96,7 +110,18 @@ def labelled_sentences() -> tuple[tuple[str, int, str], ...]:
                 seen.add(sentence)
                 kept.append(sentence)
         rows.extend((s, label, name) for s in kept)
-    return tuple(rows)
+    return rows
+
+
+def freeze() -> Path:
+    """Write `DATA_FILE` from the installed packages (`collect_labelled_sentences`)."""
+    DATA_FILE.parent.mkdir(parents=True, exist_ok=True)
+    lines = (
+        json.dumps({"sentence": s, "label": LABELS[label], "package": name}, ensure_ascii=False)
+        for s, label, name in collect_labelled_sentences()
+    )
+    DATA_FILE.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return DATA_FILE
 
 
 def _bucket(text: str, buckets: int) -> int:
@@ -135,3 +160,6 @@ def text_transformer() -> TransformerEncoderClassifier:
 transformer = SupervisedTask(
     name="text-transformer", model_factory=text_transformer, data=text_splits(), train_epochs=15
 )
+
+if __name__ == "__main__":
+    print(f"wrote {len(collect_labelled_sentences())} sentences to {freeze()}")
