@@ -128,7 +128,7 @@ def count_sparse_bytes(model: nn.Module, policy: Policy | None, packed_bytes: in
     return total
 
 
-def to_torchscript(model: nn.Module, example_input: torch.Tensor) -> torch.jit.ScriptModule:
+def to_torchscript(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
     """Trace and freeze: the deployable form, loadable with plain ``torch.jit.load``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
