@@ -1,8 +1,11 @@
 """Export a trial as a deployable artefact with a manifest, verified in a fresh process.
 
-The artefact is the TorchScript model the trial itself evaluated and measured (pruned channels removed,
-int8 layers lowered), so what is exported is exactly what was ranked. `verify` reloads it with plain
-``torch.jit.load`` in a new interpreter and re-evaluates it on the task's test split.
+The artefact is the file the trial itself evaluated and measured on the runtime its figure comes from
+(``runtime``: ``model.xml`` + ``model.bin`` for OpenVINO, ``model.onnx`` for ONNX Runtime, ``model.pt`` for
+TorchScript; pruned channels removed, int8 layers int8), so what is exported is exactly what was ranked.
+`verify` loads it in a new interpreter with that runtime's own API only (``openvino.Core``,
+``onnxruntime.InferenceSession``, ``torch.jit.load``: the runtime's `server_code`, as a server would) and
+re-evaluates it on the task's test split.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autocompress.deploy import describe_inputs, get_runtime
 from autocompress.errors import UserError
 from autocompress.store import sha256_file
+from autocompress.task import load_task
 
 if TYPE_CHECKING:
     from autocompress.study import Study
@@ -33,7 +38,7 @@ class VerificationError(RuntimeError):
 
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for package in ("autocompress", "torch", "torch-pruning", "optuna", "ray"):
+    for package in ("autocompress", "torch", "torch-pruning", "optuna", "ray", "onnx", "onnxruntime", "openvino"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -42,7 +47,8 @@ def _versions() -> dict[str, str]:
 
 
 def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasible: bool = False) -> Path:
-    """Write ``model.pt`` and ``manifest.json`` for trial `number` (default: the Pareto-best feasible one).
+    """Write the trial's artefact on its runtime (``model.xml``/``.bin``, ``model.onnx`` or ``model.pt``) and
+    ``manifest.json`` for trial `number` (default: the Pareto-best feasible one); returns the (first) model file.
 
     With no feasible trial, the closest one (least constraint violation) is exported only when
     `allow_infeasible` is set, and the manifest says ``"feasible": false``.
@@ -68,21 +74,29 @@ def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasibl
         if chosen["state"] != "complete":
             raise UserError(f"--trial {number}", f"trial is {chosen['state']}, not complete; pick a complete one")
     trial = study.store.trial(study.name, chosen["trial"])
-    models = [a for a in trial.artefacts if a.kind == "model"]
-    if not models:
-        raise UserError(f"trial {trial.number}", "has no stored model artefact")
-    artefact = models[0]
-    source = Path(artefact.path)
-    if not source.exists():
-        raise UserError(str(source), f"artefact of trial {trial.number} is missing; re-run the study")
-    if sha256_file(source) != artefact.sha256:
-        raise UserError(
-            str(source),
-            f"artefact of trial {trial.number} fails its sha256 check (corrupted or tampered); re-run that trial",
-        )
+    runtime = str(trial.metrics.get("runtime", "torchscript"))
+    # kind RUNTIME-model (one row per file); "model" is a TorchScript file stored before deploy targets existed
+    stored = [
+        a for a in trial.artefacts if a.kind == f"{runtime}-model" or (runtime, a.kind) == ("torchscript", "model")
+    ]
+    if not stored:
+        raise UserError(f"trial {trial.number}", f"has no stored {runtime} model artefact")
     out.mkdir(parents=True, exist_ok=True)
-    model_path = out / "model.pt"
-    shutil.copyfile(source, model_path)
+    files: list[dict[str, Any]] = []
+    for artefact in stored:
+        source = Path(artefact.path)
+        if not source.exists():
+            raise UserError(str(source), f"artefact of trial {trial.number} is missing; re-run the study")
+        if sha256_file(source) != artefact.sha256:
+            raise UserError(
+                str(source),
+                f"artefact of trial {trial.number} fails its sha256 check (corrupted or tampered); re-run that trial",
+            )
+        target = out / f"model{source.suffix}"
+        shutil.copyfile(source, target)
+        files.append({"file": target.name, "sha256": artefact.sha256, "size_bytes": artefact.size_bytes})
+    model_path = out / files[0]["file"]
+    deploy = get_runtime(runtime)
     manifest: dict[str, Any] = {
         "study": study.name,
         "trial": trial.number,
@@ -100,11 +114,11 @@ def export_trial(study: Study, out: Path, number: int | None, *, allow_infeasibl
         "constraints": record.space["constraints"],
         "objectives": record.space["objectives"],
         "artefact": {
-            "file": model_path.name,
-            "format": "torchscript",
-            "sha256": artefact.sha256,
-            "size_bytes": artefact.size_bytes,
-            "load": "torch.jit.load('model.pt')",
+            "runtime": runtime,
+            "runtime_version": deploy.version(),
+            "files": files,
+            "inputs": list(describe_inputs(load_task(record.task).example_input(1))),
+            "load": deploy.server_code().replace("{out}", "."),
         },
         "versions": _versions(),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -118,13 +132,14 @@ def verify(out: Path) -> float:
     """Re-evaluate the exported model in a fresh interpreter; raise `VerificationError` if the accuracy
     differs from the manifest's by more than `VERIFY_TOLERANCE`. Returns the re-measured accuracy."""
     manifest = json.loads((out / "manifest.json").read_text())
+    runtime = manifest["artefact"].get("runtime", "torchscript")
     code = (
-        "import sys, torch; from autocompress.task import load_task; "
-        "task = load_task(sys.argv[1]); model = torch.jit.load(sys.argv[2]); "
-        "print(task.evaluate(model, 'test'))"
+        "import sys\nout = sys.argv[2]\n"
+        + get_runtime(runtime).server_code()
+        + "from autocompress.task import load_task\nprint(load_task(sys.argv[1]).evaluate(model, 'test'))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, manifest["task"], str(out / "model.pt")],
+        [sys.executable, "-c", code, manifest["task"], str(out)],
         capture_output=True,
         text=True,
         check=False,

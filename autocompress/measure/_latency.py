@@ -35,15 +35,16 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 @torch.inference_mode()
 def compare_latency(
-    models: Mapping[str, Callable[[torch.Tensor], object]],
-    inputs: torch.Tensor,
+    models: Mapping[str, Callable[..., object]],
+    inputs: torch.Tensor | tuple[torch.Tensor, ...],
     *,
     threads: int = 1,
     warmup: int = 5,
     repeats: int = 30,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Median milliseconds per call of each model on `inputs`, measured interleaved in one run.
+    """Median milliseconds per call of each model on `inputs` (one tensor, or a tuple: one per model input),
+    measured interleaved in one run.
 
     `clock` is wall time by default. On a machine shared with other work, ``time.thread_time`` (CPU time of
     the calling thread, which runs every op when `threads` is 1) leaves out the time the thread waited
@@ -51,20 +52,21 @@ def compare_latency(
     ratio in favour of the smaller model.
     """
     models = {name: fresh_copy(model) for name, model in models.items()}
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch_threads(threads):
         for _ in range(warmup):
             for model in models.values():
-                model(inputs)
+                model(*args)
         for _ in range(repeats):
             for name, model in models.items():
                 start = clock()
-                model(inputs)
+                model(*args)
                 times[name].append((clock() - start) * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def fresh_copy(model: Callable[[torch.Tensor], object]) -> Callable[[torch.Tensor], object]:
+def fresh_copy(model: Callable[..., object]) -> Callable[..., object]:
     """A TorchScript module saved and loaded again, so no shape it ran at before shapes how it runs now;
     anything else is returned as it is."""
     if not isinstance(model, torch.jit.ScriptModule):

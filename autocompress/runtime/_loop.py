@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from autocompress.runtime._executors import Executor, Finished, Job
@@ -311,7 +312,10 @@ class SearchLoop:
         if finished.result is not None:
             metrics = {**finished.result.metrics, **self._promotion(number)}
             viol = violations(metrics, self.space.constraints)
-            artefacts.append(self.store.write_artefact(self.study, number, "model", finished.result.artefact, ".pt"))
+            for shipped in finished.result.artefacts:  # kind RUNTIME-model, one file per suffix (.xml and .bin)
+                for file, data in shipped.files.items():
+                    kind, suffix = f"{shipped.runtime}-{Path(file).stem}", Path(file).suffix
+                    artefacts.append(self.store.write_artefact(self.study, number, kind, data, suffix))
             self._spent["cpu_s"] += metrics.get("cpu_s", 0.0)
         elif self._retries.get(number):
             error = f"{error} (after {self._retries[number]} retries)"
