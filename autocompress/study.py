@@ -319,6 +319,8 @@ LEADERBOARD_METRICS = (
     "speedup_b32",
     "latency_ms",
     "latency_ms_b32",
+    "runtime",
+    "runtime_b32",
     "size_bytes",
     "macs",
     "params",

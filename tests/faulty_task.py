@@ -11,6 +11,7 @@ import signal
 import time
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from experiments.tasks.digits import task as digits
@@ -55,3 +56,37 @@ raising = FaultyTask("raise", (1, 3))
 hanging = FaultyTask("hang", (1,))
 dies_once = FaultyTask("die-once", (1,))
 dies_always = FaultyTask("die", (2,))
+
+
+class _RunningMax(nn.Module):
+    """``cummax``: an op neither ONNX exporter supports (torch 2.13), so no ONNX runtime can take the model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.cummax(dim=1).values
+
+
+class UnexportableTask:
+    """The digits task whose model ends in `_RunningMax`: TorchScript runs it, ONNX export fails naming the op."""
+
+    name = "unexportable"
+
+    def __getattr__(self, attr: str):
+        return getattr(digits, attr)
+
+    def baseline_model(self) -> nn.Module:
+        return nn.Sequential(digits.baseline_model(), _RunningMax()).eval()
+
+    def evaluate(self, model: nn.Module, split: str = "test") -> float:
+        return digits.evaluate(model, split)
+
+    def calibration_batches(self):
+        return digits.calibration_batches()
+
+    def example_input(self, batch_size: int = 1):
+        return digits.example_input(batch_size)
+
+    def finetune(self, model: nn.Module, epochs: float, seed: int = 0) -> None:
+        digits.finetune(model, epochs, seed=seed)
+
+
+unexportable = UnexportableTask()

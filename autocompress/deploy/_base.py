@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,7 +102,11 @@ class Runtime(ABC):
     module: ClassVar[str]
 
     def available(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
+        try:
+            importlib.import_module(self.module)
+        except ImportError:
+            return False
+        return True
 
     def version(self) -> str:
         try:

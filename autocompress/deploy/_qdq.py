@@ -63,7 +63,8 @@ class _QDQLayer(nn.Module):
         self.register_buffer("scale", layer.weight_scale.detach().float().reshape(-1))
         self.register_buffer("zero_point", layer.weight_zero_point.detach().int().reshape(-1))
         self.layer: Any = _float_layer(layer)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's quantized tensors are deprecated; only their values are used
             self.layer.weight.copy_(layer.get_weight())  # type: ignore[operator]  # quantized and dequantized with the layer's qparams
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,6 @@ def test_lsq_4bit_trial_exports_an_artefact_that_reproduces_its_accuracy(tmp_pat
     assert metrics["packed_bytes"] < float_bytes - 0.9 * 3.5 * linear_weights
     baseline = task.evaluate(baseline_model)
     assert metrics["accuracy"] > max(baseline - 0.1, majority_accuracy(task.data))  # still beats guessing
-    (tmp_path / "model.pt").write_bytes(result.artefact)
+    (tmp_path / "model.pt").write_bytes(result.artefacts[0].files["model.pt"])
     (tmp_path / "manifest.json").write_text(json.dumps({"task": TASK, "metrics": metrics}))
     assert abs(verify(tmp_path) - metrics["accuracy"]) <= 0.005
