@@ -226,7 +226,7 @@ def _pareto_plot(board: list[dict[str, Any]], baseline: dict[str, Any], constrai
                 lw=1.2,
                 label=f"max_accuracy_drop {constraints['max_accuracy_drop']:g}",
             )
-        axes.set_xlabel("speedup at batch 1 (baseline latency / latency, same run)")
+        axes.set_xlabel("speedup at batch 1 (baseline on its fastest float runtime / candidate on its fastest)")
         axes.set_ylabel("accuracy (test split)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8, loc="best")
@@ -408,6 +408,8 @@ _BOARD_COLUMNS = (
     "speedup",
     "speedup_b32",
     "latency_ms",
+    "runtime",
+    "runtime_b32",
     "size_bytes",
     "macs",
     "finetune_epochs",
