@@ -65,28 +65,11 @@ class _RunningMax(nn.Module):
         return x.cummax(dim=1).values
 
 
-class UnexportableTask:
+class UnexportableTask(FaultyTask):
     """The digits task whose model ends in `_RunningMax`: TorchScript runs it, ONNX export fails naming the op."""
-
-    name = "unexportable"
-
-    def __getattr__(self, attr: str):
-        return getattr(digits, attr)
 
     def baseline_model(self) -> nn.Module:
         return nn.Sequential(digits.baseline_model(), _RunningMax()).eval()
 
-    def evaluate(self, model: nn.Module, split: str = "test") -> float:
-        return digits.evaluate(model, split)
 
-    def calibration_batches(self):
-        return digits.calibration_batches()
-
-    def example_input(self, batch_size: int = 1):
-        return digits.example_input(batch_size)
-
-    def finetune(self, model: nn.Module, epochs: float, seed: int = 0) -> None:
-        digits.finetune(model, epochs, seed=seed)
-
-
-unexportable = UnexportableTask()
+unexportable = UnexportableTask("unexportable", ())

@@ -30,6 +30,14 @@ class LoweringError(RuntimeError):
         super().__init__(f"{where}: {message}")
 
 
+def runtime_error(runtime: str, step: str, exc: BaseException) -> LoweringError:
+    """A runtime's own error (its converter or compiler) as a `LoweringError` of one line."""
+    text = str(exc).strip()
+    return LoweringError(
+        runtime, f"cannot {step} the model: {text.splitlines()[0][:300] if text else type(exc).__name__}"
+    )
+
+
 def as_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
     return inputs if isinstance(inputs, tuple) else (inputs,)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from autocompress.deploy._base import Artefact, CompiledModel, Inputs, LoweringError, Runtime, describe_inputs
+from autocompress.deploy._base import Artefact, CompiledModel, Inputs, Runtime, describe_inputs, runtime_error
 from autocompress.deploy._qdq import qdq_module, to_onnx
 from autocompress.space import Policy
 
@@ -56,7 +56,7 @@ class OnnxRuntime(Runtime):
                 artefact.files["model.onnx"], session_options(threads), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # noqa: BLE001 - the runtime's own compile error, reported in one line
-            raise LoweringError("onnxruntime", f"cannot compile the model: {str(exc).splitlines()[0][:300]}") from None
+            raise runtime_error("onnxruntime", "compile", exc) from None
         return _Session(session)
 
     def server_code(self) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from autocompress.deploy._base import Artefact, CompiledModel, Inputs, LoweringError, Runtime, describe_inputs
+from autocompress.deploy._base import Artefact, CompiledModel, Inputs, Runtime, describe_inputs, runtime_error
 from autocompress.deploy._qdq import qdq_module, to_onnx
 from autocompress.space import Policy
 
@@ -48,7 +48,7 @@ class OpenVINORuntime(Runtime):
             try:
                 converted = ov.convert_model(folder / "model.onnx")
             except Exception as exc:  # noqa: BLE001 - the converter's own error, in one line
-                raise LoweringError("openvino", f"cannot convert the model: {str(exc).splitlines()[0][:300]}") from None
+                raise runtime_error("openvino", "convert", exc) from None
             ov.save_model(converted, folder / "model.xml", compress_to_fp16=False)
             files = {name: (folder / name).read_bytes() for name in ("model.xml", "model.bin")}
         artefact = Artefact(self.name, files, describe_inputs(example))
@@ -64,7 +64,7 @@ class OpenVINORuntime(Runtime):
             model = core.read_model(model=artefact.files["model.xml"].decode(), weights=weights)
             compiled = core.compile_model(model, "CPU", compile_config(threads))
         except Exception as exc:  # noqa: BLE001 - the plugin's own compile error, in one line
-            raise LoweringError("openvino", f"cannot compile the model: {str(exc).splitlines()[0][:300]}") from None
+            raise runtime_error("openvino", "compile", exc) from None
         return _Request(compiled)
 
     def server_code(self) -> str:
