@@ -1,9 +1,12 @@
 """Export a trial as a deployable artefact with a manifest, verified in a fresh process.
 
-The artefact is the TorchScript model the trial itself evaluated and measured (pruned channels removed,
-int8 layers lowered), so what is exported is exactly what was ranked. `verify` reloads it with plain
-``torch.jit.load`` in a new interpreter and re-evaluates it: on the validation split (the search ranked
-on it, so the figure must reproduce) and on the test split, read here once for the chosen model.
+The artefact is the file the trial itself evaluated and measured on the runtime its figure comes from
+(``runtime``: ``model.xml`` + ``model.bin`` for OpenVINO, ``model.onnx`` for ONNX Runtime, ``model.pt`` for
+TorchScript; pruned channels removed, int8 layers int8), so what is exported is exactly what was ranked.
+`verify` loads it in a new interpreter with that runtime's own API only (``openvino.Core``,
+``onnxruntime.InferenceSession``, ``torch.jit.load``: the runtime's `server_code`, as a server would) and
+re-evaluates it: on the validation split (the search ranked on it, so the figure must reproduce) and on the
+test split, read here once for the chosen model.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autocompress.deploy import describe_inputs, get_runtime
 from autocompress.errors import UserError
 from autocompress.store import ARTEFACT_DAMAGED, ARTEFACT_MISSING, PREFERENCES, oriented, preferred
+from autocompress.task import load_task
 
 if TYPE_CHECKING:
     from autocompress.study import Study
@@ -34,7 +39,7 @@ class VerificationError(RuntimeError):
 
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for package in ("autocompress", "torch", "torch-pruning", "optuna", "ray"):
+    for package in ("autocompress", "torch", "torch-pruning", "optuna", "ray", "onnx", "onnxruntime", "openvino"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -45,8 +50,9 @@ def _versions() -> dict[str, str]:
 def export_trial(
     study: Study, out: Path, number: int | None, *, allow_infeasible: bool = False, prefer: str = "knee"
 ) -> Path:
-    """Write ``model.pt`` and ``manifest.json`` for trial `number`, by default the trial of the feasible
-    Pareto front that `prefer` picks (`autocompress.store.preferred`: ``knee``, ``accurate`` or ``fast``).
+    """Write the trial's artefact on its runtime (``model.xml``/``.bin``, ``model.onnx`` or ``model.pt``) and
+    ``manifest.json`` for trial `number`, by default the trial of the feasible Pareto front that `prefer` picks
+    (`autocompress.store.preferred`: ``knee``, ``accurate`` or ``fast``); returns the (first) model file.
 
     With no feasible trial, the closest one (least constraint violation) is exported only when
     `allow_infeasible` is set, and the manifest says ``"feasible": false``.
@@ -63,23 +69,27 @@ def export_trial(
         if chosen["state"] != "complete":
             raise UserError(f"--trial {number}", f"trial is {chosen['state']}, not complete; pick a complete one")
     trial = study.store.trial(study.name, chosen["trial"])
-    models = [a for a in trial.artefacts if a.kind == "model"]
-    if not models:
-        raise UserError(f"trial {trial.number}", "has no stored model artefact")
-    artefact = models[0]
-    source = study.store.artefact_file(artefact)
-    check = study.store.check_artefact(trial.number, artefact)
-    if check.status == ARTEFACT_MISSING:
-        raise UserError(str(source), f"artefact of trial {trial.number} is missing; re-run the study")
-    if check.status == ARTEFACT_DAMAGED:
-        raise UserError(
-            str(source),
-            f"artefact of trial {trial.number} fails its sha256 check (damaged or tampered); "
-            "export another trial with --trial N or re-run that one",
-        )
+    runtime, stored = trial.runtime, trial.shipped_artefacts()
+    if not stored:
+        raise UserError(f"trial {trial.number}", f"has no stored {runtime} model artefact")
     out.mkdir(parents=True, exist_ok=True)
-    model_path = out / "model.pt"
-    shutil.copyfile(source, model_path)
+    files: list[dict[str, Any]] = []
+    for artefact in stored:
+        source = study.store.artefact_file(artefact)
+        check = study.store.check_artefact(trial.number, artefact)
+        if check.status == ARTEFACT_MISSING:
+            raise UserError(str(source), f"artefact of trial {trial.number} is missing; re-run the study")
+        if check.status == ARTEFACT_DAMAGED:
+            raise UserError(
+                str(source),
+                f"artefact of trial {trial.number} fails its sha256 check (damaged or tampered); "
+                "export another trial with --trial N or re-run that one",
+            )
+        target = out / f"model{source.suffix}"
+        shutil.copyfile(source, target)
+        files.append({"file": target.name, "sha256": artefact.sha256, "size_bytes": artefact.size_bytes})
+    model_path = out / files[0]["file"]
+    deploy = get_runtime(runtime)
     manifest: dict[str, Any] = {
         "study": study.name,
         "trial": trial.number,
@@ -100,11 +110,11 @@ def export_trial(
         "constraints": record.space["constraints"],
         "objectives": record.space["objectives"],
         "artefact": {
-            "file": model_path.name,
-            "format": "torchscript",
-            "sha256": artefact.sha256,
-            "size_bytes": artefact.size_bytes,
-            "load": "torch.jit.load('model.pt')",
+            "runtime": runtime,
+            "runtime_version": deploy.version(),
+            "files": files,
+            "inputs": list(describe_inputs(load_task(record.task).example_input(1))),
+            "load": deploy.server_code().replace("{out}", "."),
         },
         "versions": _versions(),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -142,13 +152,15 @@ def verify(out: Path) -> float:
     by more than `VERIFY_TOLERANCE`. Records both under ``verified``, the test figure also as the metric
     ``test_accuracy``, and returns the test accuracy: the one figure to report for the exported model."""
     manifest = json.loads((out / "manifest.json").read_text())
+    runtime = manifest["artefact"].get("runtime", "torchscript")
     code = (
-        "import sys, torch; from autocompress.task import load_task; "
-        "task = load_task(sys.argv[1]); model = torch.jit.load(sys.argv[2]); "
-        "print(task.evaluate(model, 'val'), task.evaluate(model, 'test'))"
+        "import sys\nout = sys.argv[2]\n"
+        + get_runtime(runtime).server_code()
+        + "from autocompress.task import load_task\ntask = load_task(sys.argv[1])\n"
+        + "print(task.evaluate(model, 'val'), task.evaluate(model, 'test'))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, manifest["task"], str(out / "model.pt")],
+        [sys.executable, "-c", code, manifest["task"], str(out)],
         capture_output=True,
         text=True,
         check=False,

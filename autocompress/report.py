@@ -492,6 +492,8 @@ _BOARD_COLUMNS = (
     "speedup",
     "speedup_b32",
     "latency_ms",
+    "runtime",
+    "runtime_b32",
     "size_bytes",
     "macs",
     "finetune_epochs",

@@ -6,6 +6,7 @@ the same validation and the same errors (`UserError` for anything the user can f
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import re
@@ -67,6 +68,21 @@ def study_logger(store: StudyStore, name: str) -> logging.Logger:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
     return logger
+
+
+def _with_runtimes(space: Space, source: str) -> Space:
+    """`space` with ``measure.runtimes`` checked (known, installed) or, when the file names none, set to every
+    installed runtime."""
+    from autocompress.deploy import RUNTIMES, installed_runtimes
+
+    names = space.measure.get("runtimes") or installed_runtimes()
+    for name in names:
+        if name not in RUNTIMES:
+            raise UserError(f"{source}: measure.runtimes", f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+        if not RUNTIMES[name].available():
+            package = RUNTIMES[name].package
+            raise UserError(f"{source}: measure.runtimes", f"runtime {name!r} is not installed; pip install {package}")
+    return dataclasses.replace(space, measure={**space.measure, "runtimes": list(names)})
 
 
 def _budget(
@@ -210,6 +226,7 @@ def search(
     model, example = checked_baseline(task)
     space = resolve_space(spec, discover_layers(model, example), str(space_path))
     name = study or default_study_name(space_path)
+    space = _with_runtimes(space, str(space_path))
     check_feasible_up_front(space, model, example, str(space_path))
     controller = make_controller(strategy, space, seed)  # validates the strategy's knobs
     if ray_address and executor == "ray":
@@ -315,6 +332,8 @@ LEADERBOARD_METRICS = (
     "speedup_b32",
     "latency_ms",
     "latency_ms_b32",
+    "runtime",
+    "runtime_b32",
     "size_bytes",
     "macs",
     "params",

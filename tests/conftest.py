@@ -21,7 +21,7 @@ objectives: {accuracy: max, latency_ms: min}
 constraints: {max_accuracy_drop: 0.02, min_speedup: 1.2}
 fidelity: {finetune_epochs: [0.5]}
 defaults: {channel_sparsity: [0.0, 0.25, 0.5], weight_bits: [8, 32]}
-measure: {threads: 1, repeats: 5, warmup: 1}
+measure: {threads: 1, repeats: 5, warmup: 1, runtimes: [torchscript]}  # deploy targets: tests/test_deploy.py
 """
 
 

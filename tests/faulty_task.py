@@ -70,3 +70,20 @@ dies_once = FaultyTask("die-once", (1,))
 dies_always = FaultyTask("die", (2,))
 stops_db = FaultyTask("stop-db", (1,))
 hogs_memory = FaultyTask("hog", (1,))
+
+
+class _RunningMax(nn.Module):
+    """``cummax``: an op neither ONNX exporter supports (torch 2.13), so no ONNX runtime can take the model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.cummax(dim=1).values
+
+
+class UnexportableTask(FaultyTask):
+    """The digits task whose model ends in `_RunningMax`: TorchScript runs it, ONNX export fails naming the op."""
+
+    def baseline_model(self) -> nn.Module:
+        return nn.Sequential(digits.baseline_model(), _RunningMax()).eval()
+
+
+unexportable = UnexportableTask("unexportable", ())

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 import autocompress
 from autocompress.cli import main
 from autocompress.store import StudyStore
-from tests.conftest import FAST_SPACE, run_cli
+from tests.conftest import FAST_SPACE, cli_env, run_cli
 
 GOOD = FAST_SPACE
 
@@ -274,6 +276,20 @@ CASES = [
         "nothing to analyse",
         space=GOOD + "layers: {'*': {channel_sparsity: [0.0]}}\n",
     ),
+    Case(
+        "unknown-runtime",
+        search(),
+        "measure.runtimes: unknown runtime 'tensorrt'; known: openvino, onnxruntime, torchscript",
+        space=GOOD.replace("runtimes: [torchscript]", "runtimes: [openvino, tensorrt]"),
+    ),
+    Case(
+        "model-does-not-export",
+        search(),
+        "Exporting the operator 'aten::cummax' to ONNX opset version 17 is not supported",
+        space=GOOD.replace("experiments.tasks.digits:task", "tests.faulty_task:unexportable").replace(
+            "runtimes: [torchscript]", "runtimes: [onnxruntime]"
+        ),
+    ),
     Case("missing-sqlite-file", lambda w: ["studies", "--storage", f"sqlite:///{w / 'nope.db'}"], "no study store"),
 ]
 
@@ -363,3 +379,19 @@ def test_a_moved_store_exports_whether_its_artefact_paths_are_relative_or_absolu
     old = run_cli("export", "done", "--storage", storage, "--out", str(tmp_path / "b"), "--allow-infeasible")
     assert old.returncode == 0, old.stderr
     assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+
+
+def test_a_runtime_that_is_not_installed_is_bad_input_before_any_trial(tmp_path) -> None:
+    """openvino blocked from importing (as if not installed): the space file naming it exits 2 with one line."""
+    (tmp_path / "space.yaml").write_text(GOOD.replace("runtimes: [torchscript]", "runtimes: [openvino]"))
+    code = "import sys; sys.modules['openvino'] = None; from autocompress.cli import main; main(sys.argv[1:])"
+    args = ["search", str(tmp_path / "space.yaml"), "--storage", f"sqlite:///{tmp_path / 's.db'}"]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=cli_env(), timeout=300, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"autocompress: error: {tmp_path / 'space.yaml'}: measure.runtimes: runtime 'openvino' is not installed; "
+        "pip install openvino"
+    ]
+    assert not (tmp_path / "s.db").exists()

@@ -53,6 +53,7 @@ from autocompress.compress._lottery import LotteryPruner
 from autocompress.compress._lowering import (
     BACKEND,
     QUANTIZERS,
+    calibrate_quantization,
     get_quantizer,
     latency_basis,
     layer_specs,
@@ -122,6 +123,7 @@ __all__ = [
     "UnstructuredPruner",
     "admm_channels",
     "apply",
+    "calibrate_quantization",
     "channel_blocks",
     "channel_projection",
     "cubic_sparsity",

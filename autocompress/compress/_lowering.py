@@ -157,6 +157,23 @@ def quantize(
     """
     if not layer_specs(policy):
         return model
+    prepared = calibrate_quantization(model, policy, example_input, calibration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert_fx(prepared)
+
+
+@torch.no_grad()
+def calibrate_quantization(
+    model: nn.Module,
+    policy: Policy,
+    example_input: torch.Tensor,
+    calibration: Iterable[torch.Tensor | tuple[torch.Tensor, ...]],
+) -> nn.Module:
+    """The steps of `quantize` before lowering: prepare `model` (unless `prepare_quantization` already did),
+    calibrate on `calibration` and bake weight transforms. The result holds every scale and zero point; it is
+    what `convert_fx` lowers to x86 int8 and what the ONNX lowering (`autocompress.deploy`) turns into Q/DQ
+    ops. A model from `prepare_quantization` is consumed (calibrated in place)."""
     prepared = (
         model if getattr(model, _PREPARED_FOR, None) == policy else prepare_quantization(model, policy, example_input)
     )
@@ -165,9 +182,7 @@ def quantize(
         call_model(prepared, batch)
     for module in prepared.modules():
         _bake_weight(module)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return convert_fx(prepared)
+    return prepared
 
 
 _RELU6_TOP = 6.0

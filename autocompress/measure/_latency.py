@@ -44,7 +44,8 @@ def compare_latency(
     repeats: int = 30,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Median milliseconds per call of each model on `inputs`, measured interleaved in one run.
+    """Median milliseconds per call of each model on `inputs` (one tensor, or a tuple: one per model input),
+    measured interleaved in one run.
 
     `clock` is wall time by default. On a machine shared with other work, ``time.thread_time`` (CPU time of
     the calling thread, which runs every op when `threads` is 1) leaves out the time the thread waited
@@ -65,7 +66,7 @@ def compare_latency(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def fresh_copy(model: Callable[[torch.Tensor], object]) -> Callable[[torch.Tensor], object]:
+def fresh_copy(model: Callable[..., object]) -> Callable[..., object]:
     """A TorchScript module saved and loaded again, so no shape it ran at before shapes how it runs now;
     anything else is returned as it is."""
     if not isinstance(model, torch.jit.ScriptModule):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -309,17 +310,18 @@ class SearchLoop:
         The baseline's test figure, the reference for those, is read here too."""
         baseline = self.store.study(self.study).baseline
         if baseline and "test_accuracy" not in baseline:
-            baseline = {**baseline, "test_accuracy": evaluate_test(self.space.task, None)}
+            baseline = {**baseline, "test_accuracy": evaluate_test(self.space.task)}
             self.store.update_study(self.study, baseline=baseline)
         ranked = self.store.ranked(self.study)
         chosen = [r.number for r in ranked if r.feasible and r.pareto_front == 0]
         if not chosen:
             chosen = [r.number for r in ranked[:1]]  # a failed one is dropped below: it has no model
         for trial in self.store.trials(self.study, (COMPLETE,), numbers=chosen):
-            models = [a for a in trial.artefacts if a.kind == "model"]
+            models = trial.shipped_artefacts()
             if "test_accuracy" in trial.metrics or not models:
                 continue
-            test = evaluate_test(self.space.task, str(self.store.artefact_file(models[0])))
+            files = {f"model{Path(a.path).suffix}": self.store.artefact_file(a).read_bytes() for a in models}
+            test = evaluate_test(self.space.task, trial.runtime, files)
             self.store.add_metrics(self.study, trial.number, {"test_accuracy": test})
             self.log.info("trial %d on the front: test accuracy %.4f", trial.number, test)
 
@@ -385,11 +387,16 @@ class SearchLoop:
         result = finished.result
         if result is not None:
             try:
-                artefacts.append(self.store.write_artefact(self.study, number, "model", result.artefact, ".pt"))
+                for shipped in result.artefacts:  # kind RUNTIME-model, one file per suffix (.xml and .bin)
+                    for file, data in shipped.files.items():
+                        kind, suffix = f"{shipped.runtime}-{Path(file).stem}", Path(file).suffix
+                        artefacts.append(self.store.write_artefact(self.study, number, kind, data, suffix))
                 self._write_failures = 0
             except OSError as exc:  # the trial ran, but what it made cannot be kept: it fails with the reason
+                for written in artefacts:  # no file of a half-written model is left behind
+                    self.store.artefact_file(written).unlink(missing_ok=True)
                 self._write_failures += 1
-                result, error = None, f"artefact write failed: {exc}"
+                artefacts, result, error = [], None, f"artefact write failed: {exc}"
         if result is not None:
             metrics = {**result.metrics, **self._promotion(number)}
             viol = violations(metrics, self.space.constraints)

@@ -7,6 +7,7 @@ opens the database, so a worker on another node needs only the task's import pat
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import os
 import socket
@@ -28,6 +29,8 @@ from autocompress.compress import (
     sparse_finetune,
     structured_admm,
 )
+from autocompress.deploy import Artefact, LoweringError, get_runtime
+from autocompress.errors import UserError
 from autocompress.measure import (
     compare_latency,
     count_bops,
@@ -36,8 +39,6 @@ from autocompress.measure import (
     count_params,
     count_sparse_bytes,
     count_weight_sparsity,
-    serialize,
-    to_torchscript,
     torch_threads,
 )
 from autocompress.space import Policy
@@ -46,10 +47,11 @@ from autocompress.task import Task, checked_metric, load_task
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What a finished trial returns: metrics by the names of DESIGN.md and the deployable model's bytes."""
+    """What a finished trial returns: metrics by the names of DESIGN.md (numbers, and the names of the runtimes
+    the figures come from) and the deployable artefacts: the one of each runtime a figure ships on."""
 
-    metrics: dict[str, float]
-    artefact: bytes = b""
+    metrics: dict[str, Any]
+    artefacts: tuple[Artefact, ...] = ()
     worker: str = ""
     intermediate: list[tuple[int, str, float]] = field(default_factory=list)
 
@@ -61,11 +63,11 @@ SELECTION_SPLIT = "val"
 
 @dataclass
 class _Baseline:
-    script: torch.jit.ScriptModule
     accuracy: float
     macs: int
     params: int
-    size_bytes: int
+    #: the float model lowered to each runtime, by runtime name
+    artefacts: dict[str, Artefact]
 
 
 @lru_cache(maxsize=4)
@@ -73,19 +75,20 @@ def cached_task(task_ref: str) -> Task:
     return load_task(task_ref)
 
 
+#: runtimes of a `measure` setting that names none (studies stored before deploy targets existed)
+LEGACY_RUNTIMES = ("torchscript",)
+
+
 @lru_cache(maxsize=4)
-def _baseline(task_ref: str) -> _Baseline:
+def _baseline(task_ref: str, runtimes: tuple[str, ...]) -> _Baseline:
+    """The task's float model, its accuracy (as PyTorch runs it) and its artefact on each runtime, once per
+    process; a runtime that cannot lower or compile the float model raises `LoweringError`."""
     task = cached_task(task_ref)
     model = task.baseline_model()
     x1 = task.example_input(1)
-    script = to_torchscript(model, x1)
-    return _Baseline(
-        script,
-        checked_metric(task, SELECTION_SPLIT, task.evaluate(script, SELECTION_SPLIT)),
-        sum(count_macs(model, x1).values()),
-        count_params(model),
-        len(serialize(script)),
-    )
+    artefacts = {name: get_runtime(name).lower(model, Policy(()), x1, ()) for name in runtimes}
+    accuracy = checked_metric(task, SELECTION_SPLIT, task.evaluate(model, SELECTION_SPLIT))
+    return _Baseline(accuracy, sum(count_macs(model, x1).values()), count_params(model), artefacts)
 
 
 class Gate:
@@ -157,12 +160,13 @@ def run_trial(
     policy: Policy,
     finetune_epochs: float,
     *,
-    measure: dict[str, int],
+    measure: dict[str, Any],
     seed: int = 0,
     train_threads: int | None = None,
     gate: Gate | None = None,
 ) -> TrialResult:
-    """Prune, fine-tune, quantize, then evaluate and measure the deployable (TorchScript) model.
+    """Prune, fine-tune, quantize, lower to every runtime of ``measure["runtimes"]``, then evaluate and
+    measure what each runtime runs.
 
     Channel pruning is physical. A pruning criterion that needs the task (activations, a sparsity-training
     phase, gradients) runs its `prepare` phase on the trained model first, pausing at the gate between its
@@ -180,14 +184,20 @@ def run_trial(
     layer is below 8 bits: it runs on int8 kernels, so the latency is that of int8, not of its bit-width.
 
     Latency is measured interleaved with the baseline in this process, inside `gate.measuring()` so that no
-    other trial's work shares the measured cores, on `measurement_clock`; ``speedup`` is therefore a same-run
-    ratio.
+    other trial's work shares the measured cores, on `measurement_clock`: the float baseline and the candidate
+    on every runtime, freshly loaded, at batch 1 and 32 (``latency_ms@RUNTIME``, ``baseline_latency_ms@RUNTIME``,
+    ``speedup@RUNTIME`` and the ``_b32`` ones). ``latency_ms`` is the candidate on its fastest runtime
+    (``runtime``), and ``speedup`` divides the baseline's latency on *its* fastest runtime (``baseline_runtime``)
+    by it, a same-run ratio (`honest_figures`). ``accuracy`` is that of the artefact on ``runtime``, run by the
+    runtime (``accuracy@RUNTIME`` for each). A runtime that cannot lower the candidate is left out of the trial
+    (``unsupported@RUNTIME`` is 1); the trial fails when none can.
     """
     gate = gate or Gate()
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     with gate.computing():
         task = cached_task(task_ref)
-        base = _baseline(task_ref)
+        runtimes = tuple(measure.get("runtimes") or LEGACY_RUNTIMES)
+        base = _baseline(task_ref, runtimes)
         x1, x32 = task.example_input(1), task.example_input(32)
         trainer = TaskTrainer(task, seed, gate)
         with torch_threads(train_threads or torch.get_num_threads()):
@@ -205,45 +215,87 @@ def run_trial(
             tuned = finetune_epochs if policy.prunes or trains_quantizer else 0.0
             if tuned:
                 sparse_finetune(model, policy, trainer, tuned - admm_epochs)
-            deployed = quantize(model, policy, x1, task.calibration_batches())
+            counted = copy.deepcopy(model) if trains_quantizer else model  # lowering needs the trained one too
+            deployed = quantize(counted, policy, x1, task.calibration_batches())
             weight_sparsity = count_weight_sparsity(deployed)
             sparse_bytes = count_sparse_bytes(deployed, policy, packed_bytes)
             gate.checkpoint()
-            script = to_torchscript(deployed, x1)
-            gate.checkpoint()
-            accuracy = task.evaluate(script, SELECTION_SPLIT)
-        artefact = serialize(script)
+            artefacts, unsupported = {}, {}
+            for name in runtimes:
+                try:
+                    artefacts[name] = get_runtime(name).lower(model, policy, x1, task.calibration_batches())
+                except LoweringError as exc:
+                    unsupported[name] = str(exc)
+                gate.checkpoint()
+            if not artefacts:
+                raise LoweringError("policy", "no runtime can run it: " + "; ".join(unsupported.values()))
+            shipped = {name: get_runtime(name).load(art, measure["threads"]) for name, art in artefacts.items()}
+            accuracies = {
+                name: task.evaluate(runtime_model, SELECTION_SPLIT) for name, runtime_model in shipped.items()
+            }
     timing: dict[str, Any] = dict(
         threads=measure["threads"],
         warmup=measure["warmup"],
         repeats=measure["repeats"],
         clock=measurement_clock(measure["threads"]),
     )
-    with gate.measuring():
-        b1 = compare_latency({"base": base.script, "cand": script}, x1, **timing)
-        b32 = compare_latency({"base": base.script, "cand": script}, x32, **timing)
-    metrics = {
-        "accuracy": accuracy,
-        "accuracy_drop": base.accuracy - accuracy,
-        "latency_ms": b1["cand"],
-        "latency_ms_b32": b32["cand"],
-        "baseline_latency_ms": b1["base"],
-        "baseline_latency_ms_b32": b32["base"],
-        "speedup": b1["base"] / b1["cand"],
-        "speedup_b32": b32["base"] / b32["cand"],
-        "macs": float(sum(layer_macs.values())),
-        "params": float(params),
-        "size_bytes": float(len(artefact)),
-        "packed_bytes": float(packed_bytes),
-        "weight_sparsity": weight_sparsity,
-        "sparse_bytes": float(sparse_bytes),
-        "latency_int8_kernel": float(latency_basis(policy) == "int8-kernel"),
-        "bops": float(count_bops(layer_macs, policy)),
-        "finetune_epochs": float(tuned),
-        "wall_s": time.perf_counter() - start_wall,
-        "cpu_s": time.process_time() - start_cpu,
-    }
-    return TrialResult(metrics, artefact, worker_id(), [(0, "accuracy", accuracy)])
+    latencies = {}
+    for suffix, inputs in (("", x1), ("_b32", x32)):
+        with gate.computing():  # fresh sessions for each batch size, as a server that loads the files has
+            models = {
+                f"base@{name}": get_runtime(name).load(base.artefacts[name], measure["threads"]) for name in artefacts
+            }
+            models.update(
+                {f"cand@{name}": get_runtime(name).load(art, measure["threads"]) for name, art in artefacts.items()}
+            )
+        with gate.measuring():
+            latencies[suffix] = compare_latency(models, inputs, **timing)
+    metrics: dict[str, Any] = honest_figures(latencies)
+    runtime = metrics["runtime"]
+    accuracy = accuracies[runtime]
+    metrics.update({f"accuracy@{name}": value for name, value in accuracies.items()})
+    metrics.update({f"unsupported@{name}": 1.0 for name in unsupported})
+    metrics.update(
+        {
+            "accuracy": accuracy,
+            "accuracy_drop": base.accuracy - accuracy,
+            "macs": float(sum(layer_macs.values())),
+            "params": float(params),
+            "size_bytes": float(artefacts[runtime].size_bytes),
+            "packed_bytes": float(packed_bytes),
+            "weight_sparsity": weight_sparsity,
+            "sparse_bytes": float(sparse_bytes),
+            "latency_int8_kernel": float(latency_basis(policy) == "int8-kernel"),
+            "bops": float(count_bops(layer_macs, policy)),
+            "finetune_epochs": float(tuned),
+            "wall_s": time.perf_counter() - start_wall,
+            "cpu_s": time.process_time() - start_cpu,
+        }
+    )
+    kept = tuple(artefacts[name] for name in dict.fromkeys((runtime, metrics["runtime_b32"])))
+    return TrialResult(metrics, kept, worker_id(), [(0, "accuracy", accuracy)])
+
+
+def honest_figures(latencies: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Latency metrics from interleaved timings (``{"" or "_b32": {"base@RUNTIME" or "cand@RUNTIME": ms}}``):
+    per runtime, and the honest figures: ``latency_ms{suffix}`` is the candidate on its fastest runtime
+    (``runtime{suffix}``), ``baseline_latency_ms{suffix}`` the float baseline on its own fastest one
+    (``baseline_runtime{suffix}``), and ``speedup{suffix}`` their ratio."""
+    metrics: dict[str, Any] = {}
+    for suffix, times in latencies.items():
+        base = {key.removeprefix("base@"): ms for key, ms in times.items() if key.startswith("base@")}
+        cand = {key.removeprefix("cand@"): ms for key, ms in times.items() if key.startswith("cand@")}
+        for name in cand:
+            metrics[f"latency_ms{suffix}@{name}"] = cand[name]
+            metrics[f"baseline_latency_ms{suffix}@{name}"] = base[name]
+            metrics[f"speedup{suffix}@{name}"] = base[name] / cand[name]
+        fastest, fastest_base = min(cand, key=cand.__getitem__), min(base, key=base.__getitem__)
+        metrics[f"runtime{suffix}"] = fastest
+        metrics[f"baseline_runtime{suffix}"] = fastest_base
+        metrics[f"latency_ms{suffix}"] = cand[fastest]
+        metrics[f"baseline_latency_ms{suffix}"] = base[fastest_base]
+        metrics[f"speedup{suffix}"] = base[fastest_base] / cand[fastest]
+    return metrics
 
 
 def measurement_clock(threads: int) -> Callable[[], float]:
@@ -254,16 +306,24 @@ def measurement_clock(threads: int) -> Callable[[], float]:
     return time.thread_time if threads == 1 else time.perf_counter
 
 
-def baseline_metrics(task_ref: str, measure: dict[str, int]) -> dict[str, float]:
-    """The uncompressed model measured the same way as every trial (identity policy, no fine-tune)."""
-    result = run_trial(task_ref, Policy(()), 0.0, measure=measure)
-    metrics = dict(result.metrics)
-    metrics["size_bytes"] = float(_baseline(task_ref).size_bytes)
-    return metrics
+def baseline_metrics(task_ref: str, measure: dict[str, Any]) -> dict[str, Any]:
+    """The uncompressed model measured the same way as every trial (identity policy, no fine-tune).
+
+    It lowers the float model to every runtime first: a runtime that cannot is bad input, raised here as
+    `UserError` before any trial runs."""
+    runtimes = tuple(measure.get("runtimes") or LEGACY_RUNTIMES)
+    try:
+        _baseline(task_ref, runtimes)
+    except LoweringError as exc:
+        raise UserError(f"measure.runtimes: {exc.where}", f"the task's float model: {exc.message}") from None
+    return dict(run_trial(task_ref, Policy(()), 0.0, measure=measure).metrics)
 
 
-def evaluate_test(task_ref: str, artefact: str | os.PathLike[str] | None) -> float:
-    """The test-split metric of a finished trial's stored artefact (None: the uncompressed baseline), read
-    once the search has chosen (the final Pareto front, the exported trial); never during the search."""
-    model = _baseline(task_ref).script if artefact is None else torch.jit.load(str(artefact))
-    return cached_task(task_ref).evaluate(model, "test")
+def evaluate_test(task_ref: str, runtime: str | None = None, files: dict[str, bytes] | None = None) -> float:
+    """The test-split metric of a finished trial's shipped model (its `runtime` and the files stored for it;
+    none: the uncompressed PyTorch baseline), read once the search has chosen (the final Pareto front, the
+    exported trial); never during the search."""
+    task = cached_task(task_ref)
+    if runtime is None or files is None:
+        return task.evaluate(task.baseline_model(), "test")
+    return task.evaluate(get_runtime(runtime).load(Artefact(runtime, files)), "test")

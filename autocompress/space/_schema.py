@@ -153,6 +153,12 @@ class MeasureSpec(_Strict):
     threads: int = Field(1, ge=1, description="torch threads while measuring latency")
     repeats: int = Field(30, ge=3, description="timed runs per batch size; the median is kept")
     warmup: int = Field(5, ge=0, description="untimed runs before timing")
+    runtimes: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="deploy targets each trial is lowered to and timed on (openvino, onnxruntime, torchscript); "
+        "default: every one installed (checked, and filled in, when a study is created)",
+    )
 
 
 class SpaceFile(_Strict):
@@ -314,7 +320,7 @@ class Space:
     finetune_epochs: tuple[float, ...]
     layers: dict[str, LayerChoices]
     criterion: str = "l1"
-    measure: dict[str, int] = field(default_factory=lambda: MeasureSpec().model_dump())
+    measure: dict[str, Any] = field(default_factory=lambda: MeasureSpec().model_dump())
     eta: int = 3
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     quantizer: str = DEFAULT_QUANTIZER

@@ -69,6 +69,20 @@ class TrialRecord:
     finished_at: datetime | None
     artefacts: tuple[Artefact, ...] = ()
 
+    @property
+    def runtime(self) -> str:
+        """The runtime the trial's figures (and so its shipped model) come from; TorchScript for a trial
+        stored before deploy targets existed."""
+        return str(self.metrics.get("runtime", "torchscript"))
+
+    def shipped_artefacts(self) -> list[Artefact]:
+        """The files of the model the trial ships, on `runtime`: kind ``RUNTIME-model``, one row per file
+        (``.xml`` and ``.bin`` for OpenVINO); ``model`` is a TorchScript file stored before deploy targets."""
+        runtime = self.runtime
+        return [
+            a for a in self.artefacts if a.kind == f"{runtime}-model" or (runtime, a.kind) == ("torchscript", "model")
+        ]
+
     def as_mapping(self) -> dict[str, Any]:
         return {"number": self.number, "state": self.state, "metrics": self.metrics, "violations": self.violations}
 

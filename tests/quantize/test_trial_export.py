@@ -34,7 +34,7 @@ def test_lsq_4bit_trial_exports_an_artefact_that_reproduces_its_accuracy(tmp_pat
     assert metrics["packed_bytes"] < float_bytes - 0.9 * 3.5 * linear_weights
     baseline = task.evaluate(baseline_model)
     assert metrics["accuracy"] > max(baseline - 0.1, majority_accuracy(task.data))  # still beats guessing
-    (tmp_path / "model.pt").write_bytes(result.artefact)
+    (tmp_path / "model.pt").write_bytes(result.artefacts[0].files["model.pt"])
     (tmp_path / "manifest.json").write_text(json.dumps({"task": TASK, "metrics": metrics}))
     test_accuracy = verify(tmp_path)  # raises unless the val figure reproduces
     manifest = json.loads((tmp_path / "manifest.json").read_text())

@@ -1,0 +1,84 @@
+"""OpenVINO: the same QDQ ONNX file as ONNX Runtime's, converted to OpenVINO IR (``model.xml`` + ``model.bin``,
+weights kept in their precision: int8 where the policy quantizes, float32 elsewhere, no FP16 compression) and
+compiled for the CPU with ``INFERENCE_NUM_THREADS: 1`` and ``PERFORMANCE_HINT: LATENCY``, which runs the
+inference on the calling thread, and ``INFERENCE_PRECISION_HINT: f32`` so that float layers are not run in
+bf16 on CPUs that have it (the accuracy measured is that of the file as it ships)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from autocompress.deploy._base import Artefact, CompiledModel, Inputs, Runtime, describe_inputs, runtime_error
+from autocompress.deploy._qdq import qdq_module, to_onnx
+from autocompress.space import Policy
+
+
+def compile_config(threads: int) -> dict[str, Any]:
+    return {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+
+
+class _Request(CompiledModel):
+    def __init__(self, compiled: Any) -> None:
+        super().__init__()
+        self.request = compiled.create_infer_request()
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        results = self.request.infer(arrays, share_inputs=True, share_outputs=True)
+        return list(results.values())
+
+
+class OpenVINORuntime(Runtime):
+    name = "openvino"
+    package = "openvino"
+    module = "openvino"
+
+    def lower(self, model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[Inputs]) -> Artefact:
+        import openvino as ov
+
+        onnx_bytes = to_onnx(qdq_module(model, policy, example, calibration), example)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "model.onnx").write_bytes(onnx_bytes)
+            try:
+                converted = ov.convert_model(folder / "model.onnx")
+            except Exception as exc:  # noqa: BLE001 - the converter's own error, in one line
+                raise runtime_error("openvino", "convert", exc) from None
+            ov.save_model(converted, folder / "model.xml", compress_to_fp16=False)
+            files = {name: (folder / name).read_bytes() for name in ("model.xml", "model.bin")}
+        artefact = Artefact(self.name, files, describe_inputs(example))
+        self.load(artefact)  # a graph the CPU plugin cannot compile fails here, in lowering, with its reason
+        return artefact
+
+    def load(self, artefact: Artefact, threads: int = 1) -> nn.Module:
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            weights = ov.Tensor(np.frombuffer(artefact.files["model.bin"], dtype=np.uint8).copy())
+            model = core.read_model(model=artefact.files["model.xml"].decode(), weights=weights)
+            compiled = core.compile_model(model, "CPU", compile_config(threads))
+        except Exception as exc:  # noqa: BLE001 - the plugin's own compile error, in one line
+            raise runtime_error("openvino", "compile", exc) from None
+        return _Request(compiled)
+
+    def server_code(self) -> str:
+        return (
+            "import openvino as ov, torch\n"
+            "core = ov.Core()\n"
+            "compiled = core.compile_model(core.read_model(f'{out}/model.xml'), 'CPU',\n"
+            "    {'INFERENCE_NUM_THREADS': 1, 'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'})\n"
+            "request = compiled.create_infer_request()\n"
+            "class Model:\n"
+            "    def eval(self): return self\n"
+            "    def __call__(self, *xs):\n"
+            "        outs = list(request.infer([x.numpy() for x in xs]).values())\n"
+            "        outs = [torch.from_numpy(o.copy()) for o in outs]\n"
+            "        return outs[0] if len(outs) == 1 else tuple(outs)\n"
+            "model = Model()\n"
+        )

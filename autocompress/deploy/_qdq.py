@@ -1,0 +1,273 @@
+"""The policy's model as a float graph with QuantizeLinear/DequantizeLinear (QDQ) exactly where it is int8.
+
+Both ONNX runtimes start from one ONNX file: the pruned, fine-tuned model with a quantize-dequantize pair on
+every int8 activation and a dequantize on every int8 weight, and nothing around the float layers. A runtime
+that has int8 kernels fuses each ``DQ -> Conv -> Q`` into an int8 convolution (OpenVINO does); the float
+layers stay float.
+
+How it is built: the quantizer is prepared and calibrated (or trained) by `autocompress.compress` exactly as
+for the TorchScript lowering, and torch's *reference* conversion (`convert_to_reference_fx`) gives a float
+graph with ``quantize_per_tensor`` / ``dequantize`` at every int8 border and reference conv/linear modules
+holding each weight's scales. `qdq_module` rewrites that into ``fake_quantize_per_tensor_affine`` on each
+activation border and ``fake_quantize_per_channel_affine`` (or per-tensor) on each int8 weight, which the ONNX
+exporter writes as QuantizeLinear/DequantizeLinear; `fold_weight_quantize` then stores each weight in int8. The
+scales and zero points are the quantizer's own (its calibration or trained ranges, per-channel where the
+policy says), so the ONNX model computes what the PyTorch int8 model does.
+
+Exporter (measured, torch 2.13): the torch.export-based exporter (``dynamo=True``) cannot take this graph
+(``aten.fake_quantize_per_tensor_affine_cachemask`` and, for the reference graph's quantized tensors,
+``aten.dequantize.self`` have no fake-tensor kernel) and took 13 s against 0.3 s for the float digits net, so
+`to_onnx` uses the TorchScript-based exporter (``dynamo=False``) first and torch.export only as a fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.ao.quantization.quantize_fx import convert_to_reference_fx
+from torch.nn import functional as F
+
+from autocompress.compress import calibrate_quantization, get_quantizer, layer_specs
+from autocompress.deploy._base import Inputs, LoweringError, as_tuple, input_names
+from autocompress.space import Policy
+
+_REFERENCE = (
+    torch.ao.nn.quantized.reference.Conv1d,
+    torch.ao.nn.quantized.reference.Conv2d,
+    torch.ao.nn.quantized.reference.Conv3d,
+    torch.ao.nn.quantized.reference.Linear,
+)
+#: integer range of a quantized activation's dtype (what the int8 kernels clamp to)
+_RANGE = {torch.quint8: (0, 255), torch.qint8: (-128, 127)}
+
+
+class _QDQLayer(nn.Module):
+    """A conv or linear layer whose weight passes a fake-quantize with the layer's own scales (ONNX: Q/DQ on
+    the weight initializer, which `fold_weight_quantize` turns into an int8 initializer and a DequantizeLinear,
+    the form runtimes fuse into int8 kernels). The weight is stored already rounded to its grid, so the full
+    int8 range in the fake-quantize changes no value (sub-8-bit weights sit inside it)."""
+
+    def __init__(self, layer: Any) -> None:
+        super().__init__()
+        self.per_channel = layer.weight_qscheme in (torch.per_channel_affine, torch.per_channel_symmetric)
+        self.axis = int(layer.weight_axis) if self.per_channel else 0
+        self.scale: torch.Tensor
+        self.zero_point: torch.Tensor
+        self.register_buffer("scale", layer.weight_scale.detach().float().reshape(-1))
+        self.register_buffer("zero_point", layer.weight_zero_point.detach().int().reshape(-1))
+        self.layer: Any = _float_layer(layer)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's quantized tensors are deprecated; only their values are used
+            self.layer.weight.copy_(layer.get_weight())  # type: ignore[operator]  # quantized and dequantized with the layer's qparams
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_channel:
+            weight = torch.fake_quantize_per_channel_affine(
+                self.layer.weight, self.scale, self.zero_point, self.axis, -128, 127
+            )
+        else:
+            weight = torch.fake_quantize_per_tensor_affine(
+                self.layer.weight, float(self.scale), int(self.zero_point), -128, 127
+            )
+        if isinstance(self.layer, nn.Linear):
+            return F.linear(x, weight, self.layer.bias)
+        return self.layer._conv_forward(x, weight, self.layer.bias)
+
+
+def _float_layer(layer: Any) -> nn.Module:
+    """A plain torch layer with the hyperparameters and bias of a reference quantized one (whose state holds
+    ``qscheme`` values that the TorchScript-based exporter cannot trace)."""
+    bias = layer.bias is not None
+    if isinstance(layer, nn.Linear):
+        plain: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias)
+    else:
+        conv_type = next(t for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d) if isinstance(layer, t))
+        plain = conv_type(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            bias,
+            layer.padding_mode,
+        )
+    if bias:
+        plain.bias.data = layer.bias.detach().clone()
+    return plain.eval()
+
+
+def qdq_module(
+    model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[torch.Tensor | tuple[torch.Tensor, ...]]
+) -> nn.Module:
+    """`model` (pruned, fine-tuned; prepared by `prepare_quantization` when its quantizer trains) as a float
+    module with decomposed Q/DQ ops at the int8 layers of `policy`; `model` itself unchanged. A policy without
+    int8 layers gives a copy of the float model."""
+    if not layer_specs(policy):
+        return copy.deepcopy(model).eval()
+    if get_quantizer(policy.quantizer).dynamic:
+        raise LoweringError("quantizer 'dynamic'", "has no static Q/DQ form (activation ranges are chosen per call)")
+    prepared = calibrate_quantization(copy.deepcopy(model), policy, as_tuple(example)[0], calibration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = convert_to_reference_fx(prepared)  # type: ignore[arg-type]
+    for name, module in list(reference.named_modules()):
+        if isinstance(module, _REFERENCE):
+            reference.set_submodule(name, _QDQLayer(module))
+    graph = reference.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not torch.quantize_per_tensor:
+            continue
+        source, scale_node, zero_node, qdtype = node.args
+        low, high = _RANGE[qdtype]
+        scale = float(getattr(reference, scale_node.target))
+        zero_point = int(getattr(reference, zero_node.target))
+        with graph.inserting_after(node):
+            fake = graph.call_function(torch.fake_quantize_per_tensor_affine, (source, scale, zero_point, low, high))
+        for user in list(node.users):
+            if not (user.op == "call_method" and user.target == "dequantize"):
+                raise LoweringError(f"node {user.name}", f"uses a quantized tensor directly ({user.target})")
+            user.replace_all_uses_with(fake)
+            graph.erase_node(user)
+        graph.erase_node(node)
+    graph.eliminate_dead_code()
+    reference.recompile()
+    return reference.eval()
+
+
+#: ONNX exporters in the order `to_onnx` tries them (see the module docstring for why this order)
+EXPORTERS = ("torchscript", "dynamo")
+
+
+def to_onnx(module: nn.Module, example: Inputs, exporters: Sequence[str] = EXPORTERS) -> bytes:
+    """ONNX bytes of `module` with a dynamic batch dimension, inputs ``input_0..``, outputs ``output_0..``, and
+    the weights that pass a QuantizeLinear stored as int8 (`fold_weight_quantize`).
+
+    The `exporters` are tried in order (``torchscript``: ``torch.onnx.export(dynamo=False)``; ``dynamo``: the
+    torch.export-based one); when all fail the `LoweringError` names each one's error (the op it does not
+    support, where it says).
+    """
+    inputs = tuple(torch.cat([x, x]) for x in as_tuple(example))  # batch 2: torch.export specialises batch 1
+    names = input_names(inputs)
+    with torch.no_grad():
+        result = module(*inputs)
+    outputs = [f"output_{i}" for i in range(len(result) if isinstance(result, tuple | list) else 1)]
+    errors = []
+    for exporter in exporters:
+        buffer = io.BytesIO()
+        try:
+            # torch.onnx prints progress on stdout, which `--format json` must keep clean
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                if exporter == "dynamo":
+                    batch = torch.export.Dim("batch", min=1, max=4096)
+                    program = torch.onnx.export(
+                        module,
+                        inputs,
+                        dynamo=True,
+                        input_names=names,
+                        output_names=outputs,
+                        dynamic_shapes=tuple({0: batch} for _ in inputs),
+                    )
+                    assert program is not None
+                    program.save(buffer)  # type: ignore[arg-type]
+                else:
+                    torch.onnx.export(
+                        module,
+                        inputs,
+                        buffer,  # type: ignore[arg-type]
+                        dynamo=False,
+                        input_names=names,
+                        output_names=outputs,
+                        dynamic_axes={name: {0: "batch"} for name in names + outputs},
+                        opset_version=17,
+                    )
+            return fold_weight_quantize(buffer.getvalue())
+        except Exception as exc:  # noqa: BLE001 - try the next exporter; all errors are reported together
+            errors.append(f"{exporter}: {_one_line(exc)}")
+    raise LoweringError("ONNX export", f"the model does not export ({'; '.join(errors)})")
+
+
+def fold_weight_quantize(onnx_bytes: bytes) -> bytes:
+    """Replace each ``QuantizeLinear`` whose input, scale and zero point are initializers (a weight) by the
+    integer initializer it computes, so the weight is stored in int8 and feeds its ``DequantizeLinear``
+    directly: the QDQ form ONNX Runtime's and OpenVINO's int8 fusions look for, and a file 4x smaller."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:  # the TorchScript exporter passes some through Constant, Identity or Cast nodes
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in constants:
+            constants[node.output[0]] = constants[node.input[0]]
+        elif node.op_type == "Cast" and node.input[0] in constants:
+            to = onnx.helper.tensor_dtype_to_np_dtype(node.attribute[0].i)
+            constants[node.output[0]] = constants[node.input[0]].astype(to)
+    folded = []
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or not all(name in constants for name in node.input):
+            continue
+        weight, scale, zero_point = (constants[name] for name in node.input[:3])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and scale.size > 1:
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+        info = np.iinfo(zero_point.dtype)
+        q = np.clip(np.rint(weight / scale) + zero_point.astype(np.int64), info.min, info.max).astype(zero_point.dtype)
+        graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    if not folded:
+        return onnx_bytes
+    _drop_unused(graph)
+    return model.SerializeToString()
+
+
+def _drop_unused(graph: Any) -> None:
+    """Remove nodes and initializers no output depends on any more (the float weights `fold_weight_quantize`
+    replaced, and the Identity/Cast nodes that fed them)."""
+    needed = {output.name for output in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    initializers = [init for init in graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+
+
+def _one_line(error: BaseException) -> str:
+    """The informative line of an exporter error: the unsupported op when it names one."""
+    text = str(error)
+    for line in text.splitlines():
+        if "Unsupported" in line or "not supported" in line or "aten." in line:
+            return line.strip()[:300]
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first[:300]}"
+
+
+def count_qdq(onnx_bytes: bytes) -> dict[str, int]:
+    """Op counts of an ONNX model (for checks: which layers got a DequantizeLinear on their weight)."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load_from_string(onnx_bytes).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

@@ -1,0 +1,195 @@
+"""Deploy targets: each runtime runs what the policy says (int8 only where quantized, same accuracy as the
+PyTorch model), trials are measured on every runtime with the honest speedup, and the export is verified by the
+runtime alone in a fresh process."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import openvino as ov
+import pytest
+import torch
+from torch import nn
+
+import autocompress
+from autocompress.compress import prune, quantize
+from autocompress.deploy import RUNTIMES, Artefact, get_runtime, installed_runtimes
+from autocompress.space import LayerSetting, Policy
+from autocompress.task import load_task
+
+TASK = "experiments.tasks.digits:task"
+#: the quantized layers: every conv but the stem; the stem and the classifier stay float
+FLOAT_LAYERS = ("stem.0", "fc")
+#: accuracy (fraction of the test split) a runtime may differ from the PyTorch model it was lowered from: ONNX
+#: and OpenVINO round int8 the same way, but fuse and accumulate in another order
+TOLERANCE = 0.01
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task(TASK)
+
+
+@pytest.fixture(scope="module")
+def mixed(task) -> tuple[nn.Module, Policy]:
+    """The pruned digits net and a policy: 50 % channels off two convs, int8 everywhere but two layers."""
+    model = task.baseline_model()
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    layers = {
+        n: LayerSetting(
+            channel_sparsity=0.5 if n in ("block1.conv1", "block2.conv1") else 0.0,
+            weight_bits=32 if n in FLOAT_LAYERS else 8,
+        )
+        for n in names
+    }
+    policy = Policy.from_mapping(layers, "l1", "minmax")
+    pruned = prune(model, policy, task.example_input(1))
+    task.finetune(pruned, 1.0)
+    return pruned, policy
+
+
+@pytest.fixture(scope="module")
+def lowered(task, mixed) -> dict[str, Artefact]:
+    model, policy = mixed
+    return {
+        name: get_runtime(name).lower(model, policy, task.example_input(1), task.calibration_batches())
+        for name in RUNTIMES
+    }
+
+
+def test_all_three_runtimes_are_installed_and_name_their_version() -> None:
+    assert installed_runtimes() == ["openvino", "onnxruntime", "torchscript"]
+    assert all(RUNTIMES[name].version()[0].isdigit() for name in RUNTIMES)
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_lowering_keeps_the_accuracy_of_the_pytorch_int8_model(task, mixed, lowered, runtime) -> None:
+    model, policy = mixed
+    reference = task.evaluate(quantize(model, policy, task.example_input(1), task.calibration_batches()))
+    assert reference > 0.9  # a real model: the check below compares something that works
+    shipped = get_runtime(runtime).load(lowered[runtime])
+    assert abs(task.evaluate(shipped) - reference) <= TOLERANCE
+    x = task.example_input(3)
+    assert shipped(x).shape == model(x).shape  # any batch size: the batch dimension is dynamic
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_the_float_model_runs_the_same_on_each_runtime(task, runtime) -> None:
+    model = task.baseline_model()
+    artefact = get_runtime(runtime).lower(model, Policy(()), task.example_input(1), ())
+    x = task.example_input(32)
+    assert torch.allclose(get_runtime(runtime).load(artefact)(x), model(x), atol=1e-4)
+
+
+def _weight_producers(graph: onnx.GraphProto) -> list[tuple[str, str]]:
+    """(op, producer of its weight) for every Conv and Gemm/MatMul in graph order: 'DequantizeLinear' for an
+    int8 weight, 'initializer' for a float one."""
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    inits = {init.name for init in graph.initializer}
+    return [
+        (node.op_type, "initializer" if node.input[1] in inits else producers.get(node.input[1], "?"))
+        for node in graph.node
+        if node.op_type in ("Conv", "Gemm", "MatMul")
+    ]
+
+
+def test_float_layers_stay_float_in_the_onnx_graph(lowered) -> None:
+    graph = onnx.load_from_string(lowered["onnxruntime"].files["model.onnx"]).graph
+    weights = _weight_producers(graph)
+    # graph order is the model's: stem.0 first, fc (Gemm) last; the six convs between read int8 weights
+    assert weights[0] == ("Conv", "initializer") and weights[-1] == ("Gemm", "initializer")
+    assert weights[1:-1] == [("Conv", "DequantizeLinear")] * 6
+    int8 = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert len(int8) == 6  # the weights are stored in int8, one tensor per quantized layer
+    per_channel = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 1]
+    assert {i.dims[0] for i in int8} <= {d for i in per_channel for d in i.dims}  # one scale per output channel
+
+
+def test_float_layers_stay_float_in_the_openvino_ir(lowered) -> None:
+    files = lowered["openvino"].files
+    model = ov.Core().read_model(model=files["model.xml"].decode(), weights=ov.Tensor(_uint8(files["model.bin"])))
+    int8_weights = [
+        op for op in model.get_ops() if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+    ]
+    float_convs = [
+        op
+        for op in model.get_ops()
+        if op.get_type_name() in ("Convolution", "MatMul")
+        and op.input_value(1).get_node().get_type_name() == "Constant"
+        and op.input_value(1).get_node().get_element_type() == ov.Type.f32
+    ]
+    assert len(int8_weights) == 6 and len(float_convs) == 2
+
+
+def _uint8(data: bytes):
+    import numpy as np
+
+    return np.frombuffer(data, dtype=np.uint8).copy()
+
+
+SPACE = """
+task: experiments.tasks.digits:task
+objectives: {accuracy: max, latency_ms: min}
+constraints: {max_accuracy_drop: 0.05}
+fidelity: {finetune_epochs: [0.5]}
+defaults: {channel_sparsity: [0.0, 0.5], weight_bits: [8, 32]}
+layers: {"stem.0": {channel_sparsity: [0.0]}, fc: {weight_bits: [32]}}
+measure: {threads: 1, repeats: 3, warmup: 1, runtimes: [openvino, onnxruntime]}
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    work = tmp_path_factory.mktemp("deploy-study")
+    (work / "space.yaml").write_text(SPACE)
+    return autocompress.search(
+        work / "space.yaml",
+        study="deploy",
+        storage=f"sqlite:///{work / 'store.db'}",
+        trials=2,
+        executor="inline",
+        strategy="random",
+        seed=1,
+    )
+
+
+@pytest.mark.slow
+def test_trials_store_per_runtime_latency_and_the_honest_speedup(study) -> None:
+    trials = [t for t in study.trials() if t.state == "complete"]
+    assert len(trials) == 2
+    for trial in trials:
+        m = trial.metrics
+        for suffix in ("", "_b32"):
+            cand = {rt: m[f"latency_ms{suffix}@{rt}"] for rt in ("openvino", "onnxruntime")}
+            base = {rt: m[f"baseline_latency_ms{suffix}@{rt}"] for rt in ("openvino", "onnxruntime")}
+            # the candidate on its fastest runtime against the baseline on *its* fastest one
+            assert m[f"runtime{suffix}"] == min(cand, key=cand.__getitem__)
+            assert m[f"baseline_runtime{suffix}"] == min(base, key=base.__getitem__)
+            assert m[f"latency_ms{suffix}"] == min(cand.values())
+            assert m[f"speedup{suffix}"] == pytest.approx(min(base.values()) / min(cand.values()))
+            for rt in cand:
+                assert m[f"speedup{suffix}@{rt}"] == pytest.approx(base[rt] / cand[rt])
+        assert m["accuracy"] == m[f"accuracy@{m['runtime']}"]  # accuracy of what ships, on its runtime
+    board = study.leaderboard()
+    assert [row["trial"] for row in board] and all(row["runtime"] in ("openvino", "onnxruntime") for row in board)
+    frame = study.trials_dataframe()
+    assert {"latency_ms@openvino", "speedup_b32@onnxruntime", "runtime", "baseline_runtime"} <= set(frame.columns)
+    baseline = study.record.baseline
+    assert baseline["runtime"] in ("openvino", "onnxruntime")
+
+
+@pytest.mark.slow
+def test_export_writes_the_runtime_file_verified_by_the_runtime_alone(study, tmp_path) -> None:
+    out = tmp_path / "export"
+    best = study.leaderboard()[0]
+    path = study.export(out, trial=best["trial"], allow_infeasible=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    runtime = manifest["artefact"]["runtime"]
+    assert runtime == best["runtime"] and manifest["artefact"]["runtime_version"] == RUNTIMES[runtime].version()
+    expected = {"openvino": {"model.xml", "model.bin"}, "onnxruntime": {"model.onnx"}}[runtime]
+    assert {f["file"] for f in manifest["artefact"]["files"]} == expected and path.name in expected
+    assert manifest["artefact"]["inputs"] == [{"name": "input_0", "shape": [-1, 1, 16, 16], "dtype": "float32"}]
+    # verify (run by export) loaded it in a fresh interpreter with the runtime's own API and re-evaluated it
+    assert abs(manifest["verified"]["accuracy"] - best["accuracy"]) <= 0.005
+    assert f"{runtime}" in manifest["artefact"]["load"] and "autocompress" not in manifest["artefact"]["load"]
