@@ -8,7 +8,7 @@ import torch
 
 from autocompress.space import discover_layers, load_space_file, resolve_space
 from autocompress.task import load_task
-from experiments import text
+from experiments.tasks import text
 from tests.conftest import ROOT
 
 
