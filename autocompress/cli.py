@@ -175,28 +175,54 @@ def search(
 ) -> None:
     """Create a study from SPACE and search until the budget is spent."""
     name = study or api.default_study_name(space)
+    options = _options(
+        trials,
+        time,
+        cpu_hours,
+        max_failures,
+        on_budget,
+        workers,
+        ray_address,
+        trial_timeout,
+        store_retry,
+        trial_memory,
+        executor,
+    )
     _run_study(
         name,
         quiet,
         lambda report: api.search(
-            space,
-            study=name,
-            storage=storage,
-            strategy=strategy,
-            seed=seed,
-            trials=trials,
-            time_budget=time,
-            cpu_hours=cpu_hours,
-            max_failures=max_failures,
-            on_budget=on_budget,
-            workers=workers,
-            ray_address=ray_address,
-            executor=executor,
-            trial_timeout=trial_timeout,
-            store_retry=store_retry,
-            trial_memory=trial_memory,
-            on_progress=report,
+            space, study=name, storage=storage, strategy=strategy, seed=seed, **(options | {"on_progress": report})
         ),
+    )
+
+
+def _options(
+    trials: int | None,
+    time: str | None,
+    cpu_hours: float | None,
+    max_failures: int | None,
+    on_budget: str,
+    workers: int,
+    ray_address: str | None,
+    trial_timeout: float | None,
+    store_retry: str | None,
+    trial_memory: str | None,
+    executor: str,
+) -> api.RunOptions:
+    """The flags `search` and `resume` share, as the API's `RunOptions`."""
+    return api.RunOptions(
+        trials=trials,
+        time_budget=time,
+        cpu_hours=cpu_hours,
+        max_failures=max_failures,
+        on_budget=on_budget,
+        workers=workers,
+        ray_address=ray_address,
+        executor=executor,
+        trial_timeout=trial_timeout,
+        store_retry=store_retry,
+        trial_memory=trial_memory,
     )
 
 
@@ -238,26 +264,20 @@ def resume(
     executor: Executor = "ray",
 ) -> None:
     """Continue a study from the store; --trials and --time set new totals."""
-    _run_study(
-        name,
-        quiet,
-        lambda report: api.resume(
-            name,
-            storage=storage,
-            trials=trials,
-            time_budget=time,
-            cpu_hours=cpu_hours,
-            max_failures=max_failures,
-            on_budget=on_budget,
-            workers=workers,
-            ray_address=ray_address,
-            executor=executor,
-            trial_timeout=trial_timeout,
-            store_retry=store_retry,
-            trial_memory=trial_memory,
-            on_progress=report,
-        ),
+    options = _options(
+        trials,
+        time,
+        cpu_hours,
+        max_failures,
+        on_budget,
+        workers,
+        ray_address,
+        trial_timeout,
+        store_retry,
+        trial_memory,
+        executor,
     )
+    _run_study(name, quiet, lambda report: api.resume(name, storage=storage, **(options | {"on_progress": report})))
 
 
 @app.command()

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from autocompress.errors import UserError
 from autocompress.store import ArtefactCheck, StudyRecord, StudyStore, TrialRecord
@@ -187,6 +187,55 @@ def _controller_from_state(strategy: str, space: Space, seed: int, state: dict[s
     return controller
 
 
+class RunOptions(TypedDict, total=False):
+    """The keyword arguments `search` and `resume` share. The study's budget, as totals over all its
+    sessions: `trials` (finished trials), `time_budget` (wall time, e.g. "30m"), `cpu_hours`,
+    `max_failures`, `on_budget` ("finish": running trials finish, or "cancel": they are queued for the next
+    resume). How trials run: `workers` (default 1), `ray_address` (join a cluster), `executor` ("ray", the
+    default, or "inline"), `trial_timeout` (seconds), `trial_memory` (what a trial may add to its process's
+    address space, e.g. "2GB"), `store_retry` (how long transient store errors are retried, e.g. "60s") and
+    `on_progress` (called with a `Progress` after every finished trial)."""
+
+    trials: int | None
+    time_budget: str | float | None
+    cpu_hours: float | None
+    max_failures: int | None
+    on_budget: str
+    workers: int
+    ray_address: str | None
+    executor: str
+    trial_timeout: float | None
+    trial_memory: str | int | None
+    store_retry: str | float | None
+    on_progress: Callable[[Progress], None] | None
+
+
+def _budget_of(options: RunOptions, base: Budget | None = None) -> Budget:
+    return _budget(
+        options.get("trials"),
+        options.get("time_budget"),
+        options.get("cpu_hours"),
+        options.get("max_failures"),
+        options.get("on_budget", "finish"),
+        base,
+        options.get("store_retry"),
+    )
+
+
+def _session(options: RunOptions) -> Callable[[], Executor]:
+    """Validate how trials run (`UserError` naming the flag) and return what starts the executor."""
+    from autocompress.runtime import check_ray_address
+
+    workers, kind = options.get("workers", 1), options.get("executor", "ray")
+    address, timeout = options.get("ray_address"), options.get("trial_timeout")
+    _check_workers(workers)
+    _check_timeout(timeout)
+    memory = parse_size(options.get("trial_memory"))
+    if address and kind == "ray":
+        check_ray_address(address)
+    return lambda: _executor(kind, workers, address, timeout, memory)
+
+
 def search(
     space_path: str | Path,
     *,
@@ -194,33 +243,21 @@ def search(
     storage: str | None = None,
     strategy: str = "tpe",
     seed: int = 0,
-    trials: int | None = None,
-    time_budget: str | float | None = None,
-    cpu_hours: float | None = None,
-    max_failures: int | None = None,
-    on_budget: str = "finish",
-    workers: int = 1,
-    ray_address: str | None = None,
-    executor: str = "ray",
-    trial_timeout: float | None = None,
-    store_retry: str | float | None = None,
-    trial_memory: str | int | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    **options: Unpack[RunOptions],
 ) -> Study:
-    """Create a study from a space file and run it until its budget is spent.
+    """Create a study from a space file and run it until its budget is spent (`RunOptions`: the budget and
+    how trials run).
 
     Everything the user gave is validated before the store is touched; without `trials` or `time_budget`
     the search runs 20 trials.
     """
-    from autocompress.runtime import SearchLoop, baseline_metrics, check_ray_address
+    from autocompress.runtime import SearchLoop, baseline_metrics
     from autocompress.space import discover_layers, load_space_file, resolve_space
     from autocompress.strategies import make_controller
     from autocompress.task import checked_baseline, load_task
 
-    budget = _budget(trials, time_budget, cpu_hours, max_failures, on_budget, store_retry=store_retry)
-    _check_workers(workers)
-    _check_timeout(trial_timeout)
-    memory = parse_size(trial_memory)
+    budget = _budget_of(options)
+    start_executor = _session(options)
     spec, text = load_space_file(space_path)
     task = load_task(spec.task, where=f"{space_path}: task")
     model, example = checked_baseline(task)
@@ -229,12 +266,10 @@ def search(
     space = _with_runtimes(space, str(space_path))
     check_feasible_up_front(space, model, example, str(space_path))
     controller = make_controller(strategy, space, seed)  # validates the strategy's knobs
-    if ray_address and executor == "ray":
-        check_ray_address(ray_address)
     store = StudyStore(storage, create=True)
     if store.study_exists(name):
         raise UserError(f"--study {name}", "a study of that name exists; resume it or pick another name")
-    runner = _executor(executor, workers, ray_address, trial_timeout, memory)  # joins Ray before anything is stored
+    runner = start_executor()  # joins Ray before anything is stored
     try:
         baseline = baseline_metrics(space.task, space.measure)
         store.create_study(
@@ -258,49 +293,27 @@ def search(
         controller,
         runner,
         budget,
-        on_progress,
+        options.get("on_progress"),
         study_logger(store, name),
         rebuild=lambda state: _controller_from_state(strategy, space, seed, state),
     ).run()
     return Study(name, store)
 
 
-def resume(
-    name: str,
-    *,
-    storage: str | None = None,
-    trials: int | None = None,
-    time_budget: str | float | None = None,
-    cpu_hours: float | None = None,
-    max_failures: int | None = None,
-    on_budget: str = "finish",
-    workers: int = 1,
-    ray_address: str | None = None,
-    executor: str = "ray",
-    trial_timeout: float | None = None,
-    store_retry: str | float | None = None,
-    trial_memory: str | int | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> Study:
-    """Continue a study from the store alone; budget arguments set new totals, the others stay."""
-    from autocompress.runtime import Budget, SearchLoop, check_ray_address
+def resume(name: str, *, storage: str | None = None, **options: Unpack[RunOptions]) -> Study:
+    """Continue a study from the store alone; budget options (`RunOptions`) set new totals, the others stay."""
+    from autocompress.runtime import Budget, SearchLoop
     from autocompress.space import Space
 
-    _check_trials(trials)
-    _check_workers(workers)
-    _check_timeout(trial_timeout)
-    memory = parse_size(trial_memory)
-    if ray_address and executor == "ray":
-        check_ray_address(ray_address)
+    _check_trials(options.get("trials"))
+    start_executor = _session(options)
     store = StudyStore(storage, create=False)
     record = store.study(name)
     importlib.import_module(record.task.partition(":")[0])  # registrations (strategies, criteria) live there
-    budget = _budget(
-        trials, time_budget, cpu_hours, max_failures, on_budget, Budget.from_dict(record.budgets), store_retry
-    )
+    budget = _budget_of(options, Budget.from_dict(record.budgets))
     space = Space.from_dict(record.space)
     controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
-    runner = _executor(executor, workers, ray_address, trial_timeout, memory)
+    runner = start_executor()
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
     SearchLoop(
         store,
@@ -309,7 +322,7 @@ def resume(
         controller,
         runner,
         budget,
-        on_progress,
+        options.get("on_progress"),
         study_logger(store, name),
         rebuild=lambda state: _controller_from_state(record.strategy, space, record.seed, state),
     ).run()

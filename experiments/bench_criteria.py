@@ -25,13 +25,13 @@ from autocompress.compress import CRITERIA, prepare_criterion, prune
 from autocompress.measure import count_macs, count_params, to_torchscript
 from autocompress.space import LayerSetting, Policy, discover_layers
 from autocompress.task import SupervisedTask
-from experiments import tasks, text
+from experiments.tasks import cnn, text
 
 OUT = Path(__file__).parent / "results"
 MODELS: dict[str, SupervisedTask] = {
-    "resnet": tasks.resnet,
-    "mobilenet": tasks.mobilenet,
-    "densenet": tasks.densenet,
+    "resnet": cnn.resnet,
+    "mobilenet": cnn.mobilenet,
+    "densenet": cnn.densenet,
     "transformer": text.transformer,
 }
 RANDOM = "random (floor)"

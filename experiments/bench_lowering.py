@@ -27,10 +27,10 @@ from autocompress.compress import quantize
 from autocompress.measure import compare_latency, to_torchscript
 from autocompress.space import LayerSetting, Policy, discover_layers
 from autocompress.task import SupervisedTask
-from experiments import tasks
+from experiments.tasks import cnn
 
 OUT = Path(__file__).parent / "results"
-MODELS: dict[str, SupervisedTask] = {"resnet": tasks.resnet, "mobilenet": tasks.mobilenet}
+MODELS: dict[str, SupervisedTask] = {"resnet": cnn.resnet, "mobilenet": cnn.mobilenet}
 
 
 def int8_policy(task: SupervisedTask) -> Policy:

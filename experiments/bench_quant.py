@@ -21,13 +21,13 @@ from autocompress.compress import latency_basis, needs_training, prepare_quantiz
 from autocompress.measure import compare_latency, count_packed_bytes, serialize, to_torchscript
 from autocompress.space import LayerSetting, Policy, discover_layers
 from autocompress.task import SupervisedTask
-from experiments import tasks, text
+from experiments.tasks import cnn, text
 
 OUT = Path(__file__).parent / "results" / "bench_quant"
 MODELS: dict[str, SupervisedTask] = {
-    "resnet": tasks.resnet,
-    "mobilenet": tasks.mobilenet,
-    "densenet": tasks.densenet,
+    "resnet": cnn.resnet,
+    "mobilenet": cnn.mobilenet,
+    "densenet": cnn.densenet,
     "transformer": text.transformer,
 }
 #: fine-tuning after 50% channel pruning, in epochs (accuracy right after pruning is at chance)

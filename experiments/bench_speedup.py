@@ -35,8 +35,8 @@ from torch import nn
 from autocompress.compress import prune
 from autocompress.measure import compare_latency, count_macs, count_params, to_torchscript
 from autocompress.space import LayerSetting, Policy, discover_layers
-from experiments import text
 from experiments.models import DenseNetLike, MobileNetV2Like, ResNetLike
+from experiments.tasks import text
 from experiments.tasks.digits import load_digits_splits
 
 OUT = Path(__file__).parent / "results"

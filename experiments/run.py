@@ -1,10 +1,10 @@
 """One command per experiment: ``python -m experiments.run NAME [--trials N] [--strategy S] [--workers K]``.
 
-Each experiment is a search space in ``search_spaces/`` with a stated default budget. The run creates a
-fresh study in ``OUT/NAME/study.db`` (SQLite, with its artefacts beside it; both gitignored), searches,
-and writes what is kept in the repository: ``leaderboard.csv``, the report (``report/index.html`` and its
-PNGs) and the exported Pareto-best model's ``manifest.json`` (the model binary is left out to keep the
-repository small). A run replaces the previous results of the same experiment.
+Each experiment is a search space in ``search_spaces/`` (or a task searched in `DEFAULT_SPACE`) with a stated
+default budget. The run creates a fresh study in ``OUT/NAME/study.db`` (SQLite, with its artefacts beside it;
+both gitignored), searches, and writes what is kept in the repository: ``leaderboard.csv``, the report
+(``report/index.html`` and its PNGs) and the exported model's ``manifest.json`` (the model binary is left out
+to keep the repository small). A run replaces the previous results of the same experiment.
 """
 
 from __future__ import annotations
@@ -25,17 +25,41 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
 
 
+#: the space of an experiment that names only its task (`Experiment.task`): int8 or float per layer and up to
+#: half the channels, judged on accuracy and batch-1 latency, at most 2 points of accuracy lost
+DEFAULT_SPACE = """task: {task}
+objectives: {{accuracy: max, latency_ms: min}}
+constraints: {{max_accuracy_drop: 0.02}}
+fidelity: {{finetune_epochs: [1]}}
+defaults: {{channel_sparsity: [0.0, 0.25, 0.5], weight_bits: [8, 32]}}
+"""
+
+
 @dataclass(frozen=True)
 class Experiment:
-    """A search space and the budget a run spends on it unless told otherwise: `trials`, stopped early
-    at `time` (wall clock)."""
+    """A search space, or only a task (``module:attribute``; the run then searches `DEFAULT_SPACE` for it),
+    and the budget a run spends on it unless told otherwise: `trials`, stopped early at `time` (wall clock)."""
 
-    space: str
-    trials: int
+    space: str = ""
+    trials: int = 12
     time: str = "20m"
     strategy: str = "tpe"
     workers: int = 1
     note: str = ""
+    task: str = ""
+
+    def space_file(self, target: Path) -> Path:
+        """The space file to search: the named one, or the default space for the task written to `target`."""
+        if bool(self.space) == bool(self.task):
+            raise UserError("EXPERIMENTS", "an experiment names either a space file or a task, not both")
+        if self.task:
+            path = target / "space.yaml"
+            path.write_text(DEFAULT_SPACE.format(task=self.task))
+            return path
+        space = ROOT / self.space
+        if not space.exists():
+            raise UserError(self.space, "search space file is missing")
+        return space
 
 
 #: default budgets fit about 20 minutes each on 2 shared cores
@@ -70,14 +94,12 @@ def run_experiment(
     if name not in EXPERIMENTS:
         raise UserError("NAME", f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[name]
-    space = ROOT / exp.space
-    if not space.exists():
-        raise UserError(exp.space, "search space file is missing")
     target = out / name
     for stale in ("study.db", "autocompress-artifacts", "report"):
         path = target / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     target.mkdir(parents=True, exist_ok=True)
+    space = exp.space_file(target)
     budget = dict(
         trials=trials or exp.trials,
         time_budget=time_budget or exp.time,
@@ -101,7 +123,7 @@ def run_experiment(
     manifest = json.loads((target / "manifest.json").read_text())
     summary = {
         "experiment": name,
-        "space": exp.space,
+        "space": exp.space or f"default space for {exp.task}",
         **budget,
         "wall_s": round(wall, 1),
         "trials_complete": sum(1 for row in board if row["state"] == "complete"),

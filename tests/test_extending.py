@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 import autocompress
 from tests.conftest import FAST_SPACE, ROOT
 
@@ -23,6 +25,7 @@ def test_doc_examples_are_the_tested_module() -> None:
                 assert line in module, line
 
 
+@pytest.mark.slow
 def test_custom_criterion_and_strategy_run_a_search_and_resume(tmp_path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(

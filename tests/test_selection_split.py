@@ -39,7 +39,7 @@ def test_search_never_reads_the_test_split_before_it_ends(tmp_path: Path) -> Non
     front = [row for row in board if row["pareto"]] or board[:1]
     for row in board:  # the stored figure is the val one; test only for the trials the search chose
         trial = study.store.trial("splits", row["trial"])
-        model = torch.jit.load(trial.artefacts[0].path)
+        model = torch.jit.load(study.store.artefact_file(trial.shipped_artefacts()[0]))
         assert row["accuracy"] == task.evaluate(model, "val")
         if row in front:
             assert row["test_accuracy"] == task.evaluate(model, "test")

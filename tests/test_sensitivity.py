@@ -7,11 +7,15 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 import autocompress
 from autocompress.report import SENSITIVITY_COLUMNS, load_sensitivity
 from autocompress.space import discover_layers
 from experiments.tasks.digits import task
 from tests.conftest import FAST_SPACE, run_cli
+
+pytestmark = pytest.mark.slow  # each test runs sensitivity over a real model (10+ s)
 
 ONLY_STEM = FAST_SPACE + "layers: {'*': {channel_sparsity: [0.0]}, 'stem.0': {channel_sparsity: [0.0, 0.5]}}\n"
 

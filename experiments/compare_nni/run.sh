@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # NNI 3.0 vs autocompress on the same models and the same uniform 50% L1 channel pruning (not part of make test).
-# Usage: experiments/compare_nni/run.sh [VENV]   (default /work/nni-venv; created when missing)
+# Usage: experiments/compare_nni/run.sh [VENV]   (default experiments/compare_nni/.venv; created when missing)
 # The NNI venv runs the whole comparison in one process and imports autocompress from this repository through
 # PYTHONPATH, so it also gets autocompress's dependencies. torch is installed first, pinned, so nothing pulls
 # a CUDA build. Latency is measured under the shared benchmark lock.
 set -euo pipefail
-VENV=${1:-/work/nni-venv}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+VENV=${1:-$ROOT/experiments/compare_nni/.venv}
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install torch==2.13.0

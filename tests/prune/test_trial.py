@@ -29,6 +29,7 @@ class CountingGate(Gate):
         self.steps += 1
 
 
+@pytest.mark.slow
 def test_slim_trial_runs_its_sparsity_phase_then_prunes_and_fine_tunes() -> None:
     task = TASKS["resnet"]
     layers = discover_layers(task.baseline_model(), task.example_input(1))
@@ -65,6 +66,7 @@ def test_bad_round_to_is_a_one_line_user_error(value: str) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_a_search_stores_policies_with_the_space_files_criterion_and_round_to(tmp_path) -> None:
     import autocompress
 
@@ -102,6 +104,7 @@ def test_example_transformer_space_searches_heads_and_ffn_width() -> None:
     assert [layer.ffn_in.out_features for layer in model.layers] == [64, 64]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sparsity", "quantizer", "trained_steps"),
     [

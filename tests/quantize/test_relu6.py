@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 
+import pytest
 import torch
 from torch import nn
 
@@ -76,6 +77,7 @@ def test_trained_quantizers_keep_relu6_as_an_op() -> None:
     assert int8_ops(deployed, batches[0])["aten::hardtanh"] == 1
 
 
+@pytest.mark.slow
 def test_mobilenet_int8_has_no_separate_relu6_and_keeps_its_accuracy() -> None:
     from tests.quantize.conftest import TASKS
 
