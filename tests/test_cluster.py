@@ -55,7 +55,7 @@ def two_node_cluster():
     temp = tempfile.mkdtemp(prefix="acray")
     port = free_port()
     env = cli_env()
-    common = ["--num-cpus=1", "--disable-usage-stats"]
+    common = ["--num-cpus=1", "--disable-usage-stats"]  # each raylet on a known port: tests find it by that
     try:
         subprocess.run(
             [
@@ -66,6 +66,7 @@ def two_node_cluster():
                 "--include-dashboard=false",
                 f"--temp-dir={temp}",
                 "--node-ip-address=127.0.0.1",
+                f"--node-manager-port={free_port()}",
                 *common,
             ],
             check=True,
@@ -74,7 +75,14 @@ def two_node_cluster():
             timeout=120,
         )
         subprocess.run(
-            [ray_bin(), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common],
+            [
+                ray_bin(),
+                "start",
+                f"--address=127.0.0.1:{port}",
+                "--node-ip-address=127.0.0.1",
+                f"--node-manager-port={free_port()}",
+                *common,
+            ],
             check=True,
             env=env,
             capture_output=True,
@@ -143,7 +151,7 @@ def test_losing_the_worker_node_mid_trial_reruns_its_trial_on_the_surviving_node
     killer = threading.Thread(target=kill_worker_node, daemon=True)
 
     def on_progress(progress) -> None:  # type: ignore[no-untyped-def]
-        if not killer.is_alive() and not lost:
+        if progress.finished == 1:
             killer.start()
 
     study = autocompress.search(
