@@ -37,13 +37,17 @@ def ray_bin() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
-def pids_using(marker: str) -> list[int]:
-    """Processes whose command line names our private Ray temp folder: the ones this test started."""
+def pids_using(marker: str, open_files: bool = False) -> list[int]:
+    """Processes whose command line names `marker` (our private Ray temp folder: the ones this test started),
+    or with `open_files`, that hold a file under it open (Ray's agents rename their command line, and outlive
+    a killed raylet)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="ignore"):
+                if marker in (entry / "cmdline").read_bytes().decode(errors="ignore") or (
+                    open_files and any(marker in os.readlink(fd) for fd in (entry / "fd").iterdir())
+                ):
                     found.append(int(entry.name))
             except OSError:
                 continue
@@ -91,7 +95,7 @@ def two_node_cluster():
         yield f"127.0.0.1:{port}"
     finally:
         deadline = time.monotonic() + 30
-        while (pids := pids_using(temp)) and time.monotonic() < deadline:
+        while (pids := pids_using(temp, open_files=True)) and time.monotonic() < deadline:
             kill_pids(pids)
         shutil.rmtree(temp, ignore_errors=True)
 
