@@ -37,13 +37,17 @@ def ray_bin() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
-def pids_using(marker: str) -> list[int]:
-    """Processes whose command line names our private Ray temp folder: the ones this test started."""
+def pids_using(marker: str, open_files: bool = False) -> list[int]:
+    """Processes whose command line names `marker` (our private Ray temp folder: the ones this test started),
+    or with `open_files`, that hold a file under it open (Ray's agents rename their command line, and outlive
+    a killed raylet)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="ignore"):
+                if marker in (entry / "cmdline").read_bytes().decode(errors="ignore") or (
+                    open_files and any(marker in os.readlink(fd) for fd in (entry / "fd").iterdir())
+                ):
                     found.append(int(entry.name))
             except OSError:
                 continue
@@ -55,7 +59,7 @@ def two_node_cluster():
     temp = tempfile.mkdtemp(prefix="acray")
     port = free_port()
     env = cli_env()
-    common = ["--num-cpus=1", "--disable-usage-stats"]
+    common = ["--num-cpus=1", "--disable-usage-stats"]  # each raylet on a known port: tests find it by that
     try:
         subprocess.run(
             [
@@ -66,6 +70,7 @@ def two_node_cluster():
                 "--include-dashboard=false",
                 f"--temp-dir={temp}",
                 "--node-ip-address=127.0.0.1",
+                f"--node-manager-port={free_port()}",
                 *common,
             ],
             check=True,
@@ -74,7 +79,14 @@ def two_node_cluster():
             timeout=120,
         )
         subprocess.run(
-            [ray_bin(), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common],
+            [
+                ray_bin(),
+                "start",
+                f"--address=127.0.0.1:{port}",
+                "--node-ip-address=127.0.0.1",
+                f"--node-manager-port={free_port()}",
+                *common,
+            ],
             check=True,
             env=env,
             capture_output=True,
@@ -83,7 +95,7 @@ def two_node_cluster():
         yield f"127.0.0.1:{port}"
     finally:
         deadline = time.monotonic() + 30
-        while (pids := pids_using(temp)) and time.monotonic() < deadline:
+        while (pids := pids_using(temp, open_files=True)) and time.monotonic() < deadline:
             kill_pids(pids)
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -143,7 +155,7 @@ def test_losing_the_worker_node_mid_trial_reruns_its_trial_on_the_surviving_node
     killer = threading.Thread(target=kill_worker_node, daemon=True)
 
     def on_progress(progress) -> None:  # type: ignore[no-untyped-def]
-        if not killer.is_alive() and not lost:
+        if progress.finished == 1:
             killer.start()
 
     study = autocompress.search(

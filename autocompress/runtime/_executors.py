@@ -180,9 +180,8 @@ class RayExecutor(Executor):
     study goes on with the nodes that are left; with none left it stops (`SearchStopped`). A job past
     `trial_timeout` seconds has its worker killed and is reported failed; one that allocates more than
     `trial_memory` bytes is failed with that reason, its worker lives on (`memory_limit`). A `CoreGate` actor,
-    pinned to the
-    driver's node so that losing another node cannot take it, keeps every latency measurement alone on the
-    machine: other trials' compute pauses while one measures.
+    pinned to the driver's node so that losing another node cannot take it, keeps every latency measurement
+    alone on the machine: other trials' compute pauses while one measures.
     """
 
     def __init__(
