@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import autocompress
+from autocompress.task import load_task
+from experiments.tasks.minilm import MiniLMTask
+from experiments.tasks.tokens import token_splits
 from tests import split_recording_task
 from tests.conftest import FAST_SPACE
 from tests.split_recording_task import EVENTS
@@ -55,3 +59,27 @@ def test_search_never_reads_the_test_split_before_it_ends(tmp_path: Path) -> Non
     assert manifest["metrics"]["accuracy"] == front[0]["accuracy"]
     assert manifest["metrics"]["test_accuracy"] == manifest["verified"]["test_accuracy"] == front[0]["test_accuracy"]
     assert manifest["baseline"]["test_accuracy"] == baseline["test_accuracy"]
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "experiments.tasks.digits:task",
+        "experiments.tasks.trivial:task",
+        "experiments.tasks.cnn:resnet",
+        "experiments.tasks.cnn:mobilenet",
+        "experiments.tasks.cnn:densenet",
+        "experiments.tasks.text:transformer",
+    ],
+)
+def test_every_experiment_task_has_a_validation_split_apart_from_test(ref: str) -> None:
+    data = load_task(ref).data  # type: ignore[attr-defined]
+    (x_val, y_val), (x_test, _) = data["val"], data["test"]
+    assert len(y_val) > 0.1 * len(data["train"][1])
+    val_rows = {tuple(row) for row in x_val.flatten(1).tolist()}
+    assert not val_rows & {tuple(row) for row in x_test.flatten(1).tolist()}
+
+
+def test_the_token_and_minilm_data_have_validation_splits() -> None:
+    assert {"train", "val", "test"} == set(token_splits())
+    assert "val" in dict(MiniLMTask().splits)
