@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import Node
 
 LAYER_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -96,20 +97,46 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyG
     return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 
+def graph_failure(exc: BaseException) -> str:
+    """One line for a failure inside torch-pruning's graph building: the graph node it was handling (the op,
+    e.g. the ``view`` of a channel shuffle), the torch-pruning function and the error."""
+    frame, node, where = exc.__traceback__, None, ""
+    while frame is not None:
+        code = frame.tb_frame.f_code
+        if "torch_pruning" in code.co_filename:
+            where = code.co_name
+            found = [v for v in frame.tb_frame.f_locals.values() if isinstance(v, Node)]
+            node = found[0] if found else node
+        frame = frame.tb_next
+    op = f" at {node.name}" if node is not None else ""
+    return (
+        f"torch-pruning cannot follow channels through this model's graph{op} "
+        f"({type(exc).__name__}: {exc} in {where or 'build_dependency'}; a channel shuffle or an unusual "
+        "reshape); no channel can be pruned, quantization still applies"
+    )
+
+
 def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
+    """Every conv/linear layer of `model`, prunable or not and why. A model whose dependency graph
+    torch-pruning cannot build gets every layer unprunable with that reason (`graph_failure`), not a crash."""
     from autocompress.measure import count_macs  # measure imports space: import at call time
 
     model.eval()
     layer_macs = count_macs(model, example_input)
     fixed = output_layers(model, example_input)
-    graph = build_graph(model, example_input)
     names = {module: name for name, module in model.named_modules()}
     ignored = [module for module, name in names.items() if name in fixed]
     heads = {names[proj]: count for count, projs in attention_heads(model).values() for proj in projs}
     roots: set[str] = set()
     followers: dict[str, str] = {}
     in_roots: dict[str, dict[str, int]] = {}
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)):
+    try:
+        graph = build_graph(model, example_input)
+        groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)))
+        untraceable = ""
+    except Exception as exc:  # torch-pruning's own failure: reported per layer, before any trial
+        groups, untraceable = [], graph_failure(exc)
+    for group in groups:
         root = names[group[0].dep.target.module]
         roots.add(root)
         for dep, idxs in group:
@@ -132,6 +159,8 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
         )
         if name in fixed:
             prunable, reason = False, "its output is the model's output"
+        elif untraceable:
+            prunable, reason = False, untraceable
         elif name in roots:
             prunable, reason = True, ""
         elif name in followers and name in heads:
