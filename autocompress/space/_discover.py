@@ -76,21 +76,43 @@ def attention_heads(model: nn.Module) -> dict[nn.Module, tuple[int, tuple[nn.Lin
 
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
-    """Names of the conv/linear layers whose output is the model's output (their width is fixed)."""
-    # each output is kept alive until the end: a freed tensor's id is reused, and could match the model's output
-    produced: dict[int, tuple[str, torch.Tensor]] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, LAYER_TYPES):
-            hooks.append(module.register_forward_hook(lambda m, i, o, n=name: produced.__setitem__(id(o), (n, o))))
+    """Names of the conv/linear layers whose output channels are the model's output (their width is fixed).
+
+    Found by walking the autograd graph back from the model's output to the first conv/linear on every path:
+    the layer that returns the output, and any whose output reaches it only through ops that are not layers
+    (squeezenet's classifier conv feeds a ReLU and average pooling; a concatenation fixes every input).
+    """
+    made_by: dict[object, str] = {}  # grad_fn of a layer's output -> the layer (kept alive until the walk ends)
+
+    def record(name: str, output: torch.Tensor) -> None:
+        if output.grad_fn is not None:
+            made_by.setdefault(output.grad_fn, name)
+
+    hooks = [
+        module.register_forward_hook(lambda m, i, o, n=name: record(n, o))
+        for name, module in model.named_modules()
+        if isinstance(module, LAYER_TYPES)
+    ]
     try:
-        with torch.no_grad():
+        with torch.enable_grad():
             out = model(example_input)
     finally:
         for hook in hooks:
             hook.remove()
     outputs = out if isinstance(out, (tuple, list)) else [out]
-    return {produced[id(o)][0] for o in outputs if id(o) in produced}
+    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
+    fixed: set[str] = set()
+    seen: set[object] = set()
+    while stack:
+        fn = stack.pop()
+        if fn in seen:
+            continue
+        seen.add(fn)
+        if fn in made_by:
+            fixed.add(made_by[fn])
+            continue
+        stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+    return fixed
 
 
 def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
