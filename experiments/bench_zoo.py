@@ -13,10 +13,11 @@ A model whose channels torch-pruning cannot follow (its layers are all unprunabl
 layer discovery) still runs the int8 trial: it is reported as "int8 only" with that reason. An exception
 anywhere is recorded as "crash" with its stage: the goal is none.
 
-    taskset -c 1 python -m experiments.bench_zoo [--only resnet18,vit_b_16] [--fresh]
+    taskset -c 1 python -m experiments.bench_zoo [--only resnet18,vit_b_16] [--largest-first] [--fresh]
 
-Results are written after every model (resumable: finished models are skipped unless --fresh) to
-experiments/results/bench_zoo.{json,md}. Models run smallest first (by torchvision's published parameter counts).
+Results are written after every model (resumable: finished models are skipped unless --fresh or --only) to
+experiments/results/bench_zoo.{json,md}; a second process with --largest-first on another core shares the work.
+Models run smallest first (by torchvision's published parameter counts).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from autocompress.task import load_task
 from experiments.tasks import zoo
 
 OUT = Path(__file__).resolve().parent / "results"
+PATH = OUT / "bench_zoo.json"
 SPACE = """
 task: experiments.tasks.zoo:{arch}
 objectives: {{accuracy: max, latency_ms: min}}
@@ -107,7 +109,7 @@ def bench_one(arch: str) -> dict[str, Any]:
 
 def write(rows: list[dict[str, Any]]) -> None:
     """The json (every field) and the markdown table, rewritten after each model."""
-    (OUT / "bench_zoo.json").write_text(json.dumps(rows, indent=2) + "\n")
+    PATH.write_text(json.dumps(rows, indent=2) + "\n")
     done = [r for r in rows if r["status"] == "compressed" and r.get("reloads")]
     lines = [
         "# bench_zoo: torchvision classification models through the real pipeline",
@@ -120,7 +122,8 @@ def write(rows: list[dict[str, Any]]) -> None:
         "",
         f"**{len(done)} of {len(rows)} compressed end to end** (pruned + int8 + exported + reloaded); "
         f"{sum(r['status'] == 'int8 only' for r in rows)} int8 only (pruning refused up front, reason named); "
-        f"{sum(r['status'] == 'refused' for r in rows)} refused; {sum(r['status'] == 'crash' for r in rows)} crash.",
+        f"{sum(r['status'] == 'refused' for r in rows)} refused; {sum(r['status'] == 'crash' for r in rows)} crash; "
+        f"{sum(r['status'] == 'not run' for r in rows)} not run.",
         "",
         "| model | N | params | layers | prunable groups | status | MACs after | cosine | reloads | ms b1 | "
         "base ms b1 | speedup b1 | reason / error |",
@@ -145,22 +148,40 @@ def _num(row: dict[str, Any], key: str, spec: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="comma-separated architectures (default: all)")
+    parser.add_argument("--only", default="", help="comma-separated architectures, re-run (default: all not done)")
+    parser.add_argument("--largest-first", action="store_true", help="run the largest models first")
+    parser.add_argument(
+        "--max-params", type=float, default=None, help="list larger models as 'not run' (memory of this machine)"
+    )
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     args = parser.parse_args()
     archs = args.only.split(",") if args.only else zoo.classification_models()
-    path = OUT / "bench_zoo.json"
-    rows = [] if args.fresh or not path.exists() else json.loads(path.read_text())
-    rows = [r for r in rows if r["arch"] not in archs or r["status"] != "crash" or not args.only]
-    seen = {r["arch"] for r in rows}
-    for arch in sorted((a for a in archs if a not in seen), key=published_params):
-        rows.append(bench_one(arch))
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "trace"}), flush=True)
-        rows.sort(key=lambda r: r["arch"])
-        write(rows)
+    if args.fresh:
+        PATH.unlink(missing_ok=True)
+    for arch in sorted(archs, key=published_params, reverse=args.largest_first):
+        if not args.only and arch in done_archs():  # another process (or an earlier run) has it
+            continue
+        if args.max_params and published_params(arch) > args.max_params:
+            row = {"arch": arch, "input": zoo.input_size(arch), "status": "not run", "stage": "build"}
+            row["refused"] = f"{published_params(arch):,} parameters: above --max-params {args.max_params:g}"
+        else:
+            row = bench_one(arch)
+        print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
+        write(merged(row))
         cached_task.cache_clear()  # one model at a time in memory: the largest have 600 M parameters
         _baseline.cache_clear()
         zoo.task_for.cache_clear()
+
+
+def done_archs() -> set[str]:
+    return {r["arch"] for r in json.loads(PATH.read_text())} if PATH.exists() else set()
+
+
+def merged(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stored rows with `row` in place of any earlier one of its model (re-read: two processes may share
+    the file, one from each end of the list), by model name."""
+    rows = json.loads(PATH.read_text()) if PATH.exists() else []
+    return sorted([r for r in rows if r["arch"] != row["arch"]] + [row], key=lambda r: r["arch"])
 
 
 if __name__ == "__main__":

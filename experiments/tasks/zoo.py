@@ -44,13 +44,37 @@ def input_size(arch: str) -> int:
 
 
 def build(arch: str) -> nn.Module:
-    """The architecture at random init (seed 0), `CLASSES` outputs, sized for `input_size`."""
+    """The architecture at random init (seed 0), `CLASSES` outputs, sized for `input_size`, its batch-norm
+    statistics set from synthetic images (`calibrate_batch_norm`)."""
     torchvision = import_torchvision()
     kwargs = dict(BUILD_ARGS.get(arch, {}))
     if arch.startswith("vit_"):
         kwargs["image_size"] = input_size(arch)
     torch.manual_seed(0)
-    return torchvision.models.get_model(arch, weights=None, num_classes=CLASSES, **kwargs).eval()
+    model = torchvision.models.get_model(arch, weights=None, num_classes=CLASSES, **kwargs)
+    side = input_size(arch)
+    calibrate_batch_norm(model, torch.randn(32, 3, side, side, generator=torch.Generator().manual_seed(2)))
+    return model.eval()
+
+
+def calibrate_batch_norm(model: nn.Module, images: torch.Tensor) -> None:
+    """Batch-norm running statistics measured on `images` (one forward in train mode, cumulative average).
+
+    At random init the running statistics are 0 and 1, so activations shrink layer after layer in eval mode
+    (MobileNet's logits come out ~1e-10, and int8 rounds them to 0); measured statistics normalise every
+    layer, as trained ones would, so the cosine to the float model says something about the function.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(images)
+    for norm in norms:
+        norm.momentum = 0.1
 
 
 @dataclass
