@@ -158,8 +158,12 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
         untraceable = ""
     except Exception as exc:  # torch-pruning's own failure: reported per layer, before any trial
         groups, untraceable = [], graph_failure(exc)
+    packed: dict[str, str] = {}  # roots whose channels run through nn.MultiheadAttention -> that module
     for group in groups:
         root = names[group[0].dep.target.module]
+        mha = [names[d.target.module] for d, _ in group if isinstance(d.target.module, nn.MultiheadAttention)]
+        if mha:
+            packed[root] = mha[0]
         roots.add(root)
         for dep, idxs in group:
             member = names.get(dep.target.module)
@@ -183,6 +187,15 @@ def discover_layers(model: nn.Module, example_input: torch.Tensor) -> list[Layer
             prunable, reason = False, "its output is the model's output"
         elif untraceable:
             prunable, reason = False, untraceable
+        elif name in packed:
+            prunable, reason = (
+                False,
+                (
+                    f"its channels are the embedding width of nn.MultiheadAttention {packed[name]!r}, whose packed "
+                    "projections torch-pruning cannot shrink consistently; remove heads instead "
+                    "(autocompress.compress.remove_heads)"
+                ),
+            )
         elif name in roots:
             prunable, reason = True, ""
         elif name in followers and name in heads:
