@@ -77,3 +77,12 @@ def test_model_is_pruned_quantized_exported_and_reloads(arch: str) -> None:
     assert row["status"] == "compressed" and row["reloads"], row
     assert row["prunable"] > 0 and row["macs_ratio"] < 0.6 and row["params_after"] < row["params"]
     assert row["latency_ms"] > 0 and row["speedup"] > 0
+
+
+def test_vit_embedding_width_through_multihead_attention_is_refused_and_mlp_width_stays_prunable() -> None:
+    task = zoo.task_for("vit_b_32")
+    layers = {info.name: info for info in discover_layers(task.baseline_model(), task.example_input(1))}
+    assert all(layers[f"encoder.layers.encoder_layer_{i}.mlp.0"].prunable for i in range(12))
+    roots = [info for info in layers.values() if "nn.MultiheadAttention" in info.reason]
+    assert roots and "remove_heads" in roots[0].reason and not any(info.prunable for info in roots)
+    assert not layers["conv_proj"].prunable
