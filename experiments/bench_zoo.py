@@ -17,7 +17,7 @@ anywhere is recorded as "crash" with its stage: the goal is none.
 
 Results are written after every model (resumable: finished models are skipped unless --fresh or --only) to
 experiments/results/bench_zoo.{json,md}; a second process with --largest-first on another core shares the work.
-Models run smallest first (by torchvision's published parameter counts).
+Models run smallest of each family first (`run_order`), by torchvision's published parameter counts.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import time
 import traceback
 from pathlib import Path
@@ -150,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated architectures, re-run (default: all not done)")
     parser.add_argument("--largest-first", action="store_true", help="run the largest models first")
+    parser.add_argument("--shard", default="0/1", help="K/N: run every N-th model from the K-th (N processes)")
     parser.add_argument(
         "--max-params", type=float, default=None, help="list larger models as 'not run' (memory of this machine)"
     )
@@ -158,7 +160,8 @@ def main() -> None:
     archs = args.only.split(",") if args.only else zoo.classification_models()
     if args.fresh:
         PATH.unlink(missing_ok=True)
-    for arch in sorted(archs, key=published_params, reverse=args.largest_first):
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    for arch in run_order(archs, args.largest_first)[shard::shards]:
         if not args.only and arch in done_archs():  # another process (or an earlier run) has it
             continue
         if args.max_params and published_params(arch) > args.max_params:
@@ -171,6 +174,19 @@ def main() -> None:
         cached_task.cache_clear()  # one model at a time in memory: the largest have 600 M parameters
         _baseline.cache_clear()
         zoo.task_for.cache_clear()
+
+
+def run_order(archs: list[str], largest_first: bool) -> list[str]:
+    """Smallest of each family first (resnet18, efficientnet_b0, vit_b_32, ...), then the second of each, ...:
+    a partial run still covers every family. A family is the name up to its first digit."""
+    by_size = sorted(archs, key=published_params, reverse=largest_first)
+    rank: dict[str, int] = {}
+    order = []
+    for arch in by_size:
+        family = re.sub(r"\d.*$", "", arch)
+        rank[family] = rank.get(family, -1) + 1
+        order.append((rank[family], arch))
+    return [arch for _, arch in sorted(order, key=lambda item: item[0])]
 
 
 def done_archs() -> set[str]:
