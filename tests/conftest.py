@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import autocompress  # noqa: F401  (first: its torchvision shim lets transformers import beside torchvision)
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 

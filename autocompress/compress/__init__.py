@@ -12,6 +12,9 @@ Quantizers (one private module each, all behind `Quantizer`, by `Policy.quantize
 naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq, dynamic (int8 Linear with
 per-call activation ranges, for transformers).
 
+Attention heads and FFN width of models as they ship (Hugging Face BERT-style attention,
+`nn.MultiheadAttention`): `remove_heads`, `shrink_ffn` (physical, through the models' own modules).
+
 Unstructured pruners (one private module each, all behind `UnstructuredPruner`, by `Policy.pruner` name in
 `PRUNERS`): level, agp, lottery, admm; they realise ``weight_sparsity`` during fine-tuning
 (`sparse_finetune`). The ``admm`` criterion trains by ADMM towards the channel sparsity before `prune`
@@ -48,6 +51,13 @@ from autocompress.compress._criteria import (
 )
 from autocompress.compress._dorefa import DoReFaQuantizer
 from autocompress.compress._dynamic import DynamicQuantizer
+from autocompress.compress._heads import (
+    PrunedMultiheadAttention,
+    attention_head_counts,
+    hf_attention_modules,
+    remove_heads,
+    shrink_ffn,
+)
 from autocompress.compress._level import LevelPruner
 from autocompress.compress._lottery import LotteryPruner
 from autocompress.compress._lowering import (
@@ -110,6 +120,7 @@ __all__ = [
     "ObserverQuantizer",
     "PRUNERS",
     "PercentileObserver",
+    "PrunedMultiheadAttention",
     "QATQuantizer",
     "QUANTIZERS",
     "QuantSpec",
@@ -124,11 +135,13 @@ __all__ = [
     "admm_channels",
     "apply",
     "calibrate_quantization",
+    "attention_head_counts",
     "channel_blocks",
     "channel_projection",
     "cubic_sparsity",
     "get_pruner",
     "get_quantizer",
+    "hf_attention_modules",
     "latency_basis",
     "kept_channels",
     "layer_specs",
@@ -146,6 +159,8 @@ __all__ = [
     "register_criterion",
     "register_pruner",
     "register_quantizer",
+    "remove_heads",
+    "shrink_ffn",
     "sparse_finetune",
     "structured_admm",
 ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import Node
 
 from autocompress._inputs import ModelInputs, call_model
 
@@ -77,42 +78,94 @@ def attention_heads(model: nn.Module) -> dict[nn.Module, tuple[int, tuple[nn.Lin
 
 
 def output_layers(model: nn.Module, example_input: ModelInputs) -> set[str]:
-    """Names of the conv/linear layers whose output is the model's output (their width is fixed)."""
-    # each output is kept alive until the end: a freed tensor's id is reused, and could match the model's output
-    produced: dict[int, tuple[str, torch.Tensor]] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, LAYER_TYPES):
-            hooks.append(module.register_forward_hook(lambda m, i, o, n=name: produced.__setitem__(id(o), (n, o))))
+    """Names of the conv/linear layers whose output channels are the model's output (their width is fixed).
+
+    Found by walking the autograd graph back from the model's output to the first conv/linear on every path:
+    the layer that returns the output, and any whose output reaches it only through ops that are not layers
+    (squeezenet's classifier conv feeds a ReLU and average pooling; a concatenation fixes every input).
+    """
+    made_by: dict[object, str] = {}  # grad_fn of a layer's output -> the layer (kept alive until the walk ends)
+
+    def record(name: str, output: torch.Tensor) -> None:
+        if output.grad_fn is not None:
+            made_by.setdefault(output.grad_fn, name)
+
+    hooks = [
+        module.register_forward_hook(lambda m, i, o, n=name: record(n, o))
+        for name, module in model.named_modules()
+        if isinstance(module, LAYER_TYPES)
+    ]
     try:
-        with torch.no_grad():
+        with torch.enable_grad():
             out = call_model(model, example_input)
     finally:
         for hook in hooks:
             hook.remove()
     outputs = out if isinstance(out, (tuple, list)) else [out]
-    return {produced[id(o)][0] for o in outputs if id(o) in produced}
+    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
+    fixed: set[str] = set()
+    seen: set[object] = set()
+    while stack:
+        fn = stack.pop()
+        if fn in seen:
+            continue
+        seen.add(fn)
+        if fn in made_by:
+            fixed.add(made_by[fn])
+            continue
+        stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+    return fixed
 
 
 def build_graph(model: nn.Module, example_input: ModelInputs) -> tp.DependencyGraph:
     return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 
+def graph_failure(exc: BaseException) -> str:
+    """One line for a failure inside torch-pruning's graph building: the graph node it was handling (the op,
+    e.g. the ``view`` of a channel shuffle), the torch-pruning function and the error."""
+    frame, node, where = exc.__traceback__, None, ""
+    while frame is not None:
+        code = frame.tb_frame.f_code
+        if "torch_pruning" in code.co_filename:
+            where = code.co_name
+            found = [v for v in frame.tb_frame.f_locals.values() if isinstance(v, Node)]
+            node = found[0] if found else node
+        frame = frame.tb_next
+    op = f" at {node.name}" if node is not None else ""
+    return (
+        f"torch-pruning cannot follow channels through this model's graph{op} "
+        f"({type(exc).__name__}: {exc} in {where or 'build_dependency'}; a channel shuffle or an unusual "
+        "reshape); no channel can be pruned, quantization still applies"
+    )
+
+
 def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerInfo]:
+    """Every conv/linear layer of `model`, prunable or not and why. A model whose dependency graph
+    torch-pruning cannot build gets every layer unprunable with that reason (`graph_failure`), not a crash."""
     from autocompress.measure import count_macs  # measure imports space: import at call time
 
     model.eval()
     layer_macs = count_macs(model, example_input)
     fixed = output_layers(model, example_input)
-    graph = build_graph(model, example_input)
     names = {module: name for name, module in model.named_modules()}
     ignored = [module for module, name in names.items() if name in fixed]
     heads = {names[proj]: count for count, projs in attention_heads(model).values() for proj in projs}
     roots: set[str] = set()
     followers: dict[str, str] = {}
     in_roots: dict[str, dict[str, int]] = {}
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)):
+    try:
+        graph = build_graph(model, example_input)
+        groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)))
+        untraceable = ""
+    except Exception as exc:  # torch-pruning's own failure: reported per layer, before any trial
+        groups, untraceable = [], graph_failure(exc)
+    packed: dict[str, str] = {}  # roots whose channels run through nn.MultiheadAttention -> that module
+    for group in groups:
         root = names[group[0].dep.target.module]
+        mha = [names[d.target.module] for d, _ in group if isinstance(d.target.module, nn.MultiheadAttention)]
+        if mha:
+            packed[root] = mha[0]
         roots.add(root)
         for dep, idxs in group:
             member = names.get(dep.target.module)
@@ -134,6 +187,17 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
         )
         if name in fixed:
             prunable, reason = False, "its output is the model's output"
+        elif untraceable:
+            prunable, reason = False, untraceable
+        elif name in packed:
+            prunable, reason = (
+                False,
+                (
+                    f"its channels are the embedding width of nn.MultiheadAttention {packed[name]!r}, whose packed "
+                    "projections torch-pruning cannot shrink consistently; remove heads instead "
+                    "(autocompress.compress.remove_heads)"
+                ),
+            )
         elif name in roots:
             prunable, reason = True, ""
         elif name in followers and name in heads:

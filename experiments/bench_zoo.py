@@ -1,0 +1,204 @@
+"""Model coverage: every torchvision classification builder through the real pipeline, or refused up front.
+
+For each architecture of ``torchvision.models.list_models(module=torchvision.models)`` (random init, 10
+classes, 3x64x64 unless it needs more: `experiments.tasks.zoo.INPUT_SIZE`): its layers are discovered, a space
+file asking 50 % channel sparsity (round_to 8) on every prunable layer and int8 weights on every layer is
+resolved against them (the checks that refuse a space before any trial), and that one policy runs as a real
+trial (`run_trial`: physical pruning, FX int8, TorchScript, latency interleaved with the float baseline in the
+same process, 1 thread, no fine-tuning). The trial's artefact is then reloaded with ``torch.jit.load`` and
+re-evaluated (same rule as `autocompress export`'s verification, here in the same process). The metric is the
+mean cosine of the compressed model's logits to the float model's on synthetic test images.
+
+A model whose channels torch-pruning cannot follow (its layers are all unprunable, with the reason named by
+layer discovery) still runs the int8 trial: it is reported as "int8 only" with that reason. An exception
+anywhere is recorded as "crash" with its stage: the goal is none.
+
+    taskset -c 1 python -m experiments.bench_zoo [--only resnet18,vit_b_16] [--largest-first] [--fresh]
+
+Results are written after every model (resumable: finished models are skipped unless --fresh or --only) to
+experiments/results/bench_zoo.{json,md}; a second process with --largest-first on another core shares the work.
+Models run smallest of each family first (`run_order`), by torchvision's published parameter counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autocompress import import_torchvision
+from autocompress.errors import UserError
+from autocompress.export import VERIFY_TOLERANCE
+from autocompress.measure import count_macs
+from autocompress.runtime import run_trial
+from autocompress.runtime._trial import _baseline, cached_task
+from autocompress.space import LayerSetting, Policy, discover_layers, parse_space, resolve_space
+from autocompress.task import load_task
+from experiments.tasks import zoo
+
+OUT = Path(__file__).resolve().parent / "results"
+PATH = OUT / "bench_zoo.json"
+SPACE = """
+task: experiments.tasks.zoo:{arch}
+objectives: {{accuracy: max, latency_ms: min}}
+fidelity: {{finetune_epochs: [0]}}
+defaults: {{channel_sparsity: [0.5], weight_bits: [8], round_to: 8}}
+measure: {{threads: 1, repeats: 3, warmup: 1}}
+"""
+
+
+def published_params(arch: str) -> int:
+    """The parameter count torchvision publishes for the architecture's pretrained weights (1000 classes), read
+    from the weights' metadata: nothing is downloaded or built; it orders the run smallest first."""
+    torchvision = import_torchvision()
+    return int(next(iter(torchvision.models.get_model_weights(arch))).meta["num_params"])
+
+
+def bench_one(arch: str) -> dict[str, Any]:
+    """One architecture through discovery, the space checks, one trial and the reload; a row of the table."""
+    ref = f"experiments.tasks.zoo:{arch}"
+    row: dict[str, Any] = {"arch": arch, "input": zoo.input_size(arch), "status": "crash", "stage": "build"}
+    start = time.perf_counter()
+    try:
+        task = load_task(ref)
+        model, x1 = task.baseline_model(), task.example_input(1)
+        row["params"] = sum(p.numel() for p in model.parameters())
+        row["stage"] = "discover"
+        layers = discover_layers(model, x1)
+        prunable = [info for info in layers if info.prunable]
+        row.update(layers=len(layers), prunable=len(prunable))
+        row["stage"] = "space"
+        space = resolve_space(parse_space(SPACE.format(arch=arch), f"bench_zoo:{arch}"), layers, f"bench_zoo:{arch}")
+        if not prunable:
+            reasons = {info.reason for info in layers} - {"its output is the model's output"}
+            row["refused"] = "; ".join(sorted(reasons))
+        policy = Policy.from_mapping(
+            {name: LayerSetting(max(c.channel_sparsity), min(c.weight_bits)) for name, c in space.layers.items()},
+            space.criterion,
+            round_to=space.round_to,
+        )
+        row["stage"] = "trial"
+        result = run_trial(ref, policy, 0.0, measure=space.measure)
+        m = result.metrics
+        row.update(
+            cosine=m["accuracy"],
+            macs_ratio=m["macs"] / sum(count_macs(model, x1).values()),
+            params_after=int(m["params"]),
+            latency_ms=m["latency_ms"],
+            baseline_ms=m["baseline_latency_ms"],
+            speedup=m["speedup"],
+        )
+        row["stage"] = "reload"
+        reloaded = task.evaluate(torch.jit.load(io.BytesIO(result.artefact)), "test")
+        row["reloads"] = abs(reloaded - m["accuracy"]) <= VERIFY_TOLERANCE
+        row["status"] = "int8 only" if not prunable else "compressed"
+        row["stage"] = "done"
+    except UserError as exc:
+        row.update(status="refused", refused=str(exc))
+    except Exception as exc:
+        row.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0][:300], trace=traceback.format_exc()[-2000:])
+    row["wall_s"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def write(rows: list[dict[str, Any]]) -> None:
+    """The json (every field) and the markdown table, rewritten after each model."""
+    PATH.write_text(json.dumps(rows, indent=2) + "\n")
+    done = [r for r in rows if r["status"] == "compressed" and r.get("reloads")]
+    lines = [
+        "# bench_zoo: torchvision classification models through the real pipeline",
+        "",
+        "Random init, 10 classes, synthetic 3xNxN inputs (N = 64 unless noted). One trial each: 50 % channels",
+        "(round_to 8) on every prunable layer + int8 weights on every layer, no fine-tuning; latency at batch 1,",
+        "1 thread, median of 3, interleaved with the float TorchScript baseline in the same process. cosine:",
+        "compressed vs float logits on the synthetic test images (random weights, no fine-tune: a",
+        "function check, not accuracy). `python -m experiments.bench_zoo`.",
+        "",
+        f"**{len(done)} of {len(rows)} compressed end to end** (pruned + int8 + exported + reloaded); "
+        f"{sum(r['status'] == 'int8 only' for r in rows)} int8 only (pruning refused up front, reason named); "
+        f"{sum(r['status'] == 'refused' for r in rows)} refused; {sum(r['status'] == 'crash' for r in rows)} crash; "
+        f"{sum(r['status'] == 'not run' for r in rows)} not run.",
+        "",
+        "| model | N | params | layers | prunable groups | status | MACs after | cosine | reloads | ms b1 | "
+        "base ms b1 | speedup b1 | reason / error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        why = r.get("error") or r.get("refused") or ""
+        lines.append(
+            f"| {r['arch']} | {r['input']} | {_num(r, 'params', ',')} | {_num(r, 'layers', 'd')} | "
+            f"{_num(r, 'prunable', 'd')} | {r['status']}{' (' + r['stage'] + ')' if r['status'] == 'crash' else ''} | "
+            f"{_num(r, 'macs_ratio', '.2f')} | "
+            f"{_num(r, 'cosine', '.3f')} | {'yes' if r.get('reloads') else 'no' if 'reloads' in r else '–'} | "
+            f"{_num(r, 'latency_ms', '.2f')} | {_num(r, 'baseline_ms', '.2f')} | {_num(r, 'speedup', '.2f')} | "
+            f"{why.replace('|', '/')} |"
+        )
+    (OUT / "bench_zoo.md").write_text("\n".join(lines) + "\n")
+
+
+def _num(row: dict[str, Any], key: str, spec: str) -> str:
+    return format(row[key], spec) if key in row else "–"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated architectures, re-run (default: all not done)")
+    parser.add_argument("--largest-first", action="store_true", help="run the largest models first")
+    parser.add_argument("--shard", default="0/1", help="K/N: run every N-th model from the K-th (N processes)")
+    parser.add_argument(
+        "--max-params", type=float, default=None, help="list larger models as 'not run' (memory of this machine)"
+    )
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    args = parser.parse_args()
+    archs = args.only.split(",") if args.only else zoo.classification_models()
+    if args.fresh:
+        PATH.unlink(missing_ok=True)
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    for arch in run_order(archs, args.largest_first)[shard::shards]:
+        if not args.only and arch in done_archs():  # another process (or an earlier run) has it
+            continue
+        if args.max_params and published_params(arch) > args.max_params:
+            row = {"arch": arch, "input": zoo.input_size(arch), "status": "not run", "stage": "build"}
+            row["refused"] = f"{published_params(arch):,} parameters: above --max-params {args.max_params:g}"
+        else:
+            row = bench_one(arch)
+        print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
+        write(merged(row))
+        cached_task.cache_clear()  # one model at a time in memory: the largest have 600 M parameters
+        _baseline.cache_clear()
+        zoo.task_for.cache_clear()
+
+
+def run_order(archs: list[str], largest_first: bool) -> list[str]:
+    """Smallest of each family first (resnet18, efficientnet_b0, vit_b_32, ...), then the second of each, ...:
+    a partial run still covers every family. A family is the name up to its first digit."""
+    by_size = sorted(archs, key=published_params, reverse=largest_first)
+    rank: dict[str, int] = {}
+    order = []
+    for arch in by_size:
+        family = re.sub(r"\d.*$", "", arch)
+        rank[family] = rank.get(family, -1) + 1
+        order.append((rank[family], arch))
+    return [arch for _, arch in sorted(order, key=lambda item: item[0])]
+
+
+def done_archs() -> set[str]:
+    return {r["arch"] for r in json.loads(PATH.read_text())} if PATH.exists() else set()
+
+
+def merged(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stored rows with `row` in place of any earlier one of its model (re-read: two processes may share
+    the file, one from each end of the list), by model name."""
+    rows = json.loads(PATH.read_text()) if PATH.exists() else []
+    return sorted([r for r in rows if r["arch"] != row["arch"]] + [row], key=lambda r: r["arch"])
+
+
+if __name__ == "__main__":
+    main()

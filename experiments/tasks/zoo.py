@@ -1,0 +1,162 @@
+"""Every torchvision classification builder as a task: ``experiments.tasks.zoo:resnet18``, ``...:vit_b_16``.
+
+For model coverage (experiments/bench_zoo.py), not accuracy: the model is built at random init (seed 0, 10
+classes; no weights are downloaded), its inputs are synthetic Gaussian images (3x64x64 unless the architecture
+needs more, `INPUT_SIZE`), and `evaluate` is the mean cosine between the model's logits and the float model's
+on that split: 1.0 for the baseline, lower as compression changes the function. Fine-tuning distils the
+compressed model towards the float model's logits (MSE) on the train split.
+
+torchvision is imported with `autocompress.import_torchvision` (its CUDA build from PyPI beside the CPU torch).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from autocompress import import_torchvision
+from autocompress.task import train_minibatches
+
+#: input side where 64 is too small or does not fit the architecture (maxvit partitions its grid by 7,
+#: inception_v3 needs >= 75, vit_h_14's patches are 14 wide)
+INPUT_SIZE = {"maxvit_t": 224, "inception_v3": 96, "vit_h_14": 56}
+#: builder arguments: vision transformers take the input size; aux heads are off (a tensor out, not a tuple)
+BUILD_ARGS: dict[str, dict[str, Any]] = {"inception_v3": {"aux_logits": False}, "googlenet": {"aux_logits": False}}
+SPLITS = {"train": 64, "val": 16, "test": 16}
+CLASSES = 10
+
+
+def classification_models() -> list[str]:
+    """The names `torchvision.models.list_models(module=torchvision.models)` lists: its classification builders."""
+    torchvision = import_torchvision()
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
+def input_size(arch: str) -> int:
+    return INPUT_SIZE.get(arch, 64)
+
+
+def build(arch: str) -> nn.Module:
+    """The architecture at random init (seed 0), `CLASSES` outputs, sized for `input_size`, its batch-norm
+    statistics set from synthetic images (`calibrate_batch_norm`)."""
+    torchvision = import_torchvision()
+    kwargs = dict(BUILD_ARGS.get(arch, {}))
+    if arch.startswith("vit_"):
+        kwargs["image_size"] = input_size(arch)
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=CLASSES, **kwargs)
+    side = input_size(arch)
+    calibrate_batch_norm(model, torch.randn(32, 3, side, side, generator=torch.Generator().manual_seed(2)))
+    return model.eval()
+
+
+def calibrate_batch_norm(model: nn.Module, images: torch.Tensor) -> None:
+    """Batch-norm running statistics measured on `images` (one forward in train mode, cumulative average).
+
+    At random init the running statistics are 0 and 1, so activations shrink layer after layer in eval mode
+    (MobileNet's logits come out ~1e-10, and int8 rounds them to 0); measured statistics normalise every
+    layer, as trained ones would, so the cosine to the float model says something about the function.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(images)
+    for norm in norms:
+        norm.momentum = 0.1
+
+
+@dataclass
+class ZooTask:
+    """A torchvision architecture at random init, judged by fidelity to its float self (mean logit cosine)."""
+
+    arch: str
+    finetune_lr: float = 1e-4
+    batch_size: int = 16
+    name: str = field(init=False)
+    _model: nn.Module | None = field(default=None, init=False, repr=False)
+    _data: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"zoo-{self.arch}"
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            self._model = build(self.arch)
+        return self._model
+
+    @property
+    def data(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Synthetic images per split (fixed seed) and the float model's logits on them (the targets)."""
+        if self._data is None:
+            side, gen = input_size(self.arch), torch.Generator().manual_seed(1)
+            inputs = {split: torch.randn(n, 3, side, side, generator=gen) for split, n in SPLITS.items()}
+            with torch.no_grad():
+                self._data = {split: (x, self.model.eval()(x)) for split, x in inputs.items()}
+        return self._data
+
+    def baseline_model(self) -> nn.Module:
+        return copy.deepcopy(self.model).eval()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str = "test") -> float:
+        x, target = self.data[split]
+        model.eval()
+        out = torch.cat([model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+        return float(F.cosine_similarity(out.float(), target, dim=1).mean())
+
+    def finetune(
+        self, model: nn.Module, epochs: float, seed: int = 0, on_step: Callable[[], None] | None = None
+    ) -> None:
+        x, target = self.data["train"]
+        torch.manual_seed(seed)
+        model.train()
+        train_minibatches(
+            model.parameters(),
+            len(x),
+            lambda idx: F.mse_loss(model(x[idx]), target[idx]),
+            steps=self.finetune_steps(epochs),
+            batch_size=self.batch_size,
+            lr=self.finetune_lr,
+            weight_decay=0.0,
+            seed=seed,
+            on_step=on_step,
+        )
+        model.eval()
+
+    def finetune_steps(self, epochs: float) -> int:
+        return max(1, round(epochs * -(-SPLITS["train"] // self.batch_size)))
+
+    def calibration_batches(self) -> Iterator[torch.Tensor]:
+        x, _ = self.data["train"]
+        yield from (x[i : i + self.batch_size] for i in range(0, 2 * self.batch_size, self.batch_size))
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        side = input_size(self.arch)
+        return torch.randn(batch_size, 3, side, side, generator=torch.Generator().manual_seed(batch_size))
+
+
+@cache
+def task_for(arch: str) -> ZooTask:
+    if arch not in classification_models():
+        raise AttributeError(f"torchvision has no classification model {arch!r}")
+    return ZooTask(arch)
+
+
+def __getattr__(name: str) -> ZooTask:
+    """``experiments.tasks.zoo:ARCH`` is the task of that torchvision architecture."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return task_for(name)
