@@ -132,7 +132,7 @@ def verify(out: Path) -> float:
     """Re-evaluate the exported model in a fresh interpreter; raise `VerificationError` if the accuracy
     differs from the manifest's by more than `VERIFY_TOLERANCE`. Returns the re-measured accuracy."""
     manifest = json.loads((out / "manifest.json").read_text())
-    runtime = manifest["artefact"].get("runtime", "torchscript")
+    runtime = manifest.get("artefact", {}).get("runtime", "torchscript")  # a manifest without one: model.pt
     code = (
         "import sys\nout = sys.argv[2]\n"
         + get_runtime(runtime).server_code()
