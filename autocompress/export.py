@@ -152,7 +152,7 @@ def verify(out: Path) -> float:
     by more than `VERIFY_TOLERANCE`. Records both under ``verified``, the test figure also as the metric
     ``test_accuracy``, and returns the test accuracy: the one figure to report for the exported model."""
     manifest = json.loads((out / "manifest.json").read_text())
-    runtime = manifest["artefact"].get("runtime", "torchscript")
+    runtime = manifest.get("artefact", {}).get("runtime", "torchscript")  # a manifest without one: model.pt
     code = (
         "import sys\nout = sys.argv[2]\n"
         + get_runtime(runtime).server_code()

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import autocompress
-from autocompress.compress import prune, quantize
+from autocompress.compress import copy_for_lowering, prepare_quantization, prune, quantize
 from autocompress.deploy import RUNTIMES, Artefact, get_runtime, installed_runtimes
 from autocompress.space import LayerSetting, Policy
 from autocompress.task import load_task
@@ -72,6 +72,19 @@ def test_lowering_keeps_the_accuracy_of_the_pytorch_int8_model(task, mixed, lowe
     assert abs(task.evaluate(shipped) - reference) <= TOLERANCE
     x = task.example_input(3)
     assert shipped(x).shape == model(x).shape  # any batch size: the batch dimension is dynamic
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torchscript"])
+def test_a_trained_quantizer_lowers_with_its_trained_ranges(task, runtime) -> None:
+    """QAT: the model `prepare_quantization` returned, fine-tuned, is lowered with its own fake-quant ranges."""
+    model = task.baseline_model()
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    policy = Policy.from_mapping({n: LayerSetting(weight_bits=8) for n in names}, "l1", "qat")
+    prepared = prepare_quantization(model, policy, task.example_input(1))
+    task.finetune(prepared, 0.2)
+    reference = task.evaluate(quantize(copy_for_lowering(prepared), policy, task.example_input(1), ()))
+    artefact = get_runtime(runtime).lower(prepared, policy, task.example_input(1), ())
+    assert reference > 0.9 and abs(task.evaluate(get_runtime(runtime).load(artefact)) - reference) <= TOLERANCE
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])

@@ -145,6 +145,16 @@ def prepare_quantization(model: nn.Module, policy: Policy, example_input: ModelI
     return prepared
 
 
+def copy_for_lowering(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` that `quantize` and `calibrate_quantization` still recognise as prepared (an FX
+    GraphModule's deep copy drops the mark `prepare_quantization` leaves, and a trained model would be prepared
+    a second time)."""
+    copied = copy.deepcopy(model)
+    if hasattr(model, _PREPARED_FOR):
+        setattr(copied, _PREPARED_FOR, getattr(model, _PREPARED_FOR))
+    return copied
+
+
 @torch.no_grad()
 def quantize(
     model: nn.Module, policy: Policy, example_input: ModelInputs, calibration: Iterable[ModelInputs]

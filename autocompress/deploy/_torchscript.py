@@ -6,14 +6,13 @@ too; kept while torch ships it, because every result before the ONNX targets was
 
 from __future__ import annotations
 
-import copy
 import io
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from autocompress.compress import quantize
+from autocompress.compress import copy_for_lowering, quantize
 from autocompress.deploy._base import Artefact, Inputs, Runtime, as_tuple, describe_inputs
 from autocompress.measure import serialize, to_torchscript
 from autocompress.space import Policy
@@ -26,7 +25,7 @@ class TorchScriptRuntime(Runtime):
 
     def lower(self, model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[Inputs]) -> Artefact:
         first = as_tuple(example)[0]
-        deployed = quantize(copy.deepcopy(model), policy, first, calibration)  # type: ignore[arg-type]
+        deployed = quantize(copy_for_lowering(model), policy, first, calibration)  # type: ignore[arg-type]
         script = to_torchscript(deployed, example)
         return Artefact(self.name, {"model.pt": serialize(script)}, describe_inputs(example))
 

@@ -7,7 +7,6 @@ opens the database, so a worker on another node needs only the task's import pat
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import os
 import socket
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from autocompress.compress import (
+    copy_for_lowering,
     latency_basis,
     needs_training,
     prepare_criterion,
@@ -215,7 +215,7 @@ def run_trial(
             tuned = finetune_epochs if policy.prunes or trains_quantizer else 0.0
             if tuned:
                 sparse_finetune(model, policy, trainer, tuned - admm_epochs)
-            counted = copy.deepcopy(model) if trains_quantizer else model  # lowering needs the trained one too
+            counted = copy_for_lowering(model) if trains_quantizer else model  # lowering needs it too
             deployed = quantize(counted, policy, x1, task.calibration_batches())
             weight_sparsity = count_weight_sparsity(deployed)
             sparse_bytes = count_sparse_bytes(deployed, policy, packed_bytes)
