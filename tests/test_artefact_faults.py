@@ -63,8 +63,10 @@ def test_damaged_and_missing_artefacts_are_named_by_verify_report_and_export(stu
         assert result.returncode == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 2, result.stderr
-        assert lines[0].startswith(f"autocompress: {damaged}: model artefact of trial 1 is damaged (sha256 differs")
-        assert lines[1] == f"autocompress: {missing}: model artefact of trial 2 is missing"
+        assert lines[0].startswith(
+            f"autocompress: {damaged}: torchscript-model artefact of trial 1 is damaged (sha256 differs"
+        )
+        assert lines[1] == f"autocompress: {missing}: torchscript-model artefact of trial 2 is missing"
         assert "1 of 3 artefacts of 3 trials match their sha256" in result.stdout
 
         result = run_cli("export", "ver", "--trial", "1", "--out", str(tmp_path / "exp"), "--storage", study.store.url)
@@ -180,6 +182,6 @@ def test_one_failed_artefact_write_fails_its_trial_and_the_study_goes_on(tmp_pat
     assert [t.state for t in trials] == [FAILED, COMPLETE]
     assert trials[0].error == "artefact write failed: [Errno 5] Input/output error" and not trials[0].artefacts
     assert failed_once and not Path(failed_once[0]).exists()
-    assert sorted(p.name for p in (tmp_path / "art" / "eio").iterdir()) == ["study.log", "trial-1-model.pt"]
+    assert sorted(p.name for p in (tmp_path / "art" / "eio").iterdir()) == ["study.log", "trial-1-torchscript-model.pt"]
     assert study.record.status == "finished" and study.record.spent == {**study.record.spent, "trials": 2, "failed": 1}
     assert [c.status for c in study.verify()] == [ARTEFACT_OK]

@@ -21,7 +21,7 @@ from torch import nn
 from autocompress.compress import prune
 from autocompress.measure import compare_latency, count_params, to_torchscript
 from autocompress.space import Policy, discover_layers
-from experiments import tasks
+from experiments.tasks import cnn as tasks
 
 SPARSITY = 0.5
 MEASURE = {"threads": 1, "warmup": 5, "repeats": 30}

@@ -15,7 +15,7 @@ from autocompress.measure import count_macs
 from autocompress.space import Space, discover_layers, parse_space, resolve_space
 from autocompress.strategies import AMCController, HAQController, Outcome, make_controller
 from autocompress.strategies._ddpg import estimate_macs
-from experiments import tasks
+from experiments.tasks import cnn as tasks
 
 SPACE = """task: experiments.tasks.cnn:{model}
 defaults: {{channel_sparsity: [0.0, 0.25, 0.5, 0.75], weight_bits: [8, 32]}}
