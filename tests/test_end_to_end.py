@@ -92,7 +92,8 @@ def assert_resumes_to_budget(storage: str, study: str, before: dict[int, dict]) 
     assert all(t.state in (COMPLETE, FAILED) for t in trials)
     after = {t.number: t.metrics for t in trials}
     for number, metrics in before.items():
-        assert after[number] == metrics  # finished trials survive unchanged
+        # finished trials survive unchanged; the search's end only adds the test figure of its Pareto front
+        assert {k: v for k, v in after[number].items() if k != "test_accuracy"} == metrics
     assert store.study(study).status == "finished"
     store.close()
 
