@@ -3,7 +3,7 @@
 For every layer the space lets the search prune, a fresh copy of the trained baseline loses the fraction `s`
 of that layer's output channels (the space's criterion, physically removed through the same `prune` a trial
 uses, so coupled layers shrink with it), is optionally fine-tuned briefly, and is evaluated as a trial is
-(``task.evaluate`` on its default split). Steep curves mark layers the search should leave wide; flat ones are
+(``task.evaluate`` on the validation split). Steep curves mark layers the search should leave wide; flat ones are
 free MACs. The table is what the study report draws (`autocompress.report.SENSITIVITY_COLUMNS`), so
 ``autocompress report NAME --sensitivity DIR`` shows the curves beside a study.
 """

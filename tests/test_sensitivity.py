@@ -31,7 +31,7 @@ def test_every_prunable_layer_at_every_sparsity_lands_in_csv_png_and_json(tmp_pa
     prunable = [i for i in discover_layers(task.baseline_model(), task.example_input(1)) if i.prunable]
     assert doc["sparsities"] == [0.25, 0.75]
     assert [(r["layer"], r["sparsity"]) for r in doc["rows"]] == [(i.name, s) for i in prunable for s in (0.25, 0.75)]
-    assert doc["baseline_accuracy"] == task.evaluate(task.baseline_model())
+    assert doc["baseline_accuracy"] == task.evaluate(task.baseline_model(), "val")
     for row in doc["rows"]:
         assert row["channels_kept"] == round(row["channels"] * (1 - row["sparsity"]))  # channels really removed
         assert abs(row["accuracy_drop"] - (doc["baseline_accuracy"] - row["accuracy"])) < 1e-12
