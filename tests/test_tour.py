@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from autocompress.deploy import Artefact, get_runtime
 from autocompress.measure import torch_threads
 from tests.conftest import ROOT, cli_env
 
@@ -77,5 +78,7 @@ def test_readme_tour_compresses_a_torchvision_model_with_user_dataloaders(tmp_pa
     assert manifest["baseline"]["accuracy"] > 0.5  # the user's ResNet-18 after 2 epochs on 1,078 digits
     assert manifest["metrics"]["accuracy"] > 0.3 and manifest["metrics"]["test_accuracy"] > 0.3  # 0.1 is chance
     assert manifest["verified"]["test_accuracy"] == manifest["metrics"]["test_accuracy"]
-    reloaded = torch.jit.load(str(tmp_path / "exported" / "model.pt"))
+    runtime, folder = manifest["artefact"]["runtime"], tmp_path / "exported"
+    files = {f["file"]: (folder / f["file"]).read_bytes() for f in manifest["artefact"]["files"]}
+    reloaded = get_runtime(runtime).load(Artefact(runtime, files))  # the export's file on its runtime
     assert reloaded(torch.rand(2, 3, 16, 16)).shape == (2, 10)
