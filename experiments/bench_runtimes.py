@@ -7,7 +7,8 @@ the accuracy each runtime gives where the task has data.
 
     taskset -c 1 python -m experiments.bench_runtimes [--models digits,resnet,...] [--repeats N]
 
-Models: the experiment tasks (``digits``, ``resnet``, ``mobilenet``, ``densenet``: trained, with accuracy) and
+Models: the experiment tasks (``digits``, ``resnet``, ``mobilenet``, ``densenet``, ``transformer``, ``minilm``:
+trained, with accuracy, MiniLM's being its cosine to the float embeddings) and
 torchvision ``tv_resnet18``, ``tv_mobilenet_v2``, ``tv_efficientnet_b0`` at 224x224 with random weights
 (latency only; torchvision needs ``pip install --no-deps torchvision``). Writes
 ``experiments/results/bench_runtimes.{json,md}``.
@@ -38,6 +39,8 @@ TASKS = {
     "resnet": "experiments.tasks.cnn:resnet",
     "mobilenet": "experiments.tasks.cnn:mobilenet",
     "densenet": "experiments.tasks.cnn:densenet",
+    "transformer": "experiments.tasks.text:transformer",
+    "minilm": "experiments.tasks.minilm:task",
 }
 TORCHVISION = {"tv_resnet18": "resnet18", "tv_mobilenet_v2": "mobilenet_v2", "tv_efficientnet_b0": "efficientnet_b0"}
 
@@ -107,7 +110,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="digits,resnet,mobilenet,densenet")
+    parser.add_argument("--models", default=",".join([*TASKS, *TORCHVISION]))
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     rows = []

@@ -4,16 +4,18 @@ For each architecture of ``torchvision.models.list_models(module=torchvision.mod
 classes, 3x64x64 unless it needs more: `experiments.tasks.zoo.INPUT_SIZE`): its layers are discovered, a space
 file asking 50 % channel sparsity (round_to 8) on every prunable layer and int8 weights on every layer is
 resolved against them (the checks that refuse a space before any trial), and that one policy runs as a real
-trial (`run_trial`: physical pruning, FX int8, TorchScript, latency interleaved with the float baseline in the
-same process, 1 thread, no fine-tuning). The trial's artefact is then reloaded with ``torch.jit.load`` and
-re-evaluated (same rule as `autocompress export`'s verification, here in the same process). The metric is the
-mean cosine of the compressed model's logits to the float model's on synthetic test images.
+trial (`run_trial`: physical pruning, int8, lowered to every deploy runtime of ``--runtimes``, latency
+interleaved with the float baseline on each in the same process, 1 thread, no fine-tuning; the speedup is the
+baseline on its fastest float runtime over the candidate on its fastest). The artefact of the runtime the trial
+ships on is then reloaded with that runtime's loader and re-evaluated (same rule as `autocompress export`'s
+verification, here in the same process). The metric is the mean cosine of the compressed model's logits to the
+float model's on synthetic test images. ``--timm`` adds the timm architectures of `zoo.TIMM_MODELS`.
 
 A model whose channels torch-pruning cannot follow (its layers are all unprunable, with the reason named by
 layer discovery) still runs the int8 trial: it is reported as "int8 only" with that reason. An exception
 anywhere is recorded as "crash" with its stage: the goal is none.
 
-    taskset -c 1 python -m experiments.bench_zoo [--only resnet18,vit_b_16] [--largest-first] [--fresh]
+    taskset -c 1 python -m experiments.bench_zoo [--only resnet18,vit_b_16] [--largest-first] [--timm] [--fresh]
 
 Results are written after every model (resumable: finished models are skipped unless --fresh or --only) to
 experiments/results/bench_zoo.{json,md}; a second process with --largest-first on another core shares the work.
@@ -27,6 +29,8 @@ import json
 import re
 import time
 import traceback
+from collections import Counter
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +52,22 @@ task: experiments.tasks.zoo:{arch}
 objectives: {{accuracy: max, latency_ms: min}}
 fidelity: {{finetune_epochs: [0]}}
 defaults: {{channel_sparsity: [0.5], weight_bits: [8], round_to: 8}}
-measure: {{threads: 1, repeats: 3, warmup: 1, runtimes: [torchscript]}}
+measure: {{threads: 1, repeats: 3, warmup: 1, runtimes: [{runtimes}]}}
 """
 
 
+@cache
 def published_params(arch: str) -> int:
     """The parameter count torchvision publishes for the architecture's pretrained weights (1000 classes), read
-    from the weights' metadata: nothing is downloaded or built; it orders the run smallest first."""
+    from the weights' metadata: nothing is downloaded or built; it orders the run smallest first. A timm model
+    is built (random init, 10 classes) and counted."""
+    if arch.startswith(zoo.TIMM_PREFIX):
+        return sum(p.numel() for p in zoo.build(arch).parameters())
     torchvision = import_torchvision()
     return int(next(iter(torchvision.models.get_model_weights(arch))).meta["num_params"])
 
 
-def bench_one(arch: str) -> dict[str, Any]:
+def bench_one(arch: str, runtimes: str) -> dict[str, Any]:
     """One architecture through discovery, the space checks, one trial and the reload; a row of the table."""
     ref = f"experiments.tasks.zoo:{arch}"
     row: dict[str, Any] = {"arch": arch, "input": zoo.input_size(arch), "status": "crash", "stage": "build"}
@@ -73,7 +81,9 @@ def bench_one(arch: str) -> dict[str, Any]:
         prunable = [info for info in layers if info.prunable]
         row.update(layers=len(layers), prunable=len(prunable))
         row["stage"] = "space"
-        space = resolve_space(parse_space(SPACE.format(arch=arch), f"bench_zoo:{arch}"), layers, f"bench_zoo:{arch}")
+        space = resolve_space(
+            parse_space(SPACE.format(arch=arch, runtimes=runtimes), f"bench_zoo:{arch}"), layers, f"bench_zoo:{arch}"
+        )
         if not prunable:
             reasons = {info.reason for info in layers} - {"its output is the model's output"}
             row["refused"] = "; ".join(sorted(reasons))
@@ -92,6 +102,8 @@ def bench_one(arch: str) -> dict[str, Any]:
             latency_ms=m["latency_ms"],
             baseline_ms=m["baseline_latency_ms"],
             speedup=m["speedup"],
+            runtime=m["runtime"],
+            baseline_runtime=m["baseline_runtime"],
         )
         row["stage"] = "reload"
         shipped = {a.runtime: a for a in result.artefacts}[m["runtime"]]
@@ -110,24 +122,25 @@ def bench_one(arch: str) -> dict[str, Any]:
 def write(rows: list[dict[str, Any]]) -> None:
     """The json (every field) and the markdown table, rewritten after each model."""
     PATH.write_text(json.dumps(rows, indent=2) + "\n")
-    done = [r for r in rows if r["status"] == "compressed" and r.get("reloads")]
     lines = [
-        "# bench_zoo: torchvision classification models through the real pipeline",
+        "# bench_zoo: torchvision classification models (and timm's, `timm_` rows) through the real pipeline",
         "",
         "Random init, 10 classes, synthetic 3xNxN inputs (N = 64 unless noted). One trial each: 50 % channels",
         "(round_to 8) on every prunable layer + int8 weights on every layer, no fine-tuning; latency at batch 1,",
-        "1 thread, median of 3, interleaved with the float TorchScript baseline in the same process. cosine:",
+        "1 thread, median of 3, interleaved with the float baseline on every deploy runtime in the same process;",
+        "speedup: the baseline on its fastest float runtime over the candidate on its fastest runtime (rows",
+        "without runtimes were measured against float TorchScript only, before the deploy runtimes). cosine:",
         "compressed vs float logits on the synthetic test images (random weights, no fine-tune: a",
         "function check, not accuracy). `python -m experiments.bench_zoo`.",
         "",
-        f"**{len(done)} of {len(rows)} compressed end to end** (pruned + int8 + exported + reloaded); "
-        f"{sum(r['status'] == 'int8 only' for r in rows)} int8 only (pruning refused up front, reason named); "
-        f"{sum(r['status'] == 'refused' for r in rows)} refused; {sum(r['status'] == 'crash' for r in rows)} crash; "
-        f"{sum(r['status'] == 'not run' for r in rows)} not run.",
+        *(
+            summary(source, [r for r in rows if r["arch"].startswith(zoo.TIMM_PREFIX) == (source == "timm")])
+            for source in ("torchvision", "timm")
+        ),
         "",
         "| model | N | params | layers | prunable groups | status | MACs after | cosine | reloads | ms b1 | "
-        "base ms b1 | speedup b1 | reason / error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "base ms b1 | speedup b1 | runtimes (candidate / baseline) | reason / error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         why = r.get("error") or r.get("refused") or ""
@@ -137,9 +150,21 @@ def write(rows: list[dict[str, Any]]) -> None:
             f"{_num(r, 'macs_ratio', '.2f')} | "
             f"{_num(r, 'cosine', '.3f')} | {'yes' if r.get('reloads') else 'no' if 'reloads' in r else '–'} | "
             f"{_num(r, 'latency_ms', '.2f')} | {_num(r, 'baseline_ms', '.2f')} | {_num(r, 'speedup', '.2f')} | "
+            f"{r['runtime'] + ' / ' + r['baseline_runtime'] if 'runtime' in r else 'torchscript only'} | "
             f"{why.replace('|', '/')} |"
         )
     (OUT / "bench_zoo.md").write_text("\n".join(lines) + "\n")
+
+
+def summary(source: str, rows: list[dict[str, Any]]) -> str:
+    """One line of counts for the models of one source."""
+    done = sum(r["status"] == "compressed" and bool(r.get("reloads")) for r in rows)
+    count = Counter(r["status"] for r in rows)
+    return (
+        f"- {source}: **{done} of {len(rows)} compressed end to end** (pruned + int8 + exported + reloaded); "
+        f"{count['int8 only']} int8 only (pruning refused up front, reason named); {count['refused']} refused; "
+        f"{count['crash']} crash; {count['not run']} not run."
+    )
 
 
 def _num(row: dict[str, Any], key: str, spec: str) -> str:
@@ -154,9 +179,13 @@ def main() -> None:
     parser.add_argument(
         "--max-params", type=float, default=None, help="list larger models as 'not run' (memory of this machine)"
     )
+    parser.add_argument(
+        "--runtimes", default="openvino, onnxruntime, torchscript", help="deploy runtimes the trial lowers to"
+    )
+    parser.add_argument("--timm", action="store_true", help="also the timm architectures of zoo.TIMM_MODELS")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     args = parser.parse_args()
-    archs = args.only.split(",") if args.only else zoo.classification_models()
+    archs = args.only.split(",") if args.only else zoo.classification_models() + zoo.timm_models() * args.timm
     if args.fresh:
         PATH.unlink(missing_ok=True)
     shard, shards = (int(part) for part in args.shard.split("/"))
@@ -167,7 +196,7 @@ def main() -> None:
             row = {"arch": arch, "input": zoo.input_size(arch), "status": "not run", "stage": "build"}
             row["refused"] = f"{published_params(arch):,} parameters: above --max-params {args.max_params:g}"
         else:
-            row = bench_one(arch)
+            row = bench_one(arch, args.runtimes)
         print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
         write(merged(row))
         cached_task.cache_clear()  # one model at a time in memory: the largest have 600 M parameters

@@ -138,6 +138,7 @@ def run_experiment(
 
 _SUMMARY_METRICS = (
     "accuracy",
+    "test_accuracy",
     "latency_ms",
     "latency_ms_b32",
     "speedup",
@@ -145,10 +146,15 @@ _SUMMARY_METRICS = (
     "size_bytes",
     "macs",
     "params",
+    # where each figure comes from: the candidate's fastest runtime and the baseline's fastest float one
+    "runtime",
+    "runtime_b32",
+    "baseline_runtime",
+    "baseline_runtime_b32",
 )
 
 
-def _pick(metrics: dict[str, float]) -> dict[str, float]:
+def _pick(metrics: dict[str, float | str]) -> dict[str, float | str]:
     return {key: metrics[key] for key in _SUMMARY_METRICS if key in metrics}
 
 

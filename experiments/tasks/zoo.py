@@ -1,4 +1,5 @@
-"""Every torchvision classification builder as a task: ``experiments.tasks.zoo:resnet18``, ``...:vit_b_16``.
+"""Every torchvision classification builder as a task: ``experiments.tasks.zoo:resnet18``, ``...:vit_b_16``;
+and a set of timm architectures, named with a ``timm_`` prefix: ``experiments.tasks.zoo:timm_convnext_atto``.
 
 For model coverage (experiments/bench_zoo.py), not accuracy: the model is built at random init (seed 0, 10
 classes; no weights are downloaded), its inputs are synthetic Gaussian images (3x64x64 unless the architecture
@@ -6,7 +7,8 @@ needs more, `INPUT_SIZE`), and `evaluate` is the mean cosine between the model's
 on that split: 1.0 for the baseline, lower as compression changes the function. Fine-tuning distils the
 compressed model towards the float model's logits (MSE) on the train split.
 
-torchvision is imported with `autocompress.import_torchvision` (its CUDA build from PyPI beside the CPU torch).
+torchvision is imported with `autocompress.import_torchvision` (its CUDA build from PyPI beside the CPU torch);
+timm after it (timm imports torchvision).
 """
 
 from __future__ import annotations
@@ -29,6 +31,38 @@ from autocompress.task import train_minibatches
 INPUT_SIZE = {"maxvit_t": 224, "inception_v3": 96, "vit_h_14": 56}
 #: builder arguments: vision transformers take the input size; aux heads are off (a tensor out, not a tuple)
 BUILD_ARGS: dict[str, dict[str, Any]] = {"inception_v3": {"aux_logits": False}, "googlenet": {"aux_logits": False}}
+#: timm architectures beyond torchvision's (timm's own builders, random init): families torchvision lacks
+#: (GhostNet, RepVGG, DLA, HRNet, MobileViT, FastViT, EdgeNeXt, LeViT, PoolFormer, Swin, MobileNetV4,
+#: EfficientViT, HGNetV2, ...) and timm's variants of shared ones (resnet50d, its own EfficientNet)
+TIMM_MODELS = (
+    "lcnet_050",
+    "mobilevit_xxs",
+    "edgenext_xx_small",
+    "efficientvit_b0",
+    "regnetx_002",
+    "mobilenetv4_conv_small",
+    "mixnet_s",
+    "fastvit_t8",
+    "convnext_atto",
+    "tf_efficientnet_lite0",
+    "rexnet_100",
+    "ghostnet_100",
+    "hgnetv2_b0",
+    "efficientnet_b0",
+    "mobilenetv3_large_100",
+    "vit_tiny_patch16_224",
+    "levit_128s",
+    "repvgg_a0",
+    "hrnet_w18_small",
+    "poolformer_s12",
+    "dla34",
+    "cspresnet50",
+    "resnet50d",
+    "swin_tiny_patch4_window7_224",
+)
+TIMM_PREFIX = "timm_"
+#: timm builders that take the input size (position embeddings, attention windows)
+TIMM_SIZED = ("vit_", "levit_", "swin_")
 SPLITS = {"train": 64, "val": 16, "test": 16}
 CLASSES = 10
 
@@ -37,6 +71,11 @@ def classification_models() -> list[str]:
     """The names `torchvision.models.list_models(module=torchvision.models)` lists: its classification builders."""
     torchvision = import_torchvision()
     return list(torchvision.models.list_models(module=torchvision.models))
+
+
+def timm_models() -> list[str]:
+    """The timm architectures of `TIMM_MODELS`, as this module names them (``timm_`` + timm's name)."""
+    return [TIMM_PREFIX + name for name in TIMM_MODELS]
 
 
 def input_size(arch: str) -> int:
@@ -48,11 +87,19 @@ def build(arch: str) -> nn.Module:
     statistics set from synthetic images (`calibrate_batch_norm`)."""
     torchvision = import_torchvision()
     kwargs = dict(BUILD_ARGS.get(arch, {}))
-    if arch.startswith("vit_"):
-        kwargs["image_size"] = input_size(arch)
-    torch.manual_seed(0)
-    model = torchvision.models.get_model(arch, weights=None, num_classes=CLASSES, **kwargs)
     side = input_size(arch)
+    torch.manual_seed(0)
+    if arch.startswith(TIMM_PREFIX):
+        import timm
+
+        name = arch.removeprefix(TIMM_PREFIX)
+        if name.startswith(TIMM_SIZED):
+            kwargs["img_size"] = side
+        model = timm.create_model(name, pretrained=False, num_classes=CLASSES, **kwargs)
+    else:
+        if arch.startswith("vit_"):
+            kwargs["image_size"] = side
+        model = torchvision.models.get_model(arch, weights=None, num_classes=CLASSES, **kwargs)
     calibrate_batch_norm(model, torch.randn(32, 3, side, side, generator=torch.Generator().manual_seed(2)))
     return model.eval()
 
@@ -150,8 +197,8 @@ class ZooTask:
 
 @cache
 def task_for(arch: str) -> ZooTask:
-    if arch not in classification_models():
-        raise AttributeError(f"torchvision has no classification model {arch!r}")
+    if arch not in classification_models() + timm_models():
+        raise AttributeError(f"neither torchvision nor TIMM_MODELS has a classification model {arch!r}")
     return ZooTask(arch)
 
 
