@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
+
 import pytest
 
+from autocompress.docs import space_reference
 from autocompress.errors import UserError
 from autocompress.space import (
     CONSTRAINTS,
+    LAYER_OPTIONS,
+    SETTINGS,
+    LayerChoices,
     LayerSetting,
     Policy,
     Space,
@@ -146,3 +154,27 @@ def test_registry_names_are_checked_against_the_registries_including_ones_the_ta
         with pytest.raises(UserError) as info:
             parse_space(text, "bad.yaml")
         assert str(info.value).startswith(expected), str(info.value)
+
+
+@pytest.mark.parametrize("option", LAYER_OPTIONS, ids=lambda option: option.name)
+def test_each_row_of_the_layer_option_table_reaches_every_reader(option, layers) -> None:
+    """LAYER_OPTIONS is the one source of the per-layer options: each row is a validated key of `defaults` and of
+    every `layers` entry, a documented row of the reference, a field of LayerChoices and LayerSetting, a searched
+    dimension, and part of the policy and of the stored space."""
+    assert [f.name for f in dataclasses.fields(LayerSetting)] == list(SETTINGS)
+    assert [f.name for f in dataclasses.fields(LayerChoices)] == list(SETTINGS)
+    rows = [line for line in space_reference().splitlines() if line.startswith(f"| `{option.name}` |")]
+    assert len(rows) == 2 and all(row.endswith(f"| {option.doc} |") for row in rows)  # defaults, layers entries
+
+    bad = max(option.allowed) + 100 if option.allowed else 1.0
+    with pytest.raises(UserError, match=re.escape(f"layers.stem.0.{option.name}: Value error, {option.problem(bad)}")):
+        parse_space(f"task: x:y\nlayers: {{stem.0: {{{option.name}: [{bad}]}}}}")
+
+    two = list(option.allowed[-2:]) if option.allowed else [0.0, 0.5]
+    space = resolve_space(parse_space(f"task: x:y\nlayers: {{stem.0: {{{option.name}: {two}}}}}"), layers)
+    assert ("stem.0", option.name, tuple(two)) in space.dimensions()
+    policy = space.policy_from_params({f"stem.0/{option.name}": two[1]})
+    assert getattr(policy["stem.0"], option.name) == two[1] and space.contains(policy)
+    assert getattr(policy["fc"], option.name) == getattr(space.layers["fc"], option.name)[0]
+    assert Policy.from_dict(json.loads(policy.to_json())) == policy
+    assert Space.from_dict(json.loads(json.dumps(space.to_dict()))) == space

@@ -3,9 +3,9 @@
 from typing import Any
 
 from autocompress.space._constraints import CONSTRAINTS, Constraint, violations
+from autocompress.space._options import LAYER_OPTIONS, SETTINGS, SUPPORTED_WEIGHT_BITS, LayerOption
 from autocompress.space._policy import LayerSetting, Policy
 from autocompress.space._schema import (
-    SUPPORTED_WEIGHT_BITS,
     LayerChoices,
     Space,
     SpaceFile,
@@ -17,6 +17,9 @@ from autocompress.space._schema import (
 __all__ = [
     "CONSTRAINTS",
     "Constraint",
+    "LAYER_OPTIONS",
+    "LayerOption",
+    "SETTINGS",
     "SUPPORTED_WEIGHT_BITS",
     "LayerChoices",
     "LayerInfo",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from autocompress.space._options import LAYER_OPTIONS, layer_option_fields
 
 #: the quantizer a policy uses unless it names one: PTQ with torch's histogram observer (x86 default)
 DEFAULT_QUANTIZER = "histogram"
@@ -14,25 +16,23 @@ DEFAULT_PRUNER = "level"
 
 
 @dataclass(frozen=True, order=True)
+@layer_option_fields(choices=False)
 class LayerSetting:
-    """How one layer is compressed: the fraction of output channels removed, the weight bit-width, the
-    bit-width of its output activation (None: the same as the weights; it applies to layers whose weights
-    are quantized, a float layer keeps float activations) and the fraction of its remaining weights set to
-    zero by the policy's unstructured pruner."""
+    """How one layer is compressed: one value per `LAYER_OPTIONS` row, whose ``doc`` says what it means. The
+    core options are positional (``LayerSetting(0.5, 8)``), the others keyword-only."""
 
-    channel_sparsity: float = 0.0
-    weight_bits: int = 32
-    activation_bits: int | None = None
-    weight_sparsity: float = 0.0
+    if TYPE_CHECKING:  # the fields come from LAYER_OPTIONS, which the type checker cannot follow
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
 
     def to_dict(self) -> dict[str, Any]:
-        """Keys beyond channel sparsity and weight bits are written only when set, so older JSON is unchanged."""
-        data: dict[str, Any] = {"channel_sparsity": self.channel_sparsity, "weight_bits": self.weight_bits}
-        if self.activation_bits is not None:
-            data["activation_bits"] = self.activation_bits
-        if self.weight_sparsity:
-            data["weight_sparsity"] = self.weight_sparsity
-        return data
+        """Options beyond the core two are written only when set, so older JSON is unchanged."""
+        return {
+            option.name: getattr(self, option.name)
+            for option in LAYER_OPTIONS
+            if option.core or getattr(self, option.name) != option.default
+        }
 
 
 @dataclass(frozen=True)

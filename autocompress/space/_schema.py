@@ -11,23 +11,19 @@ import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from autocompress.errors import UserError
 from autocompress.space._constraints import CONSTRAINTS, Constraint
+from autocompress.space._options import LAYER_OPTIONS, SETTINGS, LayerOption, layer_option_fields
 
 if TYPE_CHECKING:
     from autocompress.space._discover import LayerInfo
 from autocompress.space._policy import DEFAULT_PRUNER, DEFAULT_QUANTIZER, LayerSetting, Policy
 
-SUPPORTED_WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
-#: output-activation bit-widths of a quantized layer (activations of a float layer stay float)
-SUPPORTED_ACTIVATION_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
-#: the settings of a layer that a space file may list choices for, in the order `Space.dimensions` lists them
-SETTINGS = ("channel_sparsity", "weight_bits", "weight_sparsity", "activation_bits")
 METRICS = (
     "accuracy",
     "latency_ms",
@@ -76,47 +72,20 @@ class FidelitySpec(_Strict):
         return value
 
 
-class LayerChoicesSpec(_Strict):
-    """The choices searched for a layer; a key left out keeps the value from `defaults`."""
+def _option_field(option: LayerOption) -> tuple[Any, Any]:
+    choices = Annotated[list[option.kind] | None, AfterValidator(option.check)]  # type: ignore[name-defined]
+    return choices, Field(None, min_length=1, description=option.doc)
 
-    channel_sparsity: list[float] | None = Field(None, min_length=1, description="fractions in [0, 1)")
-    weight_bits: list[int] | None = Field(None, min_length=1, description=f"each one of {SUPPORTED_WEIGHT_BITS}")
-    weight_sparsity: list[float] | None = Field(
-        None,
-        min_length=1,
-        description="fractions in [0, 1) of the remaining weights set to zero (unstructured, "
-        "by defaults.pruner); zeros shrink sparse_bytes, not latency (dense kernels)",
+
+if TYPE_CHECKING:
+    LayerChoicesSpec = _Strict
+else:
+    LayerChoicesSpec = create_model(
+        "LayerChoicesSpec",
+        __base__=_Strict,
+        __doc__="The choices searched for a layer; a key left out keeps the value from `defaults`.",
+        **{option.name: _option_field(option) for option in LAYER_OPTIONS},
     )
-    activation_bits: list[int] | None = Field(
-        None,
-        min_length=1,
-        description=f"output-activation bits of a quantized layer, each one of "
-        f"{SUPPORTED_ACTIVATION_BITS}; left out: the same as its weight bits; a 32-bit layer stays float",
-    )
-
-    @field_validator("channel_sparsity", "weight_sparsity")
-    @classmethod
-    def _sparsity_range(cls, value: list[float] | None) -> list[float] | None:
-        for v in value or []:
-            if not 0 <= v < 1:
-                raise ValueError(f"{v} is outside [0, 1)")
-        return value
-
-    @field_validator("weight_bits")
-    @classmethod
-    def _bits_supported(cls, value: list[int] | None) -> list[int] | None:
-        for v in value or []:
-            if v not in SUPPORTED_WEIGHT_BITS:
-                raise ValueError(f"{v} bits is not supported; use one of {list(SUPPORTED_WEIGHT_BITS)}")
-        return value
-
-    @field_validator("activation_bits")
-    @classmethod
-    def _activation_bits_supported(cls, value: list[int] | None) -> list[int] | None:
-        for v in value or []:
-            if v not in SUPPORTED_ACTIVATION_BITS:
-                raise ValueError(f"{v} activation bits is not supported; use one of {list(SUPPORTED_ACTIVATION_BITS)}")
-        return value
 
 
 class DefaultsSpec(LayerChoicesSpec):
@@ -174,7 +143,8 @@ class SpaceFile(_Strict):
     constraints: ConstraintsSpec = Field(ConstraintsSpec(), description="what a feasible trial must meet")
     fidelity: FidelitySpec = Field(FidelitySpec(), description="fine-tuning per trial")
     defaults: DefaultsSpec = Field(
-        DefaultsSpec(channel_sparsity=[0.0, 0.25, 0.5], weight_bits=[8, 32]), description="choices for every layer"
+        DefaultsSpec.model_validate({"channel_sparsity": [0.0, 0.25, 0.5], "weight_bits": [8, 32]}),
+        description="choices for every layer",
     )
     layers: dict[str, LayerChoicesSpec] = Field(default_factory=dict, description="glob pattern -> choices")
     strategy: dict[str, dict[str, float | int | str]] = Field(
@@ -277,34 +247,27 @@ def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
 
 
 @dataclass(frozen=True)
+@layer_option_fields(choices=True)
 class LayerChoices:
-    """The choices of one layer for each of `SETTINGS` (``activation_bits`` None: follow the weight bits)."""
+    """The choices of one layer: a tuple per `LAYER_OPTIONS` row (the row's default alone when not searched)."""
 
-    channel_sparsity: tuple[float, ...]
-    weight_bits: tuple[int, ...]
-    weight_sparsity: tuple[float, ...] = (0.0,)
-    activation_bits: tuple[int | None, ...] = (None,)
+    if TYPE_CHECKING:  # the fields come from LAYER_OPTIONS, which the type checker cannot follow
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+        def __getattr__(self, name: str) -> tuple[Any, ...]: ...
 
     def to_dict(self) -> dict[str, list[Any]]:
-        """The settings with a choice beyond their default are written only then, so older spaces keep their JSON."""
-        data: dict[str, list[Any]] = {
-            "channel_sparsity": list(self.channel_sparsity),
-            "weight_bits": list(self.weight_bits),
+        """Options beyond the core two are written only when they have a choice beyond their default, so older
+        spaces keep their JSON."""
+        return {
+            option.name: list(getattr(self, option.name))
+            for option in LAYER_OPTIONS
+            if option.core or getattr(self, option.name) != (option.default,)
         }
-        if self.weight_sparsity != (0.0,):
-            data["weight_sparsity"] = list(self.weight_sparsity)
-        if self.activation_bits != (None,):
-            data["activation_bits"] = list(self.activation_bits)
-        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, list[Any]]) -> LayerChoices:
-        return cls(
-            tuple(data["channel_sparsity"]),
-            tuple(data["weight_bits"]),
-            tuple(data.get("weight_sparsity", (0.0,))),
-            tuple(data.get("activation_bits", (None,))),
-        )
+        return cls(**{name: tuple(values) for name, values in data.items()})
 
 
 @dataclass(frozen=True)
@@ -349,15 +312,15 @@ class Space:
 
     def policy_from_params(self, params: dict[str, Any]) -> Policy:
         """Build a policy from ``{"layer/setting": value}``; settings not given take their only choice."""
-        layers = {}
-        for name, choices in self.layers.items():
-            activation_bits = params.get(f"{name}/activation_bits", choices.activation_bits[0])
-            layers[name] = LayerSetting(
-                channel_sparsity=float(params.get(f"{name}/channel_sparsity", choices.channel_sparsity[0])),
-                weight_bits=int(params.get(f"{name}/weight_bits", choices.weight_bits[0])),
-                activation_bits=None if activation_bits is None else int(activation_bits),
-                weight_sparsity=float(params.get(f"{name}/weight_sparsity", choices.weight_sparsity[0])),
+        layers = {
+            name: LayerSetting(
+                **{
+                    option.name: option.cast(params.get(f"{name}/{option.name}", getattr(choices, option.name)[0]))
+                    for option in LAYER_OPTIONS
+                }
             )
+            for name, choices in self.layers.items()
+        }
         return Policy.from_mapping(layers, self.criterion, self.quantizer, self.per_channel, self.round_to, self.pruner)
 
     def contains(self, policy: Policy) -> bool:
@@ -406,47 +369,31 @@ class Space:
 def resolve_space(spec: SpaceFile, layers: list[LayerInfo], source: str = "<space>") -> Space:
     """Apply defaults and glob overrides to the discovered layers; reject patterns that match nothing and
     pruning asked of a layer that cannot be pruned (named, before any trial runs)."""
-    default_sparsity = tuple(spec.defaults.channel_sparsity or [0.0])
-    default_bits = tuple(spec.defaults.weight_bits or [32])
-    default_weight_sparsity = tuple(spec.defaults.weight_sparsity or [0.0])
-    default_activation_bits: tuple[int | None, ...] = tuple(spec.defaults.activation_bits or [None])
+    defaults = {option.name: tuple(getattr(spec.defaults, option.name) or [option.default]) for option in LAYER_OPTIONS}
     choices: dict[str, LayerChoices] = {}
-    explicit: dict[str, str] = {}
-    explicit_bits: dict[str, str] = {}
     for info in layers:
-        sparsity, bits = default_sparsity if info.prunable else (0.0,), default_bits
-        weight_sparsity, activation_bits = default_weight_sparsity, default_activation_bits
+        values = {**defaults, **({} if info.prunable else {"channel_sparsity": (0.0,)})}
+        set_by: dict[str, str] = {}  # option -> the last pattern that set it
         for pattern, override in spec.layers.items():
             if fnmatch.fnmatchcase(info.name, pattern):
-                if override.channel_sparsity is not None:
-                    sparsity = tuple(override.channel_sparsity)
-                    explicit[info.name] = pattern
-                if override.weight_bits is not None:
-                    bits = tuple(override.weight_bits)
-                    explicit_bits[info.name] = pattern
-                if override.weight_sparsity is not None:
-                    weight_sparsity = tuple(override.weight_sparsity)
-                if override.activation_bits is not None:
-                    activation_bits = tuple(override.activation_bits)
-                    explicit_bits[info.name] = pattern
-        if not info.prunable and any(s > 0 for s in sparsity):
+                for option in LAYER_OPTIONS:
+                    if getattr(override, option.name) is not None:
+                        values[option.name] = tuple(getattr(override, option.name))
+                        set_by[option.name] = pattern
+        if not info.prunable and any(s > 0 for s in values["channel_sparsity"]):
             raise UserError(
-                f"{source}: layers.{explicit[info.name]}",
+                f"{source}: layers.{set_by['channel_sparsity']}",
                 f"layer {info.name!r} cannot be pruned ({info.reason}); set its channel_sparsity to [0.0]",
             )
-        for setting, values in (("weight_bits", bits), ("activation_bits", activation_bits)):
-            if 1 in values and spec.defaults.quantizer != "bnn":
-                where = f"layers.{explicit_bits[info.name]}" if info.name in explicit_bits else "defaults"
+        for setting in ("weight_bits", "activation_bits"):
+            if 1 in values[setting] and spec.defaults.quantizer != "bnn":
+                where = f"layers.{set_by[setting]}" if setting in set_by else "defaults"
                 raise UserError(
                     f"{source}: {where}.{setting}",
                     f"1 bit needs defaults.quantizer 'bnn' (got {spec.defaults.quantizer!r}); use 2..8 bits",
                 )
-        choices[info.name] = LayerChoices(
-            tuple(sorted(set(sparsity))),
-            tuple(sorted(set(bits))),
-            tuple(sorted(set(weight_sparsity))),
-            tuple(sorted(set(activation_bits), key=lambda b: b or 0)),
-        )
+        # None (activation bits that follow the weights) sorts first
+        choices[info.name] = LayerChoices(**{k: tuple(sorted(set(v), key=lambda c: c or 0)) for k, v in values.items()})
     names = [info.name for info in layers]
     for pattern in spec.layers:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):

@@ -42,7 +42,9 @@ def test_new_settings_resolve_into_dimensions_and_policies(layers) -> None:
     assert policy["stem.0"] == LayerSetting(0.0, 8, activation_bits=4, weight_sparsity=0.5)
     assert policy["fc"] == LayerSetting(0.0, 8, activation_bits=4, weight_sparsity=0.0)  # first choices
     assert policy.pruner == "agp" and space.contains(policy)
-    assert not space.contains(Policy.from_mapping({n: LayerSetting(0.0, 8, 8, 0.25) for n in space.layers}))
+    assert not space.contains(
+        Policy.from_mapping({n: LayerSetting(0.0, 8, activation_bits=8, weight_sparsity=0.25) for n in space.layers})
+    )
     again = Space.from_dict(json.loads(json.dumps(space.to_dict())))
     assert again == space
 
@@ -58,7 +60,7 @@ def test_policies_and_spaces_without_the_new_settings_keep_their_json(layers) ->
         set(c) == {"channel_sparsity", "weight_bits"} for c in stored["layers"].values()
     )
     assert Space.from_dict(stored) == space
-    sparse = Policy.from_mapping({"a": LayerSetting(0.0, 8, 4, 0.75)}, pruner="lottery")
+    sparse = Policy.from_mapping({"a": LayerSetting(0.0, 8, activation_bits=4, weight_sparsity=0.75)}, pruner="lottery")
     assert sparse.to_dict()["pruner"] == "lottery" and sparse.to_dict()["layers"]["a"]["weight_sparsity"] == 0.75
     assert Policy.from_dict(json.loads(sparse.to_json())) == sparse
     assert sparse.weight_sparsity == {"a": 0.75} and not sparse.is_identity
@@ -96,5 +98,7 @@ def test_a_search_stores_the_activation_bits_and_weight_sparsity_it_searched(tmp
 
 def test_activation_bits_count_in_bops_only_where_the_weights_are_quantized() -> None:
     macs = {"a": 100, "b": 100}
-    policy = Policy.from_mapping({"a": LayerSetting(0.0, 8, activation_bits=4), "b": LayerSetting(0.0, 32, 4)})
+    policy = Policy.from_mapping(
+        {"a": LayerSetting(0.0, 8, activation_bits=4), "b": LayerSetting(0.0, 32, activation_bits=4)}
+    )
     assert count_bops(macs, policy) == 100 * 8 * 4 + 100 * 32 * 32  # a float layer keeps float activations

@@ -21,7 +21,7 @@ def test_policy_json_written_before_quantizers_existed_still_loads() -> None:
 
 
 def test_quantization_fields_round_trip_through_json() -> None:
-    policy = Policy.from_mapping({"conv": LayerSetting(0.0, 4, 8)}, quantizer="lsq", per_channel=False)
+    policy = Policy.from_mapping({"conv": LayerSetting(0.0, 4, activation_bits=8)}, quantizer="lsq", per_channel=False)
     assert Policy.from_dict(policy.to_dict()) == policy
 
 
@@ -51,7 +51,7 @@ def test_1bit_weights_without_the_binary_quantizer_are_named_before_any_trial() 
 
 def test_bops_count_weight_times_activation_bits_and_basis_labels_sub_8_bit() -> None:
     macs = {"conv": 1000, "fc": 10}
-    mixed = Policy.from_mapping({"conv": LayerSetting(0.0, 4, 8), "fc": LayerSetting(0.0, 32)})
+    mixed = Policy.from_mapping({"conv": LayerSetting(0.0, 4, activation_bits=8), "fc": LayerSetting(0.0, 32)})
     assert count_bops(macs, mixed) == 1000 * 4 * 8 + 10 * 32 * 32
     assert latency_basis(mixed) == "int8-kernel"
     assert latency_basis(Policy.from_mapping({"conv": LayerSetting(0.0, 8)})) == "int8"
@@ -60,6 +60,8 @@ def test_bops_count_weight_times_activation_bits_and_basis_labels_sub_8_bit() ->
 
 def test_bops_of_dynamic_int8_count_the_8_bit_activations_it_runs_whatever_the_policy_asks() -> None:
     macs = {"fc": 1000}
-    asked_4 = Policy.from_mapping({"fc": LayerSetting(0.0, 8, 4)}, quantizer="dynamic")
+    asked_4 = Policy.from_mapping({"fc": LayerSetting(0.0, 8, activation_bits=4)}, quantizer="dynamic")
     assert count_bops(macs, asked_4) == 1000 * 8 * 8
-    assert count_bops(macs, Policy.from_mapping({"fc": LayerSetting(0.0, 8, 4)})) == 1000 * 8 * 4  # static: as asked
+    assert (
+        count_bops(macs, Policy.from_mapping({"fc": LayerSetting(0.0, 8, activation_bits=4)})) == 1000 * 8 * 4
+    )  # static: as asked
