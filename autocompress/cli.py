@@ -8,6 +8,8 @@ Exit codes: 0 success; 2 bad input (one line on stderr naming the place and what
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import io
 import json
 import math
@@ -15,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -153,76 +155,68 @@ def _board_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+#: the flags `search` and `resume` share, in --help order after each command's own: parameter -> (annotation,
+#: default). All but ``quiet`` are keys of `api.RunOptions`.
+_RUN_FLAGS: dict[str, tuple[Any, Any]] = {
+    "trials": (Trials, None),
+    "time_budget": (Time, None),
+    "cpu_hours": (CpuHours, None),
+    "max_failures": (MaxFailures, None),
+    "on_budget": (OnBudget, "finish"),
+    "workers": (Workers, 1),
+    "ray_address": (RayAddress, None),
+    "trial_timeout": (TrialTimeout, None),
+    "store_retry": (StoreRetry, None),
+    "trial_memory": (TrialMemory, None),
+    "quiet": (Quiet, False),
+    "executor": (Executor, "ray"),
+}
+
+
+def _run_command(command: Callable[..., None]) -> Callable[..., None]:
+    """A command that runs a study: Typer sees the command's own parameters followed by `_RUN_FLAGS`, and the
+    command is called with its own ones plus ``options`` (the flags as one `api.RunOptions`) and ``quiet``.
+    Written once, so that `search` and `resume` cannot drift apart."""
+    own = [
+        p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name not in ("options", "quiet")
+    ]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in _RUN_FLAGS.items()
+    ]
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> None:
+        flags = {name: kwargs.pop(name) for name in _RUN_FLAGS}
+        quiet = flags.pop("quiet")
+        command(**kwargs, options=cast(api.RunOptions, flags), quiet=quiet)
+
+    params = [*own, *shared]
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
+
+
 @app.command()
+@_run_command
 def search(
     space: Annotated[str, typer.Argument(help="space YAML file")],
     study: Annotated[str | None, typer.Option("--study", help="study name [default: SPACE-date]")] = None,
     storage: Storage = None,
     strategy: Annotated[str, typer.Option("--strategy", help="see 'autocompress strategies'")] = "tpe",
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    trials: Trials = None,
-    time: Time = None,
-    cpu_hours: CpuHours = None,
-    max_failures: MaxFailures = None,
-    on_budget: OnBudget = "finish",
-    workers: Workers = 1,
-    ray_address: RayAddress = None,
-    trial_timeout: TrialTimeout = None,
-    store_retry: StoreRetry = None,
-    trial_memory: TrialMemory = None,
-    quiet: Quiet = False,
-    executor: Executor = "ray",
+    *,
+    options: api.RunOptions,
+    quiet: bool,
 ) -> None:
     """Create a study from SPACE and search until the budget is spent."""
     name = study or api.default_study_name(space)
-    options = _options(
-        trials,
-        time,
-        cpu_hours,
-        max_failures,
-        on_budget,
-        workers,
-        ray_address,
-        trial_timeout,
-        store_retry,
-        trial_memory,
-        executor,
-    )
     _run_study(
         name,
         quiet,
         lambda report: api.search(
             space, study=name, storage=storage, strategy=strategy, seed=seed, **(options | {"on_progress": report})
         ),
-    )
-
-
-def _options(
-    trials: int | None,
-    time: str | None,
-    cpu_hours: float | None,
-    max_failures: int | None,
-    on_budget: str,
-    workers: int,
-    ray_address: str | None,
-    trial_timeout: float | None,
-    store_retry: str | None,
-    trial_memory: str | None,
-    executor: str,
-) -> api.RunOptions:
-    """The flags `search` and `resume` share, as the API's `RunOptions`."""
-    return api.RunOptions(
-        trials=trials,
-        time_budget=time,
-        cpu_hours=cpu_hours,
-        max_failures=max_failures,
-        on_budget=on_budget,
-        workers=workers,
-        ray_address=ray_address,
-        executor=executor,
-        trial_timeout=trial_timeout,
-        store_retry=store_retry,
-        trial_memory=trial_memory,
     )
 
 
@@ -247,36 +241,15 @@ def _run_study(name: str, quiet: bool, run: Callable[[Any], api.Study]) -> None:
 
 
 @app.command()
+@_run_command
 def resume(
     name: Annotated[str, typer.Argument(help="study name")],
     storage: Storage = None,
-    trials: Trials = None,
-    time: Time = None,
-    cpu_hours: CpuHours = None,
-    max_failures: MaxFailures = None,
-    on_budget: OnBudget = "finish",
-    workers: Workers = 1,
-    ray_address: RayAddress = None,
-    trial_timeout: TrialTimeout = None,
-    store_retry: StoreRetry = None,
-    trial_memory: TrialMemory = None,
-    quiet: Quiet = False,
-    executor: Executor = "ray",
+    *,
+    options: api.RunOptions,
+    quiet: bool,
 ) -> None:
     """Continue a study from the store; --trials and --time set new totals."""
-    options = _options(
-        trials,
-        time,
-        cpu_hours,
-        max_failures,
-        on_budget,
-        workers,
-        ray_address,
-        trial_timeout,
-        store_retry,
-        trial_memory,
-        executor,
-    )
     _run_study(name, quiet, lambda report: api.resume(name, storage=storage, **(options | {"on_progress": report})))
 
 
