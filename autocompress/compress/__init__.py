@@ -76,7 +76,7 @@ from autocompress.compress._lowering import (
     register_quantizer,
 )
 from autocompress.compress._lsq import LSQQuantizer
-from autocompress.compress._prune import kept_channels, prune
+from autocompress.compress._prune import ChannelPruning, kept_channels, prune
 from autocompress.compress._pruners import (
     PRUNERS,
     STRUCTURED_ADMM_SHARE,
@@ -100,6 +100,7 @@ def apply(
 
 
 __all__ = [
+    "ChannelPruning",
     "APoZCriterion",
     "ADMM",
     "ADMMChannelImportance",

@@ -27,6 +27,7 @@ from torch import nn
 
 from autocompress._inputs import ModelInputs
 from autocompress.compress._sparse_base import Masks, Trainer, UnstructuredPruner, layer_weights, magnitude_mask
+from autocompress.space._discover import build_graph
 
 #: the projection of one block of tensors onto its sparse set: (tensors, sparsity) -> the nearest tensors in it
 Projection = Callable[[list[torch.Tensor], float], list[torch.Tensor]]
@@ -138,12 +139,18 @@ _OUT_CHANNELS = {
 _COUPLED = (*_OUT_CHANNELS.values(), tp.pruner.function.prune_batchnorm_out_channels)
 
 
-def channel_blocks(model: nn.Module, sparsity: Mapping[str, float], example_input: ModelInputs) -> dict[str, Block]:
+def channel_blocks(
+    model: nn.Module,
+    sparsity: Mapping[str, float],
+    example_input: ModelInputs,
+    graph: tp.DependencyGraph | None = None,
+) -> dict[str, Block]:
     """One block per named layer: its weight first, then every conv/linear weight and bias and batch-norm
     affine parameter whose output channels torch-pruning's dependency graph couples to the layer's. Driving
     all of them to zero makes a channel's contribution exactly zero (a batch norm would otherwise rescale a
-    shrinking conv row back up), so removing it later changes nothing."""
-    graph = tp.DependencyGraph().build_dependency(model, example_input)
+    shrinking conv row back up), so removing it later changes nothing. `graph` is the model's dependency graph
+    when the caller has one (a trial's `ChannelPruning.graph`), else it is traced here."""
+    graph = graph or build_graph(model, example_input)
     blocks = {}
     for name, fraction in sparsity.items():
         module = model.get_submodule(name)
@@ -173,13 +180,13 @@ def admm_channels(
     rho: float = 0.3,
     every: int = 2,
     growth: float = 1.1,
+    graph: tp.DependencyGraph | None = None,
 ) -> ADMM:
     """Train `model` for `epochs` by ADMM towards keeping ``1 - sparsity`` of each named layer's output
     channels (largest L2 norm), the coupled parameters with them; returns the core (its ``residuals``).
-    Removing the channels is the caller's (`prune` with the ``admm`` criterion)."""
-    admm = ADMM(
-        channel_blocks(model, sparsity, example_input), lambda block: channel_projection(block.rows), rho, every, growth
-    )
+    Removing the channels is the caller's (`prune` with the ``admm`` criterion); `graph` as in `channel_blocks`."""
+    blocks = channel_blocks(model, sparsity, example_input, graph)
+    admm = ADMM(blocks, lambda block: channel_projection(block.rows), rho, every, growth)
     trainer.train(model, epochs, admm.step)
     return admm
 

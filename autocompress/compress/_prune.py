@@ -20,7 +20,99 @@ from torch import nn
 from autocompress._inputs import ModelInputs
 from autocompress.compress._criteria import make_criterion
 from autocompress.space import Policy
-from autocompress.space._discover import attention_heads, output_layers
+from autocompress.space._discover import attention_heads, build_graph, output_layers
+
+
+class ChannelPruning:
+    """The channel pruning of one policy on one model, and that model's one dependency graph.
+
+    torch-pruning's pruner traces the model into its `DependencyGraph` when it is built, here; that graph
+    (`graph`) answers every other question about the unpruned model's channel groups in the trial (structured
+    ADMM's channel blocks), so a trial traces its model once. Tracing follows the model's structure, not its
+    weights: training between construction and `apply` (ADMM, a criterion's ``prepare``) leaves it valid, and
+    `importance` (already built; it may be prepared before `apply`) scores the channels when `apply` runs.
+
+    `apply` removes channels physically: the graph then describes a model that no longer exists. Anything that
+    asks about channel groups after `apply` (or after any other change of the model's structure) must build a
+    new graph (`autocompress.space.build_graph`).
+
+    Layers whose output is the model's output are never pruned. Each layer keeps `kept_channels` of its output
+    channels, rounded to a multiple of `round_to` (default: the policy's ``round_to``). On an attention
+    projection the sparsity is the fraction of whole heads removed, ``ceil(sparsity * heads)``. Without an
+    `importance`, ``policy.criterion`` is built here, which works for criteria that need no task.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        policy: Policy,
+        example_input: ModelInputs,
+        round_to: int | None = None,
+        importance: tp.importance.Importance | None = None,
+    ) -> None:
+        self.model, self._example_input = model, example_input
+        modules = dict(model.named_modules())
+        self._attention = attention_heads(model)
+        heads = {proj: count for count, projs in self._attention.values() for proj in projs}
+        step = round_to or policy.round_to
+        ratios = {}
+        for name, setting in policy:
+            module = modules[name]
+            if setting.channel_sparsity <= 0:
+                continue
+            if module in heads:
+                ratios[module] = setting.channel_sparsity
+            else:
+                width = _out_channels(module)
+                kept = kept_channels(width, setting.channel_sparsity, step)
+                if kept < width:  # a ratio torch-pruning turns back into exactly `kept` (it keeps int(width * (1 - r)))
+                    ratios[module] = (width - kept) / width - 1e-9
+        self._graph: tp.DependencyGraph | None = None
+        self._pruner: tp.pruner.BasePruner | None = None
+        if not ratios:
+            return
+        model.eval()
+        fixed = [modules[name] for name in output_layers(model, example_input)]
+        self._head_width = {owner: projs[0].out_features // count for owner, (count, projs) in self._attention.items()}
+        head_ratios: dict[nn.Module, float] = {}
+        for _, projs in self._attention.values():
+            ratio = max(ratios.get(proj, 0.0) for proj in projs)
+            if ratio > 0:
+                head_ratios.update(dict.fromkeys(projs, ratio))
+        self._pruner = tp.pruner.BasePruner(
+            model,
+            example_input,
+            importance=importance or make_criterion(policy.criterion),
+            pruning_ratio=0.0,
+            pruning_ratio_dict=ratios,
+            ignored_layers=fixed,
+            global_pruning=False,
+            num_heads=heads,
+            prune_num_heads=bool(head_ratios),
+            prune_head_dims=False,
+            head_pruning_ratio_dict=head_ratios or None,
+        )
+        self._graph = self._pruner.DG
+
+    @property
+    def graph(self) -> tp.DependencyGraph:
+        """The dependency graph of the model as it was built (the pruner's own; traced here when nothing is
+        pruned); stale once `apply` has removed channels."""
+        if self._graph is None:
+            self._graph = build_graph(self.model, self._example_input)
+        return self._graph
+
+    def apply(self) -> nn.Module:
+        """Remove the channels, in place; returns the same module object, now smaller. Gradients are cleared
+        afterwards (a gradient-based criterion leaves its own behind)."""
+        if self._pruner is None:
+            return self.model
+        self.model.eval()
+        self._pruner.step()
+        for owner, (_, projs) in self._attention.items():
+            owner.heads = projs[0].out_features // self._head_width[owner]  # type: ignore[assignment]  # an int field
+        self.model.zero_grad(set_to_none=True)
+        return self.model
 
 
 def prune(
@@ -30,60 +122,10 @@ def prune(
     round_to: int | None = None,
     importance: tp.importance.Importance | None = None,
 ) -> nn.Module:
-    """Remove the fraction ``channel_sparsity`` of output channels of each layer in `policy`, in place.
-
-    Returns the same module object, now smaller. Layers whose output is the model's output are never pruned.
-    Each layer keeps `kept_channels` of its output channels, rounded to a multiple of `round_to` (default:
-    the policy's ``round_to``). On an attention projection the sparsity is the fraction of whole heads
-    removed, ``ceil(sparsity * heads)``. `importance` is a criterion already prepared on this model
-    (`prepare_criterion`); without one, ``policy.criterion`` is built here, which works for criteria that need
-    no task. Gradients are cleared afterwards (a gradient-based criterion leaves its own behind).
-    """
-    modules = dict(model.named_modules())
-    attention = attention_heads(model)
-    heads = {proj: count for count, projs in attention.values() for proj in projs}
-    step = round_to or policy.round_to
-    ratios = {}
-    for name, setting in policy:
-        module = modules[name]
-        if setting.channel_sparsity <= 0:
-            continue
-        if module in heads:
-            ratios[module] = setting.channel_sparsity
-        else:
-            width = _out_channels(module)
-            kept = kept_channels(width, setting.channel_sparsity, step)
-            if kept < width:  # a ratio torch-pruning turns back into exactly `kept` (it keeps int(width * (1 - r)))
-                ratios[module] = (width - kept) / width - 1e-9
-    if not ratios:
-        return model
-    importance = importance or make_criterion(policy.criterion)
-    model.eval()
-    fixed = [modules[name] for name in output_layers(model, example_input)]
-    head_width = {owner: projs[0].out_features // count for owner, (count, projs) in attention.items()}
-    head_ratios: dict[nn.Module, float] = {}
-    for _, projs in attention.values():
-        ratio = max(ratios.get(proj, 0.0) for proj in projs)
-        if ratio > 0:
-            head_ratios.update(dict.fromkeys(projs, ratio))
-    pruner = tp.pruner.BasePruner(
-        model,
-        example_input,
-        importance=importance,
-        pruning_ratio=0.0,
-        pruning_ratio_dict=ratios,
-        ignored_layers=fixed,
-        global_pruning=False,
-        num_heads=heads,
-        prune_num_heads=bool(head_ratios),
-        prune_head_dims=False,
-        head_pruning_ratio_dict=head_ratios or None,
-    )
-    pruner.step()
-    for owner, (_, projs) in attention.items():
-        owner.heads = projs[0].out_features // head_width[owner]  # type: ignore[assignment]  # a plain int field
-    model.zero_grad(set_to_none=True)
-    return model
+    """Remove the fraction ``channel_sparsity`` of output channels of each layer in `policy`, in place, as
+    `ChannelPruning` describes; returns the same module object, now smaller. `importance` is a criterion
+    already prepared on this model (`prepare_criterion`)."""
+    return ChannelPruning(model, policy, example_input, round_to, importance).apply()
 
 
 def kept_channels(width: int, sparsity: float, round_to: int | None = None) -> int:

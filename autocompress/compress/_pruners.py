@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch_pruning as tp
 from torch import nn
 
 from autocompress._inputs import ModelInputs
@@ -56,13 +57,19 @@ def sparse_finetune(model: nn.Module, policy: Policy, trainer: Trainer, epochs: 
 
 
 def structured_admm(
-    model: nn.Module, policy: Policy, example_input: ModelInputs, trainer: Trainer, epochs: float
+    model: nn.Module,
+    policy: Policy,
+    example_input: ModelInputs,
+    trainer: Trainer,
+    epochs: float,
+    graph: tp.DependencyGraph | None = None,
 ) -> float:
     """When the policy's criterion is ``admm``, train `model` by ADMM towards its channel sparsity for the
-    share `STRUCTURED_ADMM_SHARE` of `epochs` (before `prune` removes the channels); returns the epochs spent."""
+    share `STRUCTURED_ADMM_SHARE` of `epochs` (before `prune` removes the channels); returns the epochs spent.
+    `graph`: the model's dependency graph, when the caller has one (`ChannelPruning.graph`)."""
     sparsity = {name: s.channel_sparsity for name, s in policy if s.channel_sparsity > 0}
     if policy.criterion != "admm" or not sparsity or epochs <= 0:
         return 0.0
     spent = epochs * STRUCTURED_ADMM_SHARE
-    admm_channels(model, sparsity, example_input, trainer, spent)
+    admm_channels(model, sparsity, example_input, trainer, spent, graph=graph)
     return spent

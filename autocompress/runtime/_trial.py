@@ -19,12 +19,12 @@ from typing import Any
 import torch
 
 from autocompress.compress import (
+    ChannelPruning,
     copy_for_lowering,
     latency_basis,
     needs_training,
     prepare_criterion,
     prepare_quantization,
-    prune,
     quantize,
     sparse_finetune,
     structured_admm,
@@ -202,10 +202,16 @@ def run_trial(
         trainer = TaskTrainer(task, seed, gate)
         with torch_threads(train_threads or torch.get_num_threads()):
             model = task.baseline_model()
-            admm_epochs = structured_admm(model, policy, x1, trainer, finetune_epochs)
+            pruning = None
             if any(s.channel_sparsity > 0 for _, s in policy):
+                # the criterion's prepare phase and structured ADMM never both act (ADMM's criterion prepares
+                # nothing); the pruner's dependency graph is the trial's one graph of the unpruned model
                 criterion = prepare_criterion(policy.criterion, model, task, finetune_epochs, gate.checkpoint)
-                model = prune(model, policy, x1, importance=criterion)
+                pruning = ChannelPruning(model, policy, x1, importance=criterion)
+            graph = pruning.graph if pruning and policy.criterion == "admm" else None
+            admm_epochs = structured_admm(model, policy, x1, trainer, finetune_epochs, graph)
+            if pruning:
+                model = pruning.apply()
             layer_macs, params = count_macs(model, x1), count_params(model)
             packed_bytes = count_packed_bytes(model, policy)
             trains_quantizer = needs_training(policy)

@@ -118,6 +118,10 @@ def output_layers(model: nn.Module, example_input: ModelInputs) -> set[str]:
 
 
 def build_graph(model: nn.Module, example_input: ModelInputs) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph of `model` (traced with `example_input`; leaves the model in eval mode).
+
+    It describes the model's structure, so it stays valid while weights train, and goes stale once channels are
+    removed physically: build it once per model state and pass it on (a trial's is `ChannelPruning.graph`)."""
     return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 

@@ -4,7 +4,11 @@ the new criteria come from a space file."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import torch_pruning as tp
+from torch import nn
 
 from autocompress.errors import UserError
 from autocompress.measure import count_params
@@ -123,3 +127,23 @@ def test_only_policies_that_prune_or_train_a_quantizer_are_fine_tuned(sparsity, 
     assert results[0.5].metrics["finetune_epochs"] == (0.5 if trained_steps else 0.0)
     # training steps beyond the checkpoints every trial passes (around quantization and export)
     assert (gates[0.5].steps > gates[0.0].steps) == trained_steps
+
+
+@pytest.mark.parametrize("criterion", ["admm", "l1"])
+def test_a_trial_traces_its_model_into_one_dependency_graph(criterion: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Structured ADMM's channel blocks and the pruner ask the same graph of the unpruned model (the model is
+    traced once; pruning then changes it, and the trial asks nothing more of a graph)."""
+    builds: list[nn.Module] = []
+    build = tp.DependencyGraph.build_dependency
+
+    def counting(self: tp.DependencyGraph, model: nn.Module, *args: Any, **kwargs: Any) -> tp.DependencyGraph:
+        builds.append(model)
+        return build(self, model, *args, **kwargs)
+
+    task = TASKS["resnet"]
+    layers = discover_layers(task.baseline_model(), task.example_input(1))
+    policy = Policy.from_mapping({i.name: LayerSetting(0.5 if i.prunable else 0.0) for i in layers}, criterion)
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", counting)
+    result = run_trial(TASK, policy, 0.3, measure=MEASURE)
+    assert len(builds) == 1
+    assert result.metrics["params"] < 0.5 * count_params(task.baseline_model())  # the graph was used to prune
