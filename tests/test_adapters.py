@@ -83,6 +83,7 @@ def test_classification_task_keeps_the_rules_of_the_protocol(checkpoint: Path) -
     assert same_weights(task.baseline_model(), replaced)  # a replaced checkpoint is read, never reused
 
 
+@pytest.mark.slow
 def test_two_input_model_with_dict_batches_searches_and_exports(checkpoint: Path, tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(SPACE.format(task="tests.adapter_tasks:two_halves"))
@@ -125,6 +126,7 @@ def mlp_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_function_task_searches_and_a_non_number_metric_is_named(mlp_checkpoint: Path, tmp_path: Path) -> None:
     task = adapter_tasks.functions()
     steps: list[int] = []

@@ -344,6 +344,7 @@ def test_corpus_covers_at_least_thirty_bad_inputs() -> None:
     assert len(CASES) >= 30
 
 
+@pytest.mark.slow
 def test_a_real_process_gets_exit_code_2_and_one_line(tmp_path) -> None:
     (tmp_path / "space.yaml").write_text(GOOD.replace("objectives:", "objectivs:"))
     result = run_cli("search", str(tmp_path / "space.yaml"), "--storage", f"sqlite:///{tmp_path / 's.db'}")
@@ -351,6 +352,7 @@ def test_a_real_process_gets_exit_code_2_and_one_line(tmp_path) -> None:
     assert not (tmp_path / "s.db").exists()
 
 
+@pytest.mark.slow
 def test_no_feasible_trial_exports_the_closest_only_on_request(template, tmp_path) -> None:
     work = tmp_path / "w"
     shutil.copytree(template, work)
@@ -364,6 +366,7 @@ def test_no_feasible_trial_exports_the_closest_only_on_request(template, tmp_pat
     assert '"feasible": false' in (work / "x" / "manifest.json").read_text()
 
 
+@pytest.mark.slow
 def test_a_moved_store_exports_whether_its_artefact_paths_are_relative_or_absolute_from_before(
     template, tmp_path
 ) -> None:
@@ -384,6 +387,7 @@ def test_a_moved_store_exports_whether_its_artefact_paths_are_relative_or_absolu
     assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_runtime_that_is_not_installed_is_bad_input_before_any_trial(tmp_path) -> None:
     """openvino blocked from importing (as if not installed): the space file naming it exits 2 with one line."""
     (tmp_path / "space.yaml").write_text(GOOD.replace("runtimes: [torchscript]", "runtimes: [openvino]"))

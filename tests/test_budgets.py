@@ -16,6 +16,7 @@ def space_file(tmp_path, text: str = FAST_SPACE):
     return path
 
 
+@pytest.mark.slow
 def test_failure_budget_stops_the_study_and_resume_takes_a_new_total(tmp_path, monkeypatch) -> None:
     space = space_file(tmp_path, FAST_SPACE.replace("experiments.tasks.digits:task", "tests.faulty_task:raising"))
     storage = f"sqlite:///{tmp_path / 's.db'}"
@@ -30,6 +31,7 @@ def test_failure_budget_stops_the_study_and_resume_takes_a_new_total(tmp_path, m
     assert study.record.budgets["trials"] == 3 and study.record.budgets["max_failures"] == 5
 
 
+@pytest.mark.slow
 def test_cpu_and_time_budgets_stop_the_loop(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = autocompress.search(space_file(tmp_path), study="cpu", storage=storage, cpu_hours=1e-9, executor="inline")
@@ -63,6 +65,7 @@ def test_cancel_on_budget_queues_running_trials_for_resume(tmp_path) -> None:
     assert all(state == COMPLETE and attempts == 2 for state, attempts, _ in details), details
 
 
+@pytest.mark.slow
 def test_asha_promotions_are_stored_and_the_log_is_written(tmp_path) -> None:
     rungs = FAST_SPACE.replace("fidelity: {finetune_epochs: [0.5]}", "fidelity: {finetune_epochs: [0.2, 0.6], eta: 2}")
     storage = f"sqlite:///{tmp_path / 's.db'}"

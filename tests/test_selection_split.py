@@ -19,6 +19,7 @@ from tests.conftest import FAST_SPACE
 from tests.split_recording_task import EVENTS
 
 
+@pytest.mark.slow
 def test_search_never_reads_the_test_split_before_it_ends(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(FAST_SPACE.replace("experiments.tasks.digits:task", "tests.split_recording_task:task"))

@@ -15,6 +15,7 @@ from experiments.bench_zoo import bench_one  # noqa: E402
 from experiments.tasks import zoo  # noqa: E402
 
 
+@pytest.mark.slow
 def test_torchvision_and_transformers_import_beside_the_cpu_torch() -> None:
     code = (
         "import autocompress, torch\n"
@@ -51,6 +52,7 @@ def test_shufflenet_channel_shuffle_is_refused_up_front_with_the_op_named() -> N
         resolve_space(spec, layers)
 
 
+@pytest.mark.slow
 def test_shufflenet_still_quantizes_end_to_end() -> None:
     row = bench_one("shufflenet_v2_x0_5")
     assert row["status"] == "int8 only" and row["reloads"], row
@@ -66,7 +68,7 @@ def test_squeezenet_output_conv_behind_pooling_is_the_output_layer() -> None:
 @pytest.mark.parametrize(
     "arch",
     [
-        "mobilenet_v3_small",
+        pytest.param("mobilenet_v3_small", marks=pytest.mark.slow),
         "squeezenet1_1",
         pytest.param("resnet18", marks=pytest.mark.slow),
         pytest.param("efficientnet_b0", marks=pytest.mark.slow),

@@ -111,7 +111,7 @@ def test_bnn_binarizes_weights_and_inputs_of_1bit_layers() -> None:
     assert deployed(task.example_input(4)).shape == (4, 10)
 
 
-@pytest.mark.parametrize("name", ["histogram", "lsq"])
+@pytest.mark.parametrize("name", ["histogram", pytest.param("lsq", marks=pytest.mark.slow)])
 def test_mixed_precision_policy_gives_one_model_with_float_layers_where_asked(name: str) -> None:
     from tests.quantize.conftest import TASKS
 
