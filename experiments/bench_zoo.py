@@ -46,6 +46,8 @@ from autocompress.task import load_task
 from experiments.tasks import zoo
 
 OUT = Path(__file__).resolve().parent / "results"
+#: the deploy runtimes a trial lowers to (the space's ``measure.runtimes``): all three
+RUNTIMES = "openvino, onnxruntime, torchscript"
 PATH = OUT / "bench_zoo.json"
 SPACE = """
 task: experiments.tasks.zoo:{arch}
@@ -67,7 +69,7 @@ def published_params(arch: str) -> int:
     return int(next(iter(torchvision.models.get_model_weights(arch))).meta["num_params"])
 
 
-def bench_one(arch: str, runtimes: str) -> dict[str, Any]:
+def bench_one(arch: str, runtimes: str = RUNTIMES) -> dict[str, Any]:
     """One architecture through discovery, the space checks, one trial and the reload; a row of the table."""
     ref = f"experiments.tasks.zoo:{arch}"
     row: dict[str, Any] = {"arch": arch, "input": zoo.input_size(arch), "status": "crash", "stage": "build"}
@@ -179,9 +181,7 @@ def main() -> None:
     parser.add_argument(
         "--max-params", type=float, default=None, help="list larger models as 'not run' (memory of this machine)"
     )
-    parser.add_argument(
-        "--runtimes", default="openvino, onnxruntime, torchscript", help="deploy runtimes the trial lowers to"
-    )
+    parser.add_argument("--runtimes", default=RUNTIMES, help="deploy runtimes the trial lowers to")
     parser.add_argument("--timm", action="store_true", help="also the timm architectures of zoo.TIMM_MODELS")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     args = parser.parse_args()
