@@ -29,7 +29,7 @@ from autocompress.compress import (
     sparse_finetune,
     structured_admm,
 )
-from autocompress.deploy import Artefact, LoweringError, get_runtime
+from autocompress.deploy import Artefact, LoweringError, get_runtime, lower_all
 from autocompress.errors import UserError
 from autocompress.measure import (
     compare_latency,
@@ -86,7 +86,9 @@ def _baseline(task_ref: str, runtimes: tuple[str, ...]) -> _Baseline:
     task = cached_task(task_ref)
     model = task.baseline_model()
     x1 = task.example_input(1)
-    artefacts = {name: get_runtime(name).lower(model, Policy(()), x1, ()) for name in runtimes}
+    artefacts, unsupported = lower_all([get_runtime(name) for name in runtimes], model, Policy(()), x1, ())
+    if unsupported:
+        raise next(iter(unsupported.values()))
     accuracy = checked_metric(task, SELECTION_SPLIT, task.evaluate(model, SELECTION_SPLIT))
     return _Baseline(accuracy, sum(count_macs(model, x1).values()), count_params(model), artefacts)
 
@@ -226,15 +228,11 @@ def run_trial(
             weight_sparsity = count_weight_sparsity(deployed)
             sparse_bytes = count_sparse_bytes(deployed, policy, packed_bytes)
             gate.checkpoint()
-            artefacts, unsupported = {}, {}
-            for name in runtimes:
-                try:
-                    artefacts[name] = get_runtime(name).lower(model, policy, x1, task.calibration_batches())
-                except LoweringError as exc:
-                    unsupported[name] = str(exc)
-                gate.checkpoint()
+            runners = [get_runtime(name) for name in runtimes]
+            artefacts, unsupported = lower_all(runners, model, policy, x1, task.calibration_batches())
+            gate.checkpoint()
             if not artefacts:
-                raise LoweringError("policy", "no runtime can run it: " + "; ".join(unsupported.values()))
+                raise LoweringError("policy", "no runtime can run it: " + "; ".join(map(str, unsupported.values())))
             shipped = {name: get_runtime(name).load(art, measure["threads"]) for name, art in artefacts.items()}
             accuracies = {
                 name: task.evaluate(runtime_model, SELECTION_SPLIT) for name, runtime_model in shipped.items()
