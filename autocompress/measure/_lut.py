@@ -147,8 +147,7 @@ def build_latency_table(
                         variants[(runtime, b, width)] = _bound(compiled[runtime], x)
                     else:
                         failed.add(runtime)
-        keys = list(variants)
-        times = compare_latency({str(k): variants[k] for k in keys}, empty, **timing)
+        times = compare_latency({str(k): run for k, run in variants.items()}, empty, **timing)
         for runtime in set(runtimes) - failed:
             entries[runtime][name] = {b: tuple(times[str((runtime, b, w))] for w in widths) for b in bits}
     entries = {runtime: layers for runtime, layers in entries.items() if runtime not in failed}
