@@ -179,6 +179,17 @@ def check_feasible_up_front(space: Space, model: Any, example_input: Any, source
         )
 
 
+def with_latency_table(space: Space, strategy: str) -> Space:
+    """`space` with the measured per-layer `LatencyTable` when `strategy` steers by one and the space has none
+    yet (measured once per study, in this process, then stored with the space and reused on resume)."""
+    from autocompress.runtime import measure_latency_table
+    from autocompress.strategies import STRATEGIES
+
+    if space.latency_table is not None or not STRATEGIES[strategy].wants_latency_table(space):
+        return space
+    return dataclasses.replace(space, latency_table=measure_latency_table(space))
+
+
 def _controller_from_state(strategy: str, space: Space, seed: int, state: dict[str, Any]) -> Controller:
     from autocompress.strategies import make_controller
 
@@ -272,6 +283,8 @@ def search(
     runner = start_executor()  # joins Ray before anything is stored
     try:
         baseline = baseline_metrics(space.task, space.measure)
+        space = with_latency_table(space, strategy)
+        controller = make_controller(strategy, space, seed)
         store.create_study(
             name=name,
             task=space.task,
@@ -312,6 +325,10 @@ def resume(name: str, *, storage: str | None = None, **options: Unpack[RunOption
     importlib.import_module(record.task.partition(":")[0])  # registrations (strategies, criteria) live there
     budget = _budget_of(options, Budget.from_dict(record.budgets))
     space = Space.from_dict(record.space)
+    measured = with_latency_table(space, record.strategy)  # a study stored before the table had none
+    if measured is not space:
+        space = measured
+        store.update_study(name, space=space.to_dict())
     controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
     runner = start_executor()
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")

@@ -27,6 +27,17 @@ measure: {threads: 1, repeats: 5, warmup: 1, runtimes: [torchscript]}  # deploy 
 """
 
 
+def with_measured_table(space, runtime: str = "onnxruntime"):
+    """`space` with a real `LatencyTable` measured on one runtime with few repeats (ONNX Runtime compiles a
+    one-layer module in milliseconds, OpenVINO in about a second), for tests of the strategies that read one."""
+    import dataclasses
+
+    from autocompress.runtime import measure_latency_table
+
+    cheap = dataclasses.replace(space, measure={**space.measure, "runtimes": [runtime], "repeats": 5, "warmup": 1})
+    return dataclasses.replace(space, latency_table=measure_latency_table(cheap))
+
+
 @pytest.fixture
 def fast_space(tmp_path: Path) -> Path:
     path = tmp_path / "digits-fast.yaml"

@@ -6,6 +6,7 @@ see numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from autocompress.errors import UserError
 from autocompress.space import discover_layers, parse_space, resolve_space
 from autocompress.strategies import STRATEGIES, AnnealController, Outcome, make_controller
 from experiments.tasks.digits import DigitsNet, task
+from tests.conftest import with_measured_table
 
 SPACE = """task: experiments.tasks.digits:task
 constraints: {max_accuracy_drop: 0.02, min_speedup: 1.5}
@@ -30,7 +32,8 @@ def layers():
 
 @pytest.fixture(scope="module")
 def space(layers):
-    return resolve_space(parse_space(SPACE), layers)
+    """The digits space with its measured latency table, which `haq` and `netadapt` steer by."""
+    return with_measured_table(resolve_space(parse_space(SPACE), layers))
 
 
 def outcome_for(proposal, fail_every: int = 0) -> Outcome:
@@ -160,12 +163,13 @@ def test_unknown_strategy_option_is_a_user_error(layers) -> None:
         make_controller("anneal", space, 0)
 
 
-def test_netadapt_prunes_one_layer_step_per_candidate_and_long_finetunes_the_winner(layers) -> None:
-    space = resolve_space(parse_space(SPACE + "fidelity: {finetune_epochs: [1, 5]}\n"), layers)
+def test_netadapt_prunes_one_layer_per_candidate_and_long_finetunes_the_winner(space) -> None:
+    space = dataclasses.replace(space, finetune_epochs=(1, 5))
     controller = make_controller("netadapt", space, 0)
     assert type(controller).__name__ == "NetAdaptController"  # uses the rungs itself, no ASHA around it
-    prunable = [layer for layer, setting, _ in space.dimensions() if setting == "channel_sparsity"]
-    first = [controller.ask() for _ in prunable]  # iteration 1: one candidate per prunable layer
+    first = [controller.ask()]
+    first += [controller.ask() for _ in range(len(controller._queue))]  # iteration 1: one candidate per layer
+    assert len({next(n for n, s in p.policy if s.channel_sparsity > 0) for p in first}) == len(first) > 1
     for proposal in first:
         pruned = [n for n, s in proposal.policy if s.channel_sparsity > 0]
         assert len(pruned) == 1 and proposal.finetune_epochs == 1

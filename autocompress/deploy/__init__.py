@@ -17,7 +17,7 @@ from autocompress.deploy._base import (
 )
 from autocompress.deploy._onnxruntime import OnnxRuntime
 from autocompress.deploy._openvino import OpenVINORuntime
-from autocompress.deploy._qdq import count_qdq, qdq_module, to_onnx
+from autocompress.deploy._qdq import QDQRuntime, count_qdq, lower_all, qdq_module, qdq_onnx, to_onnx
 from autocompress.deploy._torchscript import TorchScriptRuntime
 
 #: runtimes by name, in the order they are listed and measured
@@ -43,6 +43,7 @@ __all__ = [
     "LoweringError",
     "OnnxRuntime",
     "OpenVINORuntime",
+    "QDQRuntime",
     "Runtime",
     "TorchScriptRuntime",
     "as_tuple",
@@ -51,6 +52,8 @@ __all__ = [
     "get_runtime",
     "input_names",
     "installed_runtimes",
+    "lower_all",
     "qdq_module",
+    "qdq_onnx",
     "to_onnx",
 ]

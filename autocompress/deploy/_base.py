@@ -30,12 +30,17 @@ class LoweringError(RuntimeError):
         super().__init__(f"{where}: {message}")
 
 
+#: words of a runtime error's line that names what it cannot do (OpenVINO's first line is only where it checked)
+_REASONS = ("no conversion rule", "not support", "unsupported", "not implemented", "could not find")
+
+
 def runtime_error(runtime: str, step: str, exc: BaseException) -> LoweringError:
-    """A runtime's own error (its converter or compiler) as a `LoweringError` of one line."""
-    text = str(exc).strip()
-    return LoweringError(
-        runtime, f"cannot {step} the model: {text.splitlines()[0][:300] if text else type(exc).__name__}"
-    )
+    """A runtime's own error (its converter or compiler) as a `LoweringError` of one line: the line that says
+    what it cannot do (e.g. OpenVINO's "No conversion rule found for operations: Det-17"), else the first."""
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip(" -")]
+    reason = next((line for line in lines if any(word in line.lower() for word in _REASONS)), None)
+    text = reason or (lines[0] if lines else type(exc).__name__)
+    return LoweringError(runtime, f"cannot {step} the model: {text[:300]}")
 
 
 def as_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:

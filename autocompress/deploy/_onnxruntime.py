@@ -4,15 +4,13 @@ its CPU time is the latency)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from autocompress.deploy._base import Artefact, CompiledModel, Inputs, Runtime, describe_inputs, runtime_error
-from autocompress.deploy._qdq import qdq_module, to_onnx
-from autocompress.space import Policy
+from autocompress.deploy._base import Artefact, CompiledModel, Inputs, describe_inputs, runtime_error
+from autocompress.deploy._qdq import QDQRuntime
 
 
 class _Session(CompiledModel):
@@ -37,13 +35,12 @@ def session_options(threads: int) -> Any:
     return options
 
 
-class OnnxRuntime(Runtime):
+class OnnxRuntime(QDQRuntime):
     name = "onnxruntime"
     package = "onnxruntime"
     module = "onnxruntime"
 
-    def lower(self, model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[Inputs]) -> Artefact:
-        onnx_bytes = to_onnx(qdq_module(model, policy, example, calibration), example)
+    def from_onnx(self, onnx_bytes: bytes, example: Inputs) -> Artefact:
         artefact = Artefact(self.name, {"model.onnx": onnx_bytes}, describe_inputs(example))
         self.load(artefact)  # a graph the runtime cannot compile fails here, in lowering, with its reason
         return artefact

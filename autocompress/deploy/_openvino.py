@@ -7,16 +7,14 @@ bf16 on CPUs that have it (the accuracy measured is that of the file as it ships
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from autocompress.deploy._base import Artefact, CompiledModel, Inputs, Runtime, describe_inputs, runtime_error
-from autocompress.deploy._qdq import qdq_module, to_onnx
-from autocompress.space import Policy
+from autocompress.deploy._base import Artefact, CompiledModel, Inputs, describe_inputs, runtime_error
+from autocompress.deploy._qdq import QDQRuntime
 
 
 def compile_config(threads: int) -> dict[str, Any]:
@@ -33,15 +31,14 @@ class _Request(CompiledModel):
         return list(results.values())
 
 
-class OpenVINORuntime(Runtime):
+class OpenVINORuntime(QDQRuntime):
     name = "openvino"
     package = "openvino"
     module = "openvino"
 
-    def lower(self, model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[Inputs]) -> Artefact:
+    def from_onnx(self, onnx_bytes: bytes, example: Inputs) -> Artefact:
         import openvino as ov
 
-        onnx_bytes = to_onnx(qdq_module(model, policy, example, calibration), example)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             (folder / "model.onnx").write_bytes(onnx_bytes)

@@ -26,6 +26,7 @@ import contextlib
 import copy
 import io
 import warnings
+from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from torch.ao.quantization.quantize_fx import convert_to_reference_fx
 from torch.nn import functional as F
 
 from autocompress.compress import calibrate_quantization, copy_for_lowering, get_quantizer, layer_specs
-from autocompress.deploy._base import Inputs, LoweringError, as_tuple, input_names
+from autocompress.deploy._base import Artefact, Inputs, LoweringError, Runtime, as_tuple, input_names
 from autocompress.space import Policy
 
 _REFERENCE = (
@@ -194,6 +195,55 @@ def to_onnx(module: nn.Module, example: Inputs, exporters: Sequence[str] = EXPOR
         except Exception as exc:  # noqa: BLE001 - try the next exporter; all errors are reported together
             errors.append(f"{exporter}: {_one_line(exc)}")
     raise LoweringError("ONNX export", f"the model does not export ({'; '.join(errors)})")
+
+
+def qdq_onnx(model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[Inputs]) -> bytes:
+    """The one QDQ ONNX file of `model` under `policy` that every `QDQRuntime` starts from."""
+    return to_onnx(qdq_module(model, policy, example, calibration), example)
+
+
+class QDQRuntime(Runtime):
+    """A runtime whose artefact is made from the QDQ ONNX file (OpenVINO, ONNX Runtime): `lower` builds the file
+    and hands it to `from_onnx`, and `lower_all` builds it once for all such runtimes of a trial."""
+
+    def lower(self, model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[Inputs]) -> Artefact:
+        return self.from_onnx(qdq_onnx(model, policy, example, calibration), example)
+
+    @abstractmethod
+    def from_onnx(self, onnx_bytes: bytes, example: Inputs) -> Artefact:
+        """The runtime's artefact from the QDQ ONNX file; raises `LoweringError` when it cannot convert or
+        compile it."""
+
+
+def lower_all(
+    runtimes: Iterable[Runtime], model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[Inputs]
+) -> tuple[dict[str, Artefact], dict[str, LoweringError]]:
+    """`model` lowered to each runtime: (artefact by runtime name, the `LoweringError` by name of those that
+    cannot).
+
+    The QDQ ONNX file is built once for every `QDQRuntime` (on the digits net that halves the ONNX work of a
+    trial lowered to OpenVINO and ONNX Runtime); when it cannot be built, each of them is unsupported with that
+    reason. Calibration batches are read once and shared."""
+    batches, runtimes = list(calibration), list(runtimes)
+    onnx_bytes: bytes | LoweringError = b""
+    if any(isinstance(runtime, QDQRuntime) for runtime in runtimes):
+        try:
+            onnx_bytes = qdq_onnx(model, policy, example, batches)
+        except LoweringError as exc:
+            onnx_bytes = exc
+    artefacts: dict[str, Artefact] = {}
+    unsupported: dict[str, LoweringError] = {}
+    for runtime in runtimes:
+        try:
+            if not isinstance(runtime, QDQRuntime):
+                artefacts[runtime.name] = runtime.lower(model, policy, example, batches)
+            elif isinstance(onnx_bytes, LoweringError):
+                unsupported[runtime.name] = onnx_bytes
+            else:
+                artefacts[runtime.name] = runtime.from_onnx(onnx_bytes, example)
+        except LoweringError as exc:
+            unsupported[runtime.name] = exc
+    return artefacts, unsupported
 
 
 def fold_weight_quantize(onnx_bytes: bytes) -> bytes:

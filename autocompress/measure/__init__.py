@@ -1,4 +1,5 @@
-"""Measurement: real latency (same run, interleaved, fixed threads) and static counters."""
+"""Measurement: real latency (same run, interleaved, fixed threads), the per-layer latency table, and static
+counters."""
 
 from autocompress.measure._counters import (
     count_bops,
@@ -12,8 +13,11 @@ from autocompress.measure._counters import (
     to_torchscript,
 )
 from autocompress.measure._latency import compare_latency, torch_threads
+from autocompress.measure._lut import WIDTHS, build_latency_table
 
 __all__ = [
+    "WIDTHS",
+    "build_latency_table",
     "compare_latency",
     "count_bops",
     "count_macs",

@@ -9,7 +9,7 @@ from autocompress.runtime._executors import (
     check_ray_address,
 )
 from autocompress.runtime._loop import Budget, Progress, SearchLoop, violations
-from autocompress.runtime._trial import Gate, TrialResult, baseline_metrics, run_trial
+from autocompress.runtime._trial import Gate, TrialResult, baseline_metrics, measure_latency_table, run_trial
 
 __all__ = [
     "Budget",
@@ -24,6 +24,7 @@ __all__ = [
     "TrialResult",
     "baseline_metrics",
     "check_ray_address",
+    "measure_latency_table",
     "run_trial",
     "violations",
 ]

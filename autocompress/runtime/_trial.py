@@ -29,9 +29,10 @@ from autocompress.compress import (
     sparse_finetune,
     structured_admm,
 )
-from autocompress.deploy import Artefact, LoweringError, get_runtime
+from autocompress.deploy import Artefact, LoweringError, get_runtime, lower_all
 from autocompress.errors import UserError
 from autocompress.measure import (
+    build_latency_table,
     compare_latency,
     count_bops,
     count_macs,
@@ -41,7 +42,7 @@ from autocompress.measure import (
     count_weight_sparsity,
     torch_threads,
 )
-from autocompress.space import Policy
+from autocompress.space import LatencyTable, Policy, Space
 from autocompress.task import Task, checked_metric, load_task
 
 
@@ -86,7 +87,9 @@ def _baseline(task_ref: str, runtimes: tuple[str, ...]) -> _Baseline:
     task = cached_task(task_ref)
     model = task.baseline_model()
     x1 = task.example_input(1)
-    artefacts = {name: get_runtime(name).lower(model, Policy(()), x1, ()) for name in runtimes}
+    artefacts, unsupported = lower_all([get_runtime(name) for name in runtimes], model, Policy(()), x1, ())
+    if unsupported:
+        raise next(iter(unsupported.values()))
     accuracy = checked_metric(task, SELECTION_SPLIT, task.evaluate(model, SELECTION_SPLIT))
     return _Baseline(accuracy, sum(count_macs(model, x1).values()), count_params(model), artefacts)
 
@@ -226,15 +229,11 @@ def run_trial(
             weight_sparsity = count_weight_sparsity(deployed)
             sparse_bytes = count_sparse_bytes(deployed, policy, packed_bytes)
             gate.checkpoint()
-            artefacts, unsupported = {}, {}
-            for name in runtimes:
-                try:
-                    artefacts[name] = get_runtime(name).lower(model, policy, x1, task.calibration_batches())
-                except LoweringError as exc:
-                    unsupported[name] = str(exc)
-                gate.checkpoint()
+            runners = [get_runtime(name) for name in runtimes]
+            artefacts, unsupported = lower_all(runners, model, policy, x1, task.calibration_batches())
+            gate.checkpoint()
             if not artefacts:
-                raise LoweringError("policy", "no runtime can run it: " + "; ".join(unsupported.values()))
+                raise LoweringError("policy", "no runtime can run it: " + "; ".join(map(str, unsupported.values())))
             shipped = {name: get_runtime(name).load(art, measure["threads"]) for name, art in artefacts.items()}
             accuracies = {
                 name: task.evaluate(runtime_model, SELECTION_SPLIT) for name, runtime_model in shipped.items()
@@ -323,6 +322,34 @@ def baseline_metrics(task_ref: str, measure: dict[str, Any]) -> dict[str, Any]:
     except LoweringError as exc:
         raise UserError(f"measure.runtimes: {exc.where}", f"the task's float model: {exc.message}") from None
     return dict(run_trial(task_ref, Policy(()), 0.0, measure=measure).metrics)
+
+
+def measure_latency_table(space: Space) -> LatencyTable:
+    """The study's `LatencyTable`: each layer of the task's float model alone, lowered as trials lower (the
+    space's quantizer; the QDQ file built once for the ONNX runtimes) to every runtime of ``space.measure`` that
+    can run it, timed as trials are timed."""
+    task = cached_task(space.task)
+    runtimes = tuple(space.measure.get("runtimes") or LEGACY_RUNTIMES)
+    threads = space.measure["threads"]
+
+    def compile_(module: torch.nn.Module, policy: Policy, x: torch.Tensor) -> dict[str, Callable[..., Any]]:
+        if needs_training(policy):  # lowered as a trial lowers it: the prepared model, here untrained
+            module = prepare_quantization(module, policy, x)
+        artefacts, _ = lower_all([get_runtime(n) for n in runtimes], module, policy, x, [x])
+        return {name: get_runtime(name).load(artefact, threads) for name, artefact in artefacts.items()}
+
+    with torch_threads(threads):
+        return build_latency_table(
+            task.baseline_model(),
+            task.example_input(1),
+            space,
+            runtimes,
+            compile_,
+            threads=threads,
+            warmup=space.measure["warmup"],
+            repeats=space.measure["repeats"],
+            clock=measurement_clock(threads),
+        )
 
 
 def evaluate_test(task_ref: str, runtime: str | None = None, files: dict[str, bytes] | None = None) -> float:

@@ -3,6 +3,7 @@
 from typing import Any
 
 from autocompress.space._constraints import CONSTRAINTS, Constraint, violations
+from autocompress.space._latency_table import LatencyTable, channel_keeps, scaled_sides
 from autocompress.space._options import LAYER_OPTIONS, SETTINGS, SUPPORTED_WEIGHT_BITS, LayerOption
 from autocompress.space._policy import LayerSetting, Policy
 from autocompress.space._schema import (
@@ -21,6 +22,7 @@ __all__ = [
     "LayerOption",
     "SETTINGS",
     "SUPPORTED_WEIGHT_BITS",
+    "LatencyTable",
     "LayerChoices",
     "LayerInfo",
     "LayerSetting",
@@ -29,11 +31,13 @@ __all__ = [
     "SpaceFile",
     "attention_heads",
     "build_graph",
+    "channel_keeps",
     "discover_layers",
     "load_space_file",
     "output_layers",
     "parse_space",
     "resolve_space",
+    "scaled_sides",
     "violations",
 ]
 

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from autocompress.errors import UserError
 from autocompress.space._constraints import CONSTRAINTS, Constraint
+from autocompress.space._latency_table import LatencyTable
 from autocompress.space._options import LAYER_OPTIONS, SETTINGS, LayerOption, layer_option_fields
 
 if TYPE_CHECKING:
@@ -292,6 +293,9 @@ class Space:
     pruner: str = DEFAULT_PRUNER
     #: static facts per layer (kind, in/out channels, kernel, stride, MACs) for strategies that embed layers
     layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: measured per-layer latency on this study's runtimes, for the strategies that steer by it (added when the
+    #: study is created, stored with the space so a resume reads the same table)
+    latency_table: LatencyTable | None = None
 
     def __post_init__(self) -> None:
         for name in self.constraints:  # a space built in code or read from a store skipped the file's schema
@@ -344,6 +348,7 @@ class Space:
             "round_to": self.round_to,
             **({"pruner": self.pruner} if self.pruner != DEFAULT_PRUNER else {}),
             "layer_info": {k: dict(v) for k, v in self.layer_info.items()},
+            **({"latency_table": self.latency_table.to_dict()} if self.latency_table else {}),
         }
 
     @classmethod
@@ -363,6 +368,7 @@ class Space:
             round_to=data.get("round_to"),
             pruner=data.get("pruner", DEFAULT_PRUNER),
             layer_info={k: dict(v) for k, v in data.get("layer_info", {}).items()},
+            latency_table=LatencyTable.from_dict(data["latency_table"]) if data.get("latency_table") else None,
         )
 
 

@@ -5,10 +5,13 @@ output channels, kernel, stride, the layer's MACs, the MACs removed so far, the 
 decide, and the previous action. The continuous action is the keep ratio (1 - channel sparsity); it is
 clipped so that, even if every later layer is pruned as far as the space allows, the model's MACs stay under
 the target (``target_macs`` of the baseline, or the space's ``max_macs`` constraint), then snapped to the
-nearest allowed choice. MACs are estimated from the layer coupling found at resolve time (`estimate_macs`),
-so any model whose layers torch-pruning can group works, not only MobileNet. The reward is the accuracy of the
-trial; AMC's fast evaluation without fine-tune is ``finetune_epochs: 0`` (the default, -1, uses the space's
-first rung, which ranks policies better on small models that are at chance right after pruning).
+nearest allowed choice. With ``target_latency`` (a share of the float baseline's latency, 0: off) the
+clipping also keeps the latency predicted by the study's measured `LatencyTable` under that share: AMC's
+latency target, read from the same table as ``haq`` and ``netadapt``. MACs are estimated from the layer
+coupling found at resolve time (`estimate_macs`), so any model whose layers torch-pruning can group works,
+not only MobileNet. The reward is the accuracy of the trial; AMC's fast evaluation without fine-tune is
+``finetune_epochs: 0`` (the default, -1, uses the space's first rung, which ranks policies better on small
+models that are at chance right after pruning).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ class AMCController(LayerAgentController):
     name = "amc"
     description = (
         "AMC: DDPG agent over per-layer keep ratios, clipped to a MACs budget; knobs: target_macs (0.5 "
-        "of baseline, or constraints.max_macs), weight_bits (min|max), warmup_episodes (5), noise (0.4), "
+        "of baseline, or constraints.max_macs), target_latency (0: off; a share of the dense latency from "
+        "the study's measured table), weight_bits (min|max), warmup_episodes (5), noise (0.4), "
         "noise_decay, hidden (64), updates (20), lr_actor, lr_critic, finetune_epochs (-1: first rung)"
     )
     state_dim = 9
-    knobs = {"target_macs": 0.5, "weight_bits": "min", **LayerAgentController.agent_knobs}
+    knobs = {"target_macs": 0.5, "target_latency": 0.0, "weight_bits": "min", **LayerAgentController.agent_knobs}
 
     def __init__(self, space: Space, seed: int = 0) -> None:
         if space.strategy_options.get("amc", {}).get("weight_bits", "min") not in ("min", "max"):
@@ -44,6 +48,24 @@ class AMCController(LayerAgentController):
         self._max_channels = max(max(i["in_channels"], i["out_channels"]) for i in info.values())
         self._max_kernel = max(i["kernel"] for i in info.values())
         self._max_stride = max(i["stride"] for i in info.values())
+
+    @classmethod
+    def wants_latency_table(cls, space: Space) -> bool:
+        return bool(space.strategy_options.get("amc", {}).get("target_latency"))
+
+    def _bits(self) -> dict[str, int]:
+        pick = min if self.options["weight_bits"] == "min" else max
+        return {n: pick(c.weight_bits) for n, c in self.space.layers.items()}
+
+    def _fits(self, keep: dict[str, float]) -> bool:
+        """Whether ratios `keep` meet the MACs target and, when set, the latency target."""
+        if estimate_macs(self.space, keep) > self.target * (1 + 1e-9):
+            return False
+        share = float(self.options["target_latency"])
+        if not share:
+            return True
+        table = self.latency_table
+        return table.total(keep, self._bits()) <= share * table.total({}, {}) * (1 + 1e-9)
 
     def _agent_layers(self) -> list[str]:
         return [layer for layer, setting, _ in self.space.dimensions() if setting == "channel_sparsity"]
@@ -75,22 +97,18 @@ class AMCController(LayerAgentController):
 
     def _constrain(self, t: int, action: float, executed: list[float]) -> float:
         layer = self.layers[t]
-        feasible = [
-            k
-            for k in self._keeps[layer]
-            if estimate_macs(self.space, self._keep_map([*executed, k], "min")) <= self.target * (1 + 1e-9)
-        ]
+        feasible = [k for k in self._keeps[layer] if self._fits(self._keep_map([*executed, k], "min"))]
         return nearest(action, feasible or self._keeps[layer][:1])
 
     def _policy(self, executed: list[float]) -> Policy:
-        pick = min if self.options["weight_bits"] == "min" else max
+        bits = self._bits()
         keep = dict(zip(self.layers, executed, strict=True))
         params: dict[str, float] = {}
         for n, c in self.space.layers.items():
             params[f"{n}/channel_sparsity"] = (
                 nearest(1 - keep[n], list(c.channel_sparsity)) if n in keep else c.channel_sparsity[0]
             )
-            params[f"{n}/weight_bits"] = pick(c.weight_bits)
+            params[f"{n}/weight_bits"] = bits[n]
         # other settings (weight sparsity, activation bits) take their first choice, the space's policy-level
         # quantizer and pruner come along
         return self.space.policy_from_params(params)

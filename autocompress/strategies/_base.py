@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from autocompress.errors import UserError
-from autocompress.space import Policy, Space
+from autocompress.space import LatencyTable, Policy, Space
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,21 @@ class Controller(ABC):
         self.pending: dict[int, Proposal] = {}
         self._events: list[list[Any]] = []
         self._next_number = 0
+
+    @classmethod
+    def wants_latency_table(cls, space: Space) -> bool:
+        """Whether this strategy, with the knobs of `space`, steers by the study's measured `LatencyTable`: the
+        study then measures it when it is created and hands it over in ``space.latency_table``."""
+        return False
+
+    @property
+    def latency_table(self) -> LatencyTable:
+        if self.space.latency_table is None:
+            raise ValueError(
+                f"{self.name} steers by the study's measured latency table and this space has none; "
+                "a study created by autocompress.search measures it (autocompress.runtime.measure_latency_table)"
+            )
+        return self.space.latency_table
 
     def ask(self) -> Proposal:
         number = self._next_number

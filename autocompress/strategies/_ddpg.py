@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from autocompress.space import Policy, Space
+from autocompress.space import Policy, Space, channel_keeps
 from autocompress.strategies._base import Controller, Outcome, Proposal
 
 
@@ -37,10 +37,7 @@ def layer_macs(space: Space, keep: dict[str, float]) -> dict[str, float]:
     """
     macs = {}
     for name, info in space.layer_info.items():
-        out_keep = keep.get(info["out_root"], 1.0) if info["out_root"] else 1.0
-        roots = {r: n for r, n in info["in_roots"].items() if r != info["out_root"]}
-        removed = sum(n * (1.0 - keep.get(r, 1.0)) for r, n in roots.items())
-        in_keep = 1.0 - removed / info["in_channels"] if info["in_channels"] else 1.0
+        out_keep, in_keep = channel_keeps(info, keep)
         macs[name] = info["macs"] * out_keep * in_keep
     return macs
 

@@ -1,16 +1,18 @@
 """`netadapt`: NetAdapt's greedy layer-by-layer pruning, as ask/tell proposals.
 
-NetAdapt proper shrinks a resource budget by a fixed amount per iteration and prunes each layer just enough to
-meet it; this version reads no budget and takes fixed steps instead: one step of the space's sparsity choices
-per layer and iteration, and the only resource test is "faster than the current policy".
+As in NetAdapt, each iteration shrinks a resource budget by a fixed amount and prunes each layer just enough to
+meet it. The resource is latency, read from the study's measured `LatencyTable` (each layer alone on the
+study's runtimes, at each kept width): iteration i's target is the current policy's predicted latency less
+``latency_step`` of the dense model's.
 
-Each iteration starts from the current policy and proposes, for every prunable layer that can go further,
-the current policy with that layer pruned one step more (the smallest pruning available, which cuts
-latency), evaluated with the short fine-tune (the space's first fidelity rung). When all candidates of the
-iteration are back, the most accurate one that is faster than the current policy becomes the new current
-policy and is proposed once more with the long fine-tune (the last rung): that is the iteration's result,
-and the sequence of them traces the accuracy/latency trade-off. Iterations go on until no layer can be
-pruned further, then the search restarts from the dense policy.
+Each iteration starts from the current policy and proposes, for every prunable layer, the current policy with
+that layer pruned to the smallest of its sparsity choices whose predicted latency meets the target (a layer
+that cannot meet it alone is left out), evaluated with the short fine-tune (the space's first fidelity rung).
+When all candidates of the iteration are back, the most accurate becomes the new current policy and is
+proposed once more with the long fine-tune (the last rung): that is the iteration's result, and the sequence
+of them traces the accuracy/latency trade-off. When no layer can meet the next target, the search restarts
+from the dense policy; when even the dense policy's first target cannot be met by one layer, each layer is
+proposed at its largest sparsity (the step is larger than any one layer gives).
 
 While an iteration waits for its last candidates and a worker is free, a random policy is proposed so no
 worker idles; those trials are recorded like any other but do not steer the iteration.
@@ -27,9 +29,11 @@ from autocompress.strategies._base import Controller, Outcome, Proposal
 class NetAdaptController(Controller):
     name = "netadapt"
     description = (
-        "NetAdapt: each iteration prunes every layer one step in turn (short fine-tune), keeps the most "
-        "accurate faster candidate, then long fine-tunes it (no knobs; rungs from the space's fidelity)"
+        "NetAdapt: each iteration's latency target (from the study's measured per-layer table) is the current "
+        "prediction less latency_step (0.1) of the dense model's; every layer is pruned just enough to meet it "
+        "(short fine-tune), the most accurate is kept and long fine-tuned (rungs from the space's fidelity)"
     )
+    knobs = {"latency_step": 0.1}
 
     manages_fidelity = True
 
@@ -39,23 +43,39 @@ class NetAdaptController(Controller):
         self._sparsity = [(layer, c) for layer, s, c in space.dimensions() if s == "channel_sparsity"]
         self._bits = {layer: max(c.weight_bits) for layer, c in space.layers.items()}
         self._current = {layer: 0 for layer, _ in self._sparsity}
-        self._current_speedup = 0.0
         self._queue: list[dict[str, int]] = []  # candidates of this iteration not yet asked
         self._waiting: dict[int, dict[str, int]] = {}  # asked candidates: number -> state
-        self._results: list[tuple[float, float, int, dict[str, int]]] = []  # (accuracy, speedup, number, state)
+        self._results: list[tuple[float, int, dict[str, int]]] = []  # (accuracy, number, state)
         self._role: dict[int, str] = {}
         self._winner: dict[str, int] | None = None  # the last iteration's pick, to be long fine-tuned
-        self._start_iteration()
+        #: this iteration's latency target (ms, predicted by the table); None until the first ask
+        self.target_ms: float | None = None
+
+    @classmethod
+    def wants_latency_table(cls, space: Space) -> bool:
+        return True
+
+    def predicted_ms(self, state: dict[str, int]) -> float:
+        """The table's latency of a state (sparsity choice index per prunable layer)."""
+        keep = {layer: 1.0 - choices[state[layer]] for layer, choices in self._sparsity}
+        return self.latency_table.total(keep, self._bits)
 
     def _start_iteration(self) -> None:
-        self._queue = []
-        for layer, choices in self._sparsity:
-            if self._current[layer] + 1 < len(choices):
-                self._queue.append({**self._current, layer: self._current[layer] + 1})
-        if not self._queue:  # fully pruned: start again from dense
-            self._current = {layer: 0 for layer, _ in self._sparsity}
-            self._current_speedup = 0.0
-            self._start_iteration()
+        dense = {layer: 0 for layer, _ in self._sparsity}
+        step = float(self.options["latency_step"]) * self.predicted_ms(dense)
+        for start in (self._current, dense):
+            self._current = start
+            self.target_ms = self.predicted_ms(start) - step
+            self._queue = []
+            for layer, choices in self._sparsity:
+                for index in range(start[layer] + 1, len(choices)):
+                    state = {**start, layer: index}
+                    if self.predicted_ms(state) <= self.target_ms:
+                        self._queue.append(state)
+                        break
+            if self._queue:
+                return
+        self._queue = [{**dense, layer: len(choices) - 1} for layer, choices in self._sparsity if len(choices) > 1]
 
     def _policy(self, state: dict[str, int]):
         params = {f"{layer}/channel_sparsity": choices[state[layer]] for layer, choices in self._sparsity}
@@ -63,6 +83,8 @@ class NetAdaptController(Controller):
         return self.space.policy_from_params(params)
 
     def _ask(self, number: int) -> Proposal:
+        if self.target_ms is None:
+            self._start_iteration()
         short = self.space.finetune_epochs[0]
         if self._winner is not None:
             state, self._winner = self._winner, None
@@ -83,12 +105,11 @@ class NetAdaptController(Controller):
             return
         state = self._waiting.pop(number)
         if outcome.state == "complete":
-            self._results.append((outcome.values["accuracy"], outcome.values["speedup"], number, state))
+            self._results.append((outcome.values["accuracy"], number, state))
         if self._queue or self._waiting:
             return
-        faster = [r for r in self._results if r[1] > self._current_speedup] or self._results
+        if self._results:  # every candidate met the target: the most accurate one wins
+            _, _, best = max(self._results, key=lambda r: (r[0], -r[1]))
+            self._current, self._winner = best, best
         self._results = []
-        if faster:
-            _, speedup, _, best = max(faster, key=lambda r: (r[0], r[1], -r[2]))
-            self._current, self._current_speedup, self._winner = best, speedup, best
         self._start_iteration()

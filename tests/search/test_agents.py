@@ -16,6 +16,7 @@ from autocompress.space import Space, discover_layers, parse_space, resolve_spac
 from autocompress.strategies import AMCController, HAQController, Outcome, make_controller
 from autocompress.strategies._ddpg import estimate_macs
 from experiments.tasks import cnn as tasks
+from tests.conftest import with_measured_table
 
 SPACE = """task: experiments.tasks.cnn:{model}
 defaults: {{channel_sparsity: [0.0, 0.25, 0.5, 0.75], weight_bits: [8, 32]}}
@@ -132,21 +133,23 @@ def test_resume_refuses_a_replay_that_does_not_reproduce_the_weights(spaces) -> 
 
 
 @pytest.mark.parametrize("model", ["resnet", "mobilenet"])
-def test_haq_lowers_bits_until_the_latency_budget_fits(spaces, model) -> None:
-    space = with_strategy(spaces[model][0], "haq", target_speedup=1.6, warmup_episodes=3)
+def test_haq_lowers_bits_until_the_measured_latency_budget_fits(spaces, model) -> None:
+    """With the model's measured table (ONNX Runtime): every episode meets the budget, or no layer's lower
+    bit-width would cut its predicted latency any further (HAQ's repair stops there)."""
+    space = with_measured_table(with_strategy(spaces[model][0], "haq", target_speedup=1.2, warmup_episodes=3))
     controller = make_controller("haq", space, 2)
     assert isinstance(controller, HAQController)
     bit_mixes = set()
     for _ in range(12):
         proposal = controller.ask()
         bits = {n: s.weight_bits for n, s in proposal.policy}
-        assert controller.estimated_latency(bits) <= 1 / 1.6
+        latency = controller.estimated_latency(bits)
+        lower = [{**bits, n: 8} for n in controller.layers if bits[n] == 32]
+        assert latency <= 1 / 1.2 or all(controller.estimated_latency(b) >= latency for b in lower)
         assert all(s.channel_sparsity == 0 for _, s in proposal.policy)
         bit_mixes.add(tuple(sorted(bits.items())))
         controller.tell(proposal.number, synthetic(proposal))
-    assert len(bit_mixes) > 1  # a real search over mixes, not int8 everywhere
-    impossible = make_controller("haq", with_strategy(spaces[model][0], "haq", target_speedup=5.0), 2)
-    assert all(s.weight_bits == 8 for _, s in impossible.ask().policy)  # lowered as far as allowed
+    assert len(bit_mixes) > 1  # a real search over mixes, not one fixed mix
 
 
 def test_bad_agent_knobs_are_user_errors(spaces) -> None:

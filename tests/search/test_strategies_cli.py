@@ -15,5 +15,5 @@ def test_strategies_lists_every_strategy_with_its_knobs(capsys: pytest.CaptureFi
     for name in ("random", "uniform", "tpe", "nsga2", "anneal", "netadapt", "amc", "haq", "autocompress"):
         assert name in STRATEGIES
         assert f"│ {name} " in out
-    for knob in ("target_macs", "int8_cost", "cooling", "warmup_episodes"):
+    for knob in ("target_macs", "target_latency", "latency_step", "cooling", "warmup_episodes"):
         assert knob in out

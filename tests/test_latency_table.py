@@ -1,0 +1,160 @@
+"""The measured per-layer latency table: measured once per study and stored with its space (resume reads it
+back), what `haq`, `netadapt` and `amc`'s latency target steer by, and a predictor that orders policies as
+their measured latency does. Real digits model, real runtimes, real SQLite store."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from torch import nn
+
+import autocompress
+from autocompress.compress import prune
+from autocompress.deploy import get_runtime
+from autocompress.measure import WIDTHS, compare_latency
+from autocompress.runtime._trial import measurement_clock
+from autocompress.space import LatencyTable, Policy, Space, discover_layers, parse_space, resolve_space
+from autocompress.strategies import Outcome, make_controller
+from autocompress.task import load_task
+from tests.conftest import with_measured_table
+
+SPACE = """task: experiments.tasks.digits:task
+objectives: {accuracy: max, latency_ms: min}
+fidelity: {finetune_epochs: [0.2]}
+defaults: {channel_sparsity: [0.0, 0.25, 0.5, 0.75], weight_bits: [8, 32]}
+layers: {"stem.0": {channel_sparsity: [0.0]}}
+measure: {threads: 1, repeats: 5, warmup: 1, runtimes: [onnxruntime]}
+"""
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("experiments.tasks.digits:task")
+
+
+@pytest.fixture(scope="module")
+def space(task) -> Space:
+    model = task.baseline_model()
+    return with_measured_table(resolve_space(parse_space(SPACE), discover_layers(model, task.example_input(1))))
+
+
+def test_the_table_has_every_conv_and_linear_at_each_width_and_bit_width(space) -> None:
+    table = space.latency_table
+    assert table is not None and table.runtimes == ("onnxruntime",) and table.build_s > 0
+    layers = table.entries["onnxruntime"]
+    assert set(layers) == set(space.layers)  # the digits net's convs and its classifier
+    for name, by_bits in layers.items():
+        assert set(by_bits) == {8, 32}
+        pruned_sides = space.layer_info[name]["out_root"] or space.layer_info[name]["in_roots"]
+        assert all(len(values) == (len(WIDTHS) if pruned_sides else 1) for values in by_bits.values())
+        assert all(ms > 0 for values in by_bits.values() for ms in values)
+    assert LatencyTable.from_dict(table.to_dict()) == table  # JSON round trip, as the store keeps it
+
+
+def _policy(space: Space, sparsity: float, bits: int) -> Policy:
+    return space.policy_from_params(
+        {f"{n}/channel_sparsity": sparsity if n != "stem.0" else 0.0 for n in space.layers}
+        | {f"{n}/weight_bits": bits for n in space.layers}
+    )
+
+
+def test_predict_orders_policies_as_their_measured_latency_does(space, task) -> None:
+    """Whole models lowered to ONNX Runtime and timed interleaved: the order of the table's sums is theirs
+    (policies far enough apart that the order is not noise: float at 0, 50 and 75 % of the channels off)."""
+    policies = [_policy(space, s, 32) for s in (0.0, 0.5, 0.75)]
+    runtime, x = get_runtime("onnxruntime"), task.example_input(1)
+    models = {}
+    for i, policy in enumerate(policies):
+        pruned = prune(task.baseline_model(), policy, x)
+        models[str(i)] = runtime.load(runtime.lower(pruned, policy, x, ()))
+    measured = compare_latency(models, x, repeats=30, warmup=5, clock=measurement_clock(1))
+    predicted = [space.latency_table.predict(p) for p in policies]
+    assert sorted(range(3), key=lambda i: measured[str(i)]) == sorted(range(3), key=predicted.__getitem__) == [2, 1, 0]
+
+
+def test_haq_cost_is_the_measured_table_not_a_constant(space) -> None:
+    haq = make_controller("haq", space, 0)
+    table = space.latency_table
+    int8 = {n: 8 for n in haq.layers}
+    floats = {n: 32 for n in space.layers}
+    expected = table.total({}, {**floats, **int8}) / table.total({}, floats)
+    assert haq.estimated_latency(int8) == pytest.approx(expected)
+    # the same space with int8 measured exactly as fast as float: the estimate follows the numbers (no speed
+    # is assumed for fewer bits) and no bits are lowered for a budget they cannot help meet
+    flat = LatencyTable.from_dict(
+        {
+            **table.to_dict(),
+            "entries": {
+                rt: {n: {"8": by_bits["32"], "32": by_bits["32"]} for n, by_bits in layers.items()}
+                for rt, layers in table.to_dict()["entries"].items()
+            },
+        }
+    )
+    same = make_controller("haq", dataclasses.replace(space, latency_table=flat), 0)
+    assert same.estimated_latency(int8) == pytest.approx(1.0)
+    assert same._repair([1.0] * len(same.layers)) == [1.0] * len(same.layers)  # stays float: int8 would not help
+
+
+def test_netadapt_iterations_meet_their_latency_targets_from_the_table(space) -> None:
+    controller = make_controller("netadapt", space, 0)
+    table = space.latency_table
+    targets = []
+    for _ in range(3):  # three iterations: candidates, then the winner's long fine-tune
+        first = controller.ask()
+        targets.append(controller.target_ms)
+        candidates = [first] + [controller.ask() for _ in range(len(controller._queue))]
+        assert candidates and all(table.predict(c.policy) <= targets[-1] for c in candidates)
+        assert all(p.finetune_epochs == 0.2 for p in candidates)
+        for c in candidates:  # the most accurate: the one that prunes the last layers
+            accuracy = 0.9 - sum(s.channel_sparsity * i for i, (_, s) in enumerate(c.policy)) / 100
+            controller.tell(c.number, Outcome("complete", {"accuracy": accuracy, "speedup": 1.0}))
+        winner = controller.ask()
+        controller.tell(winner.number, Outcome("complete", {"accuracy": 0.9, "speedup": 1.0}))
+    dense = table.predict(_policy(space, 0.0, 32))
+    step = 0.1 * dense
+    assert targets[0] == pytest.approx(dense - step)
+    assert targets[1] < targets[0] and targets[2] < targets[1]  # the budget shrinks each iteration
+
+
+def test_amc_latency_target_clips_every_policy_under_it(space) -> None:
+    options = {"amc": {"target_latency": 0.8, "target_macs": 1.0, "warmup_episodes": 2}}
+    amc = make_controller("amc", dataclasses.replace(space, strategy_options=options), 0)
+    limit = 0.8 * space.latency_table.total({}, {})
+    for _ in range(4):
+        proposal = amc.ask()
+        assert space.latency_table.predict(proposal.policy) <= limit * (1 + 1e-9)
+        amc.tell(proposal.number, Outcome("complete", {"accuracy": 0.9}))
+
+
+@pytest.mark.slow
+def test_the_table_is_measured_once_per_study_stored_and_reused_on_resume(tmp_path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    storage = f"sqlite:///{tmp_path / 'store.db'}"
+    study = autocompress.search(
+        tmp_path / "space.yaml", study="lut", storage=storage, trials=1, executor="inline", strategy="haq"
+    )
+    stored = study.record.space["latency_table"]
+    table = LatencyTable.from_dict(stored)
+    assert set(table.entries["onnxruntime"]) == set(study.record.space["layers"]) and table.build_s > 0
+    resumed = autocompress.resume("lut", storage=storage, trials=2, executor="inline")
+    assert [t.state for t in resumed.trials()] == ["complete", "complete"]
+    assert resumed.record.space["latency_table"] == stored  # read back, not measured again
+    # a strategy that steers by no table measures none
+    other = autocompress.search(
+        tmp_path / "space.yaml", study="tpe", storage=storage, trials=1, executor="inline", strategy="random"
+    )
+    assert "latency_table" not in other.record.space
+
+
+def test_one_layer_variants_shrink_the_pruned_sides() -> None:
+    from autocompress.measure._lut import one_layer
+
+    conv = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+    info = {"out_root": "a", "in_roots": {"b": 16}, "in_channels": 16}
+    module, x = one_layer(conv, (1, 16, 8, 8), info, 0.5)
+    assert (module.layer.in_channels, module.layer.out_channels, module.layer.stride) == (8, 16, (2, 2))
+    assert module(x).shape == (1, 16, 4, 4)
+    depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+    module, x = one_layer(depthwise, (1, 32, 8, 8), {"out_root": "dw", "in_roots": {"dw": 32}, "in_channels": 32}, 0.25)
+    assert module.layer.groups == module.layer.in_channels == module.layer.out_channels == 8
