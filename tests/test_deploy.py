@@ -95,6 +95,28 @@ def test_the_float_model_runs_the_same_on_each_runtime(task, runtime) -> None:
     assert torch.allclose(get_runtime(runtime).load(artefact)(x), model(x), atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def densenet():
+    """The trained DenseNet-like net all-int8 (minmax, per-channel weights) and its PyTorch int8 accuracy:
+    pre-activation BatchNorms (BN -> ReLU -> conv) and cascaded concatenations."""
+    task = load_task("experiments.tasks.cnn:densenet")
+    model = task.baseline_model()
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    policy = Policy.from_mapping({n: LayerSetting(weight_bits=8) for n in names}, "l1", "minmax")
+    reference = task.evaluate(quantize(model, policy, task.example_input(1), task.calibration_batches()))
+    return task, model, policy, reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_a_densenet_with_cascaded_concats_keeps_its_int8_accuracy(densenet, runtime) -> None:
+    """Regression: OpenVINO read the QDQ file's ``Q/DQ -> Concat -> Q/DQ`` cascade as chance (0.1)."""
+    task, model, policy, reference = densenet
+    assert reference > 0.9
+    artefact = get_runtime(runtime).lower(model, policy, task.example_input(1), task.calibration_batches())
+    assert abs(task.evaluate(get_runtime(runtime).load(artefact)) - reference) <= TOLERANCE
+
+
 def _weight_producers(graph: onnx.GraphProto) -> list[tuple[str, str]]:
     """(op, producer of its weight) for every Conv and Gemm/MatMul in graph order: 'DequantizeLinear' for an
     int8 weight, 'initializer' for a float one."""
