@@ -54,7 +54,7 @@ from autocompress.compress._dynamic import DynamicQuantizer
 from autocompress.compress._heads import (
     PrunedMultiheadAttention,
     attention_head_counts,
-    hf_attention_modules,
+    ffn_layers,
     remove_heads,
     shrink_ffn,
 )
@@ -142,9 +142,9 @@ __all__ = [
     "channel_blocks",
     "channel_projection",
     "cubic_sparsity",
+    "ffn_layers",
     "get_pruner",
     "get_quantizer",
-    "hf_attention_modules",
     "latency_basis",
     "kept_channels",
     "layer_specs",

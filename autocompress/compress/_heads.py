@@ -13,8 +13,11 @@ Two attention layouts are handled, each through its own modules:
   `PrunedMultiheadAttention`, the same function with separate q/k/v projections for the kept heads.
 
 FFN width of a BERT-style layer (``intermediate.dense`` rows, ``output.dense`` columns) is removed the same
-way; ``config.intermediate_size`` follows when every layer keeps the same width (transformers validates it).
-Heads and FFN channels are ranked by the L2 norm of their weights (rows and columns together).
+way; ``config.intermediate_size`` (of every Hugging Face config in the model) follows when every layer keeps the
+same width (transformers validates it).
+Heads and FFN channels are ranked by the L2 norm of their weights (rows and columns together). In a trial,
+`autocompress.compress.prune` calls these for the layers `autocompress.space.shipped_heads` and `ffn_layers`
+name, whatever the policy's criterion (which ranks the channels torch-pruning removes).
 """
 
 from __future__ import annotations
@@ -26,23 +29,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def hf_attention_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """BERT-style self-attention modules by name (``...attention.self``) whose heads `remove_heads` can remove."""
-    found = {}
-    modules = dict(model.named_modules())
-    for name, module in modules.items():
-        if all(isinstance(getattr(module, p, None), nn.Linear) for p in ("query", "key", "value")) and isinstance(
-            getattr(module, "num_attention_heads", None), int
-        ):
-            parent = modules.get(name.rpartition(".")[0])
-            if isinstance(getattr(getattr(parent, "output", None), "dense", None), nn.Linear):
-                found[name] = module
-    return found
+from autocompress.space._discover import hf_attention_modules
 
 
 def attention_head_counts(model: nn.Module) -> dict[str, int]:
-    """Heads of every attention module `remove_heads` handles (BERT-style and `nn.MultiheadAttention`)."""
+    """Heads of every attention module `remove_heads` handles (BERT-style and `nn.MultiheadAttention`), by name."""
     counts: dict[str, int] = {name: m.num_attention_heads for name, m in hf_attention_modules(model).items()}  # type: ignore[misc]
     for name, module in model.named_modules():
         if isinstance(module, (nn.MultiheadAttention, PrunedMultiheadAttention)):
@@ -86,11 +77,27 @@ def shrink_ffn(model: nn.Module, sparsity: dict[str, float]) -> nn.Module:
         keep = score.topk(kept).indices.sort().values
         layer.intermediate.dense = _rows(w_in, keep)  # type: ignore[union-attr]
         layer.output.dense = _cols(w_out, keep)  # type: ignore[union-attr]
-    config = getattr(model, "config", None)
-    widths = {m.intermediate.dense.out_features for m in model.modules() if _is_ffn_layer(m)}  # type: ignore[union-attr]
-    if config is not None and len(widths) == 1:
-        config.intermediate_size = widths.pop()
+    widths = {model.get_submodule(name).out_features for name in ffn_layers(model)}  # type: ignore[union-attr]
+    configs: dict[int, Any] = {
+        id(c): c for m in model.modules() if hasattr(c := getattr(m, "config", None), "intermediate_size")
+    }
+    if len(widths) == 1:  # the Hugging Face config (shared by the model's modules) holds one width for all
+        for config in configs.values():
+            config.intermediate_size = next(iter(widths))
     return model
+
+
+def ffn_layers(model: nn.Module) -> dict[str, str]:
+    """The FFN input Linear (``...intermediate.dense``) of every BERT-style layer, mapped to the layer's name
+    (what `shrink_ffn` takes): a module with ``intermediate.dense`` and ``output.dense`` linears."""
+    found = {}
+    for name, module in model.named_modules():
+        dense_in = getattr(getattr(module, "intermediate", None), "dense", None)
+        if isinstance(dense_in, nn.Linear) and isinstance(
+            getattr(getattr(module, "output", None), "dense", None), nn.Linear
+        ):
+            found[f"{name}.intermediate.dense" if name else "intermediate.dense"] = name
+    return found
 
 
 class PrunedMultiheadAttention(nn.Module):
@@ -146,9 +153,9 @@ class PrunedMultiheadAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-        b, tq, _ = query.shape
+        b, tq = query.size(0), query.size(1)  # not unpacked from .shape: torch.fx traces this (FX int8)
         q, k, v = (
-            proj(t).view(b, t.shape[1], -1, self.head_dim).transpose(1, 2)
+            proj(t).view(b, t.size(1), -1, self.head_dim).transpose(1, 2)
             for proj, t in ((self.q_proj, query), (self.k_proj, key), (self.v_proj, value))
         )
         mask = _merge_masks(attn_mask, key_padding_mask, b, q.dtype)
@@ -230,10 +237,3 @@ def _cols(linear: nn.Linear, keep: torch.Tensor) -> nn.Linear:
         if linear.bias is not None:
             new.bias.copy_(linear.bias)
     return new.train(linear.training)
-
-
-def _is_ffn_layer(module: nn.Module) -> bool:
-    dense_in = getattr(getattr(module, "intermediate", None), "dense", None)
-    return isinstance(dense_in, nn.Linear) and isinstance(
-        getattr(getattr(module, "output", None), "dense", None), nn.Linear
-    )

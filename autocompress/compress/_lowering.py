@@ -35,6 +35,7 @@ from torch.ao.quantization import (
     QConfigMapping,
     get_default_qat_qconfig_mapping,
     get_default_qconfig_mapping,
+    quantize_dynamic,
 )
 from torch.ao.quantization.observer import ObserverBase
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
@@ -163,10 +164,20 @@ def quantize(
     before quantization-aware fine-tuning), calibrates on `calibration`, bakes weight transforms and lowers.
 
     A policy with no quantized layer returns `model` itself. A float `model` is not changed; a model from
-    `prepare_quantization` is consumed (lowered in place).
+    `prepare_quantization` is consumed (lowered in place). A dynamic quantizer needs no graph: its Linears are
+    swapped module by module (`torch.ao.quantization.quantize_dynamic`, the same int8 modules FX would give), so
+    models torch.fx cannot trace (Hugging Face transformers as they ship) quantize too.
     """
-    if not layer_specs(policy):
+    specs = layer_specs(policy)
+    if not specs:
         return model
+    quantizer = get_quantizer(policy.quantizer)
+    if quantizer.dynamic:
+        quantizer.check(specs)
+        torch.backends.quantized.engine = BACKEND
+        rewritten = quantizer.rewrite(copy.deepcopy(model).eval(), specs)
+        qconfigs = {name: _qconfig(quantizer, spec) for name, spec in specs.items()}
+        return quantize_dynamic(rewritten, qconfigs, inplace=True)  # type: ignore[arg-type]
     prepared = calibrate_quantization(model, policy, example_input, calibration)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

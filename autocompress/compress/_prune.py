@@ -10,17 +10,26 @@ projection's columns in one group, and told the head count (``num_heads``, ``pru
 pruning) it removes whole heads, ``ceil(sparsity * heads)`` of them. Without the head count it would remove
 scattered channels, which regroups the survivors into different heads (a different function) and breaks
 the reshape whenever the count is not a multiple of the head width.
+
+Attention as models ship it (`autocompress.space.shipped_heads`: Hugging Face BERT-style self-attention,
+`nn.MultiheadAttention`) and the FFN width of BERT-style layers (`ffn_layers`) are removed through their own
+modules instead (`remove_heads`, `shrink_ffn`: heads and channels ranked by weight norm, whatever the policy's
+criterion), after torch-pruning has removed the rest: torch-pruning cannot remove `nn.MultiheadAttention` heads
+and would leave a Hugging Face module's head count and config behind.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch_pruning as tp
 from torch import nn
 
 from autocompress._inputs import ModelInputs
 from autocompress.compress._criteria import make_criterion
+from autocompress.compress._heads import ffn_layers, remove_heads, shrink_ffn
 from autocompress.space import Policy
-from autocompress.space._discover import attention_heads, build_graph, output_layers
+from autocompress.space._discover import attention_heads, build_graph, output_layers, shipped_heads
 
 
 class ChannelPruning:
@@ -38,7 +47,8 @@ class ChannelPruning:
 
     Layers whose output is the model's output are never pruned. Each layer keeps `kept_channels` of its output
     channels, rounded to a multiple of `round_to` (default: the policy's ``round_to``). On an attention
-    projection the sparsity is the fraction of whole heads removed, ``ceil(sparsity * heads)``. Without an
+    projection the sparsity is the fraction of whole heads removed, ``ceil(sparsity * heads)`` (at least one
+    head is kept); attention as it ships and BERT FFN width go through their own modules. Without an
     `importance`, ``policy.criterion`` is built here, which works for criteria that need no task.
     """
 
@@ -55,18 +65,19 @@ class ChannelPruning:
         self._attention = attention_heads(model)
         heads = {proj: count for count, projs in self._attention.values() for proj in projs}
         step = round_to or policy.round_to
+        self._head_removals, self._ffn_widths, shipped = _shipped_removals(model, policy, step or 1)
         ratios = {}
         for name, setting in policy:
             module = modules[name]
-            if setting.channel_sparsity <= 0:
+            if setting.channel_sparsity <= 0 or name in shipped:
                 continue
             if module in heads:
                 ratios[module] = setting.channel_sparsity
             else:
                 width = _out_channels(module)
                 kept = kept_channels(width, setting.channel_sparsity, step)
-                if kept < width:  # a ratio torch-pruning turns back into exactly `kept` (it keeps int(width * (1 - r)))
-                    ratios[module] = (width - kept) / width - 1e-9
+                if kept < width:
+                    ratios[module] = _ratio_keeping(width, kept)
         self._graph: tp.DependencyGraph | None = None
         self._pruner: tp.pruner.BasePruner | None = None
         if not ratios:
@@ -105,12 +116,13 @@ class ChannelPruning:
     def apply(self) -> nn.Module:
         """Remove the channels, in place; returns the same module object, now smaller. Gradients are cleared
         afterwards (a gradient-based criterion leaves its own behind)."""
-        if self._pruner is None:
-            return self.model
         self.model.eval()
-        self._pruner.step()
-        for owner, (_, projs) in self._attention.items():
-            owner.heads = projs[0].out_features // self._head_width[owner]  # type: ignore[assignment]  # an int field
+        if self._pruner is not None:
+            self._pruner.step()
+            for owner, (_, projs) in self._attention.items():
+                owner.heads = projs[0].out_features // self._head_width[owner]  # type: ignore[assignment]  # an int
+        remove_heads(self.model, self._head_removals)  # names still hold: torch-pruning keeps module objects
+        shrink_ffn(self.model, self._ffn_widths)
         self.model.zero_grad(set_to_none=True)
         return self.model
 
@@ -126,6 +138,32 @@ def prune(
     `ChannelPruning` describes; returns the same module object, now smaller. `importance` is a criterion
     already prepared on this model (`prepare_criterion`)."""
     return ChannelPruning(model, policy, example_input, round_to, importance).apply()
+
+
+def _shipped_removals(
+    model: nn.Module, policy: Policy, round_to: int
+) -> tuple[dict[str, int], dict[str, float], set[str]]:
+    """What `policy` removes from attention as it ships and from BERT-style FFN width: heads per attention
+    module (`remove_heads`), FFN fractions per layer (`shrink_ffn`), and the policy layers they cover."""
+    groups, ffn = shipped_heads(model), ffn_layers(model)
+    removals, widths = {}, {}
+    for name, setting in policy:
+        if setting.channel_sparsity <= 0:
+            continue
+        if name in groups:
+            group = groups[name]
+            removals[group.attention] = math.ceil(round(setting.channel_sparsity * group.heads, 6))
+        elif name in ffn:
+            width = _out_channels(model.get_submodule(name))
+            kept = kept_channels(width, setting.channel_sparsity, round_to)
+            if kept < width:
+                widths[ffn[name]] = _ratio_keeping(width, kept)
+    return removals, widths, {name for name, _ in policy if name in groups or name in ffn}
+
+
+def _ratio_keeping(width: int, kept: int) -> float:
+    """A ratio that torch-pruning and `shrink_ffn` turn back into exactly `kept` (they keep int(width * (1 - r)))."""
+    return (width - kept) / width - 1e-9
 
 
 def kept_channels(width: int, sparsity: float, round_to: int | None = None) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "LAYER_OPTIONS",
     "LayerOption",
     "SETTINGS",
+    "HeadGroup",
     "SUPPORTED_WEIGHT_BITS",
     "LatencyTable",
     "LayerChoices",
@@ -33,16 +34,27 @@ __all__ = [
     "build_graph",
     "channel_keeps",
     "discover_layers",
+    "hf_attention_modules",
     "load_space_file",
     "output_layers",
     "parse_space",
     "resolve_space",
     "scaled_sides",
+    "shipped_heads",
     "violations",
 ]
 
 
-_GRAPH = ("LayerInfo", "attention_heads", "build_graph", "discover_layers", "output_layers")
+_GRAPH = (
+    "HeadGroup",
+    "LayerInfo",
+    "attention_heads",
+    "build_graph",
+    "discover_layers",
+    "hf_attention_modules",
+    "output_layers",
+    "shipped_heads",
+)
 
 
 def __getattr__(name: str) -> Any:

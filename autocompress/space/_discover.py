@@ -6,6 +6,11 @@ group is pruned through its root layer, so only roots are prunable, and the mode
 
 Self-attention (`attention_heads`) is one group: q, k and v lose the same rows and the output projection the
 same columns, and its root's channel_sparsity is the fraction of whole heads removed.
+
+Attention as models ship it (`shipped_heads`): Hugging Face BERT-style self-attention and
+`nn.MultiheadAttention` carry the same meaning on one Linear each (the value projection; the output projection
+of `nn.MultiheadAttention`, whose q/k/v are one packed weight): its channel_sparsity is the fraction of whole
+heads removed, which `autocompress.compress.remove_heads` does through the modules themselves.
 """
 
 from __future__ import annotations
@@ -75,6 +80,51 @@ def attention_heads(model: nn.Module) -> dict[nn.Module, tuple[int, tuple[nn.Lin
         if len(widths) == 1 and widths.pop() % heads == 0:
             found[module] = (heads, tuple(projs))
     return found  # type: ignore[return-value]
+
+
+def hf_attention_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """BERT-style self-attention modules by name (``...attention.self``): ``query``/``key``/``value`` linears and
+    an int ``num_attention_heads``, with the output projection as the sibling ``output.dense``."""
+    found = {}
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
+        if all(isinstance(getattr(module, p, None), nn.Linear) for p in ("query", "key", "value")) and isinstance(
+            getattr(module, "num_attention_heads", None), int
+        ):
+            parent = modules.get(name.rpartition(".")[0])
+            if isinstance(getattr(getattr(parent, "output", None), "dense", None), nn.Linear):
+                found[name] = module
+    return found
+
+
+@dataclass(frozen=True)
+class HeadGroup:
+    """An attention module as it ships whose heads are removed whole, seen from the Linear that carries its
+    channel_sparsity (the fraction of heads removed)."""
+
+    #: the attention module (`autocompress.compress.remove_heads` takes its name)
+    attention: str
+    heads: int
+    #: its other Linears whose output channels go with the heads (BERT-style: query and key)
+    followers: tuple[str, ...] = ()
+
+
+def shipped_heads(model: nn.Module) -> dict[str, HeadGroup]:
+    """Attention modules as models ship them, by the Linear that carries their channel_sparsity: BERT-style
+    self-attention (`hf_attention_modules`) by its ``value`` projection, `nn.MultiheadAttention` (self-attention
+    layout: kdim = vdim = embed_dim, no bias_k) by its ``out_proj``, the only Linear it has."""
+    found = {
+        f"{name}.value": HeadGroup(name, module.num_attention_heads, (f"{name}.query", f"{name}.key"))  # type: ignore[arg-type]
+        for name, module in hf_attention_modules(model).items()
+    }
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, nn.MultiheadAttention)
+            and module.kdim == module.vdim == module.embed_dim
+            and module.bias_k is None
+        ):
+            found[f"{name}.out_proj"] = HeadGroup(name, module.num_heads)
+    return found
 
 
 def output_layers(model: nn.Module, example_input: ModelInputs) -> set[str]:
@@ -155,6 +205,8 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
     names = {module: name for name, module in model.named_modules()}
     ignored = [module for module, name in names.items() if name in fixed]
     heads = {names[proj]: count for count, projs in attention_heads(model).values() for proj in projs}
+    shipped = shipped_heads(model)
+    with_heads = {follower: layer for layer, group in shipped.items() for follower in group.followers}
     roots: set[str] = set()
     followers: dict[str, str] = {}
     in_roots: dict[str, dict[str, int]] = {}
@@ -189,7 +241,15 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
                 module.out_features,
             )
         )
-        if name in fixed:
+        if name in shipped:
+            prunable, reason = True, ""
+        elif name in with_heads or (name in followers and name in heads):
+            prunable, reason = (
+                False,
+                f"its heads are removed together with {with_heads.get(name) or followers[name]!r}; set that "
+                "layer's channel_sparsity (the fraction of heads)",
+            )
+        elif name in fixed:
             prunable, reason = False, "its output is the model's output"
         elif untraceable:
             prunable, reason = False, untraceable
@@ -198,26 +258,28 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
                 False,
                 (
                     f"its channels are the embedding width of nn.MultiheadAttention {packed[name]!r}, whose packed "
-                    "projections torch-pruning cannot shrink consistently; remove heads instead "
-                    "(autocompress.compress.remove_heads)"
+                    f"projections torch-pruning cannot shrink consistently; remove heads instead (the "
+                    f"channel_sparsity of {packed[name] + '.out_proj'!r})"
                 ),
             )
         elif name in roots:
             prunable, reason = True, ""
-        elif name in followers and name in heads:
-            prunable, reason = (
-                False,
-                (
-                    f"its heads are removed together with {followers[name]!r}; set that layer's "
-                    "channel_sparsity (the fraction of heads)"
-                ),
-            )
         elif name in followers:
             prunable, reason = False, f"its output channels are coupled to {followers[name]!r}; prune that layer"
         else:
             prunable, reason = False, "torch-pruning found no channel group rooted at it"
         kernel, stride = (module.kernel_size[0], module.stride[0]) if isinstance(module, nn.Conv2d) else (1, 1)
         out_root = name if name in roots and prunable else followers.get(name, "")
+        layer_in_roots = tuple(sorted(in_roots.get(name, {}).items()))
+        head_count = heads.get(name, 0) if prunable else 0
+        if name in shipped:
+            head_count = shipped[name].heads
+            if shipped[name].followers:  # BERT-style: the value projection's output is the heads' channels
+                out_root = name
+            else:  # nn.MultiheadAttention's out_proj: its input is the heads' channels, its output stays
+                out_root, layer_in_roots = "", ((name, cin),)
+        elif name in with_heads:
+            out_root = with_heads[name]
         layers.append(
             LayerInfo(
                 name,
@@ -230,8 +292,8 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
                 stride,
                 layer_macs.get(name, 0),
                 out_root,
-                tuple(sorted(in_roots.get(name, {}).items())),
-                heads.get(name, 0) if prunable else 0,
+                layer_in_roots,
+                head_count,
             )
         )
     return layers
