@@ -3,15 +3,26 @@ attention, `torch.nn.MultiheadAttention`), through their own modules."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
+import autocompress
 from autocompress.compress import PrunedMultiheadAttention, attention_head_counts, remove_heads, shrink_ffn
+from autocompress.deploy import get_runtime
+from autocompress.measure import count_params
+from autocompress.runtime import run_trial
+from autocompress.space import Policy, discover_layers
 
 transformers = pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime")
+
+from tests import heads_tasks  # noqa: E402  (imports transformers)
 
 
 def _mean_pooled(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -107,3 +118,117 @@ def test_torchvision_vit_heads_are_removed_and_it_still_traces() -> None:
     assert params < 76e6  # 88 M before: half of every block's attention weights (14 M) are gone
     traced = torch.jit.trace(model, x)
     assert traced(x).shape == (2, 10)
+
+
+# -- heads and FFN width as searchable settings of a real trial ---------------------------------------------
+
+MEASURE = {"threads": 1, "warmup": 0, "repeats": 3, "runtimes": ["torchscript", "onnxruntime"]}
+LAYER = "auto_model.encoder.layer"
+
+
+def _onnx_shapes(result: Any) -> set[tuple[int, ...]]:
+    import onnx
+
+    files = next(a.files for a in result.artefacts if a.runtime == "onnxruntime")
+    return {tuple(init.dims) for init in onnx.load_from_string(files["model.onnx"]).graph.initializer}
+
+
+def _runs_like(result: Any, reference: nn.Module, inputs: torch.Tensor) -> None:
+    """Every artefact of the trial computes what `reference` does."""
+    with torch.no_grad():
+        expected = reference(inputs)
+    for artefact in result.artefacts:
+        shipped = get_runtime(artefact.runtime).load(artefact)
+        assert torch.allclose(shipped(inputs), expected, atol=1e-5), artefact.runtime
+
+
+def test_discovery_lists_attention_as_shipped_with_its_heads() -> None:
+    bert = {info.name: info for info in discover_layers(heads_tasks.tiny_bert(), heads_tasks.token_ids("val")[8:9])}
+    for i in range(2):
+        value = bert[f"{LAYER}.{i}.attention.self.value"]
+        assert value.prunable and value.heads == 4 and value.out_root == value.name
+        for follower in ("query", "key"):
+            info = bert[f"{LAYER}.{i}.attention.self.{follower}"]
+            assert not info.prunable and info.out_root == value.name and "heads are removed together" in info.reason
+        ffn = bert[f"{LAYER}.{i}.intermediate.dense"]
+        assert ffn.prunable and ffn.heads == 0 and ffn.out_channels == heads_tasks.FFN
+    mha = {info.name: info for info in discover_layers(heads_tasks.tiny_mha(), heads_tasks.vectors("val")[:1])}
+    out_proj = mha["0.layers.0.self_attn.out_proj"]
+    assert out_proj.prunable and out_proj.heads == 4 and out_proj.in_roots == ((out_proj.name, 32),)
+    assert mha["0.layers.1.linear1"].prunable and mha["0.layers.1.linear1"].heads == 0
+
+
+def test_bert_trial_removes_heads_and_ffn_width_through_its_own_modules() -> None:
+    """A real trial on a BertModel as transformers builds it: one of 4 heads in layer 0 and a quarter of the
+    FFN of layer 1 go, physically; the artefact on every runtime computes what the same removal by hand does."""
+    settings = {
+        f"{LAYER}.0.attention.self.value": {"channel_sparsity": 0.25},
+        f"{LAYER}.1.intermediate.dense": {"channel_sparsity": 0.25},
+    }
+    result = run_trial("tests.heads_tasks:bert", Policy.from_mapping(settings), 0.0, measure=MEASURE)
+
+    reference = heads_tasks.tiny_bert()
+    remove_heads(reference, {f"{LAYER}.0.attention.self": 1})
+    shrink_ffn(reference, {f"{LAYER}.1": 0.25})
+    layer0, layer1 = reference.auto_model.encoder.layer
+    assert layer0.attention.self.value.weight.shape == (48, 64) and layer1.intermediate.dense.weight.shape == (96, 64)
+    assert result.metrics["params"] == count_params(reference) < count_params(heads_tasks.tiny_bert())
+    assert {(48,), (96,)} <= _onnx_shapes(result)  # the 3 heads' and the 96 FFN units' biases, as shipped
+    _runs_like(result, reference, heads_tasks.token_ids("test"))
+    task = heads_tasks.bert()
+    assert result.metrics["accuracy"] == pytest.approx(task.evaluate(reference, "val"), abs=1e-5)
+    assert result.metrics["accuracy"] < 0.999  # something was removed (weights at 10x the default init scale)
+
+    int8 = {name: {**setting, "weight_bits": 8} for name, setting in settings.items()}
+    int8.update({f"{LAYER}.{i}.output.dense": {"weight_bits": 8} for i in range(2)})
+    quantized = run_trial(
+        "tests.heads_tasks:bert", Policy.from_mapping(int8, quantizer="dynamic"), 0.0, measure=MEASURE
+    )
+    assert quantized.metrics["unsupported@onnxruntime"] == 1.0 and quantized.metrics["runtime"] == "torchscript"
+    assert quantized.metrics["params"] == result.metrics["params"]
+    assert quantized.metrics["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=0.02)
+
+
+def test_multihead_attention_trial_removes_heads_and_torch_pruning_the_rest() -> None:
+    heads = {"0.layers.0.self_attn.out_proj": {"channel_sparsity": 0.5}}
+    result = run_trial("tests.heads_tasks:mha", Policy.from_mapping(heads), 0.0, measure=MEASURE)
+    reference = heads_tasks.tiny_mha()
+    remove_heads(reference, {"0.layers.0.self_attn": 2})
+    assert reference[0].layers[0].self_attn.q_proj.weight.shape == (16, 32)
+    assert result.metrics["params"] == count_params(reference)
+    _runs_like(result, reference, heads_tasks.vectors("test"))
+
+    both = {**heads, "0.layers.1.linear1": {"channel_sparsity": 0.5}}  # the FFN through torch-pruning
+    pruned = run_trial("tests.heads_tasks:mha", Policy.from_mapping(both), 0.0, measure=MEASURE)
+    assert pruned.metrics["params"] == count_params(reference) - 32 * (32 + 1) - 32 * 32
+    assert 0.5 < pruned.metrics["accuracy"] < result.metrics["accuracy"]
+
+
+HEADS_SPACE = """
+task: tests.heads_tasks:bert
+objectives: {accuracy: max, latency_ms: min}
+fidelity: {finetune_epochs: [0]}
+defaults: {channel_sparsity: [0.0], weight_bits: [8], quantizer: dynamic}
+layers:
+  "auto_model.encoder.layer.*.attention.self.value": {channel_sparsity: [0.25, 0.5]}
+  "auto_model.encoder.layer.*.intermediate.dense": {channel_sparsity: [0.25, 0.5]}
+measure: {threads: 1, repeats: 3, warmup: 0, runtimes: [torchscript, onnxruntime]}
+"""
+
+
+@pytest.mark.slow
+def test_search_over_bert_heads_exports_a_model_verified_in_a_fresh_process(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(HEADS_SPACE)
+    study = autocompress.search(
+        space, study="heads", storage=f"sqlite:///{tmp_path / 's.db'}", trials=2, executor="inline"
+    )
+    trials = study.trials()
+    assert [t.state for t in trials] == ["complete", "complete"], [t.error for t in trials]
+    baseline = count_params(heads_tasks.tiny_bert())
+    assert all(t.metrics["params"] < 0.85 * baseline for t in trials)  # heads and FFN width gone in every layer
+    out = tmp_path / "export"
+    study.export(out, trial=0)  # the trial's TorchScript file, re-evaluated in a fresh interpreter
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["artefact"]["runtime"] == "torchscript"
+    assert manifest["verified"]["accuracy"] == pytest.approx(trials[0].metrics["accuracy"], abs=1e-4)
