@@ -1,4 +1,5 @@
-"""The MiniLM task: the real all-MiniLM-L6-v2 offline, head/FFN pruning, dynamic int8, TorchScript."""
+"""The MiniLM task: the real all-MiniLM-L6-v2 offline, as transformers ships it (the task) and re-implemented
+(`handwritten`, bench_minilm's), head/FFN pruning, dynamic int8, TorchScript."""
 
 from __future__ import annotations
 
@@ -18,10 +19,17 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def task() -> MiniLMTask:
+    """The re-implemented encoder (`experiments.tasks.minilm:handwritten`)."""
+    return MiniLMTask(shipped=False)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> MiniLMTask:
+    """The task of the MiniLM search: the model as transformers loads it."""
     return MiniLMTask()
 
 
-def test_encoder_reproduces_sentence_transformers_offline(task: MiniLMTask) -> None:
+def _sentence_transformers_reference() -> tuple[torch.Tensor, torch.Tensor]:
     st_model = load_sentence_transformer()
     st_model.max_seq_length = SEQ_LEN  # the task's fixed length
     sentences = ["The quick brown fox jumps over the lazy dog.", "Pruning removes whole attention heads."]
@@ -29,6 +37,41 @@ def test_encoder_reproduces_sentence_transformers_offline(task: MiniLMTask) -> N
     ids = st_model.tokenizer(sentences, padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="pt")[
         "input_ids"
     ]
+    return ids, expected
+
+
+def test_shipped_model_is_sentence_transformers_own_and_searchable_through_its_modules(shipped: MiniLMTask) -> None:
+    ids, expected = _sentence_transformers_reference()
+    model = shipped.baseline_model()
+    assert type(model.auto_model).__module__.startswith("transformers.")  # not re-implemented
+    with torch.no_grad():
+        assert torch.nn.functional.cosine_similarity(model(ids), expected).min() > 0.9999
+    layers = {info.name: info for info in discover_layers(model, shipped.example_input(1))}
+    for i in range(6):
+        prefix = f"auto_model.encoder.layer.{i}"
+        assert (
+            layers[f"{prefix}.attention.self.value"].prunable and layers[f"{prefix}.attention.self.value"].heads == 12
+        )
+        assert layers[f"{prefix}.intermediate.dense"].prunable
+        assert not layers[f"{prefix}.attention.self.query"].prunable
+    policy = Policy.from_mapping(
+        {
+            "auto_model.encoder.layer.0.attention.self.value": {"channel_sparsity": 1 / 12, "weight_bits": 8},
+            "auto_model.encoder.layer.0.intermediate.dense": {"channel_sparsity": 0.25, "weight_bits": 8},
+        },
+        quantizer="dynamic",
+    )
+    x1 = shipped.example_input(1)
+    pruned = prune(shipped.baseline_model(), policy, x1)
+    layer = pruned.auto_model.encoder.layer[0]
+    assert layer.attention.self.num_attention_heads == 11 and layer.attention.self.query.out_features == 352
+    assert layer.intermediate.dense.out_features == layer.output.dense.in_features == 1152
+    script = to_torchscript(quantize(pruned, policy, x1, shipped.calibration_batches()), x1)
+    assert 0.8 < shipped.evaluate(script) < 0.999
+
+
+def test_encoder_reproduces_sentence_transformers_offline(task: MiniLMTask) -> None:
+    ids, expected = _sentence_transformers_reference()
     with torch.no_grad():
         ours = task.baseline_model()(ids)
     assert torch.nn.functional.cosine_similarity(ours, expected).min() > 0.9999
