@@ -87,5 +87,7 @@ def test_vit_embedding_width_through_multihead_attention_is_refused_and_mlp_widt
     layers = {info.name: info for info in discover_layers(task.baseline_model(), task.example_input(1))}
     assert all(layers[f"encoder.layers.encoder_layer_{i}.mlp.0"].prunable for i in range(12))
     roots = [info for info in layers.values() if "nn.MultiheadAttention" in info.reason]
-    assert roots and "remove_heads" in roots[0].reason and not any(info.prunable for info in roots)
+    assert roots and "remove heads instead" in roots[0].reason and not any(info.prunable for info in roots)
+    out_proj = roots[0].reason.split("channel_sparsity of ")[1].strip("')")
+    assert layers[out_proj].prunable and layers[out_proj].heads == 12  # heads: the fraction removed, searchable
     assert not layers["conv_proj"].prunable
