@@ -247,8 +247,9 @@ def run_trial(
     latencies = {}
     for suffix, inputs in (("", x1), ("_b32", x32)):
         with gate.computing():  # fresh sessions for each batch size, as a server that loads the files has
+            # the baseline on every runtime, also those the candidate cannot run on: its fastest float runtime
             models = {
-                f"base@{name}": get_runtime(name).load(base.artefacts[name], measure["threads"]) for name in artefacts
+                f"base@{name}": get_runtime(name).load(art, measure["threads"]) for name, art in base.artefacts.items()
             }
             models.update(
                 {f"cand@{name}": get_runtime(name).load(art, measure["threads"]) for name, art in artefacts.items()}
@@ -283,16 +284,18 @@ def run_trial(
 
 def honest_figures(latencies: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Latency metrics from interleaved timings (``{"" or "_b32": {"base@RUNTIME" or "cand@RUNTIME": ms}}``):
-    per runtime, and the honest figures: ``latency_ms{suffix}`` is the candidate on its fastest runtime
+    per runtime (the baseline on every runtime, the candidate on those it runs on), and the honest figures:
+    ``latency_ms{suffix}`` is the candidate on its fastest runtime
     (``runtime{suffix}``), ``baseline_latency_ms{suffix}`` the float baseline on its own fastest one
     (``baseline_runtime{suffix}``), and ``speedup{suffix}`` their ratio."""
     metrics: dict[str, Any] = {}
     for suffix, times in latencies.items():
         base = {key.removeprefix("base@"): ms for key, ms in times.items() if key.startswith("base@")}
         cand = {key.removeprefix("cand@"): ms for key, ms in times.items() if key.startswith("cand@")}
+        for name in base:
+            metrics[f"baseline_latency_ms{suffix}@{name}"] = base[name]
         for name in cand:
             metrics[f"latency_ms{suffix}@{name}"] = cand[name]
-            metrics[f"baseline_latency_ms{suffix}@{name}"] = base[name]
             metrics[f"speedup{suffix}@{name}"] = base[name] / cand[name]
         fastest, fastest_base = min(cand, key=cand.__getitem__), min(base, key=base.__getitem__)
         metrics[f"runtime{suffix}"] = fastest
