@@ -13,7 +13,13 @@ import torch
 from torch import nn
 
 import autocompress
-from autocompress.compress import PrunedMultiheadAttention, attention_head_counts, remove_heads, shrink_ffn
+from autocompress.compress import (
+    PrunedMultiheadAttention,
+    attention_head_counts,
+    quantize,
+    remove_heads,
+    shrink_ffn,
+)
 from autocompress.deploy import get_runtime
 from autocompress.measure import count_params
 from autocompress.runtime import run_trial
@@ -235,3 +241,10 @@ def test_search_over_bert_heads_exports_a_model_verified_in_a_fresh_process(tmp_
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["artefact"]["runtime"] == "torchscript"
     assert manifest["verified"]["accuracy"] == pytest.approx(trials[0].metrics["accuracy"], abs=1e-4)
+
+
+def test_static_int8_on_a_model_fx_cannot_trace_says_so_and_names_dynamic() -> None:
+    policy = Policy.from_mapping({f"{LAYER}.0.intermediate.dense": {"weight_bits": 8}}, quantizer="minmax")
+    ids = heads_tasks.token_ids("val")
+    with pytest.raises(ValueError, match="'minmax' needs a torch.fx trace of the model.*'dynamic' needs none"):
+        quantize(heads_tasks.tiny_bert(), policy, ids[8:9], [ids])

@@ -135,10 +135,17 @@ def prepare_quantization(model: nn.Module, policy: Policy, example_input: ModelI
         mapping.set_module_name(name, _qconfig(quantizer, specs[name]) if name in specs else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if quantizer.trains:
-            prepared = prepare_qat_fx(model.train(), mapping, as_args(example_input))
-        else:
-            prepared = prepare_fx(model, mapping, as_args(example_input))
+        try:
+            if quantizer.trains:
+                prepared = prepare_qat_fx(model.train(), mapping, as_args(example_input))
+            else:
+                prepared = prepare_fx(model, mapping, as_args(example_input))
+        except Exception as exc:  # torch.fx's own failure, cryptic on its own (e.g. a slice of a traced shape)
+            raise ValueError(
+                f"quantizer {policy.quantizer!r} needs a torch.fx trace of the model, which failed "
+                f"({type(exc).__name__}: {str(exc)[:200]}); quantizer 'dynamic' needs none"
+            ) from exc
+        if not quantizer.trains:
             _observe_outputs_with(
                 prepared, {name: factory for name in absorbed if (factory := capped[name]) is not None}
             )
