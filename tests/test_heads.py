@@ -3,6 +3,7 @@ attention, `torch.nn.MultiheadAttention`), through their own modules."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -21,7 +22,7 @@ from autocompress.compress import (
     shrink_ffn,
 )
 from autocompress.deploy import get_runtime
-from autocompress.measure import count_params
+from autocompress.measure import count_macs, count_params
 from autocompress.runtime import run_trial
 from autocompress.space import Policy, discover_layers
 
@@ -98,11 +99,14 @@ def test_bert_from_config_loses_the_lowest_norm_heads() -> None:
 def test_multihead_attention_is_rebuilt_for_the_kept_heads() -> None:
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
+    nn_layer = copy.deepcopy(layer)  # with nn.MultiheadAttention
     x, padding = torch.randn(2, 5, 32), torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
     with torch.no_grad():
         expected = layer(x, src_key_padding_mask=padding)
         layer.self_attn = PrunedMultiheadAttention.from_mha(layer.self_attn)
         assert torch.allclose(layer(x, src_key_padding_mask=padding), expected, atol=1e-5)  # the same function
+        # the packed projections count as MACs, as the separate Linears do (the ratio after pruning is fair)
+        assert sum(count_macs(layer, x).values()) == sum(count_macs(nn_layer, x).values())
         remove_heads(layer, {"self_attn": 1})
         assert layer.self_attn.num_heads == 3 and layer.self_attn.q_proj.weight.shape == (24, 32)
         assert layer.self_attn.out_proj.weight.shape == (32, 24)

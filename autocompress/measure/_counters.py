@@ -18,6 +18,10 @@ def count_macs(model: nn.Module, example_input: ModelInputs) -> dict[str, int]:
     """Multiply-accumulates per sample of every conv and linear layer, by name, for a float model.
 
     Conv: output elements x (input channels / groups) x kernel area. Linear: output elements x input features.
+    `nn.MultiheadAttention` computes its projections without calling its ``out_proj`` module (packed weights,
+    ``F.multi_head_attention_forward``): their MACs (q and output per query token, k and v per key token) are
+    counted under ``NAME.out_proj``, the layer that carries its heads (`autocompress.space.shipped_heads`), so a
+    model compares with its heads-pruned form (separate Linears, counted as such).
     """
     macs: dict[str, int] = {}
     hooks = []
@@ -36,6 +40,15 @@ def count_macs(model: nn.Module, example_input: ModelInputs) -> dict[str, int]:
                 macs[n] = macs.get(n, 0) + out.numel() // batch * m.in_features
 
             hooks.append(module.register_forward_hook(linear_hook))
+        elif isinstance(module, nn.MultiheadAttention):
+
+            def mha_hook(m: nn.MultiheadAttention, args: tuple[torch.Tensor, ...], out: object, n: str = name) -> None:
+                per_token = m.embed_dim * m.embed_dim
+                queries = args[0].numel() // batch // m.embed_dim
+                keys = args[1].numel() // batch // m.kdim if len(args) > 1 else queries
+                macs[f"{n}.out_proj"] = macs.get(f"{n}.out_proj", 0) + 2 * (queries + keys) * per_token
+
+            hooks.append(module.register_forward_hook(mha_hook))
     try:
         call_model(model.eval(), example_input)
     finally:
