@@ -205,6 +205,15 @@ def search(
     storage: Storage = None,
     strategy: Annotated[str, typer.Option("--strategy", help="see 'autocompress strategies'")] = "tpe",
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    warm_start: Annotated[
+        str | None,
+        typer.Option(
+            "--warm-start",
+            metavar="STUDY",
+            help="first tell the strategy the finished trials of STUDY (same storage, same task); "
+            "they are not copied into this study nor counted in its budget",
+        ),
+    ] = None,
     *,
     options: api.RunOptions,
     quiet: bool,
@@ -215,7 +224,13 @@ def search(
         name,
         quiet,
         lambda report: api.search(
-            space, study=name, storage=storage, strategy=strategy, seed=seed, **(options | {"on_progress": report})
+            space,
+            study=name,
+            storage=storage,
+            strategy=strategy,
+            seed=seed,
+            warm_start_from=warm_start,
+            **(options | {"on_progress": report}),
         ),
     )
 
@@ -236,7 +251,10 @@ def _run_study(name: str, quiet: bool, run: Callable[[Any], api.Study]) -> None:
     finally:
         if bar:
             bar.stop()
-    err.print(f"study {result.name!r}: {result.record.stop_reason}")
+    record = result.record
+    if "warm_start" in record.spent:
+        err.print(api.WarmStart(**record.spent["warm_start"]).line())
+    err.print(f"study {result.name!r}: {record.stop_reason}")
     _print_board(result)
 
 

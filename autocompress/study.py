@@ -190,6 +190,79 @@ def with_latency_table(space: Space, strategy: str) -> Space:
     return dataclasses.replace(space, latency_table=measure_latency_table(space))
 
 
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """What a warm start replayed into a new study's controller: from study `study`, `replayed` finished trials;
+    `skipped` counts the others by reason. Stored with the new study as ``spent["warm_start"]``."""
+
+    study: str
+    replayed: int
+    skipped: dict[str, int]
+
+    def line(self) -> str:
+        skipped = "; ".join(f"{count} {why}" for why, count in sorted(self.skipped.items())) or "none"
+        return (
+            f"warm start from study {self.study!r}: {self.replayed} trials replayed into the controller "
+            f"(not copied, not counted in this study's budget); skipped: {skipped}"
+        )
+
+
+def check_warm_start(store: StudyStore, source: str, task: str) -> None:
+    """The study to warm-start from exists in `store` and is on `task` (`UserError` naming ``--warm-start``)."""
+    if not store.study_exists(source):
+        raise UserError(f"--warm-start {source}", "no study of that name in this storage; see 'autocompress studies'")
+    other = store.study(source).task
+    if other != task:
+        raise UserError(
+            f"--warm-start {source}",
+            f"that study is on task {other!r} and this space on {task!r}; warm-start from a study on the same task",
+        )
+
+
+def warm_start(store: StudyStore, source: str, space: Space, controller: Controller) -> WarmStart:
+    """Tell a fresh `controller` the finished trials of study `source` (`Controller.observe`), before its first ask.
+
+    A trial is replayed when it ran at the fine-tune epochs the controller learns from (`Controller.learns_at`;
+    the lowest rung under ASHA), its policy is a point of `space` (every searched setting among this space's
+    choices, every other option as this space fixes it) and it has this space's objectives and constrained
+    metrics. Its objectives are its stored metrics; its feasibility is judged again by this space's
+    constraints, so tightening a budget re-ranks the old trials. Failed trials are replayed as failures. The
+    others are skipped, counted by reason.
+
+    Replayed trials are only told to the controller: they are not copied into the new study, so its leaderboard
+    and its trial budget hold only its own trials (the controller state keeps them as ``observe`` events, so a
+    resume replays them too)."""
+    from autocompress.space import CONSTRAINTS, Policy, violations
+    from autocompress.store import COMPLETE, FINISHED
+    from autocompress.strategies import Outcome
+
+    replayed = 0
+    skipped: dict[str, int] = {}
+    searched = space.dimensions()
+    needed = [*space.objectives, *(CONSTRAINTS[name].metric for name in space.constraints)]
+    for trial in store.trials(source, FINISHED):
+        policy = Policy.from_dict(trial.policy)
+        why, outcome = "", Outcome("failed")
+        if trial.finetune_epochs != controller.learns_at:
+            why = f"ran at other fine-tune epochs than {controller.learns_at:g}"
+        elif not space.contains(policy) or policy != space.policy_from_params(
+            {f"{layer}/{setting}": getattr(policy[layer], setting) for layer, setting, _ in searched}
+        ):
+            why = "outside this space"
+        elif trial.state == COMPLETE:
+            missing = [metric for metric in needed if metric not in trial.metrics]
+            if missing:
+                why = f"lack the metric {missing[0]!r} this space needs"
+            else:
+                outcome = Outcome("complete", dict(trial.metrics), violations(trial.metrics, space.constraints))
+        if why:
+            skipped[why] = skipped.get(why, 0) + 1
+            continue
+        controller.observe(policy, outcome)
+        replayed += 1
+    return WarmStart(source, replayed, skipped)
+
+
 def _controller_from_state(strategy: str, space: Space, seed: int, state: dict[str, Any]) -> Controller:
     from autocompress.strategies import make_controller
 
@@ -254,13 +327,16 @@ def search(
     storage: str | None = None,
     strategy: str = "tpe",
     seed: int = 0,
+    warm_start_from: str | None = None,
     **options: Unpack[RunOptions],
 ) -> Study:
     """Create a study from a space file and run it until its budget is spent (`RunOptions`: the budget and
     how trials run).
 
     Everything the user gave is validated before the store is touched; without `trials` or `time_budget`
-    the search runs 20 trials.
+    the search runs 20 trials. `warm_start_from` names a study in the same storage, on the same task, whose
+    finished trials the new controller is told before its first ask (`warm_start`): they are not copied into
+    the new study and not counted in its budget; ``spent["warm_start"]`` records how many were replayed.
     """
     from autocompress.runtime import SearchLoop, baseline_metrics
     from autocompress.space import discover_layers, load_space_file, resolve_space
@@ -280,11 +356,14 @@ def search(
     store = StudyStore(storage, create=True)
     if store.study_exists(name):
         raise UserError(f"--study {name}", "a study of that name exists; resume it or pick another name")
+    if warm_start_from is not None:
+        check_warm_start(store, warm_start_from, space.task)
     runner = start_executor()  # joins Ray before anything is stored
     try:
         baseline = baseline_metrics(space.task, space.measure)
         space = with_latency_table(space, strategy)
         controller = make_controller(strategy, space, seed)
+        warm = warm_start(store, warm_start_from, space, controller) if warm_start_from is not None else None
         store.create_study(
             name=name,
             task=space.task,
@@ -296,6 +375,9 @@ def search(
             baseline=baseline,
             controller_state=controller.state_dict(),
         )
+        if warm is not None:
+            store.update_study(name, spent={**store.study(name).spent, "warm_start": dataclasses.asdict(warm)})
+            study_logger(store, name).info("%s", warm.line())
     except BaseException:
         runner.shutdown()
         raise

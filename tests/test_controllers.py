@@ -89,6 +89,22 @@ class TestControllerContract:
             original.tell(a.number, outcome_for(a))
             restored.tell(b.number, outcome_for(b))
 
+    def test_a_restore_replays_the_trials_observed_before_the_first_ask(self, name, space) -> None:
+        elsewhere = drive(make_controller(name, space, 5), 6, fail_every=4)  # another study's trials
+        original = make_controller(name, space, 3)
+        for proposal in elsewhere:
+            original.observe(proposal.policy, outcome_for(proposal, fail_every=4))
+        drive(original, 4)
+        restored = make_controller(name, space, 3)
+        restored.load_state_dict(json.loads(json.dumps(original.state_dict())))
+        for _ in range(6):
+            a, b = original.ask(), restored.ask()
+            assert key(a) == key(b)
+            original.tell(a.number, outcome_for(a))
+            restored.tell(b.number, outcome_for(b))
+        with pytest.raises(RuntimeError, match="before the first ask"):
+            original.observe(elsewhere[0].policy, outcome_for(elsewhere[0]))
+
     def test_failures_and_out_of_order_tells_are_handled(self, name, space) -> None:
         controller = make_controller(name, space, 1)
         proposals = drive(controller, 20, in_flight=4, reverse=True, fail_every=3)
@@ -155,6 +171,32 @@ def test_optuna_strategies_try_the_uniform_grid_first_unless_told_not_to(layers,
     bad = resolve_space(parse_space(SPACE + f"strategy: {{{strategy}: {{warm_start: grid}}}}\n"), layers)
     with pytest.raises(UserError, match=f"strategy.{strategy}.warm_start: 'grid'"):
         make_controller(strategy, bad, 0)
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "nsga2"])
+def test_optuna_strategies_learn_observed_trials_and_skip_them_in_the_grid(space, strategy) -> None:
+    cold = make_controller(strategy, space, 0)
+    seen = [cold.ask() for _ in range(3)]  # the first points of the uniform grid
+    warm = make_controller(strategy, space, 0)
+    for proposal in seen:
+        warm.observe(proposal.policy, outcome_for(proposal))
+    trials = warm._study.get_trials()  # type: ignore[attr-defined]
+    assert [t.values for t in trials] == [
+        [outcome_for(p).values["accuracy"], outcome_for(p).values["latency_ms"]] for p in seen
+    ]
+    assert [t.constraints for t in trials] == [outcome_for(p).violations for p in seen]
+    assert warm.ask().policy == cold.ask().policy  # the grid goes on where the observed trials left it
+
+
+def test_annealing_walks_from_the_best_observed_trial(space) -> None:
+    elsewhere = drive(make_controller("random", space, 4), 6, in_flight=1)
+    best = max(elsewhere, key=lambda p: outcome_for(p).values["accuracy"] - outcome_for(p).values["latency_ms"])
+    controller = make_controller("anneal", space, 0)
+    for proposal in elsewhere:
+        controller.observe(proposal.policy, outcome_for(proposal))
+    first = controller.ask().policy
+    moved = [n for (n, s), (_, t) in zip(first, best.policy, strict=True) if s != t]
+    assert 1 <= len(moved) <= controller.options["neighbours"]  # a neighbour of the best, not the unpruned start
 
 
 def test_unknown_strategy_option_is_a_user_error(layers) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from autocompress.errors import UserError
-from autocompress.space import Space
+from autocompress.space import Policy, Space
 from autocompress.strategies._base import Controller, Outcome, Proposal, scalar_score
 
 
@@ -91,11 +91,24 @@ class AnnealController(Controller):
         }
         return Proposal(number, self.space.policy_from_params(params), self.full_fidelity)
 
-    def _tell(self, number: int, outcome: Outcome) -> None:
-        state = self._proposed.pop(number)
+    def _score(self, outcome: Outcome) -> float:
+        """`scalar_score` against the first complete outcome, which sets the objectives' scale."""
         if outcome.state == "complete" and self._reference is None:
             self._reference = {m: outcome.values[m] for m in self.space.objectives}
-        score = scalar_score(outcome, self.space.objectives, self._reference)
+        return scalar_score(outcome, self.space.objectives, self._reference)
+
+    def _observe(self, policy: Policy, outcome: Outcome) -> None:
+        """The walk starts from the best observed trial (the temperature is left as it is)."""
+        score = self._score(outcome)
+        if score > self._current_score:
+            self._current = {
+                self._key(layer, s): list(choices).index(getattr(policy[layer], s)) for layer, s, choices in self._dims
+            }
+            self._current_score = score
+
+    def _tell(self, number: int, outcome: Outcome) -> None:
+        state = self._proposed.pop(number)
+        score = self._score(outcome)
         if self._current is None:
             if score > float("-inf"):
                 self._current, self._current_score = state, score

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from autocompress.space import Policy
 from autocompress.strategies._base import Controller, Outcome, Proposal, scalar_score
 
 
@@ -68,6 +69,15 @@ class ASHAController(Controller):
         self._inner_number[number] = proposal.number
         self._policy[number] = proposal.policy
         return Proposal(number, proposal.policy, self.rungs[0])
+
+    @property
+    def learns_at(self) -> float:
+        return self.rungs[0]
+
+    def _observe(self, policy: Policy, outcome: Outcome) -> None:
+        """An observed trial (run at the lowest rung) teaches the inner controller; it is no configuration of
+        this study, so it is never promoted (its weights are not here to continue from)."""
+        self.inner.observe(policy, outcome)
 
     def _tell(self, number: int, outcome: Outcome) -> None:
         rung, config = self._rung[number], self._config[number]

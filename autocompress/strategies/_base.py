@@ -57,12 +57,16 @@ class Controller(ABC):
     3. After every `tell` the loop stores `state_dict()` in the study. `state_dict` returns JSON-compatible
        data only (never pickle); `load_state_dict` on a fresh instance of the same class, seed and space
        restores it so that the next `ask` returns exactly what the uninterrupted controller would have.
+    4. Before its first ask, a controller may be told trials it never asked (`observe`): a warm start from a
+       finished study on the same task. They are outside the trial numbering, logged as events like asks and
+       tells (so a restore replays them), and each strategy learns from them what it can (`_observe`; the
+       default ignores them).
 
-    Controllers are deterministic for a given space, seed and sequence of asks and tells. The default state
-    is the event log of asks and tells, restored by replaying it; a strategy whose state is cheaper to hold
-    directly may override both methods (and must keep the same guarantee). A strategy with neural weights
-    (`amc`, `haq`) keeps them out of the JSON: replaying the log retrains them, and the state holds only their
-    sha256, which a restore checks the replay reproduced.
+    Controllers are deterministic for a given space, seed and sequence of asks, tells and observations. The
+    default state is the event log of asks, tells and observations, restored by replaying it; a strategy whose
+    state is cheaper to hold directly may override both methods (and must keep the same guarantee). A strategy
+    with neural weights (`amc`, `haq`) keeps them out of the JSON: replaying the log retrains them, and the state
+    holds only their sha256, which a restore checks the replay reproduced.
 
     Subclasses implement `_ask(number)` and `_tell(number, outcome)`; ``name`` and ``description`` feed
     ``autocompress strategies``. ``knobs`` maps each option a strategy reads from the space file's
@@ -135,6 +139,24 @@ class Controller(ABC):
         del self.pending[number]
         self._events.append(["tell", number, outcome.to_dict()])
 
+    def observe(self, policy: Policy, outcome: Outcome) -> None:
+        """Learn from a trial run elsewhere (another study on the same task) at `learns_at` fine-tune epochs, as
+        if it had been asked and told; `policy` is inside this controller's space. Only before the first ask."""
+        if self._next_number:
+            raise RuntimeError("observe comes before the first ask")
+        self._observe(policy, outcome)
+        self._events.append(["observe", policy.to_dict(), outcome.to_dict()])
+
+    def _observe(self, policy: Policy, outcome: Outcome) -> None:  # noqa: B027 - by default a strategy learns nothing
+        """What this strategy learns from an observed trial; by default nothing (random and grid strategies, and
+        the ones whose state is a trajectory of their own proposals)."""
+
+    @property
+    def learns_at(self) -> float:
+        """The fine-tune epochs of the outcomes this controller learns from: observed trials must have run at
+        these epochs to be comparable with its own."""
+        return self.full_fidelity
+
     @property
     def event_count(self) -> int:
         """Asks plus tells so far: the version of `state_dict`, which only ever grows."""
@@ -153,6 +175,8 @@ class Controller(ABC):
                 proposal = self.ask()
                 if proposal.number != event[1]:
                     raise RuntimeError(f"replay diverged at ask {event[1]}")
+            elif event[0] == "observe":
+                self.observe(Policy.from_dict(event[1]), Outcome.from_dict(event[2]))
             else:
                 self.tell(event[1], Outcome.from_dict(event[2]))
 

@@ -18,7 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from autocompress.errors import UserError
-from autocompress.space import Space
+from autocompress.space import Policy, Space
 from autocompress.strategies._base import Controller, Outcome, Proposal
 from autocompress.strategies._uniform import uniform_grid
 
@@ -51,17 +51,43 @@ class _OptunaController(Controller):
             directions=["maximize" if d == "max" else "minimize" for _, d in self._objectives],
             sampler=self._make_sampler(seed),
         )
-        if self.options["warm_start"] == "uniform":
-            searched = {f"{layer}/{setting}" for layer, setting, _ in space.dimensions()}
-            for params in uniform_grid(space):
-                if not space.policy_from_params(params).is_identity:  # the baseline already measured that one
-                    self._study.enqueue_trial({k: v for k, v in params.items() if k in searched})
         self._trials: dict[int, Any] = {}  # optuna.trial.Trial
+
+    def _enqueue_grid(self) -> None:
+        """Queue the uniform grid (knob ``warm_start: uniform``) but the points already measured: the baseline,
+        and policies of observed trials (`optuna.Study.enqueue_trial`'s ``skip_if_exists``)."""
+        searched = {f"{layer}/{setting}" for layer, setting, _ in self.space.dimensions()}
+        for params in uniform_grid(self.space):
+            if not self.space.policy_from_params(params).is_identity:
+                self._study.enqueue_trial({k: v for k, v in params.items() if k in searched}, skip_if_exists=True)
 
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
 
+    def _observe(self, policy: Policy, outcome: Outcome) -> None:
+        """The trial goes into the sampler's history as a finished Optuna trial (`optuna.trial.create_trial`,
+        Optuna's way to add trials run elsewhere), with its constraint values, so TPE's densities and NSGA-II's
+        population start from it; the uniform warm-start grid later skips the policies seen this way."""
+        optuna = _optuna()
+        distributions = {
+            f"{layer}/{setting}": optuna.distributions.CategoricalDistribution(list(choices))
+            for layer, setting, choices in self.space.dimensions()
+        }
+        params = {key: getattr(policy[key.rpartition("/")[0]], key.rpartition("/")[2]) for key in distributions}
+        complete = outcome.state == "complete"
+        self._study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                values=[outcome.values[metric] for metric, _ in self._objectives] if complete else None,
+                state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL,
+                constraints=dict(outcome.violations) if complete else None,
+            )
+        )
+
     def _ask(self, number: int) -> Proposal:
+        if number == 0 and self.options["warm_start"] == "uniform":
+            self._enqueue_grid()
         trial = self._study.ask()
         params = {
             f"{layer}/{setting}": trial.suggest_categorical(f"{layer}/{setting}", list(choices))
