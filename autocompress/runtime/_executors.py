@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autocompress.errors import SearchStopped, UserError
-from autocompress.runtime._trial import Gate, TrialResult, run_trial
+from autocompress.runtime._trial import Continuation, Gate, TrialResult, run_trial
 from autocompress.space import Policy
 
 
@@ -29,6 +29,9 @@ class Job:
     finetune_epochs: float
     measure: dict[str, int]
     seed: int
+    #: a promoted trial's start (`run_trial`'s ``continue_from``) and whether to return the fine-tuned weights
+    continue_from: Continuation | None = None
+    keep_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ def execute(
                 seed=job.seed,
                 train_threads=train_threads,
                 gate=gate or Gate(),
+                continue_from=job.continue_from,
+                keep_weights=job.keep_weights,
             )
     except (MemoryError, RuntimeError) as exc:
         if memory and (isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)):

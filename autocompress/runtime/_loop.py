@@ -23,9 +23,24 @@ from sqlalchemy.exc import DBAPIError
 
 from autocompress.errors import SearchStopped
 from autocompress.runtime._executors import Executor, Finished, Job
-from autocompress.runtime._trial import evaluate_test
+from autocompress.runtime._trial import (
+    PARENT_DAMAGED,
+    PARENT_MISSING,
+    Continuation,
+    evaluate_test,
+)
 from autocompress.space import Policy, Space, violations
-from autocompress.store import COMPLETE, FAILED, FINISHED, RUNNING, StaleControllerState, StudyStore, is_transient
+from autocompress.store import (
+    ARTEFACT_DAMAGED,
+    ARTEFACT_OK,
+    COMPLETE,
+    FAILED,
+    FINISHED,
+    RUNNING,
+    StaleControllerState,
+    StudyStore,
+    is_transient,
+)
 from autocompress.store._models import utcnow
 from autocompress.strategies import Controller, Outcome, Proposal
 
@@ -35,6 +50,8 @@ HEARTBEAT_S = 10.0
 #: artefact writes failing one after another (a full or read-only disk) before the loop stops: each such trial
 #: is failed with the reason, but a disk that takes nothing would otherwise fail the whole budget
 ARTEFACT_WRITE_FAILURES = 3
+#: artefact kind of a trial's fine-tuned float weights (safetensors), kept while ASHA may promote the trial
+WEIGHTS_KIND = "finetuned-weights"
 #: first and longest wait between retries of a store call that failed on a transient database error
 STORE_BACKOFF_S, STORE_BACKOFF_MAX_S = 0.5, 8.0
 
@@ -365,6 +382,14 @@ class SearchLoop:
         return {"rung": float(rung)} | ({"promoted_from": float(parent)} if parent is not None else {})
 
     def _job(self, proposal: Proposal) -> Job:
+        """The trial's job. Under multi-fidelity search (a controller with ``promotion_of``) a trial below the top
+        rung keeps its fine-tuned weights, which its promotion goes on from (`_continuation`)."""
+        keep, start = False, None
+        promotion_of = getattr(self.controller, "promotion_of", None)
+        if promotion_of is not None:
+            rung, parent = promotion_of(proposal.number)
+            keep = rung < len(self.space.finetune_epochs) - 1
+            start = None if parent is None else self._continuation(parent)
         return Job(
             proposal.number,
             self.space.task,
@@ -372,7 +397,30 @@ class SearchLoop:
             proposal.finetune_epochs,
             dict(self.space.measure),
             self._seed + proposal.number,
+            start,
+            keep,
         )
+
+    def _continuation(self, parent: int) -> Continuation | None:
+        """Where a trial promoted from trial `parent` starts: the parent's stored fine-tuned weights, checked
+        against their sha256; when they are gone or damaged, the reason (it then fine-tunes from the baseline,
+        and its ``parent_weights`` metric says why). None when the parent was not fine-tuned at all."""
+        record = self._store(lambda: self.store.trials(self.study, numbers=[parent]))[0]
+        epochs = float(record.metrics.get("finetune_epochs", 0.0))
+        if not epochs:
+            return None
+        stored = [a for a in record.artefacts if a.kind == WEIGHTS_KIND]
+        check = self.store.check_artefact(parent, stored[0]) if stored else None
+        if check is None or check.status != ARTEFACT_OK:
+            why = PARENT_DAMAGED if check is not None and check.status == ARTEFACT_DAMAGED else PARENT_MISSING
+            self.log.warning(
+                "weights of trial %d are %s (%s): its promotion fine-tunes from the baseline",
+                parent,
+                why,
+                check.problem if check else "never stored",
+            )
+            return Continuation(epochs, None, why)
+        return Continuation(epochs, check.path.read_bytes())
 
     def _record(self, finished: Finished, start: float) -> None:
         number = finished.job.number
@@ -391,6 +439,10 @@ class SearchLoop:
                     for file, data in shipped.files.items():
                         kind, suffix = f"{shipped.runtime}-{Path(file).stem}", Path(file).suffix
                         artefacts.append(self.store.write_artefact(self.study, number, kind, data, suffix))
+                if result.weights is not None:
+                    artefacts.append(
+                        self.store.write_artefact(self.study, number, WEIGHTS_KIND, result.weights, ".safetensors")
+                    )
                 self._write_failures = 0
             except OSError as exc:  # the trial ran, but what it made cannot be kept: it fails with the reason
                 for written in artefacts:  # no file of a half-written model is left behind
@@ -432,6 +484,9 @@ class SearchLoop:
                 break
             except StaleControllerState:
                 self._reload()  # the reloaded controller still has this trial pending: tell it again
+        parent = metrics.get("promoted_from")
+        if parent is not None:  # complete: its parent's weights served (a configuration leaves a rung once)
+            self._store(partial(self.store.remove_artefacts, self.study, int(parent), WEIGHTS_KIND))
         if outcome.feasible:
             self._best = max(self._best or 0.0, metrics["accuracy"])
         if outcome.state == COMPLETE:

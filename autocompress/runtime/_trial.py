@@ -22,6 +22,7 @@ from autocompress.compress import (
     ChannelPruning,
     copy_for_lowering,
     latency_basis,
+    make_criterion,
     needs_training,
     prepare_criterion,
     prepare_quantization,
@@ -49,12 +50,50 @@ from autocompress.task import Task, checked_metric, load_task
 @dataclass(frozen=True)
 class TrialResult:
     """What a finished trial returns: metrics by the names of DESIGN.md (numbers, and the names of the runtimes
-    the figures come from) and the deployable artefacts: the one of each runtime a figure ships on."""
+    the figures come from) and the deployable artefacts: the one of each runtime a figure ships on. `weights`:
+    the fine-tuned model before quantization (`save_weights`), when the trial was asked to keep them."""
 
     metrics: dict[str, Any]
     artefacts: tuple[Artefact, ...] = ()
     worker: str = ""
     intermediate: list[tuple[int, str, float]] = field(default_factory=list)
+    weights: bytes | None = None
+
+
+#: what a promoted trial's ``parent_weights`` metric says: it went on from them, or why it fine-tuned from the
+#: baseline (the parent's weights file is gone, has other bytes than stored, or does not fit the model)
+PARENT_LOADED, PARENT_MISSING, PARENT_DAMAGED, PARENT_INCOMPATIBLE = "loaded", "missing", "damaged", "incompatible"
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Where a promoted trial starts: the fine-tuned weights of the trial it was promoted from (`save_weights`
+    bytes; None when they cannot be had, `problem` says why) after `epochs` epochs of fine-tuning."""
+
+    epochs: float
+    weights: bytes | None
+    problem: str = ""
+
+
+def save_weights(model: torch.nn.Module) -> bytes:
+    """The model's state dict as safetensors bytes (tensors only; each copied, so none share storage)."""
+    from safetensors.torch import save
+
+    state = model.state_dict()
+    return save({k: v.detach().clone().contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)})
+
+
+def load_weights(model: torch.nn.Module, data: bytes) -> bool:
+    """Load `save_weights` bytes into `model` in place; False when they do not fit it (names or shapes differ,
+    or the bytes are no safetensors file): the model may then be partly overwritten, and is to be discarded."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        model.load_state_dict(load(data), strict=True)
+    except (RuntimeError, SafetensorError):
+        return False
+    return True
 
 
 #: the split trials are evaluated, ranked and constrained on; the test split is read only after the search
@@ -114,17 +153,19 @@ class Gate:
         """Between training steps."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class TaskTrainer:
     """The task's fine-tuning as a pruner's `autocompress.compress.Trainer`, pausing at steps for the gate.
 
     A task whose ``finetune`` takes no ``on_step`` gets the pruner's step once, after training: masks then
     hold only at the end, and schedules over steps (agp) refuse to run without ``finetune_steps``.
+    `taken` counts the optimisation steps trained so far (None for a task without ``on_step``: not counted).
     """
 
     task: Task
     seed: int
     gate: Gate
+    taken: int | None = field(default=0, init=False)
 
     def train(self, model: torch.nn.Module, epochs: float, on_step: Callable[[], None]) -> None:
         if epochs <= 0:
@@ -134,9 +175,14 @@ class TaskTrainer:
             on_step()
             self.gate.checkpoint()
 
+        def counted_step() -> None:
+            self.taken = (self.taken or 0) + 1
+            step()
+
         if "on_step" in inspect.signature(self.task.finetune).parameters:
-            self.task.finetune(model, epochs, seed=self.seed, on_step=step)  # type: ignore[call-arg]
+            self.task.finetune(model, epochs, seed=self.seed, on_step=counted_step)  # type: ignore[call-arg]
         else:
+            self.taken = None
             self.task.finetune(model, epochs, seed=self.seed)
             step()
 
@@ -158,6 +204,49 @@ def worker_id() -> str:
     return ident
 
 
+@dataclass(frozen=True)
+class _Compressed:
+    """What fine-tuning starts from, with the counts of the pruned float model."""
+
+    model: torch.nn.Module
+    layer_macs: dict[str, int]
+    params: int
+    packed_bytes: int
+    #: epochs of the fine-tune budget already spent by structured ADMM
+    admm_epochs: float
+
+
+def _compress(
+    task: Task, policy: Policy, x1: Any, trainer: TaskTrainer, epochs: float, gate: Gate, *, shape_only: bool
+) -> _Compressed:
+    """The trained model with the policy's channels physically removed and, for a quantizer that trains,
+    prepared for it.
+
+    A pruning criterion that needs the task runs its `prepare` phase first; with ``admm`` the first
+    `STRUCTURED_ADMM_SHARE` of `epochs` trains towards the channel sparsity. With `shape_only` (a continuation,
+    whose weights are loaded over these) neither runs and channels are chosen by l1 magnitude: how many each
+    layer keeps follows the policy alone, so the shapes are those of any criterion."""
+    model = task.baseline_model()
+    pruning = None
+    if any(s.channel_sparsity > 0 for _, s in policy):
+        # the criterion's prepare phase and structured ADMM never both act (ADMM's criterion prepares
+        # nothing); the pruner's dependency graph is the trial's one graph of the unpruned model
+        criterion = (
+            make_criterion("l1")
+            if shape_only
+            else prepare_criterion(policy.criterion, model, task, epochs, gate.checkpoint)
+        )
+        pruning = ChannelPruning(model, policy, x1, importance=criterion)
+    graph = pruning.graph if pruning and policy.criterion == "admm" else None
+    admm_epochs = 0.0 if shape_only else structured_admm(model, policy, x1, trainer, epochs, graph)
+    if pruning:
+        model = pruning.apply()
+    layer_macs, params, packed_bytes = count_macs(model, x1), count_params(model), count_packed_bytes(model, policy)
+    if needs_training(policy):
+        model = prepare_quantization(model, policy, x1)
+    return _Compressed(model, layer_macs, params, packed_bytes, admm_epochs)
+
+
 def run_trial(
     task_ref: str,
     policy: Policy,
@@ -167,9 +256,22 @@ def run_trial(
     seed: int = 0,
     train_threads: int | None = None,
     gate: Gate | None = None,
+    continue_from: Continuation | None = None,
+    keep_weights: bool = False,
 ) -> TrialResult:
     """Prune, fine-tune, quantize, lower to every runtime of ``measure["runtimes"]``, then evaluate and
     measure what each runtime runs.
+
+    A trial promoted to a higher fine-tune rung passes `continue_from`, its parent's fine-tuned weights after
+    ``epochs``: the model is pruned to the same shape (channel counts follow the policy alone, so no criterion
+    is prepared and no ADMM runs), quantizers that train are prepared, the weights are loaded, and fine-tuning
+    goes on for the extra ``finetune_epochs - epochs`` only (a fresh optimiser and learning-rate schedule over
+    those epochs; the pruner realises the weight sparsity over them again). ``parent_weights`` says whether
+    it did (`PARENT_LOADED`) or why it fine-tuned from the baseline for all ``finetune_epochs`` instead;
+    ``continued_epochs`` is ``epochs`` or 0. `keep_weights` returns the fine-tuned model before quantization
+    (`save_weights`) in `TrialResult.weights`, for a trial that may be promoted. ``finetune_epochs`` is the
+    epochs the final weights have been fine-tuned in total; ``finetune_steps`` the optimiser steps taken in
+    this trial (for a task whose ``finetune`` takes ``on_step``).
 
     Channel pruning is physical. A pruning criterion that needs the task (activations, a sparsity-training
     phase, gradients) runs its `prepare` phase on the trained model first, pausing at the gate between its
@@ -204,30 +306,30 @@ def run_trial(
         x1, x32 = task.example_input(1), task.example_input(32)
         trainer = TaskTrainer(task, seed, gate)
         with torch_threads(train_threads or torch.get_num_threads()):
-            model = task.baseline_model()
-            pruning = None
-            if any(s.channel_sparsity > 0 for _, s in policy):
-                # the criterion's prepare phase and structured ADMM never both act (ADMM's criterion prepares
-                # nothing); the pruner's dependency graph is the trial's one graph of the unpruned model
-                criterion = prepare_criterion(policy.criterion, model, task, finetune_epochs, gate.checkpoint)
-                pruning = ChannelPruning(model, policy, x1, importance=criterion)
-            graph = pruning.graph if pruning and policy.criterion == "admm" else None
-            admm_epochs = structured_admm(model, policy, x1, trainer, finetune_epochs, graph)
-            if pruning:
-                model = pruning.apply()
-            layer_macs, params = count_macs(model, x1), count_params(model)
-            packed_bytes = count_packed_bytes(model, policy)
             trains_quantizer = needs_training(policy)
-            if trains_quantizer:
-                model = prepare_quantization(model, policy, x1)
-            gate.checkpoint()
             tuned = finetune_epochs if policy.prunes or trains_quantizer else 0.0
+            continuation: dict[str, Any] = {}
+            compressed = None
+            if continue_from is not None and tuned:
+                continuation = {"parent_weights": continue_from.problem or PARENT_LOADED, "continued_epochs": 0.0}
+                if continue_from.weights is not None:
+                    compressed = _compress(task, policy, x1, trainer, 0.0, gate, shape_only=True)
+                    if load_weights(compressed.model, continue_from.weights):
+                        continuation["continued_epochs"] = continue_from.epochs
+                    else:
+                        continuation["parent_weights"], compressed = PARENT_INCOMPATIBLE, None
+            if compressed is None:
+                compressed = _compress(task, policy, x1, trainer, finetune_epochs, gate, shape_only=False)
+            model = compressed.model
+            gate.checkpoint()
             if tuned:
-                sparse_finetune(model, policy, trainer, tuned - admm_epochs)
+                extra = tuned - compressed.admm_epochs - continuation.get("continued_epochs", 0.0)
+                sparse_finetune(model, policy, trainer, extra)
+            weights = save_weights(model) if keep_weights and tuned else None
             counted = copy_for_lowering(model) if trains_quantizer else model  # lowering needs it too
             deployed = quantize(counted, policy, x1, task.calibration_batches())
             weight_sparsity = count_weight_sparsity(deployed)
-            sparse_bytes = count_sparse_bytes(deployed, policy, packed_bytes)
+            sparse_bytes = count_sparse_bytes(deployed, policy, compressed.packed_bytes)
             gate.checkpoint()
             runners = [get_runtime(name) for name in runtimes]
             artefacts, unsupported = lower_all(runners, model, policy, x1, task.calibration_batches())
@@ -265,21 +367,23 @@ def run_trial(
         {
             "accuracy": accuracy,
             "accuracy_drop": base.accuracy - accuracy,
-            "macs": float(sum(layer_macs.values())),
-            "params": float(params),
+            "macs": float(sum(compressed.layer_macs.values())),
+            "params": float(compressed.params),
             "size_bytes": float(artefacts[runtime].size_bytes),
-            "packed_bytes": float(packed_bytes),
+            "packed_bytes": float(compressed.packed_bytes),
             "weight_sparsity": weight_sparsity,
             "sparse_bytes": float(sparse_bytes),
             "latency_int8_kernel": float(latency_basis(policy) == "int8-kernel"),
-            "bops": float(count_bops(layer_macs, policy)),
+            "bops": float(count_bops(compressed.layer_macs, policy)),
             "finetune_epochs": float(tuned),
+            **continuation,
+            **({"finetune_steps": float(trainer.taken)} if trainer.taken is not None else {}),
             "wall_s": time.perf_counter() - start_wall,
             "cpu_s": time.process_time() - start_cpu,
         }
     )
     kept = tuple(artefacts[name] for name in dict.fromkeys((runtime, metrics["runtime_b32"])))
-    return TrialResult(metrics, kept, worker_id(), [(0, "accuracy", accuracy)])
+    return TrialResult(metrics, kept, worker_id(), [(0, "accuracy", accuracy)], weights)
 
 
 def honest_figures(latencies: dict[str, dict[str, float]]) -> dict[str, Any]:

@@ -576,6 +576,22 @@ class StudyStore:
         relative = path.relative_to(self.artifacts_root).as_posix()  # the store and its folder may move together
         return Artefact(kind, relative, hashlib.sha256(data).hexdigest(), len(data))
 
+    def remove_artefacts(self, name: str, number: int, kind: str) -> None:
+        """Forget trial `number`'s artefacts of `kind` and delete their files (the row first: the store never
+        points at a deleted file; a file left by a crash in between is only unreferenced)."""
+        with self._session(write=True) as session:
+            study = self._study_row(session, name)
+            rows = session.scalars(
+                select(ArtefactRow)
+                .join(TrialRow)
+                .where(TrialRow.study_id == study.id, TrialRow.number == number, ArtefactRow.kind == kind)
+            ).all()
+            removed = [Artefact(r.kind, r.path, r.sha256, r.size_bytes) for r in rows]
+            for row in rows:
+                session.delete(row)
+        for artefact in removed:
+            self.artefact_file(artefact).unlink(missing_ok=True)
+
     def artefact_file(self, artefact: Artefact) -> Path:
         """Where an artefact's file is now. Paths are stored relative to `artifacts_root`; a store written
         before that holds absolute ones, used as they are while they exist, else looked up as

@@ -1,0 +1,55 @@
+"""The real digits task, wrapped to record every fine-tuning call: its seed (the study seed plus the trial number),
+epochs, optimiser steps, and the model's weights when it starts and ends. The evidence that a promoted ASHA trial
+goes on from its parent's fine-tuned weights for exactly the extra steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from experiments.tasks.digits import task as digits
+
+
+@dataclass(frozen=True)
+class Call:
+    seed: int
+    epochs: float
+    steps: int
+    start: dict[str, torch.Tensor]
+    end: dict[str, torch.Tensor]
+
+
+#: every fine-tuning call in this process, in order
+CALLS: list[Call] = []
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class FinetuneRecordingTask:
+    name = "finetune-recording-digits"
+
+    def __getattr__(self, attr: str) -> Any:  # everything but finetune is the digits task's own
+        return getattr(digits, attr)
+
+    def finetune(
+        self, model: nn.Module, epochs: float, seed: int = 0, on_step: Callable[[], None] | None = None
+    ) -> None:
+        start, steps = _weights(model), 0
+
+        def step() -> None:
+            nonlocal steps
+            steps += 1
+            if on_step is not None:
+                on_step()
+
+        digits.finetune(model, epochs, seed=seed, on_step=step)
+        CALLS.append(Call(seed, epochs, steps, start, _weights(model)))
+
+
+task = FinetuneRecordingTask()

@@ -1,0 +1,101 @@
+"""ASHA continuation (issue #17 item 5): a promoted trial goes on from its parent rung's fine-tuned weights for only
+the extra epochs; without them (gone, damaged, not fitting) it fine-tunes from the baseline and says so. Real digits
+trials, a real SQLite store, the inline executor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import autocompress
+from autocompress.runtime import run_trial
+from autocompress.runtime._loop import WEIGHTS_KIND
+from autocompress.runtime._trial import Continuation, save_weights
+from autocompress.space import LayerSetting, Policy
+from autocompress.store import COMPLETE, StudyStore
+from experiments.tasks.digits import DigitsNet
+from experiments.tasks.digits import task as digits
+from tests import finetune_recording_task as recording
+from tests.conftest import FAST_SPACE
+
+RUNGS = FAST_SPACE.replace("experiments.tasks.digits:task", "tests.finetune_recording_task:task").replace(
+    "fidelity: {finetune_epochs: [0.5]}", "fidelity: {finetune_epochs: [0.2, 0.6], eta: 2}"
+)
+
+
+def _space(tmp_path: Path) -> Path:
+    path = tmp_path / "rungs.yaml"
+    path.write_text(RUNGS)
+    return path
+
+
+def _call(number: int) -> recording.Call:
+    """The fine-tuning call of trial `number` of a study with seed 0 (its trainer's seed is the number)."""
+    (call,) = [c for c in recording.CALLS if c.seed == number]
+    return call
+
+
+@pytest.mark.slow
+def test_a_promoted_trial_takes_exactly_the_extra_steps_from_its_parents_weights(tmp_path) -> None:
+    recording.CALLS.clear()
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = autocompress.search(
+        _space(tmp_path), study="c", storage=storage, strategy="random", trials=6, executor="inline"
+    )
+    trials = {t.number: t for t in study.trials()}
+    promoted = [t for t in trials.values() if t.metrics.get("rung") == 1 and t.metrics["finetune_epochs"] > 0]
+    assert promoted  # the seed promotes a configuration that is fine-tuned
+    for child in promoted:
+        parent = trials[int(child.metrics["promoted_from"])]
+        assert child.metrics["parent_weights"] == "loaded" and child.metrics["continued_epochs"] == 0.2
+        assert child.metrics["finetune_epochs"] == 0.6  # the weights' total, as a from-scratch trial reports it
+        extra = digits.finetune_steps(0.6 - 0.2)
+        assert _call(child.number).steps == extra == child.metrics["finetune_steps"] < digits.finetune_steps(0.6)
+        assert _call(parent.number).steps == parent.metrics["finetune_steps"] == digits.finetune_steps(0.2)
+        start, weights_at_parent_end = _call(child.number).start, _call(parent.number).end
+        assert start.keys() == weights_at_parent_end.keys()
+        assert all(torch.equal(start[k], weights_at_parent_end[k]) for k in start)
+        assert not torch.equal(start["fc.weight"], digits.baseline_model().state_dict()["fc.weight"])
+        assert not [a for a in parent.artefacts if a.kind == WEIGHTS_KIND]  # served its promotion: removed
+    for trial in trials.values():  # kept only where ASHA may still promote: fine-tuned rung-0 trials
+        kept = [a for a in trial.artefacts if a.kind == WEIGHTS_KIND]
+        waiting = trial.metrics.get("rung") == 0 and trial.metrics["finetune_epochs"] > 0
+        assert len(kept) == (waiting and trial.number not in {int(c.metrics["promoted_from"]) for c in promoted})
+    assert all(check.status == "ok" for check in study.verify())
+
+
+@pytest.mark.slow
+def test_resume_with_the_parents_weights_gone_or_damaged_fine_tunes_from_the_baseline(tmp_path) -> None:
+    recording.CALLS.clear()
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    autocompress.search(_space(tmp_path), study="r", storage=storage, strategy="random", trials=2, executor="inline")
+    store = StudyStore(storage)
+    done = {}
+    for trial in store.trials("r", (COMPLETE,)):
+        (weights,) = [a for a in trial.artefacts if a.kind == WEIGHTS_KIND]
+        path = store.artefact_file(weights)
+        if trial.number == 0:
+            path.unlink()
+            done[0] = "missing"
+        else:
+            path.write_bytes(path.read_bytes()[:-8] + b"damaged!")
+            done[trial.number] = "damaged"
+    study = autocompress.resume("r", storage=storage, trials=3, executor="inline")
+    child = study.store.trial("r", 2)
+    assert child.metrics["rung"] == 1  # the third trial is the promotion of the better of the first two
+    parent = int(child.metrics["promoted_from"])
+    assert child.metrics["parent_weights"] == done[parent] and child.metrics["continued_epochs"] == 0.0
+    assert _call(2).steps == child.metrics["finetune_steps"] == digits.finetune_steps(0.6)
+    log = (tmp_path / "autocompress-artifacts" / "r" / "study.log").read_text()
+    assert f"weights of trial {parent} are {done[parent]}" in log
+
+
+def test_weights_that_do_not_fit_the_pruned_model_are_not_loaded() -> None:
+    policy = Policy.from_mapping({name: LayerSetting(0.5, 32) for name in ("stem.0", "block1.conv1")})
+    measure = {"threads": 1, "repeats": 2, "warmup": 1, "runtimes": ["torchscript"]}
+    start = Continuation(0.2, save_weights(DigitsNet()))  # unpruned shapes
+    result = run_trial("experiments.tasks.digits:task", policy, 0.3, measure=measure, continue_from=start)
+    assert result.metrics["parent_weights"] == "incompatible" and result.metrics["continued_epochs"] == 0.0
+    assert result.metrics["finetune_steps"] == digits.finetune_steps(0.3) and result.weights is None
