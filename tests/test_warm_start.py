@@ -35,19 +35,19 @@ def _space(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+def _warm_started(earlier: tuple[str, Path], name: str, text: str, strategy: str) -> autocompress.Study:
+    """A one-trial study `name` of space `text`, warm-started from study "a"."""
+    storage, folder = earlier
+    space = _space(folder, name, text)
+    return autocompress.search(
+        space, study=name, storage=storage, strategy=strategy, trials=1, executor="inline", warm_start_from="a"
+    )
+
+
 @pytest.mark.slow
 def test_warm_start_replays_the_earlier_studys_trials_into_the_new_controller(earlier) -> None:
-    storage, folder = earlier
-    old = [t for t in StudyStore(storage).trials("a") if t.state == COMPLETE]
-    study = autocompress.search(
-        _space(folder, "tight", TIGHTER),
-        study="tight",
-        storage=storage,
-        strategy="tpe",
-        trials=1,
-        executor="inline",
-        warm_start_from="a",
-    )
+    old = [t for t in StudyStore(earlier[0]).trials("a") if t.state == COMPLETE]
+    study = _warm_started(earlier, "tight", TIGHTER, "tpe")
     record = study.record
     assert record.spent["warm_start"] == {"study": "a", "replayed": len(old), "skipped": {}}
     assert [t.number for t in study.trials()] == [0]  # told to the controller, not copied, not in the budget
@@ -66,19 +66,10 @@ def test_warm_start_replays_the_earlier_studys_trials_into_the_new_controller(ea
 
 @pytest.mark.slow
 def test_trials_outside_the_new_space_are_skipped_and_counted(earlier) -> None:
-    storage, folder = earlier
-    old = [Policy.from_dict(t.policy) for t in StudyStore(storage).trials("a")]
+    old = [Policy.from_dict(t.policy) for t in StudyStore(earlier[0]).trials("a")]
     outside = sum(any(s.channel_sparsity == 0.5 for _, s in p) for p in old)
     assert 0 < outside < len(old)  # the seed gives both kinds
-    study = autocompress.search(
-        _space(folder, "narrow", NARROWER),
-        study="narrow",
-        storage=storage,
-        strategy="anneal",
-        trials=1,
-        executor="inline",
-        warm_start_from="a",
-    )
+    study = _warm_started(earlier, "narrow", NARROWER, "anneal")
     warm = study.record.spent["warm_start"]
     assert warm["skipped"] == {"outside this space": outside} and warm["replayed"] == len(old) - outside
 

@@ -3,7 +3,8 @@
 Rungs are the space's ``fidelity.finetune_epochs`` (e.g. [1, 3, 9]). New configurations come from the inner
 controller and run at the lowest rung; whenever a configuration is in the top 1/eta of the results finished
 at its rung (eta is the space's ``fidelity.eta``, default 3), it is promoted: the same policy runs again at
-the next rung (fine-tuned from the baseline for that many epochs; no checkpoint is carried over).
+the next rung, going on from the fine-tuned weights of its trial at the rung below for the extra epochs (the
+loop carries them: `SearchLoop._continuation`; without them it fine-tunes from the baseline).
 The inner controller learns from the lowest rung, where all of its proposals are measured alike.
 """
 
