@@ -73,3 +73,20 @@ def test_restored_asha_proposes_what_the_uninterrupted_one_does(space) -> None:
         assert (a.number, a.policy, a.finetune_epochs) == (b.number, b.policy, b.finetune_epochs)
         original.tell(a.number, fake_outcome(a.policy))
         restored.tell(b.number, fake_outcome(b.policy))
+
+
+def test_asha_passes_observed_trials_to_its_inner_strategy_and_a_restore_replays_them(space) -> None:
+    elsewhere = [make_controller("random", space, seed=4).ask() for _ in range(5)]
+    original = make_controller("tpe", space, seed=2)
+    for proposal in elsewhere:
+        original.observe(proposal.policy, fake_outcome(proposal.policy))
+    assert original.learns_at == 1  # the lowest rung, where the inner controller learns
+    assert len(original.inner._study.get_trials()) == len(elsewhere)  # type: ignore[attr-defined]
+    drive(original, 6)
+    restored = make_controller("tpe", space, seed=2)
+    restored.load_state_dict(original.state_dict())
+    for _ in range(4):
+        a, b = original.ask(), restored.ask()
+        assert (a.number, a.policy, a.finetune_epochs) == (b.number, b.policy, b.finetune_epochs)
+        original.tell(a.number, fake_outcome(a.policy))
+        restored.tell(b.number, fake_outcome(b.policy))

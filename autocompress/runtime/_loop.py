@@ -384,12 +384,10 @@ class SearchLoop:
     def _job(self, proposal: Proposal) -> Job:
         """The trial's job. Under multi-fidelity search (a controller with ``promotion_of``) a trial below the top
         rung keeps its fine-tuned weights, which its promotion goes on from (`_continuation`)."""
-        keep, start = False, None
-        promotion_of = getattr(self.controller, "promotion_of", None)
-        if promotion_of is not None:
-            rung, parent = promotion_of(proposal.number)
-            keep = rung < len(self.space.finetune_epochs) - 1
-            start = None if parent is None else self._continuation(parent)
+        promotion = self._promotion(proposal.number)
+        keep = "rung" in promotion and promotion["rung"] < len(self.space.finetune_epochs) - 1
+        parent = promotion.get("promoted_from")
+        start = None if parent is None else self._continuation(int(parent))
         return Job(
             proposal.number,
             self.space.task,
@@ -432,7 +430,7 @@ class SearchLoop:
             self.executor.submit(finished.job)
             return
         artefacts, metrics, viol, error = [], {}, {}, finished.error
-        result = finished.result
+        result, promotion = finished.result, self._promotion(number)
         if result is not None:
             try:
                 for shipped in result.artefacts:  # kind RUNTIME-model, one file per suffix (.xml and .bin)
@@ -450,7 +448,7 @@ class SearchLoop:
                 self._write_failures += 1
                 artefacts, result, error = [], None, f"artefact write failed: {exc}"
         if result is not None:
-            metrics = {**result.metrics, **self._promotion(number)}
+            metrics = {**result.metrics, **promotion}
             viol = violations(metrics, self.space.constraints)
             self._spent["cpu_s"] += metrics.get("cpu_s", 0.0)
         elif self._retries.get(number):
@@ -484,8 +482,8 @@ class SearchLoop:
                 break
             except StaleControllerState:
                 self._reload()  # the reloaded controller still has this trial pending: tell it again
-        parent = metrics.get("promoted_from")
-        if parent is not None:  # complete: its parent's weights served (a configuration leaves a rung once)
+        parent = promotion.get("promoted_from")
+        if parent is not None:  # its parent's weights have served: a configuration is promoted from a rung once
             self._store(partial(self.store.remove_artefacts, self.study, int(parent), WEIGHTS_KIND))
         if outcome.feasible:
             self._best = max(self._best or 0.0, metrics["accuracy"])
