@@ -99,3 +99,18 @@ def test_weights_that_do_not_fit_the_pruned_model_are_not_loaded() -> None:
     result = run_trial("experiments.tasks.digits:task", policy, 0.3, measure=measure, continue_from=start)
     assert result.metrics["parent_weights"] == "incompatible" and result.metrics["continued_epochs"] == 0.0
     assert result.metrics["finetune_steps"] == digits.finetune_steps(0.3) and result.weights is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantizer", ["qat", "lsq", "dorefa", "bnn"])
+def test_weights_of_a_model_prepared_for_a_training_quantizer_load_into_its_promotion(quantizer) -> None:
+    """The quantizer's learnt state (LSQ's per-channel scales, shaped at its first forward) goes on too."""
+    policy = Policy.from_mapping({n: LayerSetting(0.25, 8) for n in ("stem.0", "block1.conv1")}, quantizer=quantizer)
+    measure = {"threads": 1, "repeats": 2, "warmup": 1, "runtimes": ["torchscript"]}
+    parent = run_trial("experiments.tasks.digits:task", policy, 0.2, measure=measure, keep_weights=True)
+    assert parent.weights is not None
+    child = run_trial(
+        "experiments.tasks.digits:task", policy, 0.6, measure=measure, continue_from=Continuation(0.2, parent.weights)
+    )
+    assert child.metrics["parent_weights"] == "loaded" and child.metrics["continued_epochs"] == 0.2
+    assert child.metrics["finetune_steps"] == digits.finetune_steps(0.4)

@@ -9,6 +9,7 @@ are not all non-negative. What lowering uses is the learned scale itself.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,6 +59,15 @@ class LsqFakeQuantize(FakeQuantizeBase):
     @property
     def per_channel(self) -> bool:
         return self.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """A fresh quantizer takes the stored scale's and zero point's shapes (per channel once initialised, as
+        torch.ao's `FakeQuantize` does), so the state of a fine-tuned model loads into a newly prepared one."""
+        for name in ("scale", "zero_point"):
+            stored = state_dict.get(prefix + name)
+            if stored is not None:
+                getattr(self, name).data = torch.empty_like(stored)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def _initialise(self, x: torch.Tensor) -> None:
