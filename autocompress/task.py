@@ -128,7 +128,9 @@ def checked_baseline(task: Task) -> tuple[nn.Module, ModelInputs]:
     return model, task.example_input(1)
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """The folder for trained baselines and decoded data (``$AUTOCOMPRESS_CACHE``, default
+    ``~/.cache/autocompress``), created if missing."""
     root = os.environ.get("AUTOCOMPRESS_CACHE") or Path.home() / ".cache" / "autocompress"
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
@@ -303,7 +305,7 @@ class SupervisedTask:
     def _load_or_train(self) -> dict[str, torch.Tensor]:
         if self.train_epochs <= 0:
             return self.model_factory().state_dict()
-        path = _cache_dir() / f"{self.name}-{self.cache_key()}.pt"
+        path = cache_dir() / f"{self.name}-{self.cache_key()}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
         seed_everything(self.seed)

@@ -1,4 +1,5 @@
-"""The experiments' hand-written architectures (one module per family), re-exported here."""
+"""The experiments' hand-written architectures (one module per family) and the factory of torchvision's
+(`TorchvisionClassifier`), re-exported here."""
 
 from experiments.models.cnn import (
     BasicBlock,
@@ -11,6 +12,7 @@ from experiments.models.cnn import (
     conv_bn_relu,
 )
 from experiments.models.transformer import EncoderLayer, TransformerEncoderClassifier
+from experiments.models.vision import TorchvisionClassifier
 
 __all__ = [
     "BasicBlock",
@@ -21,6 +23,7 @@ __all__ = [
     "InvertedResidual",
     "MobileNetV2Like",
     "ResNetLike",
+    "TorchvisionClassifier",
     "TransformerEncoderClassifier",
     "conv_bn_relu",
 ]
