@@ -220,7 +220,7 @@ class SupervisedTask:
     name: str
     model_factory: Callable[[], nn.Module]
     data: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    train_epochs: int = 30
+    train_epochs: float = 30
     lr: float = 3e-3
     finetune_lr: float = 1e-3
     batch_size: int = 64
