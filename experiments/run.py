@@ -76,6 +76,18 @@ EXPERIMENTS: dict[str, Experiment] = {
         note="all-MiniLM-L6-v2 as transformers ships it, fidelity = cosine to original; heads, FFN width and "
         "the FFN output bits per layer",
     ),
+    "mnist-resnet18": Experiment(
+        "search_spaces/mnist-resnet18.yaml", 16, time="30m", note="torchvision ResNet-18 on the real MNIST"
+    ),
+    "mnist-mobilenetv2": Experiment(
+        "search_spaces/mnist-mobilenetv2.yaml", 16, time="30m", note="torchvision MobileNetV2 on the real MNIST"
+    ),
+    "mnist-mobilenetv3": Experiment(
+        "search_spaces/mnist-mobilenetv3.yaml", 16, time="30m", note="torchvision MobileNetV3-Small on the real MNIST"
+    ),
+    "mnist-efficientnet": Experiment(
+        "search_spaces/mnist-efficientnet.yaml", 16, time="30m", note="torchvision EfficientNet-B0 on the real MNIST"
+    ),
 }
 
 
