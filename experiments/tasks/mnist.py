@@ -43,13 +43,6 @@ VAL_SIZE = 5_000
 SPLIT_SEED = 0
 SIDE = 32
 MEAN, STD = 0.1307, 0.3081
-#: the architecture name in torchvision for each task attribute of this module
-ARCHS = {
-    "resnet18": "resnet18",
-    "mobilenet_v2": "mobilenet_v2",
-    "mobilenet_v3_small": "mobilenet_v3_small",
-    "efficientnet_b0": "efficientnet_b0",
-}
 #: baseline training, in epochs of the 55,000 training images (a quarter epoch is 215 steps of 64 images), sized
 #: for the shared 2-core machine: a step of ResNet-18 is 0.29 CPU-seconds at 1 thread, where a process got ~10-25 %
 #: of a core, and 2 threads there spent ~10x the CPU per step spinning at barriers. MobileNetV2 reached only 93.7 %
@@ -120,14 +113,13 @@ def mnist_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     }
 
 
-def mnist_task(attr: str) -> SupervisedTask:
-    """The task of ``experiments.tasks.mnist:ATTR``: torchvision's architecture on MNIST, trained once."""
-    arch = ARCHS[attr]
+def mnist_task(arch: str) -> SupervisedTask:
+    """torchvision's `arch` (a key of `TRAIN_EPOCHS`) on MNIST, trained once: ``experiments.tasks.mnist:ARCH``."""
     return SupervisedTask(
         name=f"mnist-{arch}",
         model_factory=TorchvisionClassifier(arch),
         data=mnist_splits(),
-        train_epochs=TRAIN_EPOCHS[attr],
+        train_epochs=TRAIN_EPOCHS[arch],
     )
 
 
@@ -149,8 +141,8 @@ def efficientnet_b0() -> SupervisedTask:
 
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
-    for attr in argv or list(ARCHS):
-        task = mnist_task(attr)
+    for arch in argv or list(TRAIN_EPOCHS):
+        task = mnist_task(arch)
         start = time.perf_counter()
         model = task.baseline_model()
         wall = time.perf_counter() - start
