@@ -135,18 +135,20 @@ def raylet_pid(node_manager_port: int) -> int:
 def test_losing_the_worker_node_mid_trial_reruns_its_trial_on_the_surviving_node(
     two_node_cluster, tmp_path, monkeypatch
 ) -> None:
-    """Two workers, one per node; a few seconds after the first trial finishes (both workers busy again), the
+    """Two workers, one per node; a second after the first trial finishes (both workers busy again), the
     raylet of the node the driver is not on is killed with SIGKILL. The trial running there is reported as a
-    dead worker, retried, and finishes on the surviving node; the study meets its budget."""
+    dead worker, retried, and finishes on the surviving node; the study meets its budget. Trials fine-tune 4
+    epochs here (seconds each, not the fast space's fraction of one): on a quiet machine the fast space's
+    trials all finished before the kill, and the killer found a study already over."""
     import ray
 
     monkeypatch.setenv("AUTOCOMPRESS_ARTIFACTS", str(tmp_path / "art"))
     space = tmp_path / "space.yaml"
-    space.write_text(FAST_SPACE)
+    space.write_text(FAST_SPACE.replace("finetune_epochs: [0.5]", "finetune_epochs: [4]"))
     lost: dict[str, object] = {}
 
     def kill_worker_node() -> None:
-        time.sleep(3)  # the finished trial's worker has taken the next trial: both nodes are computing
+        time.sleep(1)  # the finished trial's worker has taken the next trial: both nodes are computing
         here = ray.get_runtime_context().get_node_id()
         (node,) = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here]
         os.kill(raylet_pid(node["NodeManagerPort"]), signal.SIGKILL)
