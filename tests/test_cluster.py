@@ -149,6 +149,8 @@ def test_losing_the_worker_node_mid_trial_reruns_its_trial_on_the_surviving_node
 
     def kill_worker_node() -> None:
         time.sleep(1)  # the finished trial's worker has taken the next trial: both nodes are computing
+        if not ray.is_initialized():  # the study is over: a ray call here would start a local Ray in pytest
+            return  # itself, and pytest would exit when a later test's cleanup stops that Ray's processes
         here = ray.get_runtime_context().get_node_id()
         (node,) = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here]
         os.kill(raylet_pid(node["NodeManagerPort"]), signal.SIGKILL)
