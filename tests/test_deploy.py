@@ -14,9 +14,10 @@ from torch import nn
 
 import autocompress
 from autocompress.compress import copy_for_lowering, prepare_quantization, prune, quantize
-from autocompress.deploy import RUNTIMES, Artefact, get_runtime, installed_runtimes
+from autocompress.deploy import RUNTIMES, Artefact, get_runtime, installed_runtimes, lower_all
 from autocompress.space import LayerSetting, Policy
 from autocompress.task import load_task
+from experiments.tasks.text import majority_accuracy, text_splits
 
 TASK = "experiments.tasks.digits:task"
 #: the quantized layers: every conv but the stem; the stem and the classifier stay float
@@ -228,3 +229,46 @@ def test_export_writes_the_runtime_file_verified_by_the_runtime_alone(study, tmp
     # verify (run by export) loaded it in a fresh interpreter with the runtime's own API and re-evaluated it
     assert abs(manifest["verified"]["accuracy"] - best["accuracy"]) <= 0.005
     assert f"{runtime}" in manifest["artefact"]["load"] and "autocompress" not in manifest["artefact"]["load"]
+
+
+#: the text transformer's Linears kept float in the dynamic int8 policy (the FFN outputs); the rest are int8
+DYNAMIC_FLOAT = ("layers.0.ffn_out", "layers.1.ffn_out")
+
+
+@pytest.fixture(scope="module")
+def dynamic_text():
+    """The trained text transformer, a dynamic int8 policy (every Linear int8, the classifier ``fc`` too, but
+    the FFN outputs) lowered to every runtime, and the PyTorch dynamic int8 model's accuracy."""
+    task = load_task("experiments.tasks.text:transformer")
+    model = task.baseline_model()
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    policy = Policy.from_mapping(
+        {n: LayerSetting(weight_bits=32 if n in DYNAMIC_FLOAT else 8) for n in names}, quantizer="dynamic"
+    )
+    artefacts, unsupported = lower_all(RUNTIMES.values(), model, policy, task.example_input(1), ())
+    reference = task.evaluate(quantize(model, policy, task.example_input(1), ()))
+    return task, set(names), artefacts, unsupported, reference
+
+
+def _layer_of(node: onnx.NodeProto) -> str:
+    """The module path the TorchScript-based exporter named the node after (``/layers.0/q/MatMul_quant``)."""
+    return ".".join(node.name.split("/")[1:-1])
+
+
+def test_dynamic_int8_lowers_to_onnx_runtime_int8_only_where_the_policy_says(dynamic_text) -> None:
+    task, names, artefacts, unsupported, reference = dynamic_text
+    graph = onnx.load_from_string(artefacts["onnxruntime"].files["model.onnx"]).graph
+    inits = {init.name for init in graph.initializer}
+    int8 = [_layer_of(node) for node in graph.node if node.op_type == "MatMulInteger"]
+    float_linears = [
+        _layer_of(node)
+        for node in graph.node
+        if node.op_type in ("MatMul", "Gemm") and node.input[1] in inits  # a weight, not attention's q @ k
+    ]
+    assert sorted(int8) == sorted(names - set(DYNAMIC_FLOAT))  # fc (a Gemm in the float file) included
+    assert sorted(float_linears) == sorted(DYNAMIC_FLOAT)
+    assert any(node.op_type == "DynamicQuantizeLinear" for node in graph.node)
+    assert reference > majority_accuracy(text_splits()) + 0.1  # a trained model: the comparison below means something
+    shipped = get_runtime("onnxruntime").load(artefacts["onnxruntime"])
+    assert abs(task.evaluate(shipped) - reference) <= TOLERANCE
+    assert "torchscript" in artefacts and "quantizer 'dynamic'" in str(unsupported["openvino"])

@@ -194,8 +194,10 @@ def test_bert_trial_removes_heads_and_ffn_width_through_its_own_modules() -> Non
     quantized = run_trial(
         "tests.heads_tasks:bert", Policy.from_mapping(int8, quantizer="dynamic"), 0.0, measure=MEASURE
     )
-    assert quantized.metrics["unsupported@onnxruntime"] == 1.0 and quantized.metrics["runtime"] == "torchscript"
-    # the speedup divides the float baseline on its fastest runtime, also one the int8 candidate cannot run on
+    # dynamic int8 runs on ONNX Runtime (its DynamicQuantizeLinear/MatMulInteger) as on TorchScript
+    assert not any(key.startswith("unsupported@") for key in quantized.metrics)
+    assert quantized.metrics["runtime"] in MEASURE["runtimes"]
+    # the speedup divides the float baseline on its fastest runtime
     base_b32 = {name: quantized.metrics[f"baseline_latency_ms_b32@{name}"] for name in MEASURE["runtimes"]}
     assert quantized.metrics["baseline_latency_ms_b32"] == min(base_b32.values())
     assert quantized.metrics["params"] == result.metrics["params"]

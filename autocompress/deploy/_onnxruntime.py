@@ -1,4 +1,5 @@
-"""ONNX Runtime: the QDQ ONNX file of `autocompress.deploy._qdq`, run by an ``InferenceSession`` on the CPU
+"""ONNX Runtime: the QDQ ONNX file of `autocompress.deploy._qdq` (for ``quantizer: dynamic``: the float file
+with ONNX Runtime's dynamic int8 MatMuls, `dynamic_onnx`), run by an ``InferenceSession`` on the CPU
 execution provider with one intra-op and one inter-op thread (inference then runs on the calling thread, so
 its CPU time is the latency)."""
 
@@ -39,6 +40,7 @@ class OnnxRuntime(QDQRuntime):
     name = "onnxruntime"
     package = "onnxruntime"
     module = "onnxruntime"
+    runs_dynamic_int8 = True
 
     def from_onnx(self, onnx_bytes: bytes, example: Inputs) -> Artefact:
         artefact = Artefact(self.name, {"model.onnx": onnx_bytes}, describe_inputs(example))

@@ -2,7 +2,13 @@
 weights kept in their precision: int8 where the policy quantizes, float32 elsewhere, no FP16 compression) and
 compiled for the CPU with ``INFERENCE_NUM_THREADS: 1`` and ``PERFORMANCE_HINT: LATENCY``, which runs the
 inference on the calling thread, and ``INFERENCE_PRECISION_HINT: f32`` so that float layers are not run in
-bf16 on CPUs that have it (the accuracy measured is that of the file as it ships)."""
+bf16 on CPUs that have it (the accuracy measured is that of the file as it ships).
+
+``quantizer: dynamic`` is unsupported here: OpenVINO's int8 comes from static FakeQuantize ranges (its
+low-precision transformations need each activation's scale fixed in the graph), and it has no int8 form of
+ONNX Runtime's per-call ``DynamicQuantizeLinear -> MatMulInteger``. Its CPU plugin's own dynamic quantization
+(``DYNAMIC_QUANTIZATION_GROUP_SIZE``) serves weight-compressed models (NNCF ``compress_weights``), a different
+scheme with its own weight rounding, which is not tried here."""
 
 from __future__ import annotations
 

@@ -16,6 +16,10 @@ policy says), so the ONNX model computes what the PyTorch int8 model does. A con
 that share one grid is not quantized again (`_drop_requantize_after_cat`: that pair changes no value, and
 OpenVINO computed a DenseNet wrongly with it).
 
+``quantizer: dynamic`` (activation ranges chosen per call) has no static QDQ form; its file is instead the float
+model with ONNX Runtime's own dynamic int8 (``DynamicQuantizeLinear -> MatMulInteger``) at the policy's int8
+Linears (`dynamic_onnx`), which only runtimes with `QDQRuntime.runs_dynamic_int8` (ONNX Runtime) take.
+
 Exporter (measured, torch 2.13): the torch.export-based exporter (``dynamo=True``) cannot take this graph
 (``aten.fake_quantize_per_tensor_affine_cachemask`` and, for the reference graph's quantized tensors,
 ``aten.dequantize.self`` have no fake-tensor kernel) and took 13 s against 0.3 s for the float digits net, so
@@ -27,10 +31,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import tempfile
 import warnings
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -229,21 +236,111 @@ def to_onnx(module: nn.Module, example: Inputs, exporters: Sequence[str] = EXPOR
 
 
 def qdq_onnx(model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[Inputs]) -> bytes:
-    """The one QDQ ONNX file of `model` under `policy` that every `QDQRuntime` starts from."""
+    """The one ONNX file of `model` under `policy` that every `QDQRuntime` starts from: the QDQ file, or for
+    ``quantizer: dynamic`` the float file with ONNX Runtime's dynamic int8 at the policy's Linears
+    (`dynamic_onnx`)."""
+    if layer_specs(policy) and get_quantizer(policy.quantizer).dynamic:
+        return dynamic_onnx(model, policy, example)
     return to_onnx(qdq_module(model, policy, example, calibration), example)
 
 
+def dynamic_onnx(model: nn.Module, policy: Policy, example: Inputs) -> bytes:
+    """`model` (pruned, float) exported as the float path exports it, then ONNX Runtime's own dynamic int8
+    (``onnxruntime.quantization.quantize_dynamic``: int8 weights, each input's uint8 range computed per call by
+    ``DynamicQuantizeLinear``, ``MatMulInteger``) applied to exactly the MatMuls of the policy's int8 Linears;
+    the Linears kept float stay float ``MatMul``/``Gemm``. Weights are symmetric int8, per output channel when
+    the policy says so (ONNX Runtime's min-max, as the PyTorch dynamic int8 model's observer).
+
+    The TorchScript-based exporter names each node after its module path (``layers.0.q`` gives
+    ``/layers.0/q/MatMul``, or ``/fc/Gemm`` for a 2-D input); a policy layer that matches no such node is a
+    `LoweringError`, not a silently float layer. ONNX Runtime's integer mode quantizes MatMul but not Gemm, so
+    an int8 Linear exported as Gemm is first written as MatMul + Add (`_gemm_as_matmul`)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph_model = onnx.load_from_string(to_onnx(copy.deepcopy(model).eval(), example))
+    layers = set(layer_specs(policy))
+    nodes = {
+        node.name: layer
+        for node in graph_model.graph.node
+        if node.op_type in ("MatMul", "Gemm") and (layer := ".".join(node.name.split("/")[1:-1])) in layers
+    }
+    if missing := layers - set(nodes.values()):
+        raise LoweringError("quantizer 'dynamic'", f"no MatMul/Gemm node in the ONNX graph for {sorted(missing)}")
+    if duplicated := sorted(layer for layer, count in Counter(nodes.values()).items() if count > 1):
+        raise LoweringError("quantizer 'dynamic'", f"more than one MatMul/Gemm node for {duplicated}")
+    names = [_gemm_as_matmul(graph_model.graph, name) for name in nodes]
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "model.onnx"
+        quantize_dynamic(
+            graph_model,
+            path,
+            op_types_to_quantize=["MatMul"],
+            per_channel=policy.per_channel,
+            weight_type=QuantType.QInt8,
+            nodes_to_quantize=names,
+        )
+        quantized = path.read_bytes()
+    integer = {node.name for node in onnx.load_from_string(quantized).graph.node if node.op_type == "MatMulInteger"}
+    if skipped := sorted(name for name in names if f"{name}_quant" not in integer):
+        raise LoweringError("quantizer 'dynamic'", f"ONNX Runtime left these MatMuls float: {skipped}")
+    return quantized
+
+
+def _gemm_as_matmul(graph: Any, name: str) -> str:
+    """Rewrite the node `name`, when it is a Linear's ``Gemm`` (``transB=1``, weight an initializer, no alpha,
+    beta or transA), as ``MatMul`` with the transposed weight plus ``Add`` of the bias: the form ONNX Runtime's
+    dynamic quantizer handles. Returns the MatMul's name (`name` itself when the node already is a MatMul)."""
+    import onnx
+    from onnx import numpy_helper
+
+    node = next(n for n in graph.node if n.name == name)
+    if node.op_type == "MatMul":
+        return name
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    initializers = {init.name: init for init in graph.initializer}
+    if attributes != {"transB": 1} and attributes != {"alpha": 1.0, "beta": 1.0, "transB": 1}:
+        raise LoweringError(f"node {name}", f"is a Gemm with {attributes}, not a Linear's")
+    if node.input[1] not in initializers:
+        raise LoweringError(f"node {name}", "is a Gemm whose weight is not an initializer")
+    weight = initializers[node.input[1]]
+    transposed = numpy_helper.from_array(numpy_helper.to_array(weight).T.copy(), f"{weight.name}_transposed")
+    graph.initializer.append(transposed)
+    scope = name.removesuffix("Gemm")
+    outputs = [f"{node.output[0]}_matmul"] if len(node.input) > 2 else list(node.output)
+    replacement = [onnx.helper.make_node("MatMul", [node.input[0], transposed.name], outputs, f"{scope}MatMul")]
+    if len(node.input) > 2:
+        replacement.append(onnx.helper.make_node("Add", [outputs[0], node.input[2]], list(node.output), f"{scope}Add"))
+    index = list(graph.node).index(node)
+    graph.node.remove(node)
+    for offset, new in enumerate(replacement):
+        graph.node.insert(index + offset, new)
+    return f"{scope}MatMul"
+
+
 class QDQRuntime(Runtime):
-    """A runtime whose artefact is made from the QDQ ONNX file (OpenVINO, ONNX Runtime): `lower` builds the file
-    and hands it to `from_onnx`, and `lower_all` builds it once for all such runtimes of a trial."""
+    """A runtime whose artefact is made from the shared ONNX file (OpenVINO, ONNX Runtime): `lower` builds the
+    file and hands it to `from_onnx`, and `lower_all` builds it once for all such runtimes of a trial."""
+
+    #: whether the runtime runs ``quantizer: dynamic``'s file (`dynamic_onnx`: DynamicQuantizeLinear and
+    #: MatMulInteger); one that does not is unsupported for such policies (`check`)
+    runs_dynamic_int8: ClassVar[bool] = False
+
+    def check(self, policy: Policy) -> None:
+        """Raise `LoweringError` when the runtime cannot run `policy`'s ONNX file (a dynamic int8 policy on a
+        runtime without `runs_dynamic_int8`)."""
+        if not self.runs_dynamic_int8 and layer_specs(policy) and get_quantizer(policy.quantizer).dynamic:
+            raise LoweringError(self.name, "quantizer 'dynamic': no dynamic int8 form (see the runtime's docstring)")
 
     def lower(self, model: nn.Module, policy: Policy, example: Inputs, calibration: Iterable[Inputs]) -> Artefact:
+        self.check(policy)
         return self.from_onnx(qdq_onnx(model, policy, example, calibration), example)
 
     @abstractmethod
     def from_onnx(self, onnx_bytes: bytes, example: Inputs) -> Artefact:
-        """The runtime's artefact from the QDQ ONNX file; raises `LoweringError` when it cannot convert or
-        compile it."""
+        """The runtime's artefact from the shared ONNX file (`qdq_onnx`); raises `LoweringError` when it cannot
+        convert or compile it."""
 
 
 def lower_all(
@@ -252,20 +349,29 @@ def lower_all(
     """`model` lowered to each runtime: (artefact by runtime name, the `LoweringError` by name of those that
     cannot).
 
-    The QDQ ONNX file is built once for every `QDQRuntime` (on the digits net that halves the ONNX work of a
-    trial lowered to OpenVINO and ONNX Runtime); when it cannot be built, each of them is unsupported with that
-    reason. Calibration batches are read once and shared."""
+    The ONNX file is built once for every `QDQRuntime` that can run the policy (on the digits net that halves
+    the ONNX work of a trial lowered to OpenVINO and ONNX Runtime); when it cannot be built, each of them is
+    unsupported with that reason. Calibration batches are read once and shared."""
     batches, runtimes = list(calibration), list(runtimes)
     onnx_bytes: bytes | LoweringError = b""
-    if any(isinstance(runtime, QDQRuntime) for runtime in runtimes):
+    refused: dict[str, LoweringError] = {}
+    for runtime in runtimes:
+        if isinstance(runtime, QDQRuntime):
+            try:
+                runtime.check(policy)
+            except LoweringError as exc:
+                refused[runtime.name] = exc
+    if any(isinstance(runtime, QDQRuntime) and runtime.name not in refused for runtime in runtimes):
         try:
             onnx_bytes = qdq_onnx(model, policy, example, batches)
         except LoweringError as exc:
             onnx_bytes = exc
     artefacts: dict[str, Artefact] = {}
-    unsupported: dict[str, LoweringError] = {}
+    unsupported: dict[str, LoweringError] = dict(refused)
     for runtime in runtimes:
         try:
+            if runtime.name in refused:
+                continue
             if not isinstance(runtime, QDQRuntime):
                 artefacts[runtime.name] = runtime.lower(model, policy, example, batches)
             elif isinstance(onnx_bytes, LoweringError):
