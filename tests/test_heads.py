@@ -243,9 +243,10 @@ def test_search_over_bert_heads_exports_a_model_verified_in_a_fresh_process(tmp_
     baseline = count_params(heads_tasks.tiny_bert())
     assert all(t.metrics["params"] < 0.85 * baseline for t in trials)  # heads and FFN width gone in every layer
     out = tmp_path / "export"
-    study.export(out, trial=0)  # the trial's TorchScript file, re-evaluated in a fresh interpreter
+    study.export(out, trial=0)  # the file of the runtime the trial ships on, re-evaluated in a fresh interpreter
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["artefact"]["runtime"] == "torchscript"
+    # dynamic int8 lowers to TorchScript and to ONNX Runtime (ORT's own dynamic quantization): whichever was faster
+    assert manifest["artefact"]["runtime"] == trials[0].metrics["runtime"] in {"torchscript", "onnxruntime"}
     assert manifest["verified"]["accuracy"] == pytest.approx(trials[0].metrics["accuracy"], abs=1e-4)
 
 
