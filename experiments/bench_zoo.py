@@ -187,7 +187,9 @@ def main() -> None:
     parser.add_argument("--timm", action="store_true", help="also the timm architectures of zoo.TIMM_MODELS")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     args = parser.parse_args()
-    archs = args.only.split(",") if args.only else zoo.classification_models() + zoo.timm_models() * args.timm
+    archs = (
+        args.only.split(",") if args.only else zoo.classification_models() + (zoo.timm_models() if args.timm else [])
+    )
     if args.fresh:
         PATH.unlink(missing_ok=True)
     shard, shards = (int(part) for part in args.shard.split("/"))
