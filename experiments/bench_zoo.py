@@ -17,6 +17,9 @@ anywhere is recorded as "crash" with its stage: the goal is none.
 
     taskset -c 1 python -m experiments.bench_zoo [--only resnet18,vit_b_16] [--largest-first] [--timm] [--fresh]
 
+Each model runs in its own process, killed above ``--max-memory-gb`` resident memory or after ``--max-minutes``
+(recorded as a crash at the stage it reached): one model's blow-up is its row, not the end of the run.
+
 Results are written after every model (resumable: finished models are skipped unless --fresh or --only) to
 experiments/results/bench_zoo.{json,md}; a second process with --largest-first on another core shares the work.
 Models run smallest of each family first (`run_order`), by torchvision's published parameter counts.
@@ -27,6 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from collections import Counter
@@ -40,7 +46,6 @@ from autocompress.errors import UserError
 from autocompress.export import VERIFY_TOLERANCE
 from autocompress.measure import count_macs
 from autocompress.runtime import run_trial
-from autocompress.runtime._trial import _baseline, cached_task
 from autocompress.space import LayerSetting, Policy, discover_layers, parse_space, resolve_space
 from autocompress.task import load_task
 from experiments.tasks import zoo
@@ -69,20 +74,28 @@ def published_params(arch: str) -> int:
     return int(next(iter(torchvision.models.get_model_weights(arch))).meta["num_params"])
 
 
-def bench_one(arch: str, runtimes: str = RUNTIMES) -> dict[str, Any]:
-    """One architecture through discovery, the space checks, one trial and the reload; a row of the table."""
+def bench_one(arch: str, runtimes: str = RUNTIMES, progress: Path | None = None) -> dict[str, Any]:
+    """One architecture through discovery, the space checks, one trial and the reload; a row of the table.
+    The row so far is written to `progress` at each stage, so a process killed mid-way still tells where."""
     ref = f"experiments.tasks.zoo:{arch}"
     row: dict[str, Any] = {"arch": arch, "input": zoo.input_size(arch), "status": "crash", "stage": "build"}
     start = time.perf_counter()
+
+    def reach(stage: str) -> None:
+        row["stage"] = stage
+        if progress is not None:
+            progress.write_text(json.dumps(row))
+
     try:
+        reach("build")
         task = load_task(ref)
         model, x1 = task.baseline_model(), task.example_input(1)
         row["params"] = sum(p.numel() for p in model.parameters())
-        row["stage"] = "discover"
+        reach("discover")
         layers = discover_layers(model, x1)
         prunable = [info for info in layers if info.prunable]
         row.update(layers=len(layers), prunable=len(prunable))
-        row["stage"] = "space"
+        reach("space")
         space = resolve_space(
             parse_space(SPACE.format(arch=arch, runtimes=runtimes), f"bench_zoo:{arch}"), layers, f"bench_zoo:{arch}"
         )
@@ -94,7 +107,7 @@ def bench_one(arch: str, runtimes: str = RUNTIMES) -> dict[str, Any]:
             space.criterion,
             round_to=space.round_to,
         )
-        row["stage"] = "trial"
+        reach("trial")
         result = run_trial(ref, policy, 0.0, measure=space.measure)
         m = result.metrics
         row.update(
@@ -107,18 +120,58 @@ def bench_one(arch: str, runtimes: str = RUNTIMES) -> dict[str, Any]:
             runtime=m["runtime"],
             baseline_runtime=m["baseline_runtime"],
         )
-        row["stage"] = "reload"
+        reach("reload")
         shipped = {a.runtime: a for a in result.artefacts}[m["runtime"]]
         reloaded = task.evaluate(get_runtime(shipped.runtime).load(shipped), "val")  # the split trials rank on
         row["reloads"] = abs(reloaded - m["accuracy"]) <= VERIFY_TOLERANCE
         row["status"] = "int8 only" if not prunable else "compressed"
-        row["stage"] = "done"
+        reach("done")
     except UserError as exc:
         row.update(status="refused", refused=str(exc))
     except Exception as exc:
         row.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0][:300], trace=traceback.format_exc()[-2000:])
     row["wall_s"] = round(time.perf_counter() - start, 1)
+    if progress is not None:
+        progress.write_text(json.dumps(row))
     return row
+
+
+def isolated(arch: str, runtimes: str, max_gb: float, max_minutes: float) -> dict[str, Any]:
+    """`bench_one` in a child process, killed above `max_gb` of resident memory or after `max_minutes`; the row
+    records the peak memory seen (polled each second) and, for a killed or dead child, the stage it reached."""
+    with tempfile.TemporaryDirectory() as tmp:
+        progress = Path(tmp) / "row.json"
+        command = [sys.executable, "-m", "experiments.bench_zoo", "--child", arch, "--runtimes", runtimes]
+        child = subprocess.Popen([*command, "--progress", str(progress)], stdout=subprocess.DEVNULL)
+        start, peak, killed = time.monotonic(), 0.0, ""
+        while child.poll() is None:
+            peak = max(peak, _resident_gb(child.pid))
+            if peak > max_gb:
+                killed = f"above {max_gb:g} GB of resident memory"
+            elif time.monotonic() - start > 60 * max_minutes:
+                killed = f"still running after {max_minutes:g} min"
+            if killed:
+                child.kill()
+                child.wait()
+                break
+            time.sleep(1.0)
+        row = json.loads(progress.read_text()) if progress.exists() else {"arch": arch, "stage": "build"}
+    row.setdefault("input", zoo.input_size(arch))
+    row["peak_gb"] = round(peak, 1)
+    if killed or row["stage"] != "done" and "error" not in row and "refused" not in row:
+        row.update(status="crash", error=f"killed: {killed}" if killed else f"process died (exit {child.returncode})")
+        row["wall_s"] = round(time.monotonic() - start, 1)
+    return row
+
+
+def _resident_gb(pid: int) -> float:
+    """The process's resident memory (VmRSS of /proc/PID/status), 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return kib / 2**20
 
 
 def write(rows: list[dict[str, Any]]) -> None:
@@ -141,8 +194,8 @@ def write(rows: list[dict[str, Any]]) -> None:
         ),
         "",
         "| model | N | params | layers | prunable groups | status | MACs after | cosine | reloads | ms b1 | "
-        "base ms b1 | speedup b1 | runtimes (candidate / baseline) | reason / error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "base ms b1 | speedup b1 | runtimes (candidate / baseline) | peak GB | reason / error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         why = r.get("error") or r.get("refused") or ""
@@ -153,7 +206,7 @@ def write(rows: list[dict[str, Any]]) -> None:
             f"{_num(r, 'cosine', '.3f')} | {'yes' if r.get('reloads') else 'no' if 'reloads' in r else '–'} | "
             f"{_num(r, 'latency_ms', '.2f')} | {_num(r, 'baseline_ms', '.2f')} | {_num(r, 'speedup', '.2f')} | "
             f"{r['runtime'] + ' / ' + r['baseline_runtime'] if 'runtime' in r else 'torchscript only'} | "
-            f"{why.replace('|', '/')} |"
+            f"{_num(r, 'peak_gb', '.1f')} | {why.replace('|', '/')} |"
         )
     (OUT / "bench_zoo.md").write_text("\n".join(lines) + "\n")
 
@@ -186,7 +239,14 @@ def main() -> None:
     parser.add_argument("--runtimes", default=RUNTIMES, help="deploy runtimes the trial lowers to")
     parser.add_argument("--timm", action="store_true", help="also the timm architectures of zoo.TIMM_MODELS")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument("--max-memory-gb", type=float, default=10.0, help="kill a model's process above this")
+    parser.add_argument("--max-minutes", type=float, default=30.0, help="kill a model's process after this")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one model, in the process `isolated` starts
+    parser.add_argument("--progress", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        bench_one(args.child, args.runtimes, args.progress)
+        return
     archs = (
         args.only.split(",") if args.only else zoo.classification_models() + (zoo.timm_models() if args.timm else [])
     )
@@ -200,12 +260,9 @@ def main() -> None:
             row = {"arch": arch, "input": zoo.input_size(arch), "status": "not run", "stage": "build"}
             row["refused"] = f"{published_params(arch):,} parameters: above --max-params {args.max_params:g}"
         else:
-            row = bench_one(arch, args.runtimes)
+            row = isolated(arch, args.runtimes, args.max_memory_gb, args.max_minutes)
         print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
         write(merged(row))
-        cached_task.cache_clear()  # one model at a time in memory: the largest have 600 M parameters
-        _baseline.cache_clear()
-        zoo.task_for.cache_clear()
 
 
 def run_order(archs: list[str], largest_first: bool) -> list[str]:
