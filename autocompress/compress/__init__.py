@@ -6,7 +6,7 @@ trains (`needs_training`) is prepared with `prepare_quantization` before that fi
 
 Pruning criteria (`CRITERIA`, by `Policy.criterion` name): l1, l2, fpgm, and the ones that see the task
 first (`Criterion.prepare`, run by `prepare_criterion`): apoz, mean_activation (calibration activations),
-slim (BN-scale sparsity training), taylor (gradients of a short fine-tune).
+slim (BN-scale sparsity training), taylor (Molchanov et al. 2019's TaylorFO over the batches of a short fine-tune).
 
 Quantizers (one private module each, all behind `Quantizer`, by `Policy.quantizer` name in `QUANTIZERS`):
 naive, PTQ observers (minmax, ema, histogram, percentile), qat, dorefa, bnn, lsq, dynamic (int8 Linear with

@@ -4,8 +4,10 @@ A criterion scores the channels of a torch-pruning dependency group; `prune` rem
 Weight-only criteria (l1, l2, fpgm) are torch-pruning ``Importance`` objects as they are. Criteria that need
 the task (activations on calibration data, a sparsity-training phase, gradients) are `Criterion` subclasses:
 the runtime calls their `prepare` with the task before pruning. torch-pruning's own classes are used where
-they exist (FPGM, BN scale, Taylor); only the activation statistics (APoZ, mean activation) are written here,
-since torch-pruning's ``ActivationImportance`` keeps one sum per layer and cannot give APoZ. ``admm`` scores by
+they exist (FPGM, BN scale); the activation statistics (APoZ, mean activation) are written here, since
+torch-pruning's ``ActivationImportance`` keeps one sum per layer and cannot give APoZ, and so is Taylor, since
+torch-pruning's ``TaylorImportance`` scores one (averaged) gradient, not Molchanov et al.'s average of squared
+per-batch contributions. ``admm`` scores by
 the norm that structured ADMM (`autocompress.compress.structured_admm`, run by the trial first) drove to zero.
 """
 
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
     from autocompress.task import Task
 
 _IN_HANDLERS = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
+_OUT_HANDLERS = (tp.prune_conv_out_channels, tp.prune_linear_out_channels, tp.prune_batchnorm_out_channels)
+#: the layers whose output channels `TaylorCriterion` scores
+_TAYLOR_LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
 class Criterion(tp.importance.Importance):
@@ -189,13 +194,30 @@ class SlimCriterion(Criterion):
 
 
 class TaylorCriterion(Criterion):
-    """First-order Taylor expansion of the loss (Molchanov et al. 2019): |w * dL/dw| summed per channel.
+    """First-order Taylor importance as Molchanov et al. 2019 define it (TaylorFO, "Importance Estimation for
+    Neural Network Pruning", CVPR 2019): the squared first-order change of the loss when a channel is removed,
+    per minibatch, averaged over minibatches.
 
-    `prepare` runs a short ``task.finetune`` (``epochs`` of its own, not the trial's) and averages every
-    parameter's gradient over its optimiser steps, read at ``on_step`` when ``.grad`` still holds that step's
-    gradient; it then restores the weights and buffers it started from and leaves the mean gradient in
-    ``.grad`` for torch-pruning's ``TaylorImportance``. Whatever loss the task trains with (labels,
-    distillation) is the loss whose first-order change is estimated.
+    `prepare` runs a short ``task.finetune`` (``epochs`` of its own, not the trial's). At every optimiser step
+    (its ``on_step``, while ``.grad`` holds that step's gradient) it computes, for each output channel of every
+    conv, linear and affine batch norm, the channel's contribution ``sum_s w_s * dL/dw_s`` over its parameters
+    s (weight and bias), and adds its square to a running sum; the score is that sum over the number of steps.
+    Squaring before averaging is the paper's choice: a channel whose contribution changes sign from batch to
+    batch still matters, where squaring an averaged gradient (torch-pruning's ``TaylorImportance`` on a mean
+    ``.grad``) cancels it. One vector per layer is kept, no gradients. ``w`` is the weights `prepare` started
+    from, the model that is pruned (it restores them and every buffer afterwards, and clears ``.grad``): the
+    phase's steps move them by a few learning-rate-sized steps only, and the weights each gradient was taken
+    at would cost a second copy of the model. The loss is whatever the task trains with (labels, distillation).
+
+    A group scores each channel by the sum of its out-channel members' scores, counting only the batch norms
+    when the group has any. That is the paper's best variant, FO-BN, whose gate after the batch norm scores
+    ``(gamma * dL/dgamma + beta * dL/dbeta)^2``; it is also the only member that says anything on a conv-BN
+    chain, since training-mode batch norm makes the loss invariant to the scale of the conv's filter, whose
+    contribution is therefore zero up to rounding. Groups without a batch norm (a transformer's linears) sum
+    their convs' and linears' scores. Members coupled by a residual add or a concat add their squares rather
+    than squaring their summed contributions (as torch-pruning's group criteria reduce): `prepare` sees layers,
+    not the pruner's dependency graph. Attention heads are ranked by the mean of their channels' scores (the
+    pruner's rule).
     """
 
     needs_task = True
@@ -203,35 +225,59 @@ class TaylorCriterion(Criterion):
     def __init__(self, epochs: float = 0.25) -> None:
         self.epochs = epochs
         self._prepared = False
-        self._taylor = tp.importance.TaylorImportance()
+        #: per layer, the mean over steps of its output channels' squared contributions
+        self._scores: dict[nn.Module, torch.Tensor] = {}
 
     def prepare(self, model: nn.Module, task: Task, epochs: float, on_step: Callable[[], None] | None = None) -> None:
         start = {k: v.clone() for k, v in model.state_dict().items()}
-        params = [p for p in model.parameters() if p.requires_grad]
-        sums = [torch.zeros_like(p) for p in params]
+        layers = {}  # module: (weight, bias, the weight and bias it started from)
+        for name, module in model.named_modules():
+            if isinstance(module, _TAYLOR_LAYERS) and isinstance(module.weight, nn.Parameter):
+                if not getattr(module, "transposed", False):
+                    prefix = f"{name}." if name else ""
+                    layers[module] = (module.weight, module.bias, start[prefix + "weight"], start.get(prefix + "bias"))
+        sums = {module: torch.zeros(len(weight), device=weight.device) for module, (weight, *_) in layers.items()}
         steps = 0
 
         def observe() -> None:
             nonlocal steps
-            for total, p in zip(sums, params, strict=True):
-                if p.grad is not None:
-                    total += p.grad
+            with torch.no_grad():
+                for module, (weight, bias, w0, b0) in layers.items():
+                    change = torch.zeros_like(sums[module])
+                    if weight.grad is not None:
+                        change += (w0 * weight.grad).reshape(len(w0), -1).sum(1)
+                    if bias is not None and bias.grad is not None and b0 is not None:
+                        change += b0 * bias.grad
+                    sums[module] += change.square()
             steps += 1
             if on_step is not None:
                 on_step()
 
         _finetune_with_steps(task, model, self.epochs, observe, "taylor")
         model.load_state_dict(start)
-        for total, p in zip(sums, params, strict=True):
-            p.grad = total / max(steps, 1)
+        model.zero_grad(set_to_none=True)
+        self._scores = {module: total / max(steps, 1) for module, total in sums.items()}
         self._prepared = steps > 0
 
+    @torch.no_grad()
     def __call__(self, group: tp.Group) -> torch.Tensor | None:
         if not self._prepared:
             raise ValueError(
                 "criterion 'taylor' needs gradients: call prepare(model, task, epochs) before pruning (run_trial does)"
             )
-        return self._taylor(group)
+        members = [
+            (dep.target.module, idxs, group[i].root_idxs)
+            for i, (dep, idxs) in enumerate(group)
+            if dep.handler in _OUT_HANDLERS and dep.target.module in self._scores
+        ]
+        if not members:
+            return None
+        gates = [m for m in members if isinstance(m[0], nn.modules.batchnorm._BatchNorm)]
+        score = torch.zeros(len(group[0].idxs))
+        for module, idxs, root in gates or members:
+            channels = self._scores[module].cpu()[torch.as_tensor(idxs, dtype=torch.long)]
+            score.index_add_(0, torch.as_tensor(root, dtype=torch.long), channels)
+        return score
 
 
 def _finetune_with_steps(task: Task, model: nn.Module, epochs: float, on_step: Callable[[], None], name: str) -> None:

@@ -10,8 +10,9 @@ import pytest
 import torch_pruning as tp
 from torch import nn
 
+from autocompress.compress import TaylorCriterion
 from autocompress.errors import UserError
-from autocompress.measure import count_params
+from autocompress.measure import count_macs, count_params
 from autocompress.runtime import Gate, run_trial
 from autocompress.space import LayerSetting, Policy, discover_layers, parse_space, resolve_space
 from tests.prune.conftest import TASKS
@@ -34,22 +35,28 @@ class CountingGate(Gate):
 
 
 @pytest.mark.slow
-def test_slim_trial_runs_its_sparsity_phase_then_prunes_and_fine_tunes() -> None:
+@pytest.mark.parametrize(
+    ("criterion", "phase_epochs"),
+    [
+        ("slim", max(0.5 * EPOCHS, 0.5)),  # SlimCriterion: half the trial's epochs, at least half an epoch
+        ("taylor", TaylorCriterion().epochs),  # its own short gradient phase, whatever the trial's epochs
+    ],
+)
+def test_training_criterion_trial_runs_its_phase_then_prunes_and_finetunes(criterion: str, phase_epochs: float) -> None:
     task = TASKS["resnet"]
     layers = discover_layers(task.baseline_model(), task.example_input(1))
     settings = {i.name: LayerSetting(SPARSITY if i.prunable else 0.0) for i in layers}
-    gates = {name: CountingGate() for name in ("l1", "slim")}
+    gates = {name: CountingGate() for name in ("l1", criterion)}
     results = {
         name: run_trial(TASK, Policy.from_mapping(settings, name), EPOCHS, measure=MEASURE, gate=gate)
         for name, gate in gates.items()
     }
-    x, _ = task.data["train"]
-    steps_per_epoch = -(-len(x) // task.batch_size)
-    phase = max(0.5 * EPOCHS, 0.5)  # SlimCriterion: half the trial's epochs, at least half an epoch
-    assert gates["slim"].steps - gates["l1"].steps == round(phase * steps_per_epoch)
-    baseline_params = count_params(task.baseline_model())
+    assert gates[criterion].steps - gates["l1"].steps == task.finetune_steps(phase_epochs)
+    baseline = task.baseline_model()
+    baseline_macs = sum(count_macs(baseline, task.example_input(1)).values())
     for result in results.values():
-        assert result.metrics["params"] < 0.7 * baseline_params
+        assert result.metrics["params"] < 0.7 * count_params(baseline)
+        assert result.metrics["macs"] < 0.7 * baseline_macs
         assert result.metrics["accuracy"] > 0.6  # a pruned, fine-tuned classifier, not noise
 
 
