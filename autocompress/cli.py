@@ -116,6 +116,13 @@ def _interruptible() -> None:
 def _print_board(study: api.Study, top: int = 5) -> None:
     rows = study.leaderboard(top=top)
     out.print(_board_table(rows))
+    _print_versus_uniform(study)
+
+
+def _print_versus_uniform(study: api.Study) -> None:
+    """The one line saying whether the per-layer search beat the best uniform recipe (`Study.versus_uniform`),
+    unwrapped."""
+    out.print(study.versus_uniform().line, soft_wrap=True, highlight=False, markup=False)
 
 
 def _fmt(value: Any) -> str:
@@ -145,6 +152,7 @@ def _board_table(rows: list[dict[str, Any]]) -> Table:
         "speedup_b32",
         "latency_ms",
         "size_bytes",
+        "uniform",
         "violation",
         "error",
     ]
@@ -347,8 +355,9 @@ def leaderboard(
 ) -> None:
     """Trials ranked: feasible first (Pareto front, then accuracy), infeasible by constraint violation.
 
-    ``--format parquet --out F`` writes the ranked rows to the Parquet file F (for every trial with its
-    layer settings, use ``Study.to_parquet`` in Python)."""
+    The table ends with one line saying whether the per-layer search beat the best uniform recipe (the
+    ``uniform`` column names the trials that are one). ``--format parquet --out F`` writes the ranked rows
+    to the Parquet file F (for every trial with its layer settings, use ``Study.to_parquet`` in Python)."""
     if format is BoardFormat.parquet and not out_file:
         raise UserError("--format parquet", "needs --out FILE.parquet to write to")
     study = api.load_study(name, storage)
@@ -368,6 +377,7 @@ def leaderboard(
         sys.stdout.write(buffer.getvalue())
     else:
         out.print(_board_table(rows))
+        _print_versus_uniform(study)
 
 
 @app.command()
@@ -446,7 +456,9 @@ def report(
     ] = None,
 ) -> None:
     """Write a self-contained HTML report (Pareto front, policies, progress, failures, sensitivity)."""
-    page = api.load_study(name, storage).report(out_dir, sensitivity=sensitivity, top=top)
+    study = api.load_study(name, storage)
+    page = study.report(out_dir, sensitivity=sensitivity, top=top)
+    _print_versus_uniform(study)
     out.print(f"report written to {page}")
 
 

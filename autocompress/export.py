@@ -109,6 +109,8 @@ def export_trial(
         "baseline": record.baseline,
         "constraints": record.space["constraints"],
         "objectives": record.space["objectives"],
+        # the study's verdict: did its per-layer search beat its best uniform recipe (val figures)
+        "versus_uniform": study.versus_uniform().to_dict(),
         "artefact": {
             "runtime": runtime,
             "runtime_version": deploy.version(),

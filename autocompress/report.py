@@ -9,7 +9,10 @@ What the page shows, and why:
 - the Pareto front over the study's own objectives (the first two as axes: the first up, the second across;
   the front marked is the ranked one, over all objectives), feasible and infeasible trials told apart, the
   constraints that fall on these axes as lines and the baseline, so the trade-off and the budgets are seen
-  together;
+  together; uniform recipes (the same settings on every layer) drawn as squares;
+- beside the front, one line saying whether the per-layer search beat the best feasible uniform recipe at
+  equal validation accuracy, with the numbers (`Study.versus_uniform`), since beating that one-line recipe
+  is what a per-layer search is for;
 - a heat map of the per-layer policy of the top trials, to see which layers the good trials compress;
 - the best feasible value of the first objective so far and the hypervolume of the first two objectives
   after every finished trial, to judge whether more trials would help (reference point: `Frame.reference`,
@@ -45,6 +48,7 @@ from autocompress.store import (
     ArtefactCheck,
     StudyRecord,
     TrialRecord,
+    UniformVerdict,
     hypervolume_2d,
     oriented,
 )
@@ -57,7 +61,7 @@ SENSITIVITY_CSV = "sensitivity.csv"
 #: columns a sensitivity table must have: one row per (layer, channel sparsity) with the accuracy measured
 SENSITIVITY_COLUMNS = ("layer", "sparsity", "accuracy")
 
-_FEASIBLE, _INFEASIBLE, _BASELINE, _FRONT = "#1b7837", "#b2182b", "#2166ac", "#1b7837"
+_FEASIBLE, _INFEASIBLE, _BASELINE, _FRONT, _UNIFORM = "#1b7837", "#b2182b", "#2166ac", "#1b7837", "#762a83"
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,8 @@ def write_report(study: Study, out: str | Path, *, sensitivity: str | Path | Non
     by_number = {t.number: t for t in trials}
     shown = [row["trial"] for row in board if row["state"] == COMPLETE][:top]
     checks = [study.store.check_artefact(n, a) for n in shown for a in by_number[n].artefacts]
-    page.write_text(_page(record, where, trials, board, plots, top, checks), encoding="utf-8")
+    verdict = study.versus_uniform()
+    page.write_text(_page(record, where, trials, board, plots, top, checks, verdict), encoding="utf-8")
     return page
 
 
@@ -270,6 +275,18 @@ def _pareto_plot(
             rows = [r for r in complete if r["feasible"] is feasible]
             if rows:
                 axes.scatter(*xy(rows), c=colour, marker=marker, s=40, label=f"{label} ({len(rows)})", zorder=3)
+        uniform = [r for r in complete if r["uniform"]]
+        if uniform:  # the reference a per-layer search has to beat
+            axes.scatter(
+                *xy(uniform),
+                marker="s",
+                s=75,
+                facecolors="none",
+                edgecolors=_UNIFORM,
+                lw=1.2,
+                label=f"uniform recipe ({len(uniform)})",
+                zorder=2,
+            )
         front = sorted((r for r in complete if r["pareto"]), key=lambda r: metrics[r["trial"]].get(x) or 0.0)
         if front:  # the ranked front: non-dominated over all the study's objectives
             xs, ys = xy(front)
@@ -312,8 +329,8 @@ def _pareto_plot(
     caption = (
         f"Every finished trial in the study's objectives {y} and {x}; green dots meet all constraints, red "
         "crosses do not; ringed dots are the leaderboard's Pareto front (feasible, non-dominated over all "
-        "objectives); numbers are trial numbers; dashed/dotted lines are the constraints; the star is the "
-        "uncompressed baseline."
+        "objectives); squares mark uniform recipes (the same sparsity and bits on every layer); numbers are "
+        "trial numbers; dashed/dotted lines are the constraints; the star is the uncompressed baseline."
     )
     if frame.others:
         caption += f" The front is also over {', '.join(frame.others)}, which this plane does not show."
@@ -497,6 +514,7 @@ _BOARD_COLUMNS = (
     "size_bytes",
     "macs",
     "finetune_epochs",
+    "uniform",
     "violation",
 )
 
@@ -520,10 +538,11 @@ def _table(header: list[str] | None, rows: list[list[Any]]) -> str:
     return f"<table>{head}{body}</table>"
 
 
-def _figure(plot: Plot) -> str:
+def _figure(plot: Plot, note: str = "") -> str:
+    """A plot's section: its heading, `note` (HTML) when given, the image and its caption."""
     data = base64.b64encode(plot.png).decode("ascii")
     return (
-        f'<h2 id="{plot.name}">{html.escape(plot.title)}</h2><figure><img src="data:image/png;base64,{data}" '
+        f'<h2 id="{plot.name}">{html.escape(plot.title)}</h2>{note}<figure><img src="data:image/png;base64,{data}" '
         f'alt="{html.escape(plot.title)}"><figcaption>{html.escape(plot.caption)} '
         f'(also <a href="{plot.name}.png">{plot.name}.png</a>)</figcaption></figure>'
     )
@@ -595,7 +614,10 @@ def _page(
     plots: list[Plot],
     top: int,
     checks: list[ArtefactCheck],
+    verdict: UniformVerdict,
 ) -> str:
+    tone = {True: "good", False: "bad", None: "note"}[verdict.beats]
+    versus = f'<p id="versus-uniform" class="{tone}"><b>Versus uniform:</b> {html.escape(verdict.line)}</p>'
     leaders = [[row.get(c) for c in _BOARD_COLUMNS] for row in board if row["state"] == COMPLETE][:top]
     name = html.escape(record.name)
     sensitivity = (
@@ -615,7 +637,7 @@ def _page(
         f'<h2 id="leaderboard">Leaderboard (top {len(leaders)})</h2>'
         f"{_table(list(_BOARD_COLUMNS), leaders) if leaders else '<p>No finished trial yet.</p>'}"
         + _artefacts(checks, record.name)
-        + "".join(_figure(p) for p in plots)
+        + "".join(_figure(p, versus if p.name == "pareto" else "") for p in plots)
         + _failures(trials)
         + sensitivity
         + f'<p style="color:#777;font-size:.8em">Generated {generated} from {html.escape(where)}'

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from autocompress.errors import UserError
-from autocompress.store import ArtefactCheck, StudyRecord, StudyStore, TrialRecord
+from autocompress.store import ArtefactCheck, StudyRecord, StudyStore, TrialRecord, UniformVerdict
 
 if TYPE_CHECKING:  # torch, Ray and Optuna load only where a search runs: readers start in a fraction of a second
     from autocompress.runtime import Budget, Executor, Progress
-    from autocompress.space import Space
+    from autocompress.space import LayerChoices, Space
     from autocompress.strategies import Controller
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -434,6 +434,21 @@ def load_study(name: str, storage: str | None = None) -> Study:
     return Study(name, store)
 
 
+def _layer_choices(record: StudyRecord) -> dict[str, LayerChoices]:
+    """The per-layer choices of a study's space (none for a study stored without them)."""
+    from autocompress.space import LayerChoices
+
+    return {name: LayerChoices.from_dict(c) for name, c in record.space.get("layers", {}).items()}
+
+
+def _recipe(trial: TrialRecord, layers: dict[str, LayerChoices]) -> str | None:
+    """The uniform recipe trial's policy applies, in words, or None for a per-layer policy."""
+    from autocompress.space import Policy, uniform_recipe
+
+    recipe = uniform_recipe(Policy.from_dict(trial.policy), layers)
+    return recipe.describe() if recipe else None
+
+
 #: ``accuracy`` is the validation figure the search ranked; ``test_accuracy`` is read once it is over, for the
 #: final Pareto front and the exported trial only
 LEADERBOARD_METRICS = (
@@ -483,6 +498,7 @@ class Study:
         trials = {
             t.number: t for t in self.store.trials(self.name, numbers=[r.number for r in ranked] if top else None)
         }
+        layers = _layer_choices(self.record)
         rows = []
         for r in ranked:
             trial = trials[r.number]
@@ -494,6 +510,7 @@ class Study:
                 "pareto": r.pareto_front == 0,
             }
             row.update({m: trial.metrics.get(m) for m in LEADERBOARD_METRICS})
+            row["uniform"] = _recipe(trial, layers)
             row["violation"] = r.violation if r.violation != float("inf") else None
             row["error"] = trial.error
             rows.append(row)
@@ -501,6 +518,37 @@ class Study:
 
     def pareto(self) -> list[dict[str, Any]]:
         return self.leaderboard(pareto_only=True)
+
+    def versus_uniform(self) -> UniformVerdict:
+        """Whether this study's per-layer search beat its best uniform recipe, as one line with the measured
+        numbers (`autocompress.store.versus_uniform`). It reads feasible complete trials only, their
+        validation accuracy (never the test split) and ``speedup``, or ``speedup_b32`` when the study's
+        objectives are batch-32 figures. A trial is uniform when its policy is a uniform recipe of the study's
+        space (`autocompress.space.uniform_recipe`), whichever strategy proposed it."""
+        from autocompress.space import uniform_grid
+        from autocompress.store import COMPLETE, VersusPoint, versus_uniform
+
+        record = self.record
+        layers = _layer_choices(record)
+        speed = "speedup_b32" if {"latency_ms_b32", "speedup_b32"} & set(record.space["objectives"]) else "speedup"
+        feasible = [r.number for r in self.store.ranked(self.name, feasible_only=True)]
+        points = [
+            VersusPoint(
+                t.number,
+                float(t.metrics["accuracy"]),
+                float(t.metrics[speed]),
+                t.finetune_epochs,
+                _recipe(t, layers),
+            )
+            for t in self.store.trials(self.name, (COMPLETE,), numbers=feasible)
+            if t.metrics.get("accuracy") is not None and t.metrics.get(speed) is not None
+        ]
+        grid = len(uniform_grid(layers))
+        advice = (
+            f"Search the same space with --strategy uniform{f' --trials {grid}' if grid else ''} (its uniform grid) "
+            "for one, or with tpe or nsga2, whose default warm start runs that grid first."
+        )
+        return versus_uniform(points, speed, advice)
 
     def to_parquet(self, path: str | Path) -> Path:
         """Write `trials_dataframe` to a Parquet file (via pyarrow) and return its path."""

@@ -143,6 +143,7 @@ def run_experiment(
         "feasible": manifest["feasible"],
         "baseline": _pick(manifest["baseline"]),
         "best": _pick(manifest["metrics"]),
+        "versus_uniform": manifest["versus_uniform"]["line"],
     }
     (target / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -6,6 +6,7 @@ error, and the page says what the store holds. The report only reads: the store 
 from __future__ import annotations
 
 import hashlib
+import html
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,8 @@ def test_report_command_writes_a_page_from_the_store_and_changes_nothing(study, 
     result = run_cli("report", "rep", "--out", str(tmp_path / "out"), "--storage", study.store.url)
     assert result.returncode == 0, result.stderr
     assert _sha256(db) == before  # a reader: the store is byte-for-byte unchanged
+    verdict = study.versus_uniform()  # random per-layer policies: no uniform recipe to compare with
+    assert verdict.beats is None and verdict.line in result.stdout.splitlines()
 
     page = (tmp_path / "out" / "index.html").read_text()
     for name in ("pareto", "policy", "progress", "sensitivity"):
@@ -69,6 +72,7 @@ def test_report_command_writes_a_page_from_the_store_and_changes_nothing(study, 
     feasible = [row for row in board if row["feasible"]]
     closest_note = "No trial meets the constraints. The closest is trial"
     assert (closest_note in page) is (not feasible)
+    assert f'<p id="versus-uniform" class="note"><b>Versus uniform:</b> {html.escape(verdict.line)}</p>' in page
     assert page.count("<tr>") >= 1 + 3 + 2  # leaderboard header + 3 finished trials + 2 failures, at least
 
 

@@ -14,6 +14,7 @@ from autocompress.space._schema import (
     parse_space,
     resolve_space,
 )
+from autocompress.space._uniform import UniformRecipe, uniform_grid, uniform_recipe
 
 __all__ = [
     "CONSTRAINTS",
@@ -30,6 +31,7 @@ __all__ = [
     "Policy",
     "Space",
     "SpaceFile",
+    "UniformRecipe",
     "attention_heads",
     "build_graph",
     "channel_keeps",
@@ -41,6 +43,8 @@ __all__ = [
     "resolve_space",
     "scaled_sides",
     "shipped_heads",
+    "uniform_grid",
+    "uniform_recipe",
     "violations",
 ]
 

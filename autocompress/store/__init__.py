@@ -5,6 +5,8 @@ from autocompress.store._ranking import (
     PREFERENCES,
     RankedTrial,
     RankRow,
+    UniformVerdict,
+    VersusPoint,
     dominates,
     hypervolume_2d,
     oriented,
@@ -13,6 +15,7 @@ from autocompress.store._ranking import (
     rank_rows,
     rank_trials,
     total_violation,
+    versus_uniform,
 )
 from autocompress.store._repository import (
     ARTEFACT_DAMAGED,
@@ -51,6 +54,8 @@ __all__ = [
     "StudyRecord",
     "StudyStore",
     "TrialRecord",
+    "UniformVerdict",
+    "VersusPoint",
     "default_storage",
     "dominates",
     "head_revision",
@@ -64,4 +69,5 @@ __all__ = [
     "rank_trials",
     "sha256_file",
     "total_violation",
+    "versus_uniform",
 ]

@@ -1,4 +1,5 @@
-"""Ranking trials against the budgets: feasible first, Pareto fronts, hypervolume.
+"""Ranking trials against the budgets: feasible first, Pareto fronts, hypervolume; and the verdict of a
+study's per-layer trials against its best uniform recipe (`versus_uniform`).
 
 Pure functions over plain values so that the leaderboard, the report, export and benchmarks agree. The
 store (`StudyStore.ranked`) runs the same order with SQL doing the cheap parts: only feasible trials'
@@ -175,3 +176,101 @@ def rank_trials(trials: Sequence[Mapping[str, Any]], objectives: Mapping[str, st
             for t in trials
         ]
     )
+
+
+@dataclass(frozen=True)
+class VersusPoint:
+    """One feasible complete trial as `versus_uniform` reads it: its validation accuracy (the figure ranking
+    reads; never the test split), its speedup, its fine-tune epochs and, when its policy is a uniform recipe
+    (`autocompress.space.uniform_recipe`), that recipe in words; None marks a per-layer policy."""
+
+    number: int
+    accuracy: float
+    speedup: float
+    finetune_epochs: float
+    recipe: str | None = None
+
+
+@dataclass(frozen=True)
+class UniformVerdict:
+    """Whether a study's per-layer search beat its best uniform recipe: `beats` (None when the study cannot
+    tell), the one `line` that says so with the measured numbers, the `speed` metric compared and the two
+    trials the line names."""
+
+    beats: bool | None
+    line: str
+    speed: str
+    uniform: VersusPoint | None = None
+    per_layer: VersusPoint | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "beats": self.beats,
+            "line": self.line,
+            "speed_metric": self.speed,
+            "uniform_trial": self.uniform.number if self.uniform else None,
+            "per_layer_trial": self.per_layer.number if self.per_layer else None,
+        }
+
+
+def versus_uniform(points: Sequence[VersusPoint], speed: str = "speedup", no_reference: str = "") -> UniformVerdict:
+    """Compare a study's feasible per-layer trials with its best feasible uniform recipe, at equal accuracy.
+
+    The reference is the fastest feasible uniform trial (every feasible trial meets the accuracy budget, so
+    the fastest is the one a user would ship; ties: the more accurate, then the lower number). Per-layer
+    search beats it when a feasible per-layer trial Pareto-dominates it on (val accuracy, `speed`): at least
+    as accurate and faster (speed ratio > 1.0), or at least as fast and more accurate. There is no noise
+    margin: the line prints the measured figures and the trials so the reader judges a 1.01x. When it does not
+    beat, the line gives the best per-layer speed at >= the uniform's accuracy and the best per-layer accuracy
+    at >= its speed. `no_reference` is the advice appended when no feasible trial is a uniform recipe.
+    """
+    uniform = [p for p in points if p.recipe is not None]
+    per_layer = [p for p in points if p.recipe is None]
+    if not points:
+        return UniformVerdict(None, "No feasible trial yet: nothing to compare with a uniform recipe.", speed)
+    if not uniform:
+        line = (
+            f"No uniform reference: none of this study's {len(points)} feasible trials is a uniform recipe, so it "
+            f"cannot say whether per-layer search beats one. {no_reference}"
+        )
+        return UniformVerdict(None, line.strip(), speed)
+    ref = max(uniform, key=lambda p: (p.speedup, p.accuracy, -p.number))
+    best = f"best uniform {ref.speedup:.2f}x {speed} at {ref.accuracy:.4f} val (trial {ref.number}: {ref.recipe})"
+    if not per_layer:
+        return UniformVerdict(None, f"No feasible per-layer trial to compare with: {best}.", speed, ref)
+    as_accurate = [p for p in per_layer if p.accuracy >= ref.accuracy]
+    as_fast = [p for p in per_layer if p.speedup >= ref.speedup]
+    faster = max(as_accurate, key=lambda p: (p.speedup, p.accuracy, -p.number), default=None)
+    sharper = max(as_fast, key=lambda p: (p.accuracy, p.speedup, -p.number), default=None)
+
+    def epochs(p: VersusPoint) -> str:
+        same = p.finetune_epochs == ref.finetune_epochs
+        return "" if same else f"; fine-tuned {p.finetune_epochs:g} vs {ref.finetune_epochs:g} epochs"
+
+    if faster is not None and faster.speedup > ref.speedup:
+        line = (
+            f"Per-layer search beats the best uniform recipe: {faster.speedup:.2f}x vs {ref.speedup:.2f}x {speed} "
+            f"at >= the uniform's val accuracy (trial {faster.number}, {faster.accuracy:.4f} val, vs uniform trial "
+            f"{ref.number}, {ref.accuracy:.4f} val: {ref.recipe}{epochs(faster)})"
+        )
+        return UniformVerdict(True, line, speed, ref, faster)
+    if sharper is not None and sharper.accuracy > ref.accuracy:
+        line = (
+            f"Per-layer search beats the best uniform recipe: {sharper.accuracy:.4f} vs {ref.accuracy:.4f} val "
+            f"accuracy at >= the uniform's {ref.speedup:.2f}x {speed} (trial {sharper.number}, "
+            f"{sharper.speedup:.2f}x, vs uniform trial {ref.number}: {ref.recipe}{epochs(sharper)})"
+        )
+        return UniformVerdict(True, line, speed, ref, sharper)
+    parts = [f"Per-layer search does not beat the best uniform recipe on this model: {best}"]
+    if faster is not None:
+        parts.append(
+            f"best per-layer at >= that accuracy {faster.speedup:.2f}x (trial {faster.number}{epochs(faster)})"
+        )
+    else:
+        parts.append("no feasible per-layer trial reaches that accuracy")
+    if sharper is not None:
+        parts.append(
+            f"at >= {ref.speedup:.2f}x the best per-layer reaches {sharper.accuracy:.4f} val "
+            f"(trial {sharper.number}{epochs(sharper)})"
+        )
+    return UniformVerdict(False, "; ".join(parts), speed, ref, faster or sharper)

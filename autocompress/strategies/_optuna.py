@@ -18,9 +18,8 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from autocompress.errors import UserError
-from autocompress.space import Policy, Space
+from autocompress.space import Policy, Space, uniform_grid
 from autocompress.strategies._base import Controller, Outcome, Proposal
-from autocompress.strategies._uniform import uniform_grid
 
 if TYPE_CHECKING:
     import optuna
@@ -57,7 +56,7 @@ class _OptunaController(Controller):
         """Queue the uniform grid (knob ``warm_start: uniform``) but the points already measured: the baseline,
         and policies of observed trials (`optuna.Study.enqueue_trial`'s ``skip_if_exists``)."""
         searched = {f"{layer}/{setting}" for layer, setting, _ in self.space.dimensions()}
-        for params in uniform_grid(self.space):
+        for params in uniform_grid(self.space.layers):
             if not self.space.policy_from_params(params).is_identity:
                 self._study.enqueue_trial({k: v for k, v in params.items() if k in searched}, skip_if_exists=True)
 
