@@ -15,7 +15,7 @@ import pytest
 
 import autocompress
 from autocompress.space import Policy, Space, discover_layers, parse_space, resolve_space, uniform_recipe, violations
-from autocompress.store import COMPLETE, StudyStore
+from autocompress.store import COMPLETE, StudyStore, VersusPoint, versus_uniform
 from autocompress.strategies import make_controller
 from experiments.tasks.digits import DigitsNet, task
 from tests.conftest import FAST_SPACE, run_cli
@@ -207,6 +207,29 @@ def test_a_study_without_a_feasible_uniform_trial_says_how_to_get_one(space, tmp
         "No uniform reference: none of this study's 1 feasible trials is a uniform recipe, so it cannot say "
         "whether per-layer search beats one. Search the same space with --strategy uniform --trials 8 (its "
         "uniform grid) for one, or with tpe or nsga2, whose default warm start runs that grid first."
+    )
+
+
+def test_beating_needs_strict_dominance_and_unequal_fine_tuning_is_stated() -> None:
+    """`versus_uniform` over plain values: a per-layer trial equal to the reference does not beat it; one as fast
+    and more accurate does; trials fine-tuned for other epochs than the reference say so."""
+    ref = VersusPoint(0, 0.99, 2.0, 1.0, "50% channels pruned, int8")
+    tie = versus_uniform([ref, VersusPoint(1, 0.99, 2.0, 1.0)])
+    assert tie.beats is False and tie.per_layer.number == 1
+    sharper = versus_uniform([ref, VersusPoint(1, 0.995, 2.0, 3.0)])
+    assert sharper.beats is True and sharper.line == (
+        "Per-layer search beats the best uniform recipe: 0.9950 vs 0.9900 val accuracy at >= the uniform's 2.00x "
+        "speedup (trial 1, 2.00x, vs uniform trial 0: 50% channels pruned, int8; fine-tuned 3 vs 1 epochs)"
+    )
+    slower = versus_uniform([ref, VersusPoint(1, 0.995, 1.5, 1.0)], "speedup_b32")
+    assert slower.beats is False and slower.line.endswith(
+        "best per-layer at >= that accuracy 1.50x (trial 1); no feasible per-layer trial reaches 2.00x"
+    )
+    assert "2.00x speedup_b32 at 0.9900 val" in slower.line
+    assert versus_uniform([]).beats is None
+    assert versus_uniform([ref]).line == (
+        "No feasible per-layer trial to compare with: best uniform 2.00x speedup at 0.9900 val "
+        "(trial 0: 50% channels pruned, int8)."
     )
 
 

@@ -273,4 +273,6 @@ def versus_uniform(points: Sequence[VersusPoint], speed: str = "speedup", no_ref
             f"at >= {ref.speedup:.2f}x the best per-layer reaches {sharper.accuracy:.4f} val "
             f"(trial {sharper.number}{epochs(sharper)})"
         )
+    else:
+        parts.append(f"no feasible per-layer trial reaches {ref.speedup:.2f}x")
     return UniformVerdict(False, "; ".join(parts), speed, ref, faster or sharper)
