@@ -39,6 +39,11 @@ class Task(Protocol):
     while another trial measures latency, and pruners to hold masks or take ADMM steps); a task may also
     offer ``finetune_steps(epochs)``, the number of optimisation steps ``finetune`` takes (schedules over
     steps, such as the ``agp`` pruner's, need it).
+    A task that trained its baseline itself may also offer ``early_checkpoint()``: an `EarlyCheckpoint`, the
+    baseline's whole state dict (weights and buffers, loadable into ``baseline_model()``) from early in the very
+    training run that produced it, or None when it has none (a model that came trained, a cache that predates
+    it). The ``lottery`` pruner rewinds the surviving weights to it (Frankle et al., 2020) and otherwise to the
+    trained baseline; a new copy each call (callers may mutate it).
     `calibration_batches` yields a few input batches for quantization observers and data-driven criteria.
     `example_input` gives an input batch of the given size for tracing and latency measurement. Inputs are
     one tensor, or a tuple of tensors for a model with several positional inputs (`ModelInputs`).
@@ -128,6 +133,16 @@ def checked_baseline(task: Task) -> tuple[nn.Module, ModelInputs]:
     return model, task.example_input(1)
 
 
+@dataclass(frozen=True)
+class EarlyCheckpoint:
+    """The baseline's state dict after `step` of the `steps` optimisation steps of the training that produced
+    the trained baseline (step 0: its initialisation), what `Task.early_checkpoint` gives."""
+
+    state: dict[str, torch.Tensor]
+    step: int
+    steps: int
+
+
 def cache_dir() -> Path:
     """The folder for trained baselines and decoded data (``$AUTOCOMPRESS_CACHE``, default
     ``~/.cache/autocompress``), created if missing."""
@@ -215,6 +230,13 @@ class SupervisedTask:
     (so a factory that loads a checkpoint file retrains when the file is replaced), the data and the recipe:
     a change to any of them retrains and nothing stale is ever loaded. With ``train_epochs=0`` the factory's
     model is the baseline as it is (a pre-trained model): no step is taken and nothing is cached.
+
+    While the baseline trains, its state after the fraction `rewind_fraction` of the training steps is kept as
+    its `EarlyCheckpoint` (``early_checkpoint()``, for lottery rewinding; 0 keeps the initialisation), cached
+    beside it (the same name with ``-stepK`` before the suffix). The fraction is not part of the cache key (the
+    baseline does not depend on it): a baseline cached before early checkpoints were kept, or under another
+    fraction, loads as it is with no early checkpoint (None; delete its file to retrain with one), since an
+    early state re-derived by another run might not lie on the trajectory that produced the cached weights.
     """
 
     name: str
@@ -226,15 +248,31 @@ class SupervisedTask:
     batch_size: int = 64
     weight_decay: float = 1e-4
     seed: int = 0
+    rewind_fraction: float = 0.05
     _baseline_state: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
+    _early: EarlyCheckpoint | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rewind_fraction < 1:
+            raise UserError(
+                f"task {self.name!r}: rewind_fraction",
+                f"is {self.rewind_fraction!r}; it must be at least 0 (the initialisation) and below 1",
+            )
 
     # -- protocol -----------------------------------------------------------------------------------------
     def baseline_model(self) -> nn.Module:
         if self._baseline_state is None:
-            self._baseline_state = self._load_or_train()
+            self._baseline_state, self._early = self._load_or_train()
         model = self.model_factory()
         model.load_state_dict(copy.deepcopy(self._baseline_state))
         return model.eval()
+
+    def early_checkpoint(self) -> EarlyCheckpoint | None:
+        """The baseline's state after `rewind_fraction` of its training steps, or None when this task did not
+        train its baseline (``train_epochs=0``) or its cached baseline has none (see the class docstring)."""
+        if self._baseline_state is None:
+            self._baseline_state, self._early = self._load_or_train()
+        return copy.deepcopy(self._early)
 
     @torch.no_grad()
     def evaluate(self, model: Callable[..., torch.Tensor], split: str = "test") -> float:
@@ -302,19 +340,42 @@ class SupervisedTask:
         digest.update(torch.__version__.encode())
         return digest.hexdigest()[:20]
 
-    def _load_or_train(self) -> dict[str, torch.Tensor]:
+    def _load_or_train(self) -> tuple[dict[str, torch.Tensor], EarlyCheckpoint | None]:
+        """The trained baseline's state dict and its early checkpoint, from the cache or trained (and cached)."""
         if self.train_epochs <= 0:
-            return self.model_factory().state_dict()
+            return self.model_factory().state_dict(), None
+        steps = self.finetune_steps(self.train_epochs)
+        step = round(self.rewind_fraction * steps)
         path = cache_dir() / f"{self.name}-{self.cache_key()}.pt"
+        early_path = path.with_name(f"{path.stem}-step{step}.pt")
         if path.exists():
-            return torch.load(path, weights_only=True)
+            early = (
+                EarlyCheckpoint(torch.load(early_path, weights_only=True), step, steps) if early_path.exists() else None
+            )
+            return torch.load(path, weights_only=True), early
         seed_everything(self.seed)
         model = self.model_factory()
-        self._train(model, self.train_epochs, self.lr, self.seed)
+        early_state = copy.deepcopy(model.state_dict())  # step 0; replaced after the step-th step
+        taken = 0
+
+        def keep_early() -> None:
+            nonlocal taken, early_state
+            taken += 1
+            if taken == step:
+                early_state = copy.deepcopy(model.state_dict())
+
+        self._train(model, self.train_epochs, self.lr, self.seed, keep_early)
         state = model.state_dict()
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(path)  # atomic: concurrent workers never read half a file
-        return state
+        _save_atomic(early_path, early_state)  # first: a baseline file written here always has its early one
+        _save_atomic(path, state)
+        return state, EarlyCheckpoint(early_state, step, steps)
+
+
+def _save_atomic(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write `state` to `path` through a temporary file renamed over it: concurrent workers never read half a
+    file."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)

@@ -143,6 +143,11 @@ class ClassificationTask:
             raise UserError(f"task {self.name!r}: train", "the train loader has no len(); fine-tuning needs one")
         return max(1, round(epochs * len(self.train)))
 
+    def early_checkpoint(self) -> None:
+        """None: the model comes trained, and nothing of the run that trained it is known (the ``lottery``
+        pruner then rewinds to the trained baseline, `autocompress.task.Task`)."""
+        return None
+
     def calibration_batches(self) -> Iterator[ModelInputs]:
         for index, (inputs, _) in enumerate(self._batches("train")):
             if index >= self.calibration_batches_count:

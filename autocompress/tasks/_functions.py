@@ -74,6 +74,11 @@ class FunctionTask:
         """`steps_per_epoch` steps per epoch (fractional epochs: that share, at least one; none for 0)."""
         return 0 if epochs <= 0 else max(1, round(epochs * self.steps_per_epoch))
 
+    def early_checkpoint(self) -> None:
+        """None: the model comes trained, and nothing of the run that trained it is known (the ``lottery``
+        pruner then rewinds to the trained baseline, `autocompress.task.Task`)."""
+        return None
+
     def calibration_batches(self) -> Iterator[ModelInputs]:
         yield from self.calibration if self.calibration is not None else [self.example]
 
