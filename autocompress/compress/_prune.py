@@ -62,8 +62,8 @@ class ChannelPruning:
     ) -> None:
         self.model, self._example_input = model, example_input
         modules = dict(model.named_modules())
-        self._attention = attention_heads(model)
-        heads = {proj: count for count, projs in self._attention.values() for proj in projs}
+        attention = attention_heads(model)
+        heads = {proj: count for count, projs in attention.values() for proj in projs}
         step = round_to or policy.round_to
         self._head_removals, self._ffn_widths, shipped = _shipped_removals(model, policy, step or 1)
         ratios = {}
@@ -80,13 +80,16 @@ class ChannelPruning:
                     ratios[module] = _ratio_keeping(width, kept)
         self._graph: tp.DependencyGraph | None = None
         self._pruner: tp.pruner.BasePruner | None = None
+        self._head_width: dict[str, int] = {}
+        self._applied = False
         if not ratios:
             return
         model.eval()
         fixed = [modules[name] for name in output_layers(model, example_input)]
-        self._head_width = {owner: projs[0].out_features // count for owner, (count, projs) in self._attention.items()}
+        names = {module: name for name, module in modules.items()}
+        self._head_width = {names[owner]: projs[0].out_features // count for owner, (count, projs) in attention.items()}
         head_ratios: dict[nn.Module, float] = {}
-        for _, projs in self._attention.values():
+        for _, projs in attention.values():
             ratio = max(ratios.get(proj, 0.0) for proj in projs)
             if ratio > 0:
                 head_ratios.update(dict.fromkeys(projs, ratio))
@@ -119,12 +122,34 @@ class ChannelPruning:
         self.model.eval()
         if self._pruner is not None:
             self._pruner.step()
-            for owner, (_, projs) in self._attention.items():
-                owner.heads = projs[0].out_features // self._head_width[owner]  # type: ignore[assignment]  # an int
+            _set_head_counts(self.model, self._head_width)
         remove_heads(self.model, self._head_removals)  # names still hold: torch-pruning keeps module objects
         shrink_ffn(self.model, self._ffn_widths)
         self.model.zero_grad(set_to_none=True)
+        self._applied = True
         return self.model
+
+    def replay(self, model: nn.Module) -> nn.Module:
+        """Remove from `model` the very channels `apply` removed, in place; returns the same module object.
+
+        `model` is another instance of the architecture this pruning was built on (the same module names), with
+        other weights: the task's early checkpoint, which lottery rewinding needs pruned exactly like the trained
+        model. torch-pruning's pruning history (each group's root layer and channel indices) is replayed on
+        `model`'s own graph, so what survives was chosen by the weights `apply` saw, not by `model`'s. A
+        `ValueError` before `apply`, and when the policy removed attention heads or FFN width through the
+        models' own modules (`remove_heads`, `shrink_ffn`): they rank by the weights they are given and keep
+        no history to replay."""
+        if not self._applied:
+            raise ValueError("replay repeats what apply removed; call apply first")
+        if self._head_removals or self._ffn_widths:
+            raise ValueError(
+                "attention heads or FFN width removed through the model's own modules keep no history to replay"
+            )
+        if self._pruner is not None:
+            graph = build_graph(model, self._example_input)
+            graph.load_pruning_history(list(self._pruner.pruning_history()))
+            _set_head_counts(model, self._head_width)
+        return model.eval()
 
 
 def prune(
@@ -138,6 +163,14 @@ def prune(
     `ChannelPruning` describes; returns the same module object, now smaller. `importance` is a criterion
     already prepared on this model (`prepare_criterion`)."""
     return ChannelPruning(model, policy, example_input, round_to, importance).apply()
+
+
+def _set_head_counts(model: nn.Module, head_width: dict[str, int]) -> None:
+    """Set ``heads`` of each named attention module (`autocompress.space.attention_heads`) from its q projection's
+    width after torch-pruning removed whole heads; `head_width`: each module's width per head."""
+    for name, width in head_width.items():
+        owner = model.get_submodule(name)
+        owner.heads = _out_channels(owner.get_submodule("q")) // width  # type: ignore[assignment]  # an int
 
 
 def _shipped_removals(
