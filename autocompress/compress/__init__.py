@@ -88,7 +88,14 @@ from autocompress.compress._pruners import (
 from autocompress.compress._ptq import NaiveQuantizer, ObserverQuantizer, PercentileObserver
 from autocompress.compress._qat import QATQuantizer
 from autocompress.compress._quant_base import SUPPORTED_BITS, Quantizer, QuantSpec
-from autocompress.compress._sparse_base import Masks, Trainer, UnstructuredPruner, layer_weights, magnitude_mask
+from autocompress.compress._sparse_base import (
+    Masks,
+    RewindPoint,
+    Trainer,
+    UnstructuredPruner,
+    layer_weights,
+    magnitude_mask,
+)
 from autocompress.space import Policy
 
 
@@ -127,6 +134,7 @@ __all__ = [
     "QUANTIZERS",
     "QuantSpec",
     "Quantizer",
+    "RewindPoint",
     "STRUCTURED_ADMM_SHARE",
     "SUPPORTED_BITS",
     "SignActivation",

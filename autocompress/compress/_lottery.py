@@ -1,10 +1,13 @@
-"""`lottery`: iterative magnitude pruning with rewinding (Frankle & Carbin, 2019; rewinding to trained
-weights as in Renda et al., 2020), fitted into one fine-tuning budget."""
+"""`lottery`: iterative magnitude pruning with weight rewinding (Frankle & Carbin, 2019), fitted into one
+fine-tuning budget: rewinding to weights from early in the baseline's training where the task kept them
+(Frankle et al., 2020, "Stabilizing the Lottery Ticket Hypothesis" / "Linear Mode Connectivity and the Lottery
+Ticket Hypothesis"), otherwise to the trained weights (what Renda et al., 2020 compare as fine-tuning)."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
@@ -13,19 +16,32 @@ from autocompress.compress._sparse_base import Masks, Trainer, UnstructuredPrune
 
 class LotteryPruner(UnstructuredPruner):
     """`rounds` rounds, each of ``epochs / rounds``: prune each layer to ``final * r / rounds`` by the magnitudes
-    reached so far, rewind the whole model (weights and buffers) to the trained baseline it started from, keep
-    the zeros, and fine-tune. The survivors of the last round are the winning ticket, trained once more."""
+    reached so far (the trained weights in the first round), rewind the whole model (weights and buffers) to
+    the trainer's `RewindPoint`, keep the zeros, and fine-tune. The survivors of the last round are the
+    winning ticket, trained once more.
+
+    The rewind point is the task's early checkpoint made to fit the model (the same channels removed, the same
+    quantization prepared) when the task kept one, else the model as the pruner was given it (the trained
+    baseline as compressed). `rewound_to` (the trial's ``rewound_to`` metric) names the one used and, for the
+    trained weights, why no early one was.
+    """
 
     name = "lottery"
 
     def __init__(self, rounds: int = 3) -> None:
         self.rounds = rounds
+        self.rewound_to = ""
 
     def run(self, model: nn.Module, targets: Mapping[str, float], trainer: Trainer, epochs: float) -> None:
-        baseline = copy.deepcopy(model.state_dict())
+        point = trainer.rewind_point()
+        start = copy.deepcopy(dict(point.state) if point.state is not None else model.state_dict())
+        self.rewound_to = point.label
         masks = Masks(layer_weights(model, targets))
         for round_ in range(1, self.rounds + 1):
             masks.prune({name: final * round_ / self.rounds for name, final in targets.items()})
-            model.load_state_dict(baseline)  # copies into the same tensors: the masks still point at them
+            model.load_state_dict(start)  # copies into the same tensors: the masks still point at them
             masks.apply()
             trainer.train(model, epochs / self.rounds, masks.apply)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"rewound_to": self.rewound_to}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import ClassVar, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -19,17 +20,35 @@ from torch import nn
 OnStep = Callable[[], None]
 
 
+@dataclass(frozen=True)
+class RewindPoint:
+    """Where a pruner that rewinds (``lottery``) takes the model's weights back to.
+
+    `state`: a state dict that fits the model the pruner is given (the same names and shapes: channels removed
+    and quantization prepared as they were for it), or None for the model as it was given (its weights at the
+    start of the pruner's run). `label` names the point, and when `state` is None why there is no earlier one;
+    the trial records it as ``rewound_to``.
+    """
+
+    state: Mapping[str, torch.Tensor] | None
+    label: str
+
+
 class Trainer(Protocol):
     """How a pruner fine-tunes (the runtime adapts the task's ``finetune``).
 
     `train` trains `model` in place for `epochs` (fractional allowed; nothing happens at 0 or below) and calls
     `on_step` after every optimiser step. `steps` is the number of optimiser steps `train` takes for `epochs`,
-    or None when the task does not say (schedules over steps then cannot run).
+    or None when the task does not say (schedules over steps then cannot run). `rewind_point` is the
+    `RewindPoint` of the model the pruner is given: the task's early checkpoint made to fit it, or why not; it
+    is built when asked (only pruners that rewind ask).
     """
 
     def train(self, model: nn.Module, epochs: float, on_step: OnStep) -> None: ...
 
     def steps(self, epochs: float) -> int | None: ...
+
+    def rewind_point(self) -> RewindPoint: ...
 
 
 class UnstructuredPruner(ABC):
@@ -44,7 +63,8 @@ class UnstructuredPruner(ABC):
       broken by position), as real zeros in the ordinary weight tensor, masks gone;
     - change no shape and no layer outside `targets` beyond what fine-tuning does.
 
-    Diagnostics a pruner keeps on itself (schedules, residuals) are for tests and reports only.
+    Diagnostics a pruner keeps on itself (schedules, residuals) are for tests and reports only; what the trial
+    should record of how it ran (the ``lottery`` pruner's rewind point) it returns from `metrics`.
     """
 
     name: ClassVar[str]
@@ -52,6 +72,10 @@ class UnstructuredPruner(ABC):
     @abstractmethod
     def run(self, model: nn.Module, targets: Mapping[str, float], trainer: Trainer, epochs: float) -> None:
         """Prune `model` in place to `targets` within the fine-tuning budget `epochs`."""
+
+    def metrics(self) -> dict[str, Any]:
+        """Trial metrics about the last `run` (JSON values, by name); none by default."""
+        return {}
 
 
 def layer_weights(model: nn.Module, names: Mapping[str, float] | list[str]) -> dict[str, nn.Parameter]:

@@ -7,6 +7,7 @@ opens the database, so a worker on another node needs only the task's import pat
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import socket
@@ -20,6 +21,7 @@ import torch
 
 from autocompress.compress import (
     ChannelPruning,
+    RewindPoint,
     copy_for_lowering,
     latency_basis,
     make_criterion,
@@ -160,12 +162,17 @@ class TaskTrainer:
     A task whose ``finetune`` takes no ``on_step`` gets the pruner's step once, after training: masks then
     hold only at the end, and schedules over steps (agp) refuse to run without ``finetune_steps``.
     `taken` counts the optimisation steps trained so far (None for a task without ``on_step``: not counted).
+    `rewind` builds the `rewind_point` (a trial sets it to `rewind_point` of its compressed model; by default
+    the model as the pruner is given it).
     """
 
     task: Task
     seed: int
     gate: Gate
     taken: int | None = field(default=0, init=False)
+    rewind: Callable[[], RewindPoint] = field(
+        default=functools.partial(RewindPoint, None, "the weights it was given (no rewind point was set)"), init=False
+    )
 
     def train(self, model: torch.nn.Module, epochs: float, on_step: Callable[[], None]) -> None:
         if epochs <= 0:
@@ -189,6 +196,9 @@ class TaskTrainer:
     def steps(self, epochs: float) -> int | None:
         count = getattr(self.task, "finetune_steps", None)
         return int(count(epochs)) if callable(count) else None
+
+    def rewind_point(self) -> RewindPoint:
+        return self.rewind()
 
 
 def worker_id() -> str:
@@ -214,6 +224,8 @@ class _Compressed:
     packed_bytes: int
     #: epochs of the fine-tune budget already spent by structured ADMM
     admm_epochs: float
+    #: the channel pruning applied to the model (None when the policy removes no channel)
+    pruning: ChannelPruning | None
 
 
 def _compress(
@@ -244,7 +256,33 @@ def _compress(
     layer_macs, params, packed_bytes = count_macs(model, x1), count_params(model), count_packed_bytes(model, policy)
     if needs_training(policy):
         model = prepare_quantization(model, policy, x1)
-    return _Compressed(model, layer_macs, params, packed_bytes, admm_epochs)
+    return _Compressed(model, layer_macs, params, packed_bytes, admm_epochs, pruning)
+
+
+def rewind_point(task: Task, policy: Policy, x1: Any, compressed: _Compressed) -> RewindPoint:
+    """Where a pruner that rewinds takes `compressed`'s model back to: the task's early checkpoint
+    (`autocompress.task.EarlyCheckpoint`) with the same channels removed (`ChannelPruning.replay`) and the same
+    quantization prepared, labelled ``early (step K of N)``; or, labelled ``trained baseline (why)``, the model
+    as compressed, when the task keeps none or it cannot be made to fit (names or shapes differ)."""
+    offered = getattr(task, "early_checkpoint", None)
+    checkpoint = offered() if callable(offered) else None
+    if checkpoint is None:
+        return RewindPoint(None, "trained baseline (the task keeps no early checkpoint)")
+    model = task.baseline_model()
+    try:
+        model.load_state_dict(checkpoint.state)
+        if compressed.pruning is not None:
+            model = compressed.pruning.replay(model)
+    except (RuntimeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return RewindPoint(None, f"trained baseline (the early checkpoint cannot be pruned the same way: {reason})")
+    if needs_training(policy):
+        model = prepare_quantization(model, policy, x1)
+    state = model.state_dict()
+    shapes = {name: getattr(value, "shape", None) for name, value in state.items()}
+    if shapes != {name: getattr(value, "shape", None) for name, value in compressed.model.state_dict().items()}:
+        return RewindPoint(None, "trained baseline (the early checkpoint, pruned the same way, has other shapes)")
+    return RewindPoint(state, f"early (step {checkpoint.step} of {checkpoint.steps})")
 
 
 def run_trial(
@@ -279,7 +317,10 @@ def run_trial(
     ADMM towards the channel sparsity before the channels are removed. The fine-tuning realises each layer's
     ``weight_sparsity`` through the policy's unstructured pruner; ``weight_sparsity`` (measured zeros in
     conv/linear weights of the deployed model) and ``sparse_bytes`` (bitmask storage, see `count_sparse_bytes`)
-    report it. Zeros do not make dense kernels faster: latency is measured as it runs.
+    report it. Zeros do not make dense kernels faster: latency is measured as it runs. A pruner that rewinds
+    (``lottery``) rewinds to the task's early checkpoint pruned and prepared like the trial's model
+    (`rewind_point`), and ``rewound_to`` names where it went: ``early (step K of N)``, ``trained baseline
+    (why)``, or the parent trial's weights in a continued trial (its budget is only the extra epochs).
 
     A quantizer that trains (QAT, DoReFa, BNN, LSQ) is prepared before fine-tuning, so the fine-tune epochs
     are quantization-aware; calibration-only quantizers run after it. A policy that neither prunes nor trains
@@ -321,10 +362,17 @@ def run_trial(
             if compressed is None:
                 compressed = _compress(task, policy, x1, trainer, finetune_epochs, gate, shape_only=False)
             model = compressed.model
+            trainer.rewind = (
+                functools.partial(RewindPoint, None, "the parent trial's weights (a continued trial goes on from them)")
+                if continuation.get("continued_epochs")
+                else functools.partial(rewind_point, task, policy, x1, compressed)
+            )
             gate.checkpoint()
+            pruner_metrics: dict[str, Any] = {}
             if tuned:
                 extra = tuned - compressed.admm_epochs - continuation.get("continued_epochs", 0.0)
-                sparse_finetune(model, policy, trainer, extra)
+                pruner = sparse_finetune(model, policy, trainer, extra)
+                pruner_metrics = pruner.metrics() if pruner is not None else {}
             weights = save_weights(model) if keep_weights and tuned else None
             counted = copy_for_lowering(model) if trains_quantizer else model  # lowering needs it too
             deployed = quantize(counted, policy, x1, task.calibration_batches())
@@ -377,6 +425,7 @@ def run_trial(
             "bops": float(count_bops(compressed.layer_macs, policy)),
             "finetune_epochs": float(tuned),
             **continuation,
+            **pruner_metrics,
             **({"finetune_steps": float(trainer.taken)} if trainer.taken is not None else {}),
             "wall_s": time.perf_counter() - start_wall,
             "cpu_s": time.process_time() - start_cpu,

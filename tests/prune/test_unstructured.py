@@ -4,8 +4,6 @@ promises: AGP's cubic schedule, lottery's rewinding, ADMM's convergence, and str
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 from torch import nn
@@ -26,6 +24,7 @@ from autocompress.measure import count_params, layer_weights, to_torchscript
 from autocompress.runtime._trial import Gate, TaskTrainer, run_trial
 from autocompress.space import LayerSetting, Policy, discover_layers
 from autocompress.task import SupervisedTask, load_task
+from tests.prune.conftest import RecordingTrainer
 
 torch.set_num_threads(1)
 
@@ -98,29 +97,16 @@ def test_agp_raises_sparsity_along_the_cubic_schedule(model_ref: str) -> None:
     assert 0 < first[name] < middle[name] < targets[name]  # gradual: the intermediate steps are in between
 
 
-class RecordingTrainer:
-    """The task's trainer, remembering the model's weights at the start of every training call."""
-
-    def __init__(self, task: SupervisedTask) -> None:
-        self.inner = TaskTrainer(task, 0, Gate())
-        self.starts: list[dict[str, torch.Tensor]] = []
-
-    def train(self, model: nn.Module, epochs: float, on_step: Callable[[], None]) -> None:
-        self.starts.append({n: p.detach().clone() for n, p in model.named_parameters()})
-        self.inner.train(model, epochs, on_step)
-
-    def steps(self, epochs: float) -> int | None:
-        return self.inner.steps(epochs)
-
-
 def test_lottery_rewinds_the_survivors_to_the_baseline_every_round(model_ref: str) -> None:
     task = task_of(model_ref)
     model = task.baseline_model()
     baseline = {n: p.detach().clone() for n, p in model.named_parameters()}
     targets = targets_of(task, model)
     trainer = RecordingTrainer(task)
-    LotteryPruner(rounds=3).run(model, targets, trainer, 0.6)
+    pruner = LotteryPruner(rounds=3)
+    pruner.run(model, targets, trainer, 0.6)
     assert len(trainer.starts) == 3
+    assert pruner.metrics() == {"rewound_to": "the weights it was given (no rewind point was set)"}
     for round_, start in enumerate(trainer.starts, 1):
         for name, fraction in targets.items():
             weight, base = start[f"{name}.weight"], baseline[f"{name}.weight"]
