@@ -16,9 +16,9 @@ Attention heads and FFN width of models as they ship (Hugging Face BERT-style at
 `nn.MultiheadAttention`): `remove_heads`, `shrink_ffn` (physical, through the models' own modules).
 
 Unstructured pruners (one private module each, all behind `UnstructuredPruner`, by `Policy.pruner` name in
-`PRUNERS`): level, agp, lottery, admm; they realise ``weight_sparsity`` during fine-tuning
-(`sparse_finetune`). The ``admm`` criterion trains by ADMM towards the channel sparsity before `prune`
-removes the channels (`structured_admm`).
+`PRUNERS`): level, agp, lottery (rewinds to the task's early checkpoint; ``lottery_trained`` to the trained
+weights), admm; they realise ``weight_sparsity`` during fine-tuning (`sparse_finetune`). The ``admm``
+criterion trains by ADMM towards the channel sparsity before `prune` removes the channels (`structured_admm`).
 """
 
 from collections.abc import Iterable

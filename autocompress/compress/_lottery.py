@@ -13,6 +13,10 @@ from torch import nn
 
 from autocompress.compress._sparse_base import Masks, Trainer, UnstructuredPruner, layer_weights
 
+#: `LotteryPruner.rewound_to` with ``early=False``: the trained baseline as compressed, or a continued
+#: trial's parent
+LOTTERY_TRAINED = "the weights the trial started from (pruner lottery_trained)"
+
 
 class LotteryPruner(UnstructuredPruner):
     """`rounds` rounds, each of ``epochs / rounds``: prune each layer to ``final * r / rounds`` by the magnitudes
@@ -23,19 +27,23 @@ class LotteryPruner(UnstructuredPruner):
     The rewind point is the task's early checkpoint made to fit the model (the same channels removed, the same
     quantization prepared) when the task kept one, else the model as the pruner was given it (the trained
     baseline as compressed). `rewound_to` (the trial's ``rewound_to`` metric) names the one used and, for the
-    trained weights, why no early one was.
+    trained weights, why no early one was. ``early=False`` (the ``lottery_trained`` pruner) always rewinds to
+    the trained weights: with a fine-tuning budget of a few epochs that is often the more accurate ticket
+    (`experiments/bench_rewind.py`), since early weights need most of the original training again.
     """
 
     name = "lottery"
 
-    def __init__(self, rounds: int = 3) -> None:
+    def __init__(self, rounds: int = 3, early: bool = True) -> None:
         self.rounds = rounds
+        self.early = early
         self.rewound_to = ""
 
     def run(self, model: nn.Module, targets: Mapping[str, float], trainer: Trainer, epochs: float) -> None:
-        point = trainer.rewind_point()
-        start = copy.deepcopy(dict(point.state) if point.state is not None else model.state_dict())
-        self.rewound_to = point.label
+        point = trainer.rewind_point() if self.early else None
+        state = point.state if point is not None and point.state is not None else model.state_dict()
+        start = copy.deepcopy(dict(state))
+        self.rewound_to = point.label if point is not None else LOTTERY_TRAINED
         masks = Masks(layer_weights(model, targets))
         for round_ in range(1, self.rounds + 1):
             masks.prune({name: final * round_ / self.rounds for name, final in targets.items()})

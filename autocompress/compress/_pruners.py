@@ -8,6 +8,7 @@ realises every layer's ``weight_sparsity``; `structured_admm` runs first when th
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch_pruning as tp
 from torch import nn
@@ -25,6 +26,7 @@ PRUNERS: dict[str, Callable[[], UnstructuredPruner]] = {
     "level": LevelPruner,
     "agp": AGPPruner,
     "lottery": LotteryPruner,
+    "lottery_trained": partial(LotteryPruner, early=False),
     "admm": ADMMPruner,
 }
 

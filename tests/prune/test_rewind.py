@@ -188,6 +188,15 @@ def test_lottery_trial_names_the_trained_baseline_and_why_when_there_is_no_early
     )
 
 
+def test_lottery_trained_rewinds_to_the_trained_weights_even_where_the_task_kept_an_early_checkpoint() -> None:
+    policy = dataclasses.replace(cnn_policy(0.0), pruner="lottery_trained")
+    early = run_trial(TRAINED, cnn_policy(0.0), 0.3, measure=MEASURE).metrics
+    trained = run_trial(TRAINED, policy, 0.3, measure=MEASURE).metrics
+    assert early["rewound_to"].startswith("early (step ")
+    assert trained["rewound_to"] == "the weights the trial started from (pruner lottery_trained)"
+    assert trained["accuracy"] != early["accuracy"]
+
+
 def test_level_pruner_records_no_rewind() -> None:
     policy = dataclasses.replace(cnn_policy(0.0), pruner="level")
     assert "rewound_to" not in run_trial(TRAINED, policy, 0.3, measure=MEASURE).metrics
