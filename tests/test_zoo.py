@@ -9,8 +9,20 @@ import pytest
 
 pytest.importorskip("torchvision")  # installed by make (--no-deps, the 'vision' extra)
 
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import autocompress  # noqa: E402
+from autocompress.compress import prune  # noqa: E402
 from autocompress.errors import UserError  # noqa: E402
-from autocompress.space import discover_layers, output_layers, parse_space, resolve_space  # noqa: E402
+from autocompress.space import (  # noqa: E402
+    LayerSetting,
+    Policy,
+    discover_layers,
+    output_layers,
+    parse_space,
+    resolve_space,
+)
 from experiments.bench_zoo import bench_one  # noqa: E402
 from experiments.tasks import zoo  # noqa: E402
 
@@ -37,27 +49,67 @@ def test_every_classification_builder_is_listed() -> None:
     assert len(archs) >= 80 and {"resnet18", "shufflenet_v2_x1_0", "vit_b_16", "maxvit_t"} <= set(archs)
 
 
-def test_shufflenet_channel_shuffle_is_refused_up_front_with_the_op_named() -> None:
-    """torch-pruning raised ZeroDivisionError on the channel shuffle's view: now every layer says why it
-    cannot be pruned, and a space asking for pruning is refused naming the layer, before any trial."""
-    task = zoo.task_for("shufflenet_v2_x0_5")
-    layers = discover_layers(task.baseline_model(), task.example_input(1))
-    inner = [info for info in layers if info.name != "fc"]
-    assert inner and not any(info.prunable for info in layers)
-    assert all("_Reshape" in info.reason and "ZeroDivisionError" in info.reason for info in inner)
+def _shufflenet() -> tuple[nn.Module, torch.Tensor]:
+    """The real torchvision ShuffleNetV2 x0.5 (random init, 10 classes) and a small input (3x32x32: 1x1 at stage 4)."""
+    torch.manual_seed(0)
+    model = autocompress.import_torchvision().models.shufflenet_v2_x0_5(num_classes=10).eval()
+    return model, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def test_shufflenet_inner_branch_channels_are_prunable_and_the_shuffled_ones_stay() -> None:
+    """torch-pruning raises ZeroDivisionError mapping channels through the channel shuffle's view; with reshapes
+    opaque, the channels inside each branch (1x1 -> depthwise -> 1x1), the stem and the last conv are
+    prunable, and every conv whose output crosses a shuffle says why it is not, which the space checks quote."""
+    model, x = _shufflenet()
+    layers = {info.name: info for info in discover_layers(model, x[:1])}
+    blocks = [f"stage{s}.{b}" for s, n in ((2, 4), (3, 8), (4, 4)) for b in range(n)]
+    assert {name for name, info in layers.items() if info.prunable} == {
+        "conv1.0",
+        "conv5.0",
+        *(f"{block}.branch2.3" for block in blocks),
+    }
+    crossing = [f"{block}.branch2.5" for block in blocks] + [f"stage{s}.0.branch1.2" for s in (2, 3, 4)]
+    for name in crossing:
+        assert "cross a reshape" in layers[name].reason and "ZeroDivisionError" in layers[name].reason, name
+    assert layers["stage2.1.branch2.0"].out_root == "stage2.1.branch2.3"
+    assert layers["stage2.1.branch2.5"].in_roots == (("stage2.1.branch2.3", 24),)
     spec = parse_space(
-        "task: experiments.tasks.zoo:shufflenet_v2_x0_5\nlayers: {'stage2.0.branch2.0': {channel_sparsity: [0.5]}}"
+        "task: experiments.tasks.zoo:shufflenet_v2_x0_5\nlayers: {'stage2.1.branch2.5': {channel_sparsity: [0.5]}}"
     )
-    with pytest.raises(UserError, match="stage2.0.branch2.0.*cannot be pruned.*channel shuffle"):
-        resolve_space(spec, layers)
+    with pytest.raises(UserError, match="stage2.1.branch2.5.*cannot be pruned.*channel shuffle"):
+        resolve_space(spec, list(layers.values()))
 
 
-@pytest.mark.slow
-def test_shufflenet_still_quantizes_end_to_end() -> None:
-    row = bench_one("shufflenet_v2_x0_5")
-    assert row["status"] == "int8 only" and row["reloads"], row
-    # random weights, static int8 calibrated on noise: the logits keep their direction only roughly
-    assert row["cosine"] > 0.4 and "ZeroDivisionError" in row["refused"]
+def test_shufflenet_branch_pruning_removes_the_chosen_channels_and_keeps_the_function() -> None:
+    """Every odd inner channel of every branch is zeroed (1x1 rows, batch norms, depthwise filters, the last
+    1x1's columns), so it adds nothing and is the least important: pruning half of each branch must remove
+    exactly those, leave a physically smaller model and the same logits."""
+    model, x = _shufflenet()
+    expected = model(x)
+    blocks = [module for module in model.modules() if type(module).__name__ == "InvertedResidual"]
+    with torch.no_grad():
+        for block in blocks:
+            first, bn1, _, depthwise, bn2, last = list(block.branch2)[:6]
+            odd = torch.arange(1, first.out_channels, 2)
+            for tensor in (first.weight, bn1.weight, bn1.bias, depthwise.weight, bn2.weight, bn2.bias):
+                tensor[odd] = 0
+            last.weight[:, odd] = 0
+    params = sum(p.numel() for p in model.parameters())
+    names = [name for name, module in model.named_modules() if module in {b.branch2[3] for b in blocks}]
+    prune(model, Policy.from_mapping({name: LayerSetting(0.5, 32) for name in names}, "l1"), x[:1])
+    assert [b.branch2[0].out_channels for b in blocks] == [12] * 4 + [24] * 8 + [48] * 4
+    assert all(b.branch2[3].groups == b.branch2[5].in_channels == b.branch2[0].out_channels for b in blocks)
+    assert sum(p.numel() for p in model.parameters()) < params
+    torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pruning_a_shuffled_layer_is_refused_before_anything_changes() -> None:
+    model, x = _shufflenet()
+    before = {name: p.shape for name, p in model.named_parameters()}
+    policy = Policy.from_mapping({"stage2.1.branch2.5": LayerSetting(0.5, 32)}, "l1")
+    with pytest.raises(ValueError, match="'stage2.1.branch2.5' cannot be pruned: its channels cross a reshape"):
+        prune(model, policy, x[:1])
+    assert {name: p.shape for name, p in model.named_parameters()} == before
 
 
 def test_squeezenet_output_conv_behind_pooling_is_the_output_layer() -> None:
@@ -69,6 +121,7 @@ def test_squeezenet_output_conv_behind_pooling_is_the_output_layer() -> None:
     "arch",
     [
         pytest.param("mobilenet_v3_small", marks=pytest.mark.slow),
+        pytest.param("shufflenet_v2_x0_5", marks=pytest.mark.slow),
         "squeezenet1_1",
         pytest.param("resnet18", marks=pytest.mark.slow),
         pytest.param("efficientnet_b0", marks=pytest.mark.slow),

@@ -11,6 +11,10 @@ pruning) it removes whole heads, ``ceil(sparsity * heads)`` of them. Without the
 scattered channels, which regroups the survivors into different heads (a different function) and breaks
 the reshape whenever the count is not a multiple of the head width.
 
+A model whose reshapes torch-pruning cannot map channels through (a channel shuffle) is traced with every
+reshape opaque (`autocompress.space._discover.traced`): its layers whose channels cross no reshape are pruned
+as in any model; the others are unprunable (discovery says so), and a policy that prunes one is refused here.
+
 Attention as models ship it (`autocompress.space.shipped_heads`: Hugging Face BERT-style self-attention,
 `nn.MultiheadAttention`) and the FFN width of BERT-style layers (`ffn_layers`) are removed through their own
 modules instead (`remove_heads`, `shrink_ffn`: heads and channels ranked by weight norm, whatever the policy's
@@ -29,7 +33,14 @@ from autocompress._inputs import ModelInputs
 from autocompress.compress._criteria import make_criterion
 from autocompress.compress._heads import ffn_layers, remove_heads, shrink_ffn
 from autocompress.space import Policy
-from autocompress.space._discover import attention_heads, build_graph, output_layers, shipped_heads
+from autocompress.space._discover import (
+    attention_heads,
+    build_graph,
+    output_layers,
+    refuse_opaque,
+    shipped_heads,
+    traced,
+)
 
 
 class ChannelPruning:
@@ -93,20 +104,25 @@ class ChannelPruning:
             ratio = max(ratios.get(proj, 0.0) for proj in projs)
             if ratio > 0:
                 head_ratios.update(dict.fromkeys(projs, ratio))
-        self._pruner = tp.pruner.BasePruner(
-            model,
-            example_input,
-            importance=importance or make_criterion(policy.criterion),
-            pruning_ratio=0.0,
-            pruning_ratio_dict=ratios,
-            ignored_layers=fixed,
-            global_pruning=False,
-            num_heads=heads,
-            prune_num_heads=bool(head_ratios),
-            prune_head_dims=False,
-            head_pruning_ratio_dict=head_ratios or None,
+        criterion = importance or make_criterion(policy.criterion)
+        self._pruner = traced(
+            lambda pruners: tp.pruner.BasePruner(
+                model,
+                example_input,
+                importance=criterion,
+                pruning_ratio=0.0,
+                pruning_ratio_dict=ratios,
+                ignored_layers=fixed,
+                global_pruning=False,
+                num_heads=heads,
+                prune_num_heads=bool(head_ratios),
+                prune_head_dims=False,
+                head_pruning_ratio_dict=head_ratios or None,
+                customized_pruners=pruners,
+            )
         )
         self._graph = self._pruner.DG
+        refuse_opaque(self._graph, {name: module for name, module in modules.items() if module in ratios})
 
     @property
     def graph(self) -> tp.DependencyGraph:

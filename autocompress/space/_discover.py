@@ -7,6 +7,10 @@ group is pruned through its root layer, so only roots are prunable, and the mode
 Self-attention (`attention_heads`) is one group: q, k and v lose the same rows and the output projection the
 same columns, and its root's channel_sparsity is the fraction of whole heads removed.
 
+A model whose graph torch-pruning cannot build because it cannot map channels through a reshape (a channel
+shuffle: ``view`` to groups, ``transpose``, ``view`` back) is traced again with every reshape opaque
+(`OpaqueReshape`): the channels that cross a reshape stay, the rest of the model is pruned as usual.
+
 Attention as models ship it (`shipped_heads`): Hugging Face BERT-style self-attention and
 `nn.MultiheadAttention` carry the same meaning on one Linear each (the value projection; the output projection
 of `nn.MultiheadAttention`, whose q/k/v are one packed weight): its channel_sparsity is the fraction of whole
@@ -15,11 +19,14 @@ heads removed, which `autocompress.compress.remove_heads` does through the modul
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning import ops
 from torch_pruning.dependency import Node
 
 from autocompress._inputs import ModelInputs, call_model
@@ -167,17 +174,105 @@ def output_layers(model: nn.Module, example_input: ModelInputs) -> set[str]:
     return fixed
 
 
+T = TypeVar("T")
+
+
+class OpaqueReshape(tp.pruner.BasePruningFunc):
+    """torch-pruning's pruner for every reshape of a model whose graph fails at one (`traced`).
+
+    Its input and output channels are pruned by two different functions, which torch-pruning reads as no
+    coupling across the op (the rule `tp.pruner.BasePruningFunc` documents), and a reshape with a customized
+    pruner gets no index mapping: a group stops at a reshape instead of mapping channels through it. Such a
+    group cannot be pruned, since the reshape and the layers past it would not follow: discovery reports its
+    layers unprunable (`discover_layers`), a policy that prunes one is refused before anything changes
+    (`refuse_opaque`), and these functions raise should torch-pruning still call them. A group that reaches no
+    reshape is the same as in a graph torch-pruning could build whole.
+    """
+
+    TARGET_MODULES = (ops._ReshapeOp,)
+
+    def __init__(self, failure: str) -> None:
+        super().__init__()
+        #: why the reshapes are opaque: torch-pruning's failure on the plain graph (`graph_failure`)
+        self.failure = failure
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        raise ValueError(f"{layer} is opaque: {self.failure}")
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:  # not prune_out: no coupling
+        raise ValueError(f"{layer} is opaque: {self.failure}")
+
+    def get_out_channels(self, layer: nn.Module) -> None:
+        return None
+
+    def get_in_channels(self, layer: nn.Module) -> None:
+        return None
+
+
+def traced(build: Callable[[dict[Any, tp.pruner.BasePruningFunc]], T]) -> T:
+    """``build(customized_pruners)``, a torch-pruning graph or pruner traced from the model: without any, and
+    when torch-pruning fails at a reshape (a channel shuffle), again with every reshape an `OpaqueReshape`."""
+    try:
+        return build({})
+    except Exception as exc:
+        node, _ = _failed_at(exc)
+        if node is None or not isinstance(node.module, ops._ReshapeOp):
+            raise
+        return build({ops._ReshapeOp: OpaqueReshape(graph_failure(exc, opaque=True))})
+
+
+def opaque_reached(group: tp.Group) -> OpaqueReshape | None:
+    """The `OpaqueReshape` that a channel group reaches, if any: then none of its channels can be pruned."""
+    pruners = (getattr(dep.handler, "__self__", None) for dep, _ in group)
+    return next((pruner for pruner in pruners if isinstance(pruner, OpaqueReshape)), None)
+
+
+def refuse_opaque(graph: tp.DependencyGraph, layers: dict[str, nn.Module]) -> None:
+    """Raise `ValueError` naming the first of `layers` (to be pruned) whose channel group reaches an opaque
+    reshape, before anything is pruned; nothing to check in a graph built without them (`traced`)."""
+    if not isinstance(graph.CUSTOMIZED_PRUNERS.get(ops._ReshapeOp), OpaqueReshape):
+        return
+    for name, module in layers.items():
+        prune_out = graph.get_pruner_of_module(module).prune_out_channels
+        channels = graph.get_out_channels(module)
+        opaque = opaque_reached(graph.get_pruning_group(module, prune_out, list(range(channels))))
+        if opaque is not None:
+            raise ValueError(f"layer {name!r} cannot be pruned: {opaque.failure}")
+
+
 def build_graph(model: nn.Module, example_input: ModelInputs) -> tp.DependencyGraph:
-    """torch-pruning's dependency graph of `model` (traced with `example_input`; leaves the model in eval mode).
+    """torch-pruning's dependency graph of `model` (traced with `example_input`; leaves the model in eval mode;
+    its reshapes opaque where torch-pruning cannot map channels through one: `traced`).
 
     It describes the model's structure, so it stays valid while weights train, and goes stale once channels are
     removed physically: build it once per model state and pass it on (a trial's is `ChannelPruning.graph`)."""
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    return traced(
+        lambda pruners: tp.DependencyGraph().build_dependency(
+            model, example_inputs=example_input, customized_pruners=pruners
+        )
+    )
 
 
-def graph_failure(exc: BaseException) -> str:
+def graph_failure(exc: BaseException, opaque: bool = False) -> str:
     """One line for a failure inside torch-pruning's graph building: the graph node it was handling (the op,
-    e.g. the ``view`` of a channel shuffle), the torch-pruning function and the error."""
+    e.g. the ``view`` of a channel shuffle), the torch-pruning function and the error. `opaque`: the line for
+    the layers whose channels cross a reshape once reshapes are opaque (`traced`), else for every layer."""
+    node, where = _failed_at(exc)
+    op = f" at {node.name}" if node is not None else ""
+    cause = f"({type(exc).__name__}: {exc} in {where or 'build_dependency'}; a channel shuffle or an unusual reshape)"
+    if opaque:
+        return (
+            f"its channels cross a reshape, and torch-pruning cannot map channels through this model's "
+            f"reshapes{op} {cause}; reshapes are kept whole here, and so are the channels that cross one"
+        )
+    return (
+        f"torch-pruning cannot follow channels through this model's graph{op} {cause}; no channel can be pruned, "
+        "quantization still applies"
+    )
+
+
+def _failed_at(exc: BaseException) -> tuple[Node | None, str]:
+    """The graph node torch-pruning was handling when it raised `exc` (None if none), and its function."""
     frame, node, where = exc.__traceback__, None, ""
     while frame is not None:
         code = frame.tb_frame.f_code
@@ -186,17 +281,13 @@ def graph_failure(exc: BaseException) -> str:
             found = [v for v in frame.tb_frame.f_locals.values() if isinstance(v, Node)]
             node = found[0] if found else node
         frame = frame.tb_next
-    op = f" at {node.name}" if node is not None else ""
-    return (
-        f"torch-pruning cannot follow channels through this model's graph{op} "
-        f"({type(exc).__name__}: {exc} in {where or 'build_dependency'}; a channel shuffle or an unusual "
-        "reshape); no channel can be pruned, quantization still applies"
-    )
+    return node, where
 
 
 def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerInfo]:
     """Every conv/linear layer of `model`, prunable or not and why. A model whose dependency graph
-    torch-pruning cannot build gets every layer unprunable with that reason (`graph_failure`), not a crash."""
+    torch-pruning cannot build gets every layer unprunable with that reason (`graph_failure`), not a crash; in
+    one built with opaque reshapes (`traced`), the layers of a group that reaches a reshape are unprunable."""
     from autocompress.measure import count_macs  # measure imports space: import at call time
 
     model.eval()
@@ -217,8 +308,13 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
     except Exception as exc:  # torch-pruning's own failure: reported per layer, before any trial
         groups, untraceable = [], graph_failure(exc)
     packed: dict[str, str] = {}  # roots whose channels run through nn.MultiheadAttention -> that module
+    crossing: dict[str, str] = {}  # layers of a group that reaches an opaque reshape -> why they stay
     for group in groups:
         root = names[group[0].dep.target.module]
+        opaque = opaque_reached(group)
+        if opaque is not None:
+            crossing.update({names[dep.target.module]: opaque.failure for dep, _ in group if _loses_out_channels(dep)})
+            continue
         mha = [names[d.target.module] for d, _ in group if isinstance(d.target.module, nn.MultiheadAttention)]
         if mha:
             packed[root] = mha[0]
@@ -253,6 +349,8 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
             prunable, reason = False, "its output is the model's output"
         elif untraceable:
             prunable, reason = False, untraceable
+        elif name in crossing:
+            prunable, reason = False, crossing[name]
         elif name in packed:
             prunable, reason = (
                 False,
@@ -301,3 +399,8 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
 
 def _prunes_out(dep: tp.Dependency) -> bool:
     return dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+
+
+def _loses_out_channels(dep: tp.Dependency) -> bool:
+    """Whether `dep` shrinks a conv/linear layer's output channels (a depthwise conv's too: in and out are one)."""
+    return _prunes_out(dep) or dep.handler == tp.prune_depthwise_conv_out_channels
