@@ -79,6 +79,7 @@ def bench_one(arch: str, runtimes: str = RUNTIMES, progress: Path | None = None)
     The row so far is written to `progress` at each stage, so a process killed mid-way still tells where."""
     ref = f"experiments.tasks.zoo:{arch}"
     row: dict[str, Any] = {"arch": arch, "input": zoo.input_size(arch), "status": "crash", "stage": "build"}
+    row["runtimes"] = runtimes
     start = time.perf_counter()
 
     def reach(stage: str) -> None:
@@ -184,7 +185,9 @@ def write(rows: list[dict[str, Any]]) -> None:
         "(round_to 8) on every prunable layer + int8 weights on every layer, no fine-tuning; latency at batch 1,",
         "1 thread, median of 3, interleaved with the float baseline on every deploy runtime in the same process;",
         "speedup: the baseline on its fastest float runtime over the candidate on its fastest runtime (rows",
-        "without runtimes were measured against float TorchScript only, before the deploy runtimes). cosine:",
+        "without runtimes were measured against float TorchScript only, before the deploy runtimes; rows marked",
+        "`*` lowered to OpenVINO and ONNX Runtime only, `--runtimes 'openvino, onnxruntime'`, to fit the",
+        "session: float TorchScript was never the fastest baseline on any model measured). cosine:",
         "compressed vs float logits on the synthetic test images (random weights, no fine-tune: a",
         "function check, not accuracy). `python -m experiments.bench_zoo`.",
         "",
@@ -205,7 +208,7 @@ def write(rows: list[dict[str, Any]]) -> None:
             f"{_num(r, 'macs_ratio', '.2f')} | "
             f"{_num(r, 'cosine', '.3f')} | {'yes' if r.get('reloads') else 'no' if 'reloads' in r else '–'} | "
             f"{_num(r, 'latency_ms', '.2f')} | {_num(r, 'baseline_ms', '.2f')} | {_num(r, 'speedup', '.2f')} | "
-            f"{r['runtime'] + ' / ' + r['baseline_runtime'] if 'runtime' in r else 'torchscript only'} | "
+            f"{_runtimes(r)} | "
             f"{_num(r, 'peak_gb', '.1f')} | {why.replace('|', '/')} |"
         )
     (OUT / "bench_zoo.md").write_text("\n".join(lines) + "\n")
@@ -222,6 +225,15 @@ def summary(source: str, rows: list[dict[str, Any]]) -> str:
         f"{count['crash']} crash; {count['not run']} not run (listed as too large); "
         f"{listed - len(rows)} not reached yet."
     )
+
+
+def _runtimes(row: dict[str, Any]) -> str:
+    """The runtimes the candidate and its baseline were fastest on; `*` where TorchScript was not among those
+    measured, 'torchscript only' for the rows from before the deploy runtimes."""
+    if "runtime" not in row:
+        return "torchscript only"
+    star = "*" if "torchscript" not in row.get("runtimes", RUNTIMES) else ""
+    return f"{row['runtime']} / {row['baseline_runtime']}{star}"
 
 
 def _num(row: dict[str, Any], key: str, spec: str) -> str:
