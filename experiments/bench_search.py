@@ -1,202 +1,674 @@
-"""Every strategy vs `random` and `uniform` at an equal trial budget, on the ResNet-like and MobileNetV2-like
-models (digits, 16x16), 3 seeds each; hypervolume of (accuracy, speedup at batch 1) against a fixed reference.
+"""Every search strategy against the best uniform recipe on real (model, data) pairs, equal trial budget,
+3 seeds (issue #17, items 1-2).
 
-Trials are real (prune, fine-tune, int8, TorchScript, latency measured against the baseline in the same
-process) but cheap, so the comparison fits on 2 shared cores: a short fine-tune (``--finetune``, epochs),
-few latency repeats (``--repeats``), trials run inline one at a time. Cheap fine-tuning lowers every
-strategy's accuracy alike; absolute numbers are not those of a full search. Writes
-experiments/results/bench_search/{results.csv,summary.md,hypervolume.png}.
+Pairs (`PAIRS`, ``--pairs``): torchvision ResNet-18 and MobileNetV2 on the real MNIST and all-MiniLM-L6-v2,
+each searched in its published space (``search_spaces/mnist-resnet18.yaml``, ``mnist-mobilenetv2.yaml``,
+``minilm.yaml``: layers, choices, accuracy budget) with the bench's per-trial settings (fine-tune epochs,
+latency repeats and warm-up, runtimes) and the pair's aggressive speed target as a constraint, which the
+constraint-aware strategies steer by as they would for a user. ``digits-resnet`` and ``digits-mobilenet``
+(the small digits CNNs of the first version of this bench) stay available for cheap smoke runs.
 
-Each finished study appends one row (with its hypervolume curve) to results.csv at once, and runs already in
-that file are skipped, so the benchmark can be split over several invocations; ``--report`` only rewrites the
-table and plot from the file.
+The uniform baseline is the ``uniform`` strategy (one channel sparsity x one bit-width for every layer, swept
+over the space's grid) at the same trial budget (``--trials``; ``--cpu-hours`` adds an equal CPU budget per
+study). Speed is the trial's honest ``speedup`` (batch 1) or ``speedup_b32`` (MiniLM, whose objective is batch
+32): the float baseline on its fastest runtime over the candidate on the runtime it ships on, timed in the
+same trial. Accuracy is the validation split, the one the search chose on; the test split is not read.
+
+Metrics, per pair and seed, each strategy against uniform's study of the same seed (`versus_uniform`):
+a trial is feasible when its accuracy is at least the floor, baseline accuracy minus the space's
+``max_accuracy_drop``; uniform's front is the Pareto front of its feasible trials, and the best uniform recipe
+its fastest feasible trial.
+
+- accuracy gain at uniform's speed (pt): at a uniform front point (a, s), the strategy's best accuracy among
+  its trials with speed >= s, minus a; given at the best uniform recipe and as the maximum over the front
+  (none when no trial of the strategy is that fast);
+- speedup ratio at uniform's accuracy: at a uniform front point (a, s), the strategy's best speed among its
+  trials with accuracy >= a, over s; at the best uniform recipe and the maximum over the front (none when no
+  trial is that accurate);
+- hypervolume of the feasible (accuracy, speed) points above the reference (floor, 1.0): trials below the
+  accuracy budget or slower than the baseline add nothing;
+- accuracy at the target: the best accuracy among trials at least as fast as the pair's speed target.
+
+The goal of the issue: the best strategy >= 1.25x uniform's speed at equal accuracy, or >= 0.5 pt more
+accurate at equal speed (both at the best uniform recipe, mean over seeds, every seed defined) on at least
+two pairs; summary.md says per pair whether a strategy meets it, and lists every strategy.
+
+Resumable, in pieces: each finished study appends one row (its trials' points and CPU time) to
+``results.csv``, and (pair, strategy, seed) rows already there are skipped. Studies live in a SQLite store
+(``--storage``, default ``OUT/bench.db``, gitignored), so a study cut short resumes where it stopped on the
+next invocation with the same settings (the study name carries their digest); its artefact files are deleted
+once its row is written (``--keep-artefacts`` keeps them). A pair's rows must share one set of settings: a run
+with other settings for a pair already in the file is refused (use another ``--out``). ``--report`` only
+rewrites summary.md and hypervolume.png (hypervolume vs cumulative trial CPU-hours, mean over seeds).
+Trials run inline, one at a time, training on ``--threads`` torch threads (default 1: on the shared 2-core
+machine 2 threads spent ~10x the CPU per step spinning at barriers); latency is one thread's CPU time, so two
+pieces (other pairs or seeds, same ``--out``) can run side by side, one per core.
+
+Cost (CPU time at nice 5 on the 2-core machine; see the final report of issue #17's branch for the
+measurement): per trial about {cost} CPU-seconds, so a full run (3 pairs x 9 strategies x 3 seeds x 16 trials
+= 1,296 trials) is about {total} CPU-hours, plus each study's baseline measurement. Commands:
+
+    nice -n 5 python -m experiments.bench_search --pairs mnist-resnet18 --seeds 0
+    nice -n 5 python -m experiments.bench_search --pairs mnist-mobilenetv2 --seeds 0
+    nice -n 5 python -m experiments.bench_search --pairs minilm --seeds 0
+    (then --seeds 1 and --seeds 2; any order, any split; each line can be stopped and re-run)
+    python -m experiments.bench_search --report
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
+import hashlib
+import io
 import json
+import math
 import statistics
+import sys
 import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-import autocompress
+import yaml
+
 from autocompress.store import hypervolume_2d
 
-SPACE = """
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "experiments" / "results" / "bench_search"
+
+#: the space of the digits CNNs (experiments/tasks/cnn.py) for smoke runs: the first version's grid
+DIGITS_SPACE = """
 task: experiments.tasks.cnn:{model}
 objectives: {{accuracy: max, latency_ms: min}}
 constraints: {{max_accuracy_drop: 0.02}}
-fidelity: {{finetune_epochs: [{finetune}]}}
 defaults: {{channel_sparsity: [0.0, 0.25, 0.5, 0.75], weight_bits: [8, 32]}}
-measure: {{threads: 1, repeats: {repeats}, warmup: 1}}
 """
-REFERENCE = (0.8, 1.0)  # (accuracy, speedup): trials below 80 % accuracy or slower than the baseline add nothing
-STRATEGIES = ("random", "uniform", "tpe", "nsga2", "anneal", "netadapt", "amc", "haq", "autocompress")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A (model, data) pair: its space (a file under search_spaces/ or YAML text; its fidelity and measure
+    are replaced by the bench's), the speed it is judged on (``speedup`` at batch 1 or ``speedup_b32``), its
+    aggressive speed target (a ``min_`` constraint on that speed; None: none) and default per-trial settings."""
+
+    space: str
+    speed: str
+    target: float | None
+    finetune: float
+    repeats: int
+    warmup: int = 3
+
+    def base(self) -> dict[str, Any]:
+        text = (ROOT / self.space).read_text() if self.space.endswith(".yaml") else self.space
+        return dict(yaml.safe_load(text))
+
+
+PAIRS: dict[str, Pair] = {
+    # 0.05 epoch (43 steps of 64 images) and 15 repeats: the published spaces' per-trial settings
+    "mnist-resnet18": Pair("search_spaces/mnist-resnet18.yaml", "speedup", 2.5, 0.05, 15),
+    "mnist-mobilenetv2": Pair("search_spaces/mnist-mobilenetv2.yaml", "speedup", 1.5, 0.05, 15),
+    "minilm": Pair("search_spaces/minilm.yaml", "speedup_b32", 2.0, 1.0, 15),
+    "digits-resnet": Pair(DIGITS_SPACE.format(model="resnet"), "speedup", None, 1.0, 10, 1),
+    "digits-mobilenet": Pair(DIGITS_SPACE.format(model="mobilenet"), "speedup", None, 1.0, 10, 1),
+}
+REAL_PAIRS = ("mnist-resnet18", "mnist-mobilenetv2", "minilm")
+#: uniform first: every other strategy is judged against it
+STRATEGIES = ("uniform", "random", "tpe", "nsga2", "anneal", "netadapt", "amc", "haq", "autocompress")
+#: the issue's bar: this much faster at equal accuracy, or this many points more accurate at equal speed
+GOAL_RATIO, GOAL_GAIN_PT = 1.25, 0.5
 FIELDS = [
-    "model",
+    "pair",
     "strategy",
     "seed",
+    "settings",
+    "study",
+    "runtimes",
+    "speed_metric",
+    "target",
     "trials",
-    "hypervolume",
+    "complete",
+    "failed",
     "baseline_accuracy",
+    "floor",
+    "hypervolume",
     "best_accuracy",
-    "best_speedup",
+    "best_speed",
+    "cpu_s",
+    "setup_cpu_s",
     "wall_s",
-    "curve",
+    "points",
 ]
-OUT = Path(__file__).parent / "results" / "bench_search"
 
 
-def curve(study: autocompress.Study) -> list[float]:
-    """Hypervolume after each finished trial (in trial-number order)."""
-    points, values = [], []
-    for trial in sorted(study.trials(), key=lambda t: t.number):
-        if trial.state == "complete":
-            points.append((trial.metrics["accuracy"], trial.metrics["speedup"]))
-        values.append(hypervolume_2d(points, REFERENCE))
-    return values
+@dataclass(frozen=True)
+class Settings:
+    """What a study of a pair was run with; rows of one pair must agree on all of it. `runtimes`: those
+    asked for (None: every installed one, the deploy default)."""
+
+    trials: int
+    cpu_hours: float | None
+    finetune: float
+    repeats: int
+    warmup: int
+    runtimes: tuple[str, ...] | None
+    target: float | None
+    threads: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
 
 
-def load_rows() -> list[dict]:
-    path = OUT / "results.csv"
+def settings_for(pair: Pair, args: argparse.Namespace) -> Settings:
+    return Settings(
+        trials=args.trials,
+        cpu_hours=args.cpu_hours,
+        finetune=pair.finetune if args.finetune is None else args.finetune,
+        repeats=pair.repeats if args.repeats is None else args.repeats,
+        warmup=pair.warmup,
+        runtimes=tuple(args.runtimes) if args.runtimes else None,
+        target=None if args.no_target else pair.target,
+        threads=args.threads,
+    )
+
+
+def space_yaml(pair: Pair, settings: Settings) -> str:
+    """The pair's space with the bench's objective, constraints, fine-tune and measurement settings."""
+    space = pair.base()
+    latency = "latency_ms" if pair.speed == "speedup" else "latency_ms_b32"
+    space["objectives"] = {"accuracy": "max", latency: "min"}
+    space["constraints"] = {"max_accuracy_drop": space["constraints"]["max_accuracy_drop"]}
+    if settings.target is not None:
+        space["constraints"][f"min_{pair.speed}"] = settings.target
+    space["fidelity"] = {"finetune_epochs": [settings.finetune]}
+    space["measure"] = {"threads": 1, "repeats": settings.repeats, "warmup": settings.warmup}
+    if settings.runtimes:
+        space["measure"]["runtimes"] = list(settings.runtimes)
+    return yaml.safe_dump(space, sort_keys=False)
+
+
+# ---- metrics on (accuracy, speed) points ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """A trial as the bench sees it: its number, validation accuracy and speed (None for a failed trial) and
+    the CPU seconds it took."""
+
+    number: int
+    accuracy: float | None
+    speed: float | None
+    cpu_s: float
+
+    @property
+    def complete(self) -> bool:
+        return self.accuracy is not None and self.speed is not None
+
+
+def _pairs(points: Iterable[Point]) -> list[tuple[float, float]]:
+    return [(p.accuracy, p.speed) for p in points if p.accuracy is not None and p.speed is not None]
+
+
+def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (accuracy, speed) points no other point beats on both (at least as good on both and better on
+    one), fastest first; duplicates kept once."""
+    front: list[tuple[float, float]] = []
+    for acc, speed in sorted(set(points), key=lambda p: (-p[1], -p[0])):
+        if not front or acc > front[-1][0]:
+            front.append((acc, speed))
+    return front
+
+
+def accuracy_at_speed(points: Iterable[tuple[float, float]], speed: float) -> float | None:
+    """The best accuracy among points at least `speed` fast; None when none is."""
+    return max((a for a, s in points if s >= speed), default=None)
+
+
+def speed_at_accuracy(points: Iterable[tuple[float, float]], accuracy: float) -> float | None:
+    """The best speed among points at least `accuracy` accurate; None when none is."""
+    return max((s for a, s in points if a >= accuracy), default=None)
+
+
+@dataclass(frozen=True)
+class VsUniform:
+    """A strategy's study against uniform's (same pair and seed), at uniform's feasible front (`pareto_front`
+    of its trials with accuracy >= the floor): accuracy gain in points at a front point's speed, speed ratio at
+    its accuracy; ``_best`` at the best uniform recipe (its fastest feasible trial), ``_max`` the largest over
+    the front (None where the strategy has no trial that fast, or that accurate)."""
+
+    uniform_accuracy: float
+    uniform_speed: float
+    gain_pt_best: float | None
+    gain_pt_max: float | None
+    ratio_best: float | None
+    ratio_max: float | None
+
+
+def versus_uniform(
+    points: Sequence[tuple[float, float]], uniform: Sequence[tuple[float, float]], floor: float
+) -> VsUniform | None:
+    """`points` (the strategy's trials, any accuracy) against `uniform`'s feasible front; None when uniform
+    has no feasible trial."""
+    front = pareto_front(p for p in uniform if p[0] >= floor)
+    if not front:
+        return None
+    gains, ratios = [], []
+    for acc, speed in front:
+        best_acc, best_speed = accuracy_at_speed(points, speed), speed_at_accuracy(points, acc)
+        gains.append(None if best_acc is None else 100 * (best_acc - acc))
+        ratios.append(None if best_speed is None else best_speed / speed)
+    known_gains, known_ratios = [g for g in gains if g is not None], [r for r in ratios if r is not None]
+    return VsUniform(
+        uniform_accuracy=front[0][0],
+        uniform_speed=front[0][1],
+        gain_pt_best=gains[0],
+        gain_pt_max=max(known_gains, default=None),
+        ratio_best=ratios[0],
+        ratio_max=max(known_ratios, default=None),
+    )
+
+
+def hypervolume_curve(points: Sequence[Point], floor: float) -> list[tuple[float, float]]:
+    """(cumulative CPU-hours, hypervolume of the feasible points so far) after each trial in number order,
+    reference (floor, 1.0)."""
+    curve, seen, cpu = [], [], 0.0
+    for point in sorted(points, key=lambda p: p.number):
+        cpu += point.cpu_s
+        if point.complete and point.accuracy >= floor:  # type: ignore[operator]
+            seen.append((point.accuracy, point.speed))
+        curve.append((cpu / 3600, hypervolume_2d(seen, (floor, 1.0))))
+    return curve
+
+
+# ---- running studies -----------------------------------------------------------------------------------
+
+
+def load_rows(out: Path) -> list[dict[str, Any]]:
+    path = out / "results.csv"
     if not path.exists():
         return []
     with open(path, newline="") as handle:
-        return [
-            {
-                **row,
-                "seed": int(row["seed"]),
-                "hypervolume": float(row["hypervolume"]),
-                "curve": json.loads(row["curve"]),
-            }
-            for row in csv.DictReader(handle)
-        ]
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["seed"] = int(row["seed"])
+        row["points"] = [Point(*p) for p in json.loads(row["points"])]
+        for key in ("baseline_accuracy", "floor", "hypervolume", "cpu_s", "setup_cpu_s", "wall_s"):
+            row[key] = float(row[key])
+        row["target"] = float(row["target"]) if row["target"] else None
+    return rows
 
 
-def append_row(row: dict) -> None:
-    path = OUT / "results.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow({**row, "curve": json.dumps(row["curve"])})
+def append_row(out: Path, row: dict[str, Any]) -> None:
+    """Append one row to results.csv in one write, under a lock: pieces run side by side share the file."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=FIELDS, lineterminator="\n")
+    record = {**row, "points": json.dumps([list(asdict(p).values()) for p in row["points"]])}
+    record["target"] = "" if row["target"] is None else row["target"]
+    writer.writerow(record)
+    with open(out / "results.csv", "a", newline="") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if handle.tell() == 0:
+            header = io.StringIO()
+            csv.DictWriter(header, fieldnames=FIELDS, lineterminator="\n").writeheader()
+            handle.write(header.getvalue())
+        handle.write(text.getvalue())
+
+
+def check_settings(rows: list[dict[str, Any]], pair: str, settings: Settings) -> None:
+    """Refuse to mix settings within a pair: its comparisons would not be like for like."""
+    other = {r["settings"] for r in rows if r["pair"] == pair} - {settings.to_json()}
+    if other:
+        sys.exit(
+            f"error: results.csv holds {pair} rows run with {sorted(other)[0]}, not {settings.to_json()}; "
+            "pass the same flags or choose another --out"
+        )
+
+
+def run_study(
+    pair_name: str, strategy: str, seed: int, settings: Settings, space: Path, storage: str, keep: bool
+) -> dict[str, Any]:
+    """Run (or resume) one study to its budget and return its results.csv row."""
+    import autocompress
+    from autocompress.store import StudyStore
+
+    pair = PAIRS[pair_name]
+    name = f"{pair_name}-{strategy}-s{seed}-{settings.digest()}"
+    budget: dict[str, Any] = {"trials": settings.trials, "executor": "inline"}
+    if settings.cpu_hours is not None:
+        budget["cpu_hours"] = settings.cpu_hours
+    store = StudyStore(storage, create=True)
+    before = store.study(name).spent.get("cpu_s", 0.0) if store.study_exists(name) else 0.0
+    cpu = time.process_time()
+    if store.study_exists(name):
+        study = autocompress.resume(name, storage=storage, **budget)
+    else:
+        study = autocompress.search(space, study=name, storage=storage, strategy=strategy, seed=seed, **budget)
+    record = study.record
+    setup = time.process_time() - cpu - (record.spent.get("cpu_s", 0.0) - before)
+    trials = sorted(study.trials(), key=lambda t: t.number)
+    points = [
+        Point(
+            t.number,
+            t.metrics["accuracy"] if t.state == "complete" else None,
+            t.metrics[pair.speed] if t.state == "complete" else None,
+            float(t.metrics.get("cpu_s", 0.0)),
+        )
+        for t in trials
+    ]
+    floor = record.baseline["accuracy"] - record.space["constraints"]["max_accuracy_drop"]
+    feasible = [(a, s) for a, s in _pairs(points) if a >= floor]
+    if not keep:
+        for trial in trials:
+            for kind in {a.kind for a in trial.artefacts}:
+                store.remove_artefacts(name, trial.number, kind)
+    return {
+        "pair": pair_name,
+        "strategy": strategy,
+        "seed": seed,
+        "settings": settings.to_json(),
+        "study": name,
+        "runtimes": " ".join(record.space["measure"]["runtimes"]),
+        "speed_metric": pair.speed,
+        "target": settings.target,
+        "trials": len(points),
+        "complete": sum(p.complete for p in points),
+        "failed": sum(not p.complete for p in points),
+        "baseline_accuracy": round(record.baseline["accuracy"], 5),
+        "floor": round(floor, 5),
+        "hypervolume": round(hypervolume_curve(points, floor)[-1][1] if points else 0.0, 5),
+        "best_accuracy": round(max((a for a, _ in feasible), default=math.nan), 5),
+        "best_speed": round(max((s for _, s in feasible), default=math.nan), 4),
+        "cpu_s": round(record.spent.get("cpu_s", 0.0), 1),
+        "setup_cpu_s": round(setup, 1),
+        "wall_s": round(record.spent.get("wall_s", 0.0), 1),
+        "points": points,
+    }
 
 
 def run(args: argparse.Namespace) -> None:
-    done = {(r["model"], r["strategy"], r["seed"]) for r in load_rows()}
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = load_rows(args.out)
+    done = {(r["pair"], r["strategy"], r["seed"]) for r in rows}
+    storage = args.storage or f"sqlite:///{args.out / 'bench.db'}"
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:  # seed outermost: complete comparisons first if the run is cut short
-            for model in args.models:
-                space = Path(tmp) / f"{model}.yaml"
-                space.write_text(SPACE.format(model=model, finetune=args.finetune, repeats=args.repeats))
+            for pair_name in args.pairs or REAL_PAIRS:
+                settings = settings_for(PAIRS[pair_name], args)
+                check_settings(rows, pair_name, settings)
+                space = Path(tmp) / f"{pair_name}.yaml"
+                space.write_text(space_yaml(PAIRS[pair_name], settings))
                 for strategy in args.strategies:
-                    if (model, strategy, seed) in done:
+                    if (pair_name, strategy, seed) in done:
                         continue
-                    study = autocompress.search(
-                        space,
-                        study=f"{model}-{strategy}-{seed}",
-                        storage=f"sqlite:///{tmp}/bench.db",
-                        strategy=strategy,
-                        seed=seed,
-                        trials=args.trials,
-                        executor="inline",
-                    )
-                    values = curve(study)
-                    complete = [t.metrics for t in study.trials() if t.state == "complete"]
-                    row = {
-                        "model": model,
-                        "strategy": strategy,
-                        "seed": seed,
-                        "trials": len(values),
-                        "hypervolume": round(values[-1], 5),
-                        "baseline_accuracy": round(study.record.baseline["accuracy"], 4),
-                        "best_accuracy": round(max(m["accuracy"] for m in complete), 4),
-                        "best_speedup": round(max(m["speedup"] for m in complete), 3),
-                        "wall_s": round(study.record.spent.get("wall_s", 0.0), 1),
-                        "curve": values,
-                    }
-                    append_row(row)
-                    print({k: v for k, v in row.items() if k != "curve"}, flush=True)
+                    row = run_study(pair_name, strategy, seed, settings, space, storage, args.keep_artefacts)
+                    append_row(args.out, row)
+                    print({k: v for k, v in row.items() if k not in ("points", "settings")}, flush=True)
+
+
+# ---- report --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StrategySummary:
+    """One strategy on one pair over its seeds; comparisons over the seeds that have a uniform row."""
+
+    strategy: str
+    seeds: int
+    hypervolume: list[float]
+    versus: list[VsUniform | None]
+    target_accuracy: list[float | None]
+    best_accuracy: list[float]
+    best_speed: list[float]
+    cpu_h: list[float]
+    setup_cpu_h: list[float]
+
+    def of(self, field: str) -> list[float | None]:
+        """A `VsUniform` field per seed (None for a seed without a comparison)."""
+        return [None if v is None else getattr(v, field) for v in self.versus]
+
+
+def summarise(rows: list[dict[str, Any]], strategy: str) -> StrategySummary:
+    """`rows`: one pair's rows (all strategies)."""
+    uniform = {r["seed"]: _pairs(r["points"]) for r in rows if r["strategy"] == "uniform"}
+    mine = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["seed"])
+    return StrategySummary(
+        strategy=strategy,
+        seeds=len(mine),
+        hypervolume=[r["hypervolume"] for r in mine],
+        versus=[
+            versus_uniform(_pairs(r["points"]), uniform[r["seed"]], r["floor"]) if r["seed"] in uniform else None
+            for r in mine
+        ],
+        target_accuracy=[
+            accuracy_at_speed(_pairs(r["points"]), r["target"]) if r["target"] is not None else None for r in mine
+        ],
+        best_accuracy=[float(r["best_accuracy"]) for r in mine],
+        best_speed=[float(r["best_speed"]) for r in mine],
+        cpu_h=[r["cpu_s"] / 3600 for r in mine],
+        setup_cpu_h=[r["setup_cpu_s"] / 3600 for r in mine],
+    )
+
+
+def mean_std(values: Sequence[float | None], fmt: str, total: int | None = None) -> str:
+    """Mean ± std of the known values, with (known/total) when some are unknown; "n/a" when none is."""
+    known = [v for v in values if v is not None and not math.isnan(v)]
+    if not known:
+        return "n/a"
+    text = format(statistics.mean(known), fmt)
+    if len(known) > 1:
+        text += " ± " + format(statistics.stdev(known), fmt.lstrip("+"))
+    total = len(values) if total is None else total
+    return text + (f" ({len(known)}/{total})" if len(known) < total else "")
+
+
+def _all_mean(values: Sequence[float | None]) -> float | None:
+    """The mean when every seed has a value, else None: a seed where the strategy never matched uniform
+    counts against it."""
+    return statistics.mean(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
+
+
+def verdict(pair: str, summaries: list[StrategySummary]) -> tuple[str, bool]:
+    """One line on whether the best strategy meets the goal against the best uniform recipe, and whether it
+    does."""
+    ratios = {s.strategy: _all_mean(s.of("ratio_best")) for s in summaries}
+    gains = {s.strategy: _all_mean(s.of("gain_pt_best")) for s in summaries}
+    ratios = {k: v for k, v in ratios.items() if v is not None and k != "uniform"}
+    gains = {k: v for k, v in gains.items() if v is not None and k != "uniform"}
+    if not ratios and not gains:
+        return f"{pair}: no strategy compared with uniform on every seed yet", False
+    best_ratio = max(ratios.items(), key=lambda kv: kv[1], default=None)
+    best_gain = max(gains.items(), key=lambda kv: kv[1], default=None)
+    if best_ratio and best_ratio[1] >= GOAL_RATIO:
+        return (
+            f"{pair}: best strategy {best_ratio[0]}: {best_ratio[1]:.2f}x uniform's speed at equal accuracy "
+            f"-> meets the {GOAL_RATIO}x goal",
+            True,
+        )
+    if best_gain and best_gain[1] >= GOAL_GAIN_PT:
+        return (
+            f"{pair}: best strategy {best_gain[0]}: {best_gain[1]:+.2f} pt at uniform's speed "
+            f"-> meets the {GOAL_GAIN_PT} pt goal",
+            True,
+        )
+    ratio_text = f"{best_ratio[1]:.2f}x ({best_ratio[0]})" if best_ratio else "n/a"
+    gain_text = f"{best_gain[1]:+.2f} pt ({best_gain[0]})" if best_gain else "n/a"
+    return (
+        f"{pair}: no strategy beats uniform beyond {ratio_text} at equal accuracy or {gain_text} at equal "
+        f"speed (goal {GOAL_RATIO}x or +{GOAL_GAIN_PT} pt)",
+        False,
+    )
+
+
+def pair_section(pair: str, rows: list[dict[str, Any]], strategies: list[str]) -> tuple[list[str], bool]:
+    first = rows[0]
+    settings = json.loads(first["settings"])
+    speed = "batch 1" if first["speed_metric"] == "speedup" else "batch 32"
+    runtimes = sorted({r["runtimes"] for r in rows})
+    cheap = settings["runtimes"] is not None
+    target = first["target"]
+    lines = [
+        f"## {pair}",
+        "",
+        f"Speed: honest `{first['speed_metric']}` ({speed}: float baseline on its fastest runtime / candidate on "
+        f"the runtime it ships on). Baseline accuracy (val) {first['baseline_accuracy']:.4f}; floor "
+        f"{first['floor']:.4f} (the space's accuracy budget); hypervolume reference point "
+        f"(accuracy {first['floor']:.4f}, speedup 1.0). Speed target (constraint, steering the "
+        f"constraint-aware strategies): {f'{target}x' if target else 'none'}.",
+        f"Per study: {settings['trials']} trials"
+        + (f" or {settings['cpu_hours']} CPU-hours" if settings["cpu_hours"] else "")
+        + f", {settings['finetune']} fine-tune epochs per trial, {settings['repeats']} latency repeats "
+        f"({settings['warmup']} warm-up), trials inline, {settings['threads']} training thread(s); runtimes: "
+        + "; ".join(runtimes)
+        + (" (**a cheaper measure than the deploy default, every installed runtime**)" if cheap else "")
+        + ".",
+    ]
+    if len({r["settings"] for r in rows}) > 1:
+        lines.append("**Warning: rows of this pair were run with different settings.**")
+    lines += [
+        "",
+        "| strategy | seeds | hypervolume | Δacc @ uniform's speed (pt) | max over front | speed ratio @ uniform's "
+        "accuracy | max over front | acc @ ≥ target | best feasible acc | best feasible speedup | CPU-h (trials) "
+        "| CPU-h (setup) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    summaries = [summarise(rows, s) for s in strategies if any(r["strategy"] == s for r in rows)]
+    for s in summaries:
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    s.strategy,
+                    str(s.seeds),
+                    mean_std(s.hypervolume, ".4f"),
+                    mean_std(s.of("gain_pt_best"), "+.2f"),
+                    mean_std(s.of("gain_pt_max"), "+.2f"),
+                    mean_std(s.of("ratio_best"), ".2f"),
+                    mean_std(s.of("ratio_max"), ".2f"),
+                    mean_std(s.target_accuracy, ".4f") if target else "-",
+                    mean_std(s.best_accuracy, ".4f"),
+                    mean_std(s.best_speed, ".2f"),
+                    mean_std(s.cpu_h, ".3f"),
+                    mean_std(s.setup_cpu_h, ".3f"),
+                ]
+            )
+            + " |"
+        )
+    uniform = [v for s in summaries if s.strategy == "uniform" for v in s.versus if v is not None]
+    if uniform:
+        lines += [
+            "",
+            "Best uniform recipe (uniform's fastest feasible trial) per seed: "
+            + ", ".join(f"{v.uniform_speed:.2f}x at {v.uniform_accuracy:.4f}" for v in uniform)
+            + ".",
+        ]
+    line, met = verdict(pair, summaries)
+    lines += ["", f"**Verdict: {line}**", ""]
+    return lines, met
 
 
 def report(args: argparse.Namespace) -> None:
-    rows = load_rows()
-    models = [m for m in args.models if any(r["model"] == m for r in rows)]
-    strategies = [s for s in args.strategies if any(r["strategy"] == s for r in rows)]
+    rows = load_rows(args.out)
+    pairs = [p for p in dict.fromkeys(r["pair"] for r in rows) if not args.pairs or p in args.pairs]
+    strategies = [s for s in STRATEGIES if any(r["strategy"] == s for r in rows)]
     lines = [
-        f"Hypervolume of (accuracy, speedup b1) vs reference {REFERENCE}, {args.trials} trials per study, "
-        f"{args.finetune} fine-tune epochs and {args.repeats} latency repeats per trial, trials inline one at a "
-        "time, latency on one thread's CPU time; "
-        "seeds as listed (mean ± std); ratio = mean / mean of random (or uniform).",
+        "# Search strategies against the best uniform recipe (`experiments/bench_search.py`)",
         "",
-        "| model | strategy | seeds | hypervolume | vs random | vs uniform | best acc | best speedup |",
-        "|---|---|---|---|---|---|---|---|",
+        "Equal trial budget per study; accuracy is the validation split (the search's), speed the honest "
+        "speedup. Δacc: the strategy's best accuracy among its trials at least as fast as a uniform feasible "
+        "front point, minus that point's accuracy, at the best uniform recipe (uniform's fastest trial within "
+        "the accuracy budget) and the largest over the front; speed ratio: the strategy's best speed among "
+        "its trials at least as accurate as the point, over the point's speed; both against uniform's study "
+        "of the same seed, mean ± std over seeds, (k/n) when only k seeds had such a trial. acc @ ≥ target: "
+        "the best accuracy among trials at least as fast as the speed target. CPU-h (trials): the trials' "
+        "CPU time (what `--cpu-hours` budgets); setup: the rest of the study's session (baseline measurement, "
+        "latency table, the strategy itself; the first study of a process also loads the baseline).",
+        "",
     ]
-    for model in models:
-        by = {s: [r for r in rows if r["model"] == model and r["strategy"] == s] for s in strategies}
-        mean = {s: statistics.mean(r["hypervolume"] for r in by[s]) for s in strategies if by[s]}
-        for strategy in strategies:
-            if not by[strategy]:
-                continue
-            values = [r["hypervolume"] for r in by[strategy]]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            ratio = {b: f"{mean[strategy] / mean[b]:.2f}" if mean.get(b) else "n/a" for b in ("random", "uniform")}
-            lines.append(
-                f"| {model} | {strategy} | {len(values)} | {mean[strategy]:.4f} ± {spread:.4f} | "
-                f"{ratio['random']} | {ratio['uniform']} | "
-                f"{statistics.mean(float(r['best_accuracy']) for r in by[strategy]):.3f} | "
-                f"{statistics.mean(float(r['best_speedup']) for r in by[strategy]):.2f} |"
-            )
-    (OUT / "summary.md").write_text("\n".join(lines) + "\n")
+    met = []
+    for pair in pairs:
+        section, ok = pair_section(pair, [r for r in rows if r["pair"] == pair], strategies)
+        lines += section
+        met.append(ok)
+    lines.append(
+        f"**Goal (>= {GOAL_RATIO}x at equal accuracy or >= +{GOAL_GAIN_PT} pt at equal speed on at least two "
+        f"pairs): met on {sum(met)} of {len(met)} pairs.**"
+    )
+    lines.append("")
+    lines.append("![hypervolume vs CPU-hours](hypervolume.png)")
+    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot({(r["model"], r["strategy"], r["seed"]): r["curve"] for r in rows}, models, strategies)
+    if pairs:
+        plot(rows, pairs, strategies, args.out / "hypervolume.png")
 
 
-def main() -> None:
-    global OUT
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--trials", type=int, default=15)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=OUT, help="folder of results.csv, summary.md, hypervolume.png")
-    parser.add_argument("--models", nargs="+", default=["resnet", "mobilenet"])
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    parser.add_argument("--finetune", type=float, default=0.25, help="fine-tune epochs per trial")
-    parser.add_argument("--repeats", type=int, default=5, help="latency repeats per batch size")
-    parser.add_argument("--report", action="store_true", help="only rewrite the table and plot from results.csv")
-    args = parser.parse_args()
-    OUT = args.out
-    OUT.mkdir(parents=True, exist_ok=True)
-    if not args.report:
-        run(args)
-    report(args)
-
-
-def plot(curves: dict, models: list[str], strategies: list[str]) -> None:
+def plot(rows: list[dict[str, Any]], pairs: list[str], strategies: list[str], path: Path) -> None:
+    """Hypervolume against cumulative trial CPU-hours per pair, one line per strategy, mean over seeds (a
+    seed whose budget ran out holds its last value)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.2), squeeze=False)
+    for ax, pair in zip(axes[0], pairs, strict=True):
+        floor = next(r["floor"] for r in rows if r["pair"] == pair)
         for strategy in strategies:
-            runs = [c for (m, s, _), c in curves.items() if m == model and s == strategy]
-            if not runs:
+            curves = [
+                hypervolume_curve(r["points"], r["floor"])
+                for r in rows
+                if r["pair"] == pair and r["strategy"] == strategy and r["points"]
+            ]
+            if not curves:
                 continue
-            length = min(len(r) for r in runs)
-            mean = [statistics.mean(r[i] for r in runs) for i in range(length)]
-            ax.plot(range(1, length + 1), mean, label=strategy)
+            end = max(c[-1][0] for c in curves)
+            grid = [end * i / 200 for i in range(201)]
+            mean = [statistics.mean(max((v for x, v in c if x <= g), default=0.0) for c in curves) for g in grid]
+            ax.plot(grid, mean, label=strategy, drawstyle="steps-post")
         ax.set(
-            title=f"{model}: hypervolume vs trials (mean over seeds)",
-            xlabel="finished trials",
-            ylabel=f"hypervolume, reference {REFERENCE}",
+            title=f"{pair}: hypervolume vs CPU (mean over seeds)",
+            xlabel="cumulative trial CPU-hours",
+            ylabel=f"hypervolume, reference ({floor:.3f}, 1.0)",
         )
-        ax.legend()
+        ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(OUT / "hypervolume.png", dpi=110)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.bench_search", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument(
+        "--pairs", nargs="+", choices=list(PAIRS), help=f"default: {' '.join(REAL_PAIRS)} (report: every pair run)"
+    )
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=16, help="trial budget per study")
+    parser.add_argument("--cpu-hours", type=float, help="also a CPU budget per study (trials' CPU time)")
+    parser.add_argument("--finetune", type=float, help="fine-tune epochs per trial (default: the pair's)")
+    parser.add_argument("--repeats", type=int, help="latency repeats per batch size (default: the pair's)")
+    parser.add_argument(
+        "--runtimes", nargs="+", help="runtimes to time on (default: every installed one); recorded in the output"
+    )
+    parser.add_argument("--no-target", action="store_true", help="drop the pairs' speed-target constraints")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of results.csv, summary.md, hypervolume.png")
+    parser.add_argument("--storage", help="study store URL (default: sqlite:///OUT/bench.db)")
+    parser.add_argument("--keep-artefacts", action="store_true", help="keep each finished study's model files")
+    parser.add_argument("--report", action="store_true", help="only rewrite summary.md and the plot")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        run(args)
+    report(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""The comparison metrics of experiments/bench_search.py on hand-made (accuracy, speed) points: a strategy
+against the best uniform recipe at equal speed and at equal accuracy, the feasible front, the hypervolume
+curve over CPU time and the per-pair verdict, including a strategy that loses."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.bench_search import (
+    Point,
+    StrategySummary,
+    VsUniform,
+    accuracy_at_speed,
+    hypervolume_curve,
+    pareto_front,
+    speed_at_accuracy,
+    verdict,
+    versus_uniform,
+)
+
+#: uniform's trials: the float model (1.0x), int8 (1.5x), two pruned recipes within a 1 pt budget below a
+#: 0.98 baseline (floor 0.97), one beyond it, and one dominated
+UNIFORM = [(0.980, 1.00), (0.979, 1.50), (0.975, 2.00), (0.971, 2.40), (0.950, 3.00), (0.970, 1.80)]
+FLOOR = 0.97
+
+
+def test_the_front_keeps_only_points_no_other_beats_on_both_fastest_first() -> None:
+    assert pareto_front(UNIFORM) == [(0.950, 3.00), (0.971, 2.40), (0.975, 2.00), (0.979, 1.50), (0.980, 1.00)]
+    assert pareto_front([(0.9, 2.0), (0.9, 2.0), (0.8, 2.0)]) == [(0.9, 2.0)]
+
+
+def test_accuracy_at_speed_is_the_best_accuracy_among_points_at_least_that_fast() -> None:
+    assert accuracy_at_speed(UNIFORM, 2.0) == 0.975
+    assert accuracy_at_speed(UNIFORM, 2.1) == 0.971
+    assert accuracy_at_speed(UNIFORM, 3.5) is None
+
+
+def test_speed_at_accuracy_is_the_best_speed_among_points_at_least_that_accurate() -> None:
+    assert speed_at_accuracy(UNIFORM, 0.975) == 2.0
+    assert speed_at_accuracy(UNIFORM, 0.9) == 3.0
+    assert speed_at_accuracy(UNIFORM, 0.99) is None
+
+
+def test_a_strategy_faster_at_the_best_uniform_recipe_accuracy_has_a_ratio_above_one() -> None:
+    # best uniform recipe: the fastest trial within the budget, 2.4x at 0.971 (3.0x at 0.950 is below the floor)
+    strategy = [(0.972, 3.0), (0.976, 2.4), (0.96, 4.0)]
+    vs = versus_uniform(strategy, UNIFORM, FLOOR)
+    assert vs is not None
+    assert (vs.uniform_accuracy, vs.uniform_speed) == (0.971, 2.4)
+    assert vs.ratio_best == pytest.approx(3.0 / 2.4)  # 0.972 >= 0.971 at 3.0x
+    assert vs.gain_pt_best == pytest.approx(100 * (0.976 - 0.971))  # the most accurate trial at >= 2.4x
+    # over the front: at (0.975, 2.0) only the 2.4x trial is as accurate (1.2x) and it is 0.1 pt more
+    # accurate; at (0.979, 1.5) and (0.980, 1.0) no trial is as accurate (no ratio) and 0.976 loses points
+    assert vs.ratio_max == pytest.approx(3.0 / 2.4)
+    assert vs.gain_pt_max == pytest.approx(100 * (0.976 - 0.971))
+
+
+def test_a_losing_strategy_gets_negative_gains_and_none_where_it_never_gets_there() -> None:
+    # never as fast as 2.4x and never as accurate as 0.971: its best accuracy at >= 2.4x is undefined
+    loser = [(0.965, 1.9), (0.94, 2.2)]
+    vs = versus_uniform(loser, UNIFORM, FLOOR)
+    assert vs is not None
+    assert vs.gain_pt_best is None and vs.ratio_best is None and vs.ratio_max is None
+    # at uniform's slower front points its best accuracy is 0.94 (at >= 2.0x) or 0.965: always a loss, the
+    # smallest at (0.979, 1.5)
+    assert vs.gain_pt_max == pytest.approx(100 * (0.965 - 0.979))
+    # a fast but inaccurate trial gives a loss in points at the best recipe's speed, not a gain
+    vs = versus_uniform([(0.96, 2.5)], UNIFORM, FLOOR)
+    assert vs is not None and vs.gain_pt_best == pytest.approx(-1.1)
+
+
+def test_uniform_against_itself_is_level_and_without_a_feasible_trial_there_is_no_comparison() -> None:
+    vs = versus_uniform(UNIFORM, UNIFORM, FLOOR)
+    assert vs is not None and vs.gain_pt_best == 0.0 and vs.ratio_best == 1.0
+    assert versus_uniform([(0.99, 5.0)], [(0.9, 2.0)], FLOOR) is None
+
+
+def test_the_hypervolume_curve_follows_cpu_time_and_counts_feasible_points_above_the_reference() -> None:
+    points = [
+        Point(0, 0.98, 1.5, 3600.0),  # adds (0.98 - 0.97) x (1.5 - 1.0)
+        Point(1, None, None, 1800.0),  # failed: costs CPU, adds nothing
+        Point(2, 0.95, 3.0, 1800.0),  # below the floor: adds nothing
+        Point(3, 0.975, 2.5, 3600.0),  # adds (0.975 - 0.97) x (2.5 - 1.5)
+    ]
+    curve = hypervolume_curve(points, FLOOR)
+    assert [x for x, _ in curve] == [1.0, 1.5, 2.0, 3.0]
+    assert [round(v, 6) for _, v in curve] == [0.005, 0.005, 0.005, 0.01]
+
+
+def _summary(strategy: str, versus: list[VsUniform | None]) -> StrategySummary:
+    n = len(versus)
+    return StrategySummary(strategy, n, [0.0] * n, versus, [None] * n, [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n)
+
+
+def _vs(ratio: float | None, gain: float | None) -> VsUniform:
+    return VsUniform(0.97, 2.0, gain, gain, ratio, ratio)
+
+
+def test_the_verdict_names_the_best_strategy_and_whether_it_meets_the_goal() -> None:
+    level = _summary("uniform", [_vs(1.0, 0.0)] * 3)
+    fast = _summary("tpe", [_vs(1.2, 0.1), _vs(1.4, 0.2), _vs(1.3, 0.0)])
+    line, met = verdict("p", [level, fast])
+    assert met and "tpe: 1.30x" in line and "meets the 1.25x goal" in line
+    accurate = _summary("amc", [_vs(1.0, 0.6), _vs(1.1, 0.5), _vs(1.0, 0.7)])
+    line, met = verdict("p", [level, accurate])
+    assert met and "amc: +0.60 pt" in line
+    # a seed where the strategy never matched uniform counts against it, however good the other seeds are
+    patchy = _summary("haq", [_vs(2.0, 1.0), None, _vs(None, None)])
+    line, met = verdict("p", [level, patchy, _summary("random", [_vs(1.1, 0.2)] * 3)])
+    assert not met and "beyond 1.10x (random)" in line and "+0.20 pt (random)" in line
