@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
+import time
 
 import pytest
 
 pytest.importorskip("torchvision")  # installed by make (--no-deps, the 'vision' extra)
 
 import torch  # noqa: E402
+import torch_pruning as tp  # noqa: E402
 from torch import nn  # noqa: E402
 
 import autocompress  # noqa: E402
 from autocompress.compress import prune  # noqa: E402
 from autocompress.errors import UserError  # noqa: E402
+from autocompress.measure import count_params  # noqa: E402
 from autocompress.space import (  # noqa: E402
     LayerSetting,
     Policy,
+    build_graph,
     discover_layers,
+    endless_group,
     output_layers,
     parse_space,
     resolve_space,
@@ -144,3 +150,47 @@ def test_vit_embedding_width_through_multihead_attention_is_refused_and_mlp_widt
     out_proj = roots[0].reason.split("channel_sparsity of ")[1].strip("')")
     assert layers[out_proj].prunable and layers[out_proj].heads == 12  # heads: the fraction removed, searchable
     assert not layers["conv_proj"].prunable
+
+
+def test_swin_attention_is_sealed_so_discovery_ends_and_mlp_width_stays_prunable() -> None:
+    """torchvision's Swin attention passes its linears' weights to F.linear: traced op by op, its score matmuls
+    close a loop in torch-pruning's graph that enumerating groups goes around forever (minutes, then 16+ GB).
+    Sealed, it is one op: the residual width through it stays, named; each block's MLP width prunes."""
+    task = zoo.task_for("swin_t")
+    start = time.perf_counter()
+    layers = {info.name: info for info in discover_layers(task.baseline_model(), task.example_input(1))}
+    assert time.perf_counter() - start < 120
+    blocks = [name.removesuffix(".mlp.0") for name in layers if name.endswith(".mlp.0")]
+    assert len(blocks) == 12 and all(layers[f"{block}.mlp.0"].prunable for block in blocks)
+    assert [name for name, info in layers.items() if info.prunable] == [f"{block}.mlp.0" for block in blocks]
+    qkv = layers["features.1.0.attn.qkv"]
+    assert "inside 'features.1.0.attn' (ShiftedWindowAttention)" in qkv.reason
+    assert "run through 'features.1.1.attn' (ShiftedWindowAttention)" in layers["features.1.1.mlp.3"].reason
+    assert "run through" in layers["features.0.0"].reason and "run through" in layers["features.2.reduction"].reason
+
+
+def test_swin_mlp_width_is_removed_physically_and_the_residual_width_is_refused() -> None:
+    task = zoo.task_for("swin_t")
+    model, x = task.baseline_model(), task.example_input(2)
+    residual = Policy.from_mapping({"features.1.1.mlp.3": LayerSetting(0.5, 32)})
+    with pytest.raises(ValueError, match="'features.1.1.mlp.3' cannot be pruned: its output channels run through"):
+        prune(model, residual, x[:1])
+    blocks = [name.removesuffix(".mlp.0") for name, _ in model.named_modules() if name.endswith(".mlp.0")]
+    policy = Policy.from_mapping({f"{block}.mlp.0": LayerSetting(0.5, 32) for block in blocks}, round_to=8)
+    pruned = prune(copy.deepcopy(model), policy, task.example_input(1))
+    assert pruned.get_submodule("features.1.0.mlp.0").out_features == 192
+    assert pruned.get_submodule("features.7.1.mlp.3").in_features == 1536
+    assert count_params(pruned) < 0.7 * count_params(model)
+    assert pruned(x).shape == model(x).shape == (2, zoo.CLASSES)
+
+
+def test_endless_group_names_the_loop_of_swin_attention_traced_op_by_op() -> None:
+    """The guard that keeps a model like unsealed Swin from hanging discovery: it finds the loop at once."""
+    task = zoo.task_for("swin_t")
+    model, x = task.baseline_model(), task.example_input(1)
+    raw = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
+    start = time.perf_counter()
+    reason = endless_group(raw)
+    assert time.perf_counter() - start < 5
+    assert "never end" in reason and "each channel index to 32" in reason  # the head width (768 / 24 heads)
+    assert endless_group(build_graph(model, x)) == ""

@@ -14,6 +14,8 @@ the reshape whenever the count is not a multiple of the head width.
 A model whose reshapes torch-pruning cannot map channels through (a channel shuffle) is traced with every
 reshape opaque (`autocompress.space._discover.traced`): its layers whose channels cross no reshape are pruned
 as in any model; the others are unprunable (discovery says so), and a policy that prunes one is refused here.
+A module that uses its layers' weights without calling them (torchvision's Swin attention) is traced as one op
+and left whole the same way (`autocompress.space._sealed`): the channels through it stay.
 
 Attention as models ship it (`autocompress.space.shipped_heads`: Hugging Face BERT-style self-attention,
 `nn.MultiheadAttention`) and the FFN width of BERT-style layers (`ffn_layers`) are removed through their own
@@ -38,6 +40,7 @@ from autocompress.space._discover import (
     build_graph,
     output_layers,
     refuse_opaque,
+    sealed_modules,
     shipped_heads,
     traced,
 )
@@ -106,20 +109,22 @@ class ChannelPruning:
                 head_ratios.update(dict.fromkeys(projs, ratio))
         criterion = importance or make_criterion(policy.criterion)
         self._pruner = traced(
+            model,
+            example_input,
             lambda pruners: tp.pruner.BasePruner(
                 model,
                 example_input,
                 importance=criterion,
                 pruning_ratio=0.0,
                 pruning_ratio_dict=ratios,
-                ignored_layers=fixed,
+                ignored_layers=fixed + sealed_modules(model, pruners),
                 global_pruning=False,
                 num_heads=heads,
                 prune_num_heads=bool(head_ratios),
                 prune_head_dims=False,
                 head_pruning_ratio_dict=head_ratios or None,
                 customized_pruners=pruners,
-            )
+            ),
         )
         self._graph = self._pruner.DG
         refuse_opaque(self._graph, {name: module for name, module in modules.items() if module in ratios})

@@ -11,6 +11,10 @@ A model whose graph torch-pruning cannot build because it cannot map channels th
 shuffle: ``view`` to groups, ``transpose``, ``view`` back) is traced again with every reshape opaque
 (`OpaqueReshape`): the channels that cross a reshape stay, the rest of the model is pruned as usual.
 
+A module that uses its layers' weights without calling them (torchvision's Swin attention) is sealed: one op
+to torch-pruning, whose channels stay (`autocompress.space._sealed`). A graph whose channel groups would never
+end (`endless_group`) gets every layer unprunable with that reason instead of a hang.
+
 Attention as models ship it (`shipped_heads`): Hugging Face BERT-style self-attention and
 `nn.MultiheadAttention` carry the same meaning on one Linear each (the value projection; the output projection
 of `nn.MultiheadAttention`, whose q/k/v are one packed weight): its channel_sparsity is the fraction of whole
@@ -19,6 +23,7 @@ heads removed, which `autocompress.compress.remove_heads` does through the modul
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,8 +33,10 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning import ops
 from torch_pruning.dependency import Node
+from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
 
 from autocompress._inputs import ModelInputs, call_model
+from autocompress.space._sealed import SealedPruner, find_sealed
 
 LAYER_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -209,48 +216,124 @@ class OpaqueReshape(tp.pruner.BasePruningFunc):
         return None
 
 
-def traced(build: Callable[[dict[Any, tp.pruner.BasePruningFunc]], T]) -> T:
-    """``build(customized_pruners)``, a torch-pruning graph or pruner traced from the model: without any, and
-    when torch-pruning fails at a reshape (a channel shuffle), again with every reshape an `OpaqueReshape`."""
-    try:
-        return build({})
-    except Exception as exc:
-        node, _ = _failed_at(exc)
-        if node is None or not isinstance(node.module, ops._ReshapeOp):
-            raise
-        return build({ops._ReshapeOp: OpaqueReshape(graph_failure(exc, opaque=True))})
+def traced(
+    model: nn.Module, example_input: ModelInputs, build: Callable[[dict[Any, tp.pruner.BasePruningFunc]], T]
+) -> T:
+    """``build(customized_pruners)``, a torch-pruning graph or pruner traced from `model` with `example_input`:
+    its sealed modules one op each (`find_sealed`), and when torch-pruning fails at a reshape (a channel
+    shuffle), again with every reshape an `OpaqueReshape`."""
+    sealed = find_sealed(model, example_input)
+    with sealed.tracing():
+        try:
+            return build(sealed.pruners)
+        except Exception as exc:
+            node, _ = _failed_at(exc)
+            if node is None or not isinstance(node.module, ops._ReshapeOp):
+                raise
+            return build({**sealed.pruners, ops._ReshapeOp: OpaqueReshape(graph_failure(exc, opaque=True))})
 
 
-def opaque_reached(group: tp.Group) -> OpaqueReshape | None:
-    """The `OpaqueReshape` that a channel group reaches, if any: then none of its channels can be pruned."""
-    pruners = (getattr(dep.handler, "__self__", None) for dep, _ in group)
-    return next((pruner for pruner in pruners if isinstance(pruner, OpaqueReshape)), None)
+def kept_whole(group: tp.Group, names: dict[Any, str]) -> str:
+    """Why none of a channel group's channels can be pruned, or "": it reaches an `OpaqueReshape` (the failure
+    that made reshapes opaque) or a sealed module (one op whose channels stay; `names`: module -> name)."""
+    for dep, _ in group:
+        pruner = getattr(dep.handler, "__self__", None)
+        if isinstance(pruner, OpaqueReshape):
+            return pruner.failure
+        if isinstance(pruner, SealedPruner):
+            module = dep.target.module
+            return (
+                f"its output channels run through {names[module]!r} ({type(module).__name__}), which torch-pruning "
+                "sees as one op (it uses its layers' weights without calling them): that width stays"
+            )
+    return ""
 
 
 def refuse_opaque(graph: tp.DependencyGraph, layers: dict[str, nn.Module]) -> None:
     """Raise `ValueError` naming the first of `layers` (to be pruned) whose channel group reaches an opaque
-    reshape, before anything is pruned; nothing to check in a graph built without them (`traced`)."""
-    if not isinstance(graph.CUSTOMIZED_PRUNERS.get(ops._ReshapeOp), OpaqueReshape):
+    reshape or a sealed module (`kept_whole`), before anything is pruned; nothing to check in a graph built
+    without them (`traced`)."""
+    if not graph.CUSTOMIZED_PRUNERS:
         return
+    names = {module: name for name, module in graph.model.named_modules()}
     for name, module in layers.items():
         prune_out = graph.get_pruner_of_module(module).prune_out_channels
         channels = graph.get_out_channels(module)
-        opaque = opaque_reached(graph.get_pruning_group(module, prune_out, list(range(channels))))
-        if opaque is not None:
-            raise ValueError(f"layer {name!r} cannot be pruned: {opaque.failure}")
+        reason = kept_whole(graph.get_pruning_group(module, prune_out, list(range(channels))), names)
+        if reason:
+            raise ValueError(f"layer {name!r} cannot be pruned: {reason}")
+
+
+def sealed_modules(model: nn.Module, pruners: dict[Any, tp.pruner.BasePruningFunc]) -> list[nn.Module]:
+    """The modules of `model` that `pruners` (what `traced` passes on) seal."""
+    return [module for module in model.modules() if isinstance(pruners.get(type(module)), SealedPruner)]
 
 
 def build_graph(model: nn.Module, example_input: ModelInputs) -> tp.DependencyGraph:
     """torch-pruning's dependency graph of `model` (traced with `example_input`; leaves the model in eval mode;
-    its reshapes opaque where torch-pruning cannot map channels through one: `traced`).
+    its sealed modules one op each, its reshapes opaque where torch-pruning cannot map channels through one:
+    `traced`).
 
     It describes the model's structure, so it stays valid while weights train, and goes stale once channels are
     removed physically: build it once per model state and pass it on (a trial's is `ChannelPruning.graph`)."""
     return traced(
+        model,
+        example_input,
         lambda pruners: tp.DependencyGraph().build_dependency(
             model, example_inputs=example_input, customized_pruners=pruners
-        )
+        ),
     )
+
+
+def endless_group(graph: tp.DependencyGraph) -> str:
+    """Why enumerating `graph`'s channel groups would never end, or "" when it ends.
+
+    torch-pruning grows a group by following dependencies from node to node, mapping channel indices on the way,
+    and stops at a node it has already reached with the same indices. A reshape that multiplies every index by
+    its stride (C = heads x head width: index i becomes i*s .. i*s+s-1) and that a path of dependencies leads
+    back to, with no mapping on it that shrinks or bounds the indices, yields new, larger indices on every lap:
+    the group never closes (torchvision's Swin attention traced op by op: minutes and tens of GB, not an error).
+    """
+    for node in graph.module2node.values():
+        for dep in node.dependencies:
+            stride = _expanding(dep)
+            if stride and _leads_back(dep):
+                return (
+                    f"torch-pruning's channel groups through this model's graph never end: at {node.name} they map "
+                    f"each channel index to {stride} on a loop of ops that leads back there (attention written "
+                    "with explicit matmuls, which it follows as element-wise ops); no channel can be pruned, "
+                    "quantization still applies"
+                )
+    return ""
+
+
+def _expanding(dep: tp.Dependency) -> int:
+    """The factor by which `dep` multiplies channel indices with nothing bounding them (0 if it does not)."""
+    maps = [m for m in dep.index_mapping if m is not None]
+    if not maps or not all(isinstance(m, _FlattenIndexMapping) and not m.reverse for m in maps):
+        return 0
+    factor = math.prod(m._stride for m in maps)  # torch-pruning keeps the stride private
+    return factor if factor > 1 else 0
+
+
+def _leads_back(dep: tp.Dependency) -> bool:
+    """Whether the group's walk, having followed `dep`, can reach `dep`'s source again and follow it anew without
+    a dependency that maps indices otherwise than `_expanding` (which would shrink or bound them)."""
+    start = (dep.target, dep.handler)
+    seen, stack = {start}, [start]
+    while stack:
+        node, fn = stack.pop()
+        for nxt in node.dependencies:
+            bounded = any(m is not None for m in nxt.index_mapping) and not _expanding(nxt)
+            if bounded or not nxt.is_triggered_by(fn):
+                continue
+            if nxt.target is dep.source and dep.is_triggered_by(nxt.handler):
+                return True
+            state = (nxt.target, nxt.handler)
+            if state not in seen:
+                seen.add(state)
+                stack.append(state)
+    return False
 
 
 def graph_failure(exc: BaseException, opaque: bool = False) -> str:
@@ -286,8 +369,9 @@ def _failed_at(exc: BaseException) -> tuple[Node | None, str]:
 
 def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerInfo]:
     """Every conv/linear layer of `model`, prunable or not and why. A model whose dependency graph
-    torch-pruning cannot build gets every layer unprunable with that reason (`graph_failure`), not a crash; in
-    one built with opaque reshapes (`traced`), the layers of a group that reaches a reshape are unprunable."""
+    torch-pruning cannot build, or whose groups would never end (`endless_group`), gets every layer unprunable
+    with that reason, not a crash or a hang; in one built with opaque reshapes or sealed modules (`traced`), the
+    layers of a group that reaches one are unprunable (`kept_whole`), and so are those inside a sealed module."""
     from autocompress.measure import count_macs  # measure imports space: import at call time
 
     model.eval()
@@ -301,19 +385,25 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
     roots: set[str] = set()
     followers: dict[str, str] = {}
     in_roots: dict[str, dict[str, int]] = {}
+    sealed: list[str] = []  # modules torch-pruning sees as one op (`traced`)
     try:
         graph = build_graph(model, example_input)
-        groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)))
-        untraceable = ""
+        sealed = [names[module] for module in sealed_modules(model, graph.CUSTOMIZED_PRUNERS)]
+        untraceable = endless_group(graph)
+        groups = (
+            []
+            if untraceable
+            else list(graph.get_all_groups(ignored_layers=ignored, root_module_types=list(LAYER_TYPES)))
+        )
     except Exception as exc:  # torch-pruning's own failure: reported per layer, before any trial
         groups, untraceable = [], graph_failure(exc)
     packed: dict[str, str] = {}  # roots whose channels run through nn.MultiheadAttention -> that module
-    crossing: dict[str, str] = {}  # layers of a group that reaches an opaque reshape -> why they stay
+    crossing: dict[str, str] = {}  # layers of a group that reaches an opaque reshape or sealed module -> why
     for group in groups:
         root = names[group[0].dep.target.module]
-        opaque = opaque_reached(group)
-        if opaque is not None:
-            crossing.update({names[dep.target.module]: opaque.failure for dep, _ in group if _loses_out_channels(dep)})
+        whole = kept_whole(group, names)
+        if whole:
+            crossing.update({names[dep.target.module]: whole for dep, _ in group if _loses_out_channels(dep)})
             continue
         mha = [names[d.target.module] for d, _ in group if isinstance(d.target.module, nn.MultiheadAttention)]
         if mha:
@@ -347,6 +437,12 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
             )
         elif name in fixed:
             prunable, reason = False, "its output is the model's output"
+        elif owner := next((o for o in sealed if name.startswith(f"{o}.")), ""):
+            prunable, reason = (
+                False,
+                f"it is inside {owner!r} ({type(model.get_submodule(owner)).__name__}), which uses its layers' "
+                "weights without calling them: torch-pruning sees that module as one op and its channels stay",
+            )
         elif untraceable:
             prunable, reason = False, untraceable
         elif name in crossing:
