@@ -165,6 +165,7 @@ def test_swin_attention_is_sealed_so_discovery_ends_and_mlp_width_stays_prunable
     assert [name for name, info in layers.items() if info.prunable] == [f"{block}.mlp.0" for block in blocks]
     qkv = layers["features.1.0.attn.qkv"]
     assert "inside 'features.1.0.attn' (ShiftedWindowAttention)" in qkv.reason
+    assert qkv.macs == 21 * 21 * 96 * 288  # 16x16 tokens padded to 3x3 windows of 7x7, counted from F.linear
     assert "run through 'features.1.1.attn' (ShiftedWindowAttention)" in layers["features.1.1.mlp.3"].reason
     assert "run through" in layers["features.0.0"].reason and "run through" in layers["features.2.reduction"].reason
 

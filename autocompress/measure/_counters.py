@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from autocompress._inputs import ModelInputs, batch_size_of, call_model
 from autocompress.compress._lowering import get_quantizer, layer_specs
@@ -21,23 +24,33 @@ def count_macs(model: nn.Module, example_input: ModelInputs) -> dict[str, int]:
     `nn.MultiheadAttention` computes its projections without calling its ``out_proj`` module (packed weights,
     ``F.multi_head_attention_forward``): their MACs (q and output per query token, k and v per key token) are
     counted under ``NAME.out_proj``, the layer that carries its heads (`autocompress.space.shipped_heads`), so a
-    model compares with its heads-pruned form (separate Linears, counted as such).
+    model compares with its heads-pruned form (separate Linears, counted as such). Any other layer whose weight
+    a forward passes to ``F.linear``/``F.conv2d`` without calling the layer (torchvision's Swin attention:
+    ``F.linear(x, self.qkv.weight)``) is counted from those calls (`_LayerWeightCalls`).
     """
     macs: dict[str, int] = {}
     hooks = []
     batch = batch_size_of(example_input)
+    calls = _LayerWeightCalls(macs, batch)
+    attention = [name for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)]
     for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            if not any(name.startswith(f"{owner}.") for owner in attention):
+                calls.weights[id(module.weight)] = name
+            hooks.append(module.register_forward_pre_hook(lambda m, _, n=name: calls.running.add(n)))
         if isinstance(module, nn.Conv2d):
 
             def conv_hook(m: nn.Conv2d, _: object, out: torch.Tensor, n: str = name) -> None:
                 kernel = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
                 macs[n] = macs.get(n, 0) + out.numel() // batch * kernel
+                calls.running.discard(n)
 
             hooks.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, nn.Linear):
 
             def linear_hook(m: nn.Linear, _: object, out: torch.Tensor, n: str = name) -> None:
                 macs[n] = macs.get(n, 0) + out.numel() // batch * m.in_features
+                calls.running.discard(n)
 
             hooks.append(module.register_forward_hook(linear_hook))
         elif isinstance(module, nn.MultiheadAttention):
@@ -50,11 +63,34 @@ def count_macs(model: nn.Module, example_input: ModelInputs) -> dict[str, int]:
 
             hooks.append(module.register_forward_hook(mha_hook))
     try:
-        call_model(model.eval(), example_input)
+        with calls:
+            call_model(model.eval(), example_input)
     finally:
         for hook in hooks:
             hook.remove()
     return macs
+
+
+class _LayerWeightCalls(TorchFunctionMode):
+    """Counts into `macs` the MACs of each ``F.linear``/``F.conv2d`` call that takes a layer's weight (`weights`:
+    tensor id -> layer name) outside that layer's own forward (`running`: the layers whose forward runs, which
+    their hooks count): output elements per sample x the weight's elements per output channel."""
+
+    def __init__(self, macs: dict[str, int], batch: int) -> None:
+        super().__init__()
+        self.macs, self.batch = macs, batch
+        self.weights: dict[int, str] = {}
+        self.running: set[str] = set()
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.linear or func is F.conv2d:
+            weight: torch.Tensor = args[1] if len(args) > 1 else kwargs["weight"]
+            name = self.weights.get(id(weight))
+            if name is not None and name not in self.running:
+                self.macs[name] = self.macs.get(name, 0) + out.numel() // self.batch * weight[0].numel()
+        return out
 
 
 def count_params(model: nn.Module) -> int:
