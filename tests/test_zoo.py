@@ -109,6 +109,47 @@ def test_shufflenet_branch_pruning_removes_the_chosen_channels_and_keeps_the_fun
     torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_mobilenet_v3_squeeze_excitation_pruning_removes_the_chosen_channels_and_keeps_the_function() -> None:
+    """MobileNetV3-Small at 32x32: in each expand-SE block every fourth inner channel is made dead by hand
+    (expand conv rows, batch norms, depthwise filters, SE fc1's columns, fc2's rows and bias, the projection's
+    columns), so it adds nothing and is the least important: pruning a quarter of each depthwise conv's group
+    must remove exactly those through the SE block (fc1's inputs, the gate fc2's outputs), keep the others'
+    batch-norm statistics, and leave the same logits."""
+    torch.manual_seed(0)
+    model = autocompress.import_torchvision().models.mobilenet_v3_small(num_classes=10).eval()
+    with torch.no_grad():
+        for norm in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(4, 3, 32, 32)
+    blocks = [m.block for m in model.features if hasattr(m, "block") and len(m.block) == 4]
+    widths, dead = [b[1][0].out_channels for b in blocks], []
+    with torch.no_grad():
+        for block in blocks:
+            (expand, bn1, _), (depthwise, bn2, _), se, (project, _) = block[0], block[1], block[2], block[3]
+            channels = torch.arange(1, depthwise.out_channels, 4)
+            for tensor in (expand.weight, bn1.weight, bn1.bias, depthwise.weight, bn2.weight, bn2.bias):
+                tensor[channels] = 0
+            se.fc1.weight[:, channels] = 0
+            se.fc2.weight[channels] = 0
+            se.fc2.bias[channels] = 0
+            project.weight[:, channels] = 0
+            dead.append(channels)
+    expected = model(x)
+    kept = [torch.ones(w, dtype=torch.bool).index_fill_(0, d, False) for w, d in zip(widths, dead, strict=True)]
+    before = [(b[1][0].weight.clone(), b[1][1].running_mean.clone(), b[1][1].running_var.clone()) for b in blocks]
+    names = [n for n, m in model.named_modules() if m in {b[1][0] for b in blocks}]
+    prune(model, Policy.from_mapping({name: LayerSetting(0.25, 32) for name in names}, "l1"), x[:1])
+    assert [b[1][0].out_channels for b in blocks] == [w - w // 4 for w in widths]
+    for block, mask, (weight, mean, var) in zip(blocks, kept, before, strict=True):
+        assert block[0][0].out_channels == block[2].fc1.in_channels == block[2].fc2.out_channels
+        assert block[2].fc2.out_channels == block[3][0].in_channels == block[1][0].out_channels
+        torch.testing.assert_close(block[1][0].weight, weight[mask])
+        torch.testing.assert_close(block[1][1].running_mean, mean[mask])
+        torch.testing.assert_close(block[1][1].running_var, var[mask])
+    torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_pruning_a_shuffled_layer_is_refused_before_anything_changes() -> None:
     model, x = _shufflenet()
     before = {name: p.shape for name, p in model.named_parameters()}

@@ -12,13 +12,15 @@ import inspect
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import torch
+from torch import nn
 
+from autocompress._inputs import ModelInputs, call_model
 from autocompress.compress import (
     ChannelPruning,
     RewindPoint,
@@ -161,6 +163,9 @@ class TaskTrainer:
 
     A task whose ``finetune`` takes no ``on_step`` gets the pruner's step once, after training: masks then
     hold only at the end, and schedules over steps (agp) refuse to run without ``finetune_steps``.
+    After training, the batch norms' running statistics are re-estimated on the task's calibration batches
+    (`recalibrate_batch_norm`): a short fine-tune of a pruned model moves its activations further than a small
+    momentum lets the running averages follow.
     `taken` counts the optimisation steps trained so far (None for a task without ``on_step``: not counted).
     `rewind` builds the `rewind_point` (a trial sets it to `rewind_point` of its compressed model; by default
     the model as the pruner is given it).
@@ -192,6 +197,7 @@ class TaskTrainer:
             self.taken = None
             self.task.finetune(model, epochs, seed=self.seed)
             step()
+        recalibrate_batch_norm(model, self.task.calibration_batches())
 
     def steps(self, epochs: float) -> int | None:
         count = getattr(self.task, "finetune_steps", None)
@@ -199,6 +205,38 @@ class TaskTrainer:
 
     def rewind_point(self) -> RewindPoint:
         return self.rewind()
+
+
+def recalibrate_batch_norm(model: nn.Module, batches: Iterable[ModelInputs]) -> None:
+    """Replace the running statistics of every batch norm of `model` that tracks them by their plain average
+    over `batches` (forward passes without gradients, every other module in eval mode); nothing changes
+    without a batch. Each module's train/eval mode and each batch norm's momentum are restored.
+
+    Why: a batch norm's running averages follow its input at its ``momentum`` per training step, and
+    torchvision's MobileNetV3 uses 0.01, so the 43 steps of a trial's fine-tune moved them only 35 % of the way
+    to the pruned, fine-tuned model's statistics: evaluated with them, MNIST MobileNetV3-Small pruned by a
+    quarter fell to 18 % accuracy where the same weights score 83 % with re-estimated ones (the adaptive batch
+    norm of Li et al. 2020, EagleEye)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    inputs = list(batches) if norms else []
+    if not inputs:
+        return
+    modes = {module: module.training for module in model.modules()}
+    momenta = [norm.momentum for norm in norms]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+        norm.train()
+    try:
+        with torch.no_grad():
+            for batch in inputs:
+                call_model(model, batch)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        for module, training in modes.items():
+            module.training = training
 
 
 def worker_id() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 import torch_pruning as tp
 from torch import nn
 
@@ -14,6 +15,7 @@ from autocompress.compress import TaylorCriterion
 from autocompress.errors import UserError
 from autocompress.measure import count_macs, count_params
 from autocompress.runtime import Gate, run_trial
+from autocompress.runtime._trial import TaskTrainer
 from autocompress.space import LayerSetting, Policy, discover_layers, parse_space, resolve_space
 from tests.prune.conftest import TASKS
 
@@ -154,3 +156,30 @@ def test_a_trial_traces_its_model_into_one_dependency_graph(criterion: str, monk
     result = run_trial(TASK, policy, 0.3, measure=MEASURE)
     assert len(builds) == 1
     assert result.metrics["params"] < 0.5 * count_params(task.baseline_model())  # the graph was used to prune
+
+
+def test_trainer_re_estimates_batch_norm_statistics_on_the_calibration_batches_after_fine_tuning() -> None:
+    """Batch norms with momentum 0.01 (torchvision's MobileNetV3) whose running statistics are off: a short
+    fine-tune alone would move them only a few percent of the way back. After `TaskTrainer.train` they are the
+    statistics of the task's calibration batches (the first batch norm's input does not depend on any other
+    batch norm, so its mean is known exactly), the momenta and eval mode are back, and accuracy is the model's."""
+    task = TASKS["mobilenet"]
+    model = task.baseline_model()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for norm in norms:
+            norm.momentum = 0.01
+            norm.running_mean += 3.0
+            norm.running_var *= 10.0
+    assert task.evaluate(model, "val") < 0.5
+    TaskTrainer(task, 0, Gate()).train(model, 0.05, lambda: None)
+    inputs: list[torch.Tensor] = []
+    hook = norms[0].register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
+    with torch.no_grad():
+        for batch in task.calibration_batches():
+            model(batch)
+    hook.remove()
+    mean = torch.stack([x.mean(dim=(0, 2, 3)) for x in inputs]).mean(dim=0)
+    torch.testing.assert_close(norms[0].running_mean, mean, atol=1e-4, rtol=1e-4)
+    assert all(norm.momentum == 0.01 for norm in norms) and not any(m.training for m in model.modules())
+    assert task.evaluate(model, "val") > 0.8
