@@ -147,7 +147,7 @@ CASES = [
     Case(
         "unknown-pruner",
         search(),
-        "defaults.pruner: unknown pruner 'obs'; allowed: level, agp, lottery, admm",
+        "defaults.pruner: unknown pruner 'obs'; allowed: level, agp, lottery, lottery_trained, admm",
         space=GOOD.replace("weight_bits: [8, 32]}", "weight_bits: [8, 32], pruner: obs}"),
     ),
     Case(
