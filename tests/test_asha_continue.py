@@ -56,7 +56,11 @@ def test_a_promoted_trial_takes_exactly_the_extra_steps_from_its_parents_weights
         assert _call(parent.number).steps == parent.metrics["finetune_steps"] == digits.finetune_steps(0.2)
         start, weights_at_parent_end = _call(child.number).start, _call(parent.number).end
         assert start.keys() == weights_at_parent_end.keys()
-        assert all(torch.equal(start[k], weights_at_parent_end[k]) for k in start)
+        # batch-norm running statistics are re-estimated after the parent's fine-tuning (recalibrate_batch_norm),
+        # so they differ from those its last step left; every learned tensor is the parent's
+        learned = [k for k in start if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+        assert len(learned) < len(start)
+        assert all(torch.equal(start[k], weights_at_parent_end[k]) for k in learned)
         assert not torch.equal(start["fc.weight"], digits.baseline_model().state_dict()["fc.weight"])
         assert not [a for a in parent.artefacts if a.kind == WEIGHTS_KIND]  # served its promotion: removed
     for trial in trials.values():  # kept only where ASHA may still promote: fine-tuned rung-0 trials
