@@ -227,12 +227,57 @@ def test_swin_mlp_width_is_removed_physically_and_the_residual_width_is_refused(
 
 
 def test_endless_group_names_the_loop_of_swin_attention_traced_op_by_op() -> None:
-    """The guard that keeps a model like unsealed Swin from hanging discovery: it finds the loop at once."""
+    """The guard that keeps a model like unsealed Swin from hanging discovery: the indices its loop multiplies by
+    the head width pass all the model's channels within a few laps."""
     task = zoo.task_for("swin_t")
     model, x = task.baseline_model(), task.example_input(1)
     raw = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
     start = time.perf_counter()
     reason = endless_group(raw)
     assert time.perf_counter() - start < 5
-    assert "never end" in reason and "each channel index to 32" in reason  # the head width (768 / 24 heads)
+    assert "never end: the group of 'features.7.1.mlp.3' maps a channel index to 65535" in reason
+    assert "past all 49069 channels of the model" in reason
     assert endless_group(build_graph(model, x)) == ""
+
+
+@pytest.fixture(scope="module")
+def maxvit() -> tuple[nn.Module, torch.Tensor]:
+    task = zoo.task_for("maxvit_t")
+    return task.baseline_model(), task.example_input(1)
+
+
+@pytest.mark.slow
+def test_maxvit_attention_is_sealed_so_discovery_ends_and_mbconv_and_mlp_widths_stay_prunable(maxvit) -> None:
+    """MaxViT's attention multiplies q, k and v with einsum: traced op by op, torch-pruning's group of its qkv
+    projection went around the loop the einsums close for 11+ minutes and 10 GB. Sealed, it is one op: the residual
+    width through it stays, named; MBConv's inner width and each attention layer's MLP width prune."""
+    model, x = maxvit
+    start = time.perf_counter()
+    layers = {info.name: info for info in discover_layers(model, x)}
+    assert time.perf_counter() - start < 120
+    prunable = {name for name, info in layers.items() if info.prunable}
+    mlps = {name for name in layers if name.endswith(".mlp_layer.1")}
+    assert len(mlps) == 22 and mlps <= prunable  # 11 MaxViT layers, a window and a grid attention each
+    assert "blocks.0.layers.0.layers.MBconv.layers.squeeze_excitation.fc1" in prunable
+    assert all(".attn_layer." not in name and not name.endswith(".mlp_layer.3") for name in prunable)
+    qkv = layers["blocks.0.layers.0.layers.window_attention.attn_layer.1.to_qkv"]
+    assert "inside 'blocks.0.layers.0.layers.window_attention.attn_layer.1' (RelativePositionalMultiHeadAttention)" in (
+        qkv.reason
+    )
+    assert "multiplies two activations" in qkv.reason
+    mlp_out = layers["blocks.0.layers.0.layers.grid_attention.mlp_layer.3"]
+    assert "run through" in mlp_out.reason and "(RelativePositionalMultiHeadAttention)" in mlp_out.reason
+
+
+@pytest.mark.slow
+def test_endless_group_stops_maxvit_attention_traced_op_by_op_at_once(maxvit) -> None:
+    """Without sealing, the group of MaxViT's qkv projection reaches the output projection with indices 11 times
+    past its width (and then never sees the same index list twice): the guard stops it there, in about a second."""
+    model, x = maxvit
+    raw = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
+    start = time.perf_counter()
+    reason = endless_group(raw)
+    assert time.perf_counter() - start < 10
+    assert "maps a channel index to 5471 at 'blocks.3.layers.1.layers.grid_attention.attn_layer.1.merge'" in reason
+    assert reason.startswith("torch-pruning's channel groups through this model's graph never end")
+    assert "whose width is 512" in reason

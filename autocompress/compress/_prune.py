@@ -14,8 +14,9 @@ the reshape whenever the count is not a multiple of the head width.
 A model whose reshapes torch-pruning cannot map channels through (a channel shuffle) is traced with every
 reshape opaque (`autocompress.space._discover.traced`): its layers whose channels cross no reshape are pruned
 as in any model; the others are unprunable (discovery says so), and a policy that prunes one is refused here.
-A module that uses its layers' weights without calling them (torchvision's Swin attention) is traced as one op
-and left whole the same way (`autocompress.space._sealed`): the channels through it stay.
+A module that uses its layers' weights without calling them (torchvision's Swin attention) or multiplies two
+activations (MaxViT's einsum attention) is traced as one op and left whole the same way
+(`autocompress.space._sealed`): the channels through it stay.
 
 Attention as models ship it (`autocompress.space.shipped_heads`: Hugging Face BERT-style self-attention,
 `nn.MultiheadAttention`) and the FFN width of BERT-style layers (`ffn_layers`) are removed through their own
@@ -117,7 +118,7 @@ class ChannelPruning:
                 importance=criterion,
                 pruning_ratio=0.0,
                 pruning_ratio_dict=ratios,
-                ignored_layers=fixed + sealed_modules(model, pruners),
+                ignored_layers=fixed + list(sealed_modules(model, pruners)),
                 global_pruning=False,
                 num_heads=heads,
                 prune_num_heads=bool(head_ratios),

@@ -11,9 +11,10 @@ A model whose graph torch-pruning cannot build because it cannot map channels th
 shuffle: ``view`` to groups, ``transpose``, ``view`` back) is traced again with every reshape opaque
 (`OpaqueReshape`): the channels that cross a reshape stay, the rest of the model is pruned as usual.
 
-A module that uses its layers' weights without calling them (torchvision's Swin attention) is sealed: one op
-to torch-pruning, whose channels stay (`autocompress.space._sealed`). A graph whose channel groups would never
-end (`endless_group`) gets every layer unprunable with that reason instead of a hang.
+A module that uses its layers' weights without calling them (torchvision's Swin attention) or multiplies two
+activations (MaxViT's einsum attention) is sealed: one op to torch-pruning, whose channels stay
+(`autocompress.space._sealed`). A graph whose channel groups would never end (`endless_group`, which walks each
+group as torch-pruning would, within bounds) gets every layer unprunable with that reason instead of a hang.
 
 Attention as models ship it (`shipped_heads`): Hugging Face BERT-style self-attention and
 `nn.MultiheadAttention` carry the same meaning on one Linear each (the value projection; the output projection
@@ -23,7 +24,6 @@ heads removed, which `autocompress.compress.remove_heads` does through the modul
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,8 +32,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from torch_pruning import ops
-from torch_pruning.dependency import Node
-from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
+from torch_pruning._helpers import _HybridIndex
+from torch_pruning.dependency import Node, index_mapping
 
 from autocompress._inputs import ModelInputs, call_model
 from autocompress.space._sealed import SealedPruner, find_sealed
@@ -220,9 +220,10 @@ def traced(
     model: nn.Module, example_input: ModelInputs, build: Callable[[dict[Any, tp.pruner.BasePruningFunc]], T]
 ) -> T:
     """``build(customized_pruners)``, a torch-pruning graph or pruner traced from `model` with `example_input`:
-    its sealed modules one op each (`find_sealed`), and when torch-pruning fails at a reshape (a channel
-    shuffle), again with every reshape an `OpaqueReshape`."""
-    sealed = find_sealed(model, example_input)
+    its sealed modules one op each (`find_sealed`; never attention whose heads are removed whole), and when
+    torch-pruning fails at a reshape (a channel shuffle), again with every reshape an `OpaqueReshape`."""
+    heads = [*attention_heads(model), *hf_attention_modules(model).values()]
+    sealed = find_sealed(model, example_input, keep=heads)
     with sealed.tracing():
         try:
             return build(sealed.pruners)
@@ -244,7 +245,7 @@ def kept_whole(group: tp.Group, names: dict[Any, str]) -> str:
             module = dep.target.module
             return (
                 f"its output channels run through {names[module]!r} ({type(module).__name__}), which torch-pruning "
-                "sees as one op (it uses its layers' weights without calling them): that width stays"
+                f"sees as one op ({pruner.why}): that width stays"
             )
     return ""
 
@@ -264,9 +265,13 @@ def refuse_opaque(graph: tp.DependencyGraph, layers: dict[str, nn.Module]) -> No
             raise ValueError(f"layer {name!r} cannot be pruned: {reason}")
 
 
-def sealed_modules(model: nn.Module, pruners: dict[Any, tp.pruner.BasePruningFunc]) -> list[nn.Module]:
-    """The modules of `model` that `pruners` (what `traced` passes on) seal."""
-    return [module for module in model.modules() if isinstance(pruners.get(type(module)), SealedPruner)]
+def sealed_modules(model: nn.Module, pruners: dict[Any, tp.pruner.BasePruningFunc]) -> dict[nn.Module, str]:
+    """The modules of `model` that `pruners` (what `traced` passes on) seal, and why (`SealedPruner.why`)."""
+    return {
+        module: pruner.why
+        for module in model.modules()
+        if isinstance(pruner := pruners.get(type(module)), SealedPruner)
+    }
 
 
 def build_graph(model: nn.Module, example_input: ModelInputs) -> tp.DependencyGraph:
@@ -285,55 +290,95 @@ def build_graph(model: nn.Module, example_input: ModelInputs) -> tp.DependencyGr
     )
 
 
-def endless_group(graph: tp.DependencyGraph) -> str:
-    """Why enumerating `graph`'s channel groups would never end, or "" when it ends.
+#: how many channel indices, over all the ops they reach, the group of one root may map before it counts as endless,
+#: per channel of the model (the sum of its layers' widths; torchvision's ViT-B/32 and VGG take about 9)
+INDICES_PER_CHANNEL = 32
 
-    torch-pruning grows a group by following dependencies from node to node, mapping channel indices on the way,
-    and stops at a node it has already reached with the same indices. A reshape that multiplies every index by
-    its stride (C = heads x head width: index i becomes i*s .. i*s+s-1) and that a path of dependencies leads
-    back to, with no mapping on it that shrinks or bounds the indices, yields new, larger indices on every lap:
-    the group never closes (torchvision's Swin attention traced op by op: minutes and tens of GB, not an error).
+
+def endless_group(graph: tp.DependencyGraph) -> str:
+    """Why enumerating `graph`'s channel groups would never end, or "" when every one ends.
+
+    torch-pruning grows a group from a root layer's output channels by following dependencies from op to op,
+    mapping channel indices on the way (a reshape multiplies or divides them by its stride), and stops at an op it
+    has already reached with the same index list. Through attention written with explicit matmuls, which it
+    follows as element-wise ops, that may never happen: on the loop the matmuls close, the indices grow on every
+    lap (Swin traced op by op), or come back past the widths of the layers they reach, reordered and merged,
+    never the same list twice (MaxViT traced op by op); minutes and tens of GB, not an error
+    (`autocompress.space._sealed` seals such modules; this guard is for what sealing does not catch).
+
+    So every conv/linear layer's group is walked here as torch-pruning walks it, and called endless at the first
+    index that cannot be a channel (past the width of a layer it reaches, or past the sum of all layers'
+    widths) or once it has mapped `INDICES_PER_CHANNEL` indices per channel of the model: bounded time and memory
+    whatever the graph (about a second for all groups of ViT-B/32 or MaxViT-T, sealed or not).
     """
-    for node in graph.module2node.values():
-        for dep in node.dependencies:
-            stride = _expanding(dep)
-            if stride and _leads_back(dep):
-                return (
-                    f"torch-pruning's channel groups through this model's graph never end: at {node.name} they map "
-                    f"each channel index to {stride} on a loop of ops that leads back there (attention written "
-                    "with explicit matmuls, which it follows as element-wise ops); no channel can be pruned, "
-                    "quantization still applies"
-                )
+    index_mapping.update_index_mapping(graph)  # as get_pruning_group does before each walk
+    layers = [module for module in graph.module2node if isinstance(module, LAYER_TYPES)]
+    channels = sum(graph.get_in_channels(layer) + graph.get_out_channels(layer) for layer in layers)
+    names = {module: name for name, module in graph.model.named_modules()}
+    for layer in layers:
+        why = _runaway(graph, layer, channels, names)
+        if why:
+            return (
+                f"torch-pruning's channel groups through this model's graph never end: the group of {names[layer]!r} "
+                f"{why} (attention written with explicit matmuls, which it follows as element-wise ops); no channel "
+                "can be pruned, quantization still applies"
+            )
     return ""
 
 
-def _expanding(dep: tp.Dependency) -> int:
-    """The factor by which `dep` multiplies channel indices with nothing bounding them (0 if it does not)."""
-    maps = [m for m in dep.index_mapping if m is not None]
-    if not maps or not all(isinstance(m, _FlattenIndexMapping) and not m.reverse for m in maps):
-        return 0
-    factor = math.prod(m._stride for m in maps)  # torch-pruning keeps the stride private
-    return factor if factor > 1 else 0
-
-
-def _leads_back(dep: tp.Dependency) -> bool:
-    """Whether the group's walk, having followed `dep`, can reach `dep`'s source again and follow it anew without
-    a dependency that maps indices otherwise than `_expanding` (which would shrink or bound them)."""
-    start = (dep.target, dep.handler)
-    seen, stack = {start}, [start]
+def _runaway(graph: tp.DependencyGraph, layer: nn.Module, channels: int, names: dict[Any, str]) -> str:
+    """How the group of `layer`'s output channels runs away (`endless_group`; `channels`: the sum of the model's
+    layer widths; `names`: module -> name), or "" once it ends; the walk is torch-pruning's
+    (`DependencyGraph.get_pruning_group`)."""
+    handler = graph.get_pruner_of_module(layer).prune_out_channels
+    if isinstance(layer, nn.Conv2d) and layer.groups == layer.out_channels > 1:
+        handler = tp.prune_depthwise_conv_out_channels
+    start = [_HybridIndex(idx=i, root_idx=i) for i in range(graph.get_out_channels(layer))]
+    root = graph.module2node[layer]
+    reached: dict[tuple[Node, Callable[..., Any]], set[tuple[_HybridIndex, ...]]] = {(root, handler): {tuple(start)}}
+    visited: set[Node] = set()
+    stack = [(root, handler, start)]
+    mapped, budget = 0, INDICES_PER_CHANNEL * channels
     while stack:
-        node, fn = stack.pop()
-        for nxt in node.dependencies:
-            bounded = any(m is not None for m in nxt.index_mapping) and not _expanding(nxt)
-            if bounded or not nxt.is_triggered_by(fn):
+        node, handler, idxs = stack.pop()
+        visited.add(node)
+        for dep in node.dependencies:
+            if not dep.is_triggered_by(handler):
                 continue
-            if nxt.target is dep.source and dep.is_triggered_by(nxt.handler):
-                return True
-            state = (nxt.target, nxt.handler)
-            if state not in seen:
-                seen.add(state)
-                stack.append(state)
-    return False
+            new = idxs
+            for mapping in dep.index_mapping:
+                if mapping is not None:
+                    new = mapping(new)
+            if not new:
+                continue
+            top = max(i.idx for i in new)
+            where = names.get(dep.target.module) or dep.target.name
+            if top >= channels:
+                return f"maps a channel index to {top} at {where}, past all {channels} channels of the model"
+            width = _width(graph, dep)
+            if width is not None and top >= width:
+                return f"maps a channel index to {top} at {where!r}, whose width is {width}"
+            key = tuple(new)
+            if dep.target in visited and key in reached.get((dep.target, dep.handler), ()):
+                continue
+            reached.setdefault((dep.target, dep.handler), set()).add(key)
+            mapped += len(new)
+            if mapped > budget:
+                return (
+                    f"has mapped {mapped} channel indices ({INDICES_PER_CHANNEL} per channel of the model) and keeps "
+                    f"reaching the same ops with new index lists, last {where}"
+                )
+            stack.append((dep.target, dep.handler, new))
+    return ""
+
+
+def _width(graph: tp.DependencyGraph, dep: tp.Dependency) -> int | None:
+    """The number of channels `dep` prunes at its target (input or output side by its handler), None if unknown."""
+    if not isinstance(dep.target.module, nn.Module) or graph.get_pruner_of_module(dep.target.module) is None:
+        return None
+    if graph.is_out_channel_pruning_fn(dep.handler):
+        return graph.get_out_channels(dep.target)  # type: ignore[no-any-return]
+    return graph.get_in_channels(dep.target)  # type: ignore[no-any-return]
 
 
 def graph_failure(exc: BaseException, opaque: bool = False) -> str:
@@ -385,10 +430,10 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
     roots: set[str] = set()
     followers: dict[str, str] = {}
     in_roots: dict[str, dict[str, int]] = {}
-    sealed: list[str] = []  # modules torch-pruning sees as one op (`traced`)
+    sealed: dict[str, str] = {}  # modules torch-pruning sees as one op (`traced`) -> why
     try:
         graph = build_graph(model, example_input)
-        sealed = [names[module] for module in sealed_modules(model, graph.CUSTOMIZED_PRUNERS)]
+        sealed = {names[module]: why for module, why in sealed_modules(model, graph.CUSTOMIZED_PRUNERS).items()}
         untraceable = endless_group(graph)
         groups = (
             []
@@ -440,8 +485,8 @@ def discover_layers(model: nn.Module, example_input: ModelInputs) -> list[LayerI
         elif owner := next((o for o in sealed if name.startswith(f"{o}.")), ""):
             prunable, reason = (
                 False,
-                f"it is inside {owner!r} ({type(model.get_submodule(owner)).__name__}), which uses its layers' "
-                "weights without calling them: torch-pruning sees that module as one op and its channels stay",
+                f"it is inside {owner!r} ({type(model.get_submodule(owner)).__name__}), which torch-pruning sees "
+                f"as one op ({sealed[owner]}): its channels stay",
             )
         elif untraceable:
             prunable, reason = False, untraceable
