@@ -44,7 +44,13 @@ from torch import nn
 from torch.ao.quantization.quantize_fx import convert_to_reference_fx
 from torch.nn import functional as F
 
-from autocompress.compress import calibrate_quantization, copy_for_lowering, get_quantizer, layer_specs
+from autocompress.compress import (
+    calibrate_quantization,
+    copy_for_lowering,
+    fx_quantization,
+    get_quantizer,
+    layer_specs,
+)
 from autocompress.deploy._base import Artefact, Inputs, LoweringError, Runtime, as_tuple, input_names
 from autocompress.space import Policy
 
@@ -126,8 +132,7 @@ def qdq_module(
     if get_quantizer(policy.quantizer).dynamic:
         raise LoweringError("quantizer 'dynamic'", "has no static Q/DQ form (activation ranges are chosen per call)")
     prepared = calibrate_quantization(copy_for_lowering(model), policy, as_tuple(example)[0], calibration)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with fx_quantization():
         reference = convert_to_reference_fx(prepared)  # type: ignore[arg-type]
     for name, module in list(reference.named_modules()):
         if isinstance(module, _REFERENCE):
