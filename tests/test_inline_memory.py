@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 import torch
 
 from autocompress.compress import latency_basis
@@ -24,6 +25,7 @@ def live_graph_modules() -> int:
     return sum(isinstance(obj, torch.fx.GraphModule) for obj in gc.get_objects())
 
 
+@pytest.mark.slow
 def test_inline_int8_trials_keep_no_graph_module_alive() -> None:
     task = load_task(TASK)
     layers = discover_layers(task.baseline_model(), task.example_input(1))
