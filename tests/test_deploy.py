@@ -4,7 +4,10 @@ runtime alone in a fresh process."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+from collections.abc import Iterator
 
 import onnx
 import openvino as ov
@@ -14,7 +17,8 @@ from torch import nn
 
 import autocompress
 from autocompress.compress import copy_for_lowering, prepare_quantization, prune, quantize
-from autocompress.deploy import RUNTIMES, Artefact, get_runtime, installed_runtimes, lower_all
+from autocompress.deploy import RUNTIMES, Artefact, CompiledModel, get_runtime, installed_runtimes, lower_all
+from autocompress.runtime import Gate, run_trial
 from autocompress.space import LayerSetting, Policy
 from autocompress.task import load_task
 from experiments.tasks.text import majority_accuracy, text_splits
@@ -162,6 +166,33 @@ def _uint8(data: bytes):
     import numpy as np
 
     return np.frombuffer(data, dtype=np.uint8).copy()
+
+
+class SessionCountingGate(Gate):
+    """The runtime's own extension point, noting which runtime sessions are alive each time a measurement
+    starts (by their class: `_Request` for OpenVINO, `_Session` for ONNX Runtime)."""
+
+    def __init__(self) -> None:
+        self.alive: list[list[str]] = []
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        self.alive.append(sorted(type(o).__name__ for o in gc.get_objects() if isinstance(o, CompiledModel)))
+        yield
+
+
+def test_a_trial_holds_one_runtimes_sessions_at_a_time(task, mixed) -> None:
+    """Each measurement runs with only the baseline's and the candidate's session of the runtime it times
+    alive: the sessions of the other runtime, of the other batch size and of the accuracy runs are released
+    (each holds its own copy of the weights; all at once took vit_b_16 to 17x its float weights)."""
+    _, policy = mixed
+    gate = SessionCountingGate()
+    measure = {"threads": 1, "repeats": 1, "warmup": 0, "runtimes": ["openvino", "onnxruntime"]}
+    metrics = run_trial(TASK, policy, 0.0, measure=measure, gate=gate).metrics
+    assert gate.alive == [["_Request", "_Request"]] * 2 + [["_Session", "_Session"]] * 2  # b1 and b32 of each
+    for suffix in ("", "_b32"):  # and every figure is still measured
+        for name in ("openvino", "onnxruntime"):
+            assert metrics[f"latency_ms{suffix}@{name}"] > 0 and metrics[f"baseline_latency_ms{suffix}@{name}"] > 0
 
 
 SPACE = """

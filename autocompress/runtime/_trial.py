@@ -369,10 +369,11 @@ def run_trial(
 
     Latency is measured interleaved with the baseline in this process, inside `gate.measuring()` so that no
     other trial's work shares the measured cores, on `measurement_clock`: the float baseline and the candidate
-    on every runtime, freshly loaded, at batch 1 and 32 (``latency_ms@RUNTIME``, ``baseline_latency_ms@RUNTIME``,
-    ``speedup@RUNTIME`` and the ``_b32`` ones). ``latency_ms`` is the candidate on its fastest runtime
-    (``runtime``), and ``speedup`` divides the baseline's latency on *its* fastest runtime (``baseline_runtime``)
-    by it, a same-run ratio (`honest_figures`). ``accuracy`` is that of the artefact on ``runtime``, run by the
+    on each runtime in turn, freshly loaded, at batch 1 and 32 (``latency_ms@RUNTIME``,
+    ``baseline_latency_ms@RUNTIME``, ``speedup@RUNTIME`` and the ``_b32`` ones; `measure_runtimes`).
+    ``latency_ms`` is the candidate on its fastest runtime (``runtime``), and ``speedup`` divides the
+    baseline's latency on *its* fastest runtime (``baseline_runtime``) by it, a same-process ratio
+    (`honest_figures`). ``accuracy`` is that of the artefact on ``runtime``, run by the
     runtime (``accuracy@RUNTIME`` for each). A runtime that cannot lower the candidate is left out of the trial
     (``unsupported@RUNTIME`` is 1); the trial fails when none can.
     """
@@ -422,9 +423,10 @@ def run_trial(
             gate.checkpoint()
             if not artefacts:
                 raise LoweringError("policy", "no runtime can run it: " + "; ".join(map(str, unsupported.values())))
-            shipped = {name: get_runtime(name).load(art, measure["threads"]) for name, art in artefacts.items()}
+            # each runtime's session is released once evaluated (a session holds a copy of the weights)
             accuracies = {
-                name: task.evaluate(runtime_model, SELECTION_SPLIT) for name, runtime_model in shipped.items()
+                name: task.evaluate(get_runtime(name).load(art, measure["threads"]), SELECTION_SPLIT)
+                for name, art in artefacts.items()
             }
     timing: dict[str, Any] = dict(
         threads=measure["threads"],
@@ -432,18 +434,7 @@ def run_trial(
         repeats=measure["repeats"],
         clock=measurement_clock(measure["threads"]),
     )
-    latencies = {}
-    for suffix, inputs in (("", x1), ("_b32", x32)):
-        with gate.computing():  # fresh sessions for each batch size, as a server that loads the files has
-            # the baseline on every runtime, also those the candidate cannot run on: its fastest float runtime
-            models = {
-                f"base@{name}": get_runtime(name).load(art, measure["threads"]) for name, art in base.artefacts.items()
-            }
-            models.update(
-                {f"cand@{name}": get_runtime(name).load(art, measure["threads"]) for name, art in artefacts.items()}
-            )
-        with gate.measuring():
-            latencies[suffix] = compare_latency(models, inputs, **timing)
+    latencies = measure_runtimes(base.artefacts, artefacts, {"": x1, "_b32": x32}, timing, gate)
     metrics: dict[str, Any] = honest_figures(latencies)
     runtime = metrics["runtime"]
     accuracy = accuracies[runtime]
@@ -471,6 +462,37 @@ def run_trial(
     )
     kept = tuple(artefacts[name] for name in dict.fromkeys((runtime, metrics["runtime_b32"])))
     return TrialResult(metrics, kept, worker_id(), [(0, "accuracy", accuracy)], weights)
+
+
+def measure_runtimes(
+    baseline: dict[str, Artefact],
+    candidate: dict[str, Artefact],
+    inputs: dict[str, Any],
+    timing: dict[str, Any],
+    gate: Gate,
+) -> dict[str, dict[str, float]]:
+    """Latency of the float baseline on each runtime of `baseline` (also those the candidate cannot run on: its
+    fastest float runtime) and of the candidate on each of `candidate`, at each batch of `inputs` (metric
+    suffix to example input): ``{suffix: {"base@RUNTIME" or "cand@RUNTIME": ms}}`` for `honest_figures`.
+
+    One runtime at a time, one batch size at a time: the baseline and the candidate on that runtime are loaded
+    fresh (as a server that loads the files has), timed interleaved by `compare_latency` inside
+    `gate.measuring()`, and released before the next pair is loaded. Holding every runtime's sessions for both
+    batch sizes at once took vit_b_16 (86 M parameters, OpenVINO and ONNX Runtime) to 5.9 GB, 17x its float
+    weights, and vit_l_16 past 17 GB: each session holds its own copy of the weights."""
+    latencies: dict[str, dict[str, float]] = {suffix: {} for suffix in inputs}
+    for name, base_artefact in baseline.items():
+        runtime = get_runtime(name)
+        pair = {f"base@{name}": base_artefact}
+        if name in candidate:
+            pair[f"cand@{name}"] = candidate[name]
+        for suffix, example in inputs.items():
+            with gate.computing():
+                models = {key: runtime.load(artefact, timing["threads"]) for key, artefact in pair.items()}
+            with gate.measuring():
+                latencies[suffix].update(compare_latency(models, example, **timing))
+            del models  # released before the next pair is loaded, not when the name is bound again
+    return latencies
 
 
 def honest_figures(latencies: dict[str, dict[str, float]]) -> dict[str, Any]:
