@@ -481,11 +481,11 @@ def measure_runtimes(
     batch sizes at once took vit_b_16 (86 M parameters, OpenVINO and ONNX Runtime) to 5.9 GB, 17x its float
     weights, and vit_l_16 past 17 GB: each session holds its own copy of the weights."""
     latencies: dict[str, dict[str, float]] = {suffix: {} for suffix in inputs}
-    for name, base_artefact in baseline.items():
+    for name in dict.fromkeys([*baseline, *candidate]):
         runtime = get_runtime(name)
-        pair = {f"base@{name}": base_artefact}
-        if name in candidate:
-            pair[f"cand@{name}"] = candidate[name]
+        pair = {
+            f"{role}@{name}": files[name] for role, files in (("base", baseline), ("cand", candidate)) if name in files
+        }
         for suffix, example in inputs.items():
             with gate.computing():
                 models = {key: runtime.load(artefact, timing["threads"]) for key, artefact in pair.items()}
