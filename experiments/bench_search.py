@@ -303,6 +303,42 @@ def hypervolume_curve(points: Sequence[Point], floor: float) -> list[tuple[float
     return curve
 
 
+def grid_size(pair: Pair) -> int:
+    """How many recipes uniform's grid holds: every channel sparsity times every bit-width the space file
+    names (defaults and layer entries, as `autocompress.space.uniform_grid` takes them over the layers), so a
+    uniform study's trials ``i`` and ``i + grid_size`` are the same recipe."""
+    space = pair.base()
+    entries = [space.get("defaults", {}), *(space.get("layers") or {}).values()]
+    sparsities = {s for e in entries for s in e.get("channel_sparsity", ())}
+    bits = {b for e in entries for b in e.get("weight_bits", ())}
+    return max(len(sparsities), 1) * max(len(bits), 1)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How far two measurements of the same recipe lie apart (uniform sweeps its grid more than once): the
+    bench's resolution. `speed_pct`: |speed ratio - 1| in percent; `accuracy_pt`: |accuracy difference| in
+    points; median and maximum over `repeats` pairs of trials."""
+
+    repeats: int
+    speed_pct_median: float
+    speed_pct_max: float
+    accuracy_pt_median: float
+    accuracy_pt_max: float
+
+
+def repeat_spread(points: Sequence[Point], period: int) -> Spread | None:
+    """The spread between trials ``i`` and ``i + period`` (the same recipe) of a uniform study, over the pairs
+    where both completed; None without such a pair."""
+    by_number = {p.number: p for p in points if p.complete}
+    twins = [(p, by_number[p.number + period]) for p in by_number.values() if p.number + period in by_number]
+    if not twins:
+        return None
+    speed = [abs(b.speed / a.speed - 1) * 100 for a, b in twins]  # type: ignore[operator]
+    accuracy = [abs(b.accuracy - a.accuracy) * 100 for a, b in twins]  # type: ignore[operator]
+    return Spread(len(twins), statistics.median(speed), max(speed), statistics.median(accuracy), max(accuracy))
+
+
 # ---- running studies -----------------------------------------------------------------------------------
 
 
@@ -585,6 +621,22 @@ def pair_section(pair: str, rows: list[dict[str, Any]], strategies: list[str]) -
             "Best uniform recipe (uniform's fastest feasible trial) per seed: "
             + ", ".join(f"{v.uniform_speed:.2f}x at {v.uniform_accuracy:.4f}" for v in uniform)
             + ".",
+        ]
+    spreads = [
+        spread
+        for r in rows
+        if r["strategy"] == "uniform" and (spread := repeat_spread(r["points"], grid_size(PAIRS[pair])))
+    ]
+    if spreads:
+        n = sum(s.repeats for s in spreads)
+        lines += [
+            "",
+            f"Resolution: uniform measures each recipe of its grid more than once; over {n} such repeats the same "
+            "recipe's two measurements differed by a median "
+            f"{statistics.median(s.speed_pct_median for s in spreads):.0f} % (at most "
+            f"{max(s.speed_pct_max for s in spreads):.0f} %) in speed and "
+            f"{statistics.median(s.accuracy_pt_median for s in spreads):.2f} pt (at most "
+            f"{max(s.accuracy_pt_max for s in spreads):.2f} pt) in accuracy (medians of the seeds' medians).",
         ]
     line, met = verdict(pair, summaries)
     lines += ["", f"**Verdict: {line}**", ""]

@@ -7,12 +7,15 @@ from __future__ import annotations
 import pytest
 
 from experiments.bench_search import (
+    PAIRS,
     Point,
     StrategySummary,
     VsUniform,
     accuracy_at_speed,
+    grid_size,
     hypervolume_curve,
     pareto_front,
+    repeat_spread,
     speed_at_accuracy,
     verdict,
     versus_uniform,
@@ -108,3 +111,25 @@ def test_the_verdict_names_the_best_strategy_and_whether_it_meets_the_goal() -> 
     patchy = _summary("haq", [_vs(2.0, 1.0), None, _vs(None, None)])
     line, met = verdict("p", [level, patchy, _summary("random", [_vs(1.1, 0.2)] * 3)])
     assert not met and "beyond 1.10x (random)" in line and "+0.20 pt (random)" in line
+
+
+def test_the_spread_compares_each_recipe_with_its_repeat_one_grid_later() -> None:
+    # a grid of 2 recipes swept twice: trial 2 repeats trial 0 (10 % faster, 0.4 pt less accurate), trial 3
+    # repeats trial 1 (same speed, 0.2 pt more accurate); trial 4 repeats trial 2's recipe but failed
+    points = [
+        Point(0, 0.970, 2.0, 1.0),
+        Point(1, 0.960, 3.0, 1.0),
+        Point(2, 0.966, 2.2, 1.0),
+        Point(3, 0.962, 3.0, 1.0),
+        Point(4, None, None, 1.0),
+    ]
+    spread = repeat_spread(points, 2)
+    assert spread is not None and spread.repeats == 2
+    assert spread.speed_pct_max == pytest.approx(10.0) and spread.speed_pct_median == pytest.approx(5.0)
+    assert spread.accuracy_pt_max == pytest.approx(0.4) and spread.accuracy_pt_median == pytest.approx(0.3)
+    assert repeat_spread(points[:2], 2) is None
+
+
+def test_the_grid_size_is_every_sparsity_times_every_bit_width_the_space_names() -> None:
+    assert grid_size(PAIRS["mnist-resnet18"]) == 4 * 2
+    assert grid_size(PAIRS["minilm"]) == 5 * 2  # value 0/8.3/16.7 %, intermediate 0/12.5/25 %; int8 or float
