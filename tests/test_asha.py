@@ -6,6 +6,7 @@ import pytest
 
 from autocompress.space import discover_layers, parse_space, resolve_space
 from autocompress.strategies import ASHAController, Outcome, make_controller
+from autocompress.strategies._asha import below_top_rung
 from experiments.tasks.digits import DigitsNet, task
 
 
@@ -90,3 +91,22 @@ def test_asha_passes_observed_trials_to_its_inner_strategy_and_a_restore_replays
         assert (a.number, a.policy, a.finetune_epochs) == (b.number, b.policy, b.finetune_epochs)
         original.tell(a.number, fake_outcome(a.policy))
         restored.tell(b.number, fake_outcome(b.policy))
+
+
+def test_below_the_top_rung_accuracy_is_ranked_not_held_to_the_accuracy_budget(space) -> None:
+    # after 1 of 9 epochs: A is under the accuracy budget but fast enough, B within it but too slow, C both
+    controller = make_controller("random", space, seed=0)
+    a, b, c = (controller.ask() for _ in range(3))
+    told = {
+        a.number: ({"accuracy": 0.96}, {"max_accuracy_drop": 0.4, "min_speedup": -0.1}),
+        b.number: ({"accuracy": 0.97}, {"max_accuracy_drop": -0.2, "min_speedup": 0.3}),
+        c.number: ({"accuracy": 0.95}, {"max_accuracy_drop": 0.6, "min_speedup": 0.2}),
+    }
+    for number, (values, violations) in told.items():
+        controller.tell(number, Outcome("complete", {**values, "latency_ms": 1.0}, violations))
+    promoted = controller.ask()
+    assert promoted.finetune_epochs == 3 and promoted.policy == a.policy  # held to the budget, B would go on
+    assert below_top_rung(Outcome("complete", {}, told[a.number][1])).violations == {"min_speedup": -0.1}
+    # the inner strategy learns the speed target from the lowest rung, not the accuracy budget
+    tells = [e for e in controller.inner.state_dict()["events"] if e[0] == "tell"]
+    assert [t[2]["violations"] for t in tells] == [{"min_speedup": v} for v in (-0.1, 0.3, 0.2)]
