@@ -29,8 +29,7 @@ from pathlib import Path
 import yaml
 
 import autocompress
-from autocompress.store import hypervolume_2d
-from experiments.bench_search import PAIRS, Settings, space_yaml
+from experiments.bench_search import PAIRS, Point, Settings, hypervolume_curve, space_yaml
 
 #: pair (of bench_search) -> (ASHA's rungs in fine-tune epochs, the speed target as a constraint)
 FIDELITY: dict[str, tuple[tuple[float, ...], float]] = {
@@ -93,6 +92,12 @@ def search(
         if trial.state == "complete" and all(v <= 0 for v in trial.violations.values()):
             reached.append((cpu, trial.metrics["accuracy"]))
     complete = [t for t in trials if t.state == "complete"]
+    points = [
+        Point(t.number, t.metrics["accuracy"], t.metrics["speedup"], 0.0)
+        if t.state == "complete"
+        else Point(t.number, None, None, 0.0)
+        for t in trials
+    ]
     summary = Mode(
         mode=mode,
         rungs=list(rungs),
@@ -100,10 +105,7 @@ def search(
         finetune_epochs=sum(t.finetune_epochs for t in complete),
         trained_epochs=sum(t.metrics["finetune_epochs"] - t.metrics.get("continued_epochs", 0.0) for t in complete),
         best_feasible_accuracy=max((a for _, a in reached), default=None),
-        hypervolume=hypervolume_2d(
-            [(t.metrics["accuracy"], t.metrics["speedup"]) for t in complete if t.metrics["accuracy"] >= floor],
-            (floor, 1.0),
-        ),
+        hypervolume=hypervolume_curve(points, floor)[-1][1] if points else 0.0,
         cpu_s=cpu,
         wall_s=time.monotonic() - started,
     )
