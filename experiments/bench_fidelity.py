@@ -12,7 +12,8 @@ trial CPU time each mode spent, counted in trial order, until a trial first reac
 within 60 % of full fidelity's. Also reported: trials, fine-tune epochs (each trial's total: a promoted trial
 counts its rung's epochs), epochs trained (what the search paid: a promoted trial trains only its extra
 epochs), and the hypervolume of the feasible (accuracy, speedup) points above (floor, 1.0).
-Writes experiments/results/bench_fidelity.{json,md}.
+Writes experiments/results/bench_fidelity.{json,md}: every run kept, one per (pair, seed, budget); a rerun
+replaces its own.
 
     nice -n 5 taskset -c 0 python -m experiments.bench_fidelity --pair mnist-resnet18 --cpu-hours 0.3
 """
@@ -119,27 +120,29 @@ def cpu_to_reach(reached: list[tuple[float, float]], accuracy: float | None) -> 
     return next((cpu for cpu, a in reached if a >= accuracy), None)
 
 
-def table(pair_name: str, rows: list[Mode], args: argparse.Namespace) -> list[str]:
-    full, asha = rows
+def table(record: dict) -> list[str]:
+    """One run's rows (full, asha), its settings and whether ASHA met the goal."""
+    full, asha = (Mode(**m) for m in record["modes"])
     lines = [
         "| mode | rungs (epochs) | trials | fine-tune epochs | epochs trained | best feasible acc | trial CPU-s to "
         "reach full's best | trial CPU-s | hypervolume |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in (full, asha):
         best = f"{r.best_feasible_accuracy:.4f}" if r.best_feasible_accuracy is not None else "none"
         reach = f"{r.cpu_to_reach_s:.0f}" if r.cpu_to_reach_s is not None else "never"
         lines.append(
             f"| {r.mode} | {r.rungs} | {r.trials} | {r.finetune_epochs:g} | {r.trained_epochs:g} | {best} | "
             f"{reach} | {r.cpu_s:.0f} | {r.hypervolume:.4f} |"
         )
-    rungs, target = FIDELITY[pair_name]
+    target = FIDELITY[record["pair"]][1]
     lines.append(
-        f"\n{pair_name}: TPE seed {args.seed}, trials inline on one thread, {args.cpu_hours:g} CPU-hours of trial "
-        f"CPU time each, speed target {target:g}x (constraint), hypervolume reference (accuracy floor, 1.0)."
+        f"\n{record['pair']}: TPE seed {record['seed']}, trials inline on one thread, {record['cpu_hours']:g} "
+        f"CPU-hours of trial CPU time each, speed target {target:g}x (constraint), hypervolume reference "
+        "(accuracy floor, 1.0)."
     )
-    if full.cpu_to_reach_s and asha.cpu_to_reach_s is not None:
-        share = asha.cpu_to_reach_s / full.cpu_to_reach_s
+    share = goal_share(full, asha)
+    if share is not None:
         met = "met" if share <= GOAL_SHARE else "missed"
         lines.append(
             f"\n**ASHA reached full fidelity's best feasible accuracy in {share:.0%} of the CPU time full fidelity "
@@ -150,12 +153,39 @@ def table(pair_name: str, rows: list[Mode], args: argparse.Namespace) -> list[st
     return lines
 
 
-def reused_full(path: Path, args: argparse.Namespace) -> Mode:
+def goal_share(full: Mode, asha: Mode) -> float | None:
+    """ASHA's CPU time to reach full fidelity's best feasible accuracy as a share of full's (None: never)."""
+    if not full.cpu_to_reach_s or asha.cpu_to_reach_s is None:
+        return None
+    return asha.cpu_to_reach_s / full.cpu_to_reach_s
+
+
+def report(runs: list[dict]) -> list[str]:
+    """Every run's table, then one line per pair: in how many seeds ASHA met the goal."""
+    lines: list[str] = []
+    for record in runs:
+        lines += [f"## {record['pair']}, seed {record['seed']}", "", *table(record), ""]
+    for pair in sorted({r["pair"] for r in runs}):
+        shares = [goal_share(*(Mode(**m) for m in r["modes"])) for r in runs if r["pair"] == pair]
+        met = sum(s is not None and s <= GOAL_SHARE for s in shares)
+        lines.append(f"**{pair}: ASHA met the goal in {met} of {len(shares)} seeds.**")
+    return lines
+
+
+def with_run(runs: list[dict], record: dict) -> list[dict]:
+    """`runs` with `record` in place of an earlier run of the same pair, seed and budget, ordered by pair, seed."""
+    key = (record["pair"], record["seed"], record["cpu_hours"])
+    kept = [r for r in runs if (r["pair"], r["seed"], r["cpu_hours"]) != key]
+    return sorted([*kept, record], key=lambda r: (r["pair"], r["seed"], r["cpu_hours"]))
+
+
+def reused_full(runs: list[dict], args: argparse.Namespace) -> Mode:
     """Full fidelity's row of an earlier run with the same pair, seed and budget (``--reuse-full``): full
     fidelity is one rung, so a change to ASHA leaves it as it was."""
-    record = json.loads(path.read_text())
-    if (record["pair"], record["seed"], record["cpu_hours"]) != (args.pair, args.seed, args.cpu_hours):
-        raise SystemExit(f"{path}: ran {record['pair']} seed {record['seed']} at {record['cpu_hours']} CPU-hours")
+    key = (args.pair, args.seed, args.cpu_hours)
+    record = next((r for r in runs if (r["pair"], r["seed"], r["cpu_hours"]) == key), None)
+    if record is None:
+        raise SystemExit(f"no earlier run of {args.pair} seed {args.seed} at {args.cpu_hours} CPU-hours to reuse")
     return Mode(**next(m for m in record["modes"] if m["mode"] == "full"))
 
 
@@ -174,20 +204,23 @@ def main() -> None:
     torch.set_num_threads(1)
     rungs = FIDELITY[args.pair][0]
     out = args.out
+    path = out / "bench_fidelity.json"
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
     with tempfile.TemporaryDirectory() as tmp:
         if args.reuse_full:
-            full = reused_full(out / "bench_fidelity.json", args)
+            full = reused_full(runs, args)
         else:
             full, full_reached = search(args.pair, "full", rungs[-1:], args, Path(tmp))
             full = Mode(**{**asdict(full), "cpu_to_reach_s": cpu_to_reach(full_reached, full.best_feasible_accuracy)})
         asha, asha_reached = search(args.pair, "asha", rungs, args, Path(tmp))
     rows = [full, Mode(**{**asdict(asha), "cpu_to_reach_s": cpu_to_reach(asha_reached, full.best_feasible_accuracy)})]
-    out.mkdir(parents=True, exist_ok=True)
     record = {"pair": args.pair, "seed": args.seed, "cpu_hours": args.cpu_hours, "modes": [asdict(r) for r in rows]}
-    (out / "bench_fidelity.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = table(args.pair, rows, args)
+    runs = with_run(runs, record)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    lines = report(runs)
     (out / "bench_fidelity.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print("\n".join(table(record)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from experiments.bench_fidelity import FIDELITY, cpu_to_reach, space_text
+from experiments.bench_fidelity import FIDELITY, cpu_to_reach, report, space_text, with_run
 
 #: (cumulative trial CPU seconds, accuracy) of the feasible trials, in trial order
 REACHED = [(10.0, 0.960), (35.0, 0.968), (50.0, 0.966), (90.0, 0.971)]
@@ -35,3 +35,30 @@ def test_each_mode_searches_the_published_space_with_the_target_and_its_rungs() 
     for space in (full, asha):
         assert space["task"] == published["task"] and space["defaults"] == published["defaults"]
         assert space["constraints"] == {"max_accuracy_drop": 0.01, "min_speedup": 2.5}
+
+
+def _run(seed: int, asha_reach: float | None, cpu_hours: float = 0.3) -> dict:
+    """A run record as bench_fidelity writes it: full reached its best after 500 trial CPU-s."""
+    mode = {"rungs": [0.45], "trials": 10, "finetune_epochs": 4.5, "trained_epochs": 4.5, "hypervolume": 0.05}
+    mode |= {"best_feasible_accuracy": 0.98, "cpu_s": 1000.0, "wall_s": 2000.0}
+    full = {**mode, "mode": "full", "cpu_to_reach_s": 500.0}
+    asha = {**mode, "mode": "asha", "cpu_to_reach_s": asha_reach}
+    return {"pair": "mnist-resnet18", "seed": seed, "cpu_hours": cpu_hours, "modes": [full, asha]}
+
+
+def test_a_rerun_replaces_its_own_run_and_keeps_the_other_seeds_in_order() -> None:
+    runs = with_run([], _run(1, None))
+    runs = with_run(runs, _run(0, None))
+    runs = with_run(runs, _run(1, 200.0))
+    runs = with_run(runs, _run(1, 400.0, cpu_hours=0.6))
+    assert [(r["seed"], r["cpu_hours"]) for r in runs] == [(0, 0.3), (1, 0.3), (1, 0.6)]
+    assert runs[1]["modes"][1]["cpu_to_reach_s"] == 200.0
+
+
+def test_the_report_counts_the_seeds_where_asha_met_the_goal() -> None:
+    # 200 / 500 = 40 % meets the 60 % goal; 400 / 500 = 80 % misses it; never reaching it misses it
+    lines = report([_run(0, 200.0), _run(1, 400.0), _run(2, None)])
+    assert "**mnist-resnet18: ASHA met the goal in 1 of 3 seeds.**" in lines
+    assert any("in 40% of the CPU time" in line and "met." in line for line in lines)
+    assert any("in 80% of the CPU time" in line and "missed." in line for line in lines)
+    assert sum("did not reach" in line for line in lines) == 1
