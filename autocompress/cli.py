@@ -107,9 +107,13 @@ def _progress_reporter(quiet: bool) -> tuple[Any, Any]:
 
 
 def _interruptible() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt. SIGINT is set too: a search started as a background job of a
+    script inherits SIGINT ignored, and Python then leaves it ignored, so `kill -INT` would go unheard."""
+
     def _raise(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise)
 
 

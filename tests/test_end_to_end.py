@@ -66,6 +66,8 @@ def start_search(space: Path, storage: str, study: str, spawned: list) -> subpro
         text=True,
         env=cli_env(),
         start_new_session=True,
+        # as a background job of a script starts it: SIGINT ignored; the CLI must still stop on it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     spawned.append(proc)
     return proc
