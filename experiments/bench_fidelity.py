@@ -172,18 +172,22 @@ def report(runs: list[dict]) -> list[str]:
     return lines
 
 
+def run_key(record: dict) -> tuple[str, int, float]:
+    """What makes a run its own: (pair, seed, CPU-hour budget)."""
+    return record["pair"], record["seed"], record["cpu_hours"]
+
+
 def with_run(runs: list[dict], record: dict) -> list[dict]:
     """`runs` with `record` in place of an earlier run of the same pair, seed and budget, ordered by pair, seed."""
-    key = (record["pair"], record["seed"], record["cpu_hours"])
-    kept = [r for r in runs if (r["pair"], r["seed"], r["cpu_hours"]) != key]
-    return sorted([*kept, record], key=lambda r: (r["pair"], r["seed"], r["cpu_hours"]))
+    kept = [r for r in runs if run_key(r) != run_key(record)]
+    return sorted([*kept, record], key=run_key)
 
 
 def reused_full(runs: list[dict], args: argparse.Namespace) -> Mode:
     """Full fidelity's row of an earlier run with the same pair, seed and budget (``--reuse-full``): full
     fidelity is one rung, so a change to ASHA leaves it as it was."""
     key = (args.pair, args.seed, args.cpu_hours)
-    record = next((r for r in runs if (r["pair"], r["seed"], r["cpu_hours"]) == key), None)
+    record = next((r for r in runs if run_key(r) == key), None)
     if record is None:
         raise SystemExit(f"no earlier run of {args.pair} seed {args.seed} at {args.cpu_hours} CPU-hours to reuse")
     return Mode(**next(m for m in record["modes"] if m["mode"] == "full"))
