@@ -19,6 +19,7 @@ from experiments.bench_search import (
     speed_at_accuracy,
     verdict,
     versus_uniform,
+    within_budget,
 )
 
 #: uniform's trials: the float model (1.0x), int8 (1.5x), two pruned recipes within a 1 pt budget below a
@@ -56,6 +57,8 @@ def test_a_strategy_faster_at_the_best_uniform_recipe_accuracy_has_a_ratio_above
     # accurate; at (0.979, 1.5) and (0.980, 1.0) no trial is as accurate (no ratio) and 0.976 loses points
     assert vs.ratio_max == pytest.approx(3.0 / 2.4)
     assert vs.gain_pt_max == pytest.approx(100 * (0.976 - 0.971))
+    # within the budget (>= 0.97) its fastest trial is 3.0x; 4.0x at 0.96 is below the floor
+    assert vs.ratio_budget == pytest.approx(3.0 / 2.4)
 
 
 def test_a_losing_strategy_gets_negative_gains_and_none_where_it_never_gets_there() -> None:
@@ -64,12 +67,16 @@ def test_a_losing_strategy_gets_negative_gains_and_none_where_it_never_gets_ther
     vs = versus_uniform(loser, UNIFORM, FLOOR)
     assert vs is not None
     assert vs.gain_pt_best is None and vs.ratio_best is None and vs.ratio_max is None
+    assert vs.ratio_budget is None  # no trial within the budget
     # at uniform's slower front points its best accuracy is 0.94 (at >= 2.0x) or 0.965: always a loss, the
     # smallest at (0.979, 1.5)
     assert vs.gain_pt_max == pytest.approx(100 * (0.965 - 0.979))
     # a fast but inaccurate trial gives a loss in points at the best recipe's speed, not a gain
     vs = versus_uniform([(0.96, 2.5)], UNIFORM, FLOOR)
     assert vs is not None and vs.gain_pt_best == pytest.approx(-1.1)
+    # feasible but less accurate than the best uniform recipe: no ratio at its accuracy, yet one within the budget
+    vs = versus_uniform([(0.970, 3.0)], UNIFORM, FLOOR)
+    assert vs is not None and vs.ratio_best is None and vs.ratio_budget == pytest.approx(3.0 / 2.4)
 
 
 def test_uniform_against_itself_is_level_and_without_a_feasible_trial_there_is_no_comparison() -> None:
@@ -133,3 +140,13 @@ def test_the_spread_compares_each_recipe_with_its_repeat_one_grid_later() -> Non
 def test_the_grid_size_is_every_sparsity_times_every_bit_width_the_space_names() -> None:
     assert grid_size(PAIRS["mnist-resnet18"]) == 4 * 2
     assert grid_size(PAIRS["minilm"]) == 5 * 2  # value 0/8.3/16.7 %, intermediate 0/12.5/25 %; int8 or float
+
+
+def test_within_the_budget_names_the_fastest_feasible_strategy_over_every_seed() -> None:
+    def vs(budget: float | None) -> VsUniform:
+        return VsUniform(0.97, 2.0, None, None, None, None, budget)
+
+    level = _summary("uniform", [vs(1.0)] * 2)
+    line = within_budget([level, _summary("amc", [vs(1.6), vs(1.2)]), _summary("haq", [vs(3.0), None])])
+    assert "amc, 1.40x" in line  # haq's second seed has no feasible trial: it does not count
+    assert "no strategy" in within_budget([level, _summary("haq", [vs(3.0), None])])
