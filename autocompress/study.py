@@ -360,7 +360,7 @@ def search(
         check_warm_start(store, warm_start_from, space.task)
     runner = start_executor()  # joins Ray before anything is stored
     try:
-        baseline = baseline_metrics(space.task, space.measure)
+        baseline = baseline_metrics(space.task, {**space.measure, **space.shipping()})
         space = with_latency_table(space, strategy)
         controller = make_controller(strategy, space, seed)
         warm = warm_start(store, warm_start_from, space, controller) if warm_start_from is not None else None

@@ -18,8 +18,8 @@ from torch import nn
 import autocompress
 from autocompress.compress import copy_for_lowering, prepare_quantization, prune, quantize
 from autocompress.deploy import RUNTIMES, Artefact, CompiledModel, get_runtime, installed_runtimes, lower_all
-from autocompress.runtime import Gate, run_trial
-from autocompress.space import LayerSetting, Policy
+from autocompress.runtime import Gate, honest_figures, run_trial, shipping_runtime
+from autocompress.space import LayerSetting, Policy, Space
 from autocompress.task import load_task
 from experiments.tasks.text import majority_accuracy, text_splits
 
@@ -195,6 +195,45 @@ def test_a_trial_holds_one_runtimes_sessions_at_a_time(task, mixed) -> None:
             assert metrics[f"latency_ms{suffix}@{name}"] > 0 and metrics[f"baseline_latency_ms{suffix}@{name}"] > 0
 
 
+def test_a_trial_ships_on_the_fastest_runtime_within_the_accuracy_budget_at_the_batch_it_is_judged_at() -> None:
+    at_b1 = {"cand@openvino": 1.0, "cand@onnxruntime": 2.0, "cand@torchscript": 3.0}
+    accuracies = {"openvino": 0.90, "onnxruntime": 0.97, "torchscript": 0.99}
+    assert shipping_runtime(at_b1, accuracies, None) == "openvino"  # no budget: the fastest
+    assert shipping_runtime(at_b1, accuracies, 0.95) == "onnxruntime"  # the fastest within it
+    assert shipping_runtime(at_b1, accuracies, 0.995) == "openvino"  # none within it: the fastest
+    # a runtime that could not lower the candidate has no accuracy and never ships
+    assert shipping_runtime(at_b1, {"torchscript": 0.99}, None) == "torchscript"
+    latencies = {
+        "": {"base@openvino": 4.0, "base@torchscript": 5.0, "cand@openvino": 2.0, "cand@torchscript": 1.0},
+        "_b32": {"base@openvino": 40.0, "base@torchscript": 60.0, "cand@openvino": 10.0, "cand@torchscript": 20.0},
+    }
+    shipped = shipping_runtime(latencies["_b32"], {"openvino": 0.99, "torchscript": 0.99}, None)
+    assert shipped == "openvino"  # judged at batch 32, although torchscript is faster at batch 1
+    m = honest_figures(latencies, shipped)
+    assert m["runtime"] == m["runtime_b32"] == "openvino"
+    assert (m["latency_ms"], m["latency_ms_b32"]) == (2.0, 10.0)  # both batches of what ships
+    assert (m["speedup"], m["speedup_b32"]) == (4.0 / 2.0, 40.0 / 10.0)  # over the baseline's fastest runtime
+    assert (m["baseline_runtime"], m["speedup@torchscript"]) == ("openvino", 5.0 / 1.0)
+
+
+@pytest.mark.parametrize(
+    ("objectives", "constraints", "rule"),
+    [
+        (
+            {"accuracy": "max", "latency_ms": "min"},
+            {"max_accuracy_drop": 0.01},
+            {"serving_batch": 1, "max_accuracy_drop": 0.01},
+        ),
+        ({"accuracy": "max", "latency_ms_b32": "min"}, {"min_speedup": 2.0}, {"serving_batch": 32}),
+        ({"accuracy": "max", "size_bytes": "min"}, {"min_speedup_b32": 2.0}, {"serving_batch": 32}),
+        ({"accuracy": "max"}, {}, {"serving_batch": 1}),
+    ],
+)
+def test_the_space_says_which_batch_a_trial_ships_for_and_its_accuracy_budget(objectives, constraints, rule) -> None:
+    space = Space(TASK, objectives, constraints, (0.0,), {})
+    assert space.shipping() == rule
+
+
 SPACE = """
 task: experiments.tasks.digits:task
 objectives: {accuracy: max, latency_ms: min}
@@ -227,17 +266,23 @@ def test_trials_store_per_runtime_latency_and_the_honest_speedup(study) -> None:
     assert len(trials) == 2
     for trial in trials:
         m = trial.metrics
+        runtimes = ("openvino", "onnxruntime")
+        # the space judges batch 1 with a 5-pt budget: it ships on the fastest runtime at batch 1 within it
+        floor = study.record.baseline["accuracy"] - 0.05
+        within = [rt for rt in runtimes if m[f"accuracy@{rt}"] >= floor] or list(runtimes)
+        assert m["runtime"] == min(within, key=lambda rt: m[f"latency_ms@{rt}"])
         for suffix in ("", "_b32"):
-            cand = {rt: m[f"latency_ms{suffix}@{rt}"] for rt in ("openvino", "onnxruntime")}
-            base = {rt: m[f"baseline_latency_ms{suffix}@{rt}"] for rt in ("openvino", "onnxruntime")}
-            # the candidate on its fastest runtime against the baseline on *its* fastest one
-            assert m[f"runtime{suffix}"] == min(cand, key=cand.__getitem__)
+            cand = {rt: m[f"latency_ms{suffix}@{rt}"] for rt in runtimes}
+            base = {rt: m[f"baseline_latency_ms{suffix}@{rt}"] for rt in runtimes}
+            # the candidate on the runtime it ships on against the baseline on *its* fastest one
+            assert m[f"runtime{suffix}"] == m["runtime"]
             assert m[f"baseline_runtime{suffix}"] == min(base, key=base.__getitem__)
-            assert m[f"latency_ms{suffix}"] == min(cand.values())
-            assert m[f"speedup{suffix}"] == pytest.approx(min(base.values()) / min(cand.values()))
+            assert m[f"latency_ms{suffix}"] == cand[m["runtime"]]
+            assert m[f"speedup{suffix}"] == pytest.approx(min(base.values()) / cand[m["runtime"]])
             for rt in cand:
                 assert m[f"speedup{suffix}@{rt}"] == pytest.approx(base[rt] / cand[rt])
         assert m["accuracy"] == m[f"accuracy@{m['runtime']}"]  # accuracy of what ships, on its runtime
+        assert {a.kind for a in trial.artefacts} == {f"{m['runtime']}-model"}  # and only its file is kept
     board = study.leaderboard()
     assert [row["trial"] for row in board] and all(row["runtime"] in ("openvino", "onnxruntime") for row in board)
     frame = study.trials_dataframe()

@@ -9,7 +9,15 @@ from autocompress.runtime._executors import (
     check_ray_address,
 )
 from autocompress.runtime._loop import Budget, Progress, SearchLoop, violations
-from autocompress.runtime._trial import Gate, TrialResult, baseline_metrics, measure_latency_table, run_trial
+from autocompress.runtime._trial import (
+    Gate,
+    TrialResult,
+    baseline_metrics,
+    honest_figures,
+    measure_latency_table,
+    run_trial,
+    shipping_runtime,
+)
 
 __all__ = [
     "Budget",
@@ -24,7 +32,9 @@ __all__ = [
     "TrialResult",
     "baseline_metrics",
     "check_ray_address",
+    "honest_figures",
     "measure_latency_table",
     "run_trial",
+    "shipping_runtime",
     "violations",
 ]

@@ -393,7 +393,7 @@ class SearchLoop:
             self.space.task,
             proposal.policy.to_dict(),
             proposal.finetune_epochs,
-            dict(self.space.measure),
+            {**self.space.measure, **self.space.shipping()},
             self._seed + proposal.number,
             start,
             keep,

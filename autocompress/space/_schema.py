@@ -332,6 +332,20 @@ class Space:
             return False
         return all(getattr(s, setting) in getattr(self.layers[n], setting) for n, s in policy for setting in SETTINGS)
 
+    def shipping(self) -> dict[str, Any]:
+        """What a trial needs to pick the one runtime it ships on (`autocompress.runtime.shipping_runtime`):
+        ``serving_batch``, the batch size the study judges speed at (32 when an objective reads a batch-32
+        figure, or when none reads a speed and a constraint does; else 1), and ``max_accuracy_drop``, the
+        accuracy budget, when the space sets one. Passed with ``measure`` to every trial."""
+        speeds = ("latency_ms", "speedup", "latency_ms_b32", "speedup_b32")
+        judged = [m for m in self.objectives if m in speeds] or [
+            CONSTRAINTS[c].metric for c in self.constraints if CONSTRAINTS[c].metric in speeds
+        ]
+        rule: dict[str, Any] = {"serving_batch": 32 if judged and judged[0].endswith("_b32") else 1}
+        if "max_accuracy_drop" in self.constraints:
+            rule["max_accuracy_drop"] = self.constraints["max_accuracy_drop"]
+        return rule
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task,
