@@ -534,17 +534,21 @@ def _all_mean(values: Sequence[float | None]) -> float | None:
     return statistics.mean(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
 
 
+def _best_strategy(summaries: list[StrategySummary], field: str) -> tuple[str, float] | None:
+    """The strategy (not uniform) with the largest mean of a `VsUniform` field over seeds, every seed defined,
+    and that mean; None when no strategy has it in every seed."""
+    means = {s.strategy: _all_mean(s.of(field)) for s in summaries if s.strategy != "uniform"}
+    known = {k: v for k, v in means.items() if v is not None}
+    return max(known.items(), key=lambda kv: kv[1], default=None)
+
+
 def verdict(pair: str, summaries: list[StrategySummary]) -> tuple[str, bool]:
     """One line on whether the best strategy meets the goal against the best uniform recipe, and whether it
     does."""
-    ratios = {s.strategy: _all_mean(s.of("ratio_best")) for s in summaries}
-    gains = {s.strategy: _all_mean(s.of("gain_pt_best")) for s in summaries}
-    ratios = {k: v for k, v in ratios.items() if v is not None and k != "uniform"}
-    gains = {k: v for k, v in gains.items() if v is not None and k != "uniform"}
-    if not ratios and not gains:
+    best_ratio = _best_strategy(summaries, "ratio_best")
+    best_gain = _best_strategy(summaries, "gain_pt_best")
+    if best_ratio is None and best_gain is None:
         return f"{pair}: no strategy compared with uniform on every seed yet", False
-    best_ratio = max(ratios.items(), key=lambda kv: kv[1], default=None)
-    best_gain = max(gains.items(), key=lambda kv: kv[1], default=None)
     if best_ratio and best_ratio[1] >= GOAL_RATIO:
         return (
             f"{pair}: best strategy {best_ratio[0]}: {best_ratio[1]:.2f}x uniform's speed at equal accuracy "
@@ -653,11 +657,9 @@ def pair_section(pair: str, rows: list[dict[str, Any]], strategies: list[str]) -
 def within_budget(summaries: list[StrategySummary]) -> str:
     """One line on the looser question (`VsUniform.ratio_budget`): the strategy whose fastest trial within the
     accuracy budget is fastest against the best uniform recipe, mean over seeds, every seed defined."""
-    ratios = {s.strategy: _all_mean(s.of("ratio_budget")) for s in summaries if s.strategy != "uniform"}
-    known = {k: v for k, v in ratios.items() if v is not None}
-    if not known:
+    best = _best_strategy(summaries, "ratio_budget")
+    if best is None:
         return "Within the accuracy budget (at any accuracy above the floor): no strategy is feasible in every seed."
-    best = max(known.items(), key=lambda kv: kv[1])
     return (
         f"Within the accuracy budget (at any accuracy above the floor, not the goal's equal accuracy): the fastest "
         f"strategy is {best[0]}, {best[1]:.2f}x the best uniform recipe's speed (mean over seeds)."
