@@ -3,11 +3,12 @@ and the space each mode searches (the pair's published space with its speed targ
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 
-from experiments.bench_fidelity import FIDELITY, cpu_to_reach, report, space_text, with_run
+from experiments.bench_fidelity import FIDELITY, cpu_to_reach, kept_runs, report, space_text, with_run
 
 #: (cumulative trial CPU seconds, accuracy) of the feasible trials, in trial order
 REACHED = [(10.0, 0.960), (35.0, 0.968), (50.0, 0.966), (90.0, 0.971)]
@@ -53,6 +54,15 @@ def test_a_rerun_replaces_its_own_run_and_keeps_the_other_seeds_in_order() -> No
     runs = with_run(runs, _run(1, 400.0, cpu_hours=0.6))
     assert [(r["seed"], r["cpu_hours"]) for r in runs] == [(0, 0.3), (1, 0.3), (1, 0.6)]
     assert runs[1]["modes"][1]["cpu_to_reach_s"] == 200.0
+
+
+def test_the_kept_runs_are_read_from_the_file_as_it_is_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "bench_fidelity.json"
+    assert kept_runs(path) == []
+    path.write_text(json.dumps({"runs": [_run(0, None)]}))
+    assert kept_runs(path) == [_run(0, None)]
+    path.write_text(json.dumps({"runs": with_run(kept_runs(path), _run(1, 200.0))}))  # a run beside it ended
+    assert [r["seed"] for r in kept_runs(path)] == [0, 1]
 
 
 def test_the_report_counts_the_seeds_where_asha_met_the_goal() -> None:
