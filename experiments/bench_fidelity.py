@@ -48,7 +48,8 @@ GOAL_SHARE = 0.6
 @dataclass(frozen=True)
 class Mode:
     """One search's outcome; `cpu_to_reach_s`: trial CPU seconds, in trial order, until a feasible trial first
-    reached full fidelity's best feasible accuracy (None: never)."""
+    reached full fidelity's best feasible accuracy (None: never, or full fidelity found no feasible trial);
+    `first_feasible_cpu_s`: until its first feasible trial (None: none, or a run from before it was kept)."""
 
     mode: str
     rungs: list[float]
@@ -60,6 +61,7 @@ class Mode:
     cpu_s: float
     wall_s: float
     cpu_to_reach_s: float | None = None
+    first_feasible_cpu_s: float | None = None
 
 
 def space_text(pair_name: str, rungs: tuple[float, ...], target: float) -> str:
@@ -74,8 +76,7 @@ def space_text(pair_name: str, rungs: tuple[float, ...], target: float) -> str:
 def search(
     pair_name: str, mode: str, rungs: tuple[float, ...], args: argparse.Namespace, tmp: Path
 ) -> tuple[Mode, list[tuple[float, float]]]:
-    """Run one mode to the CPU budget; returns its summary without `cpu_to_reach_s` and its feasible trials as
-    (cumulative trial CPU seconds, accuracy) in trial order."""
+    """Run one mode to the CPU budget; `summarise` it."""
     target = FIDELITY[pair_name][1]
     space = tmp / f"{mode}.yaml"
     space.write_text(space_text(pair_name, rungs, target))
@@ -89,6 +90,14 @@ def search(
         cpu_hours=args.cpu_hours,
         executor="inline",
     )
+    return summarise(study, mode, rungs, time.monotonic() - started)
+
+
+def summarise(
+    study: autocompress.Study, mode: str, rungs: tuple[float, ...], wall_s: float
+) -> tuple[Mode, list[tuple[float, float]]]:
+    """A finished mode's summary without `cpu_to_reach_s`, and its feasible trials as (cumulative trial CPU
+    seconds, accuracy) in trial order."""
     trials = sorted(study.trials(), key=lambda t: t.number)
     floor = study.record.baseline["accuracy"] - study.record.space["constraints"]["max_accuracy_drop"]
     cpu, reached = 0.0, []
@@ -112,7 +121,8 @@ def search(
         best_feasible_accuracy=max((a for _, a in reached), default=None),
         hypervolume=hypervolume_curve(points, floor)[-1][1] if points else 0.0,
         cpu_s=cpu,
-        wall_s=time.monotonic() - started,
+        wall_s=wall_s,
+        first_feasible_cpu_s=reached[0][0] if reached else None,
     )
     return summary, reached
 
@@ -152,9 +162,29 @@ def table(record: dict) -> list[str]:
             f"\n**ASHA reached full fidelity's best feasible accuracy in {share:.0%} of the CPU time full fidelity "
             f"took to reach it (goal <= {GOAL_SHARE:.0%}): {met}.**"
         )
+    elif full.best_feasible_accuracy is None:
+        lines.append("\n" + no_full_front(full, asha))
     else:
         lines.append("\n**ASHA did not reach full fidelity's best feasible accuracy within the budget: goal missed.**")
     return lines
+
+
+def no_full_front(full: Mode, asha: Mode) -> str:
+    """The verdict when full fidelity found no feasible trial: the issue's measure has nothing to reach, so the
+    goal is not counted as met either way; what ASHA found is said."""
+    if asha.best_feasible_accuracy is None:
+        return "**Neither mode found a feasible trial within the budget: no measure, goal not met.**"
+    first = (
+        f" after {asha.first_feasible_cpu_s:.0f} trial CPU-s ({asha.first_feasible_cpu_s / full.cpu_s:.0%} of full "
+        "fidelity's)"
+        if asha.first_feasible_cpu_s is not None
+        else ""
+    )
+    return (
+        f"**Full fidelity found no feasible trial within the budget; ASHA found one{first}, best "
+        f"{asha.best_feasible_accuracy:.4f}. The issue's measure (full fidelity's best feasible accuracy) is "
+        "undefined here: not counted as met.**"
+    )
 
 
 def goal_share(full: Mode, asha: Mode) -> float | None:
@@ -172,7 +202,9 @@ def report(runs: list[dict]) -> list[str]:
     for pair in sorted({r["pair"] for r in runs}):
         shares = [goal_share(*(Mode(**m) for m in r["modes"])) for r in runs if r["pair"] == pair]
         met = sum(s is not None and s <= GOAL_SHARE for s in shares)
-        lines.append(f"**{pair}: ASHA met the goal in {met} of {len(shares)} seeds.**")
+        empty = sum(r["modes"][0]["best_feasible_accuracy"] is None for r in runs if r["pair"] == pair)
+        note = f" (full fidelity found no feasible trial in {empty})" if empty else ""
+        lines.append(f"**{pair}: ASHA met the goal in {met} of {len(shares)} seeds{note}.**")
     return lines
 
 

@@ -47,6 +47,15 @@ def _run(seed: int, asha_reach: float | None, cpu_hours: float = 0.3) -> dict:
     return {"pair": "mnist-resnet18", "seed": seed, "cpu_hours": cpu_hours, "modes": [full, asha]}
 
 
+def _no_full_front(seed: int, asha_best: float | None, asha_first: float | None) -> dict:
+    """A run where full fidelity found no feasible trial; ASHA's best and first feasible trial as given."""
+    record = _run(seed, None)
+    full, asha = record["modes"]
+    full |= {"best_feasible_accuracy": None, "cpu_to_reach_s": None, "hypervolume": 0.0}
+    asha |= {"best_feasible_accuracy": asha_best, "first_feasible_cpu_s": asha_first}
+    return record
+
+
 def test_a_rerun_replaces_its_own_run_and_keeps_the_other_seeds_in_order() -> None:
     runs = with_run([], _run(1, None))
     runs = with_run(runs, _run(0, None))
@@ -72,3 +81,14 @@ def test_the_report_counts_the_seeds_where_asha_met_the_goal() -> None:
     assert any("in 40% of the CPU time" in line and "met." in line for line in lines)
     assert any("in 80% of the CPU time" in line and "missed." in line for line in lines)
     assert sum("did not reach" in line for line in lines) == 1
+
+
+def test_without_a_full_fidelity_front_the_goal_is_not_counted_and_what_asha_found_is_said() -> None:
+    lines = report([_run(0, 200.0), _no_full_front(1, 0.9612, 250.0), _no_full_front(2, None, None)])
+    count = "**mnist-resnet18: ASHA met the goal in 1 of 3 seeds (full fidelity found no feasible trial in 2).**"
+    assert count in lines
+    found = next(line for line in lines if "Full fidelity found no feasible trial" in line)
+    assert "ASHA found one after 250 trial CPU-s (25% of full fidelity's), best 0.9612" in found
+    assert "not counted as met" in found
+    assert any("Neither mode found a feasible trial" in line for line in lines)
+    assert not any("did not reach" in line for line in lines)  # the measure is not said to be missed
