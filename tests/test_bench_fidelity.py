@@ -92,3 +92,12 @@ def test_without_a_full_fidelity_front_the_goal_is_not_counted_and_what_asha_fou
     assert "not counted as met" in found
     assert any("Neither mode found a feasible trial" in line for line in lines)
     assert not any("did not reach" in line for line in lines)  # the measure is not said to be missed
+
+
+def test_the_accuracy_at_the_speed_target_is_shown_where_kept_and_a_dash_for_older_runs() -> None:
+    record = _no_full_front(0, None, None)
+    record["modes"][1]["accuracy_at_target"] = 0.9542
+    lines = report([record, _run(1, 200.0)])
+    rows = [line for line in lines if line.startswith("| full |") or line.startswith("| asha |")]
+    assert "| 0.9542 |" in rows[1] and "| – |" in rows[0]  # seed 0: ASHA's front at the target, full none
+    assert all("| – |" in row for row in rows[2:])  # seed 1 was written before the column was kept
