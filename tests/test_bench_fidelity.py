@@ -8,7 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from experiments.bench_fidelity import FIDELITY, cpu_to_reach, kept_runs, report, space_text, with_run
+import autocompress
+from experiments.bench_fidelity import FIDELITY, cpu_to_reach, kept_runs, report, space_text, summarise, with_run
+from tests.conftest import FAST_SPACE
 
 #: (cumulative trial CPU seconds, accuracy) of the feasible trials, in trial order
 REACHED = [(10.0, 0.960), (35.0, 0.968), (50.0, 0.966), (90.0, 0.971)]
@@ -101,3 +103,26 @@ def test_the_accuracy_at_the_speed_target_is_shown_where_kept_and_a_dash_for_old
     rows = [line for line in lines if line.startswith("| full |") or line.startswith("| asha |")]
     assert "| 0.9542 |" in rows[1] and "| – |" in rows[0]  # seed 0: ASHA's front at the target, full none
     assert all("| – |" in row for row in rows[2:])  # seed 1 was written before the column was kept
+
+
+def test_a_mode_is_summarised_from_its_real_study(tmp_path: Path) -> None:
+    """An inline ASHA search on digits (rungs 0.1 / 0.3 epoch, eta 2: trials 0-1 at the low rung, the better
+    one promoted as trial 2): the summary counts every trial's epochs, and reads the speed target's accuracy
+    from the top rung only."""
+    space = tmp_path / "asha.yaml"
+    space.write_text(
+        FAST_SPACE.replace("fidelity: {finetune_epochs: [0.5]}", "fidelity: {finetune_epochs: [0.1, 0.3], eta: 2}")
+    )
+    study = autocompress.search(
+        space, study="asha", storage=f"sqlite:///{tmp_path / 's.db'}", strategy="random", trials=3, executor="inline"
+    )
+    summary, reached = summarise(study, "asha", (0.1, 0.3), wall_s=1.0)
+    trials = sorted(study.trials(), key=lambda t: t.number)
+    assert [t.finetune_epochs for t in trials] == [0.1, 0.1, 0.3]
+    assert summary.trials == 3 and summary.finetune_epochs == 0.5 and summary.wall_s == 1.0
+    cumulative = [sum(t.metrics["cpu_s"] for t in trials[: i + 1]) for i in range(3)]
+    feasible = [i for i, t in enumerate(trials) if not any(v > 0 for v in t.violations.values())]
+    assert reached == [(cumulative[i], trials[i].metrics["accuracy"]) for i in feasible]
+    assert summary.first_feasible_cpu_s == (cumulative[feasible[0]] if feasible else None)
+    top = trials[2]
+    assert summary.accuracy_at_target == (top.metrics["accuracy"] if top.metrics["speedup"] >= 1.2 else None)
