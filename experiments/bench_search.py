@@ -81,6 +81,8 @@ import hashlib
 import io
 import json
 import math
+import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -158,6 +160,7 @@ FIELDS = [
     "setup_cpu_s",
     "wall_s",
     "points",
+    "cpu",
 ]
 
 
@@ -360,6 +363,7 @@ def load_rows(out: Path) -> list[dict[str, Any]]:
         for key in ("baseline_accuracy", "floor", "hypervolume", "cpu_s", "setup_cpu_s", "wall_s"):
             row[key] = float(row[key])
         row["target"] = float(row["target"]) if row["target"] else None
+        row["cpu"] = row.get("cpu") or ""  # rows from before the CPU was recorded
     return rows
 
 
@@ -387,6 +391,18 @@ def check_settings(rows: list[dict[str, Any]], pair: str, settings: Settings) ->
             f"error: results.csv holds {pair} rows run with {sorted(other)[0]}, not {settings.to_json()}; "
             "pass the same flags or choose another --out"
         )
+
+
+def cpu_model() -> str:
+    """This machine's CPU and whether it has VNNI int8 instructions. Int8 speedups differ between machines
+    (MiniLM's all-int8 recipe measured 2.2x in one session's seed, 1.4-1.6x on an AVX2-only EPYC in another's),
+    and without VNNI the weights keep 7 bits (`int8_kernels_saturate`), so a row records where it ran."""
+    from autocompress.compress._quant_base import int8_kernels_saturate
+
+    cpuinfo = Path("/proc/cpuinfo")
+    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text() if cpuinfo.exists() else "", re.M)
+    model = found.group(1).strip() if found else platform.processor() or platform.machine()
+    return f"{model} ({'no VNNI' if int8_kernels_saturate() else 'VNNI'})"
 
 
 def run_study(
@@ -447,6 +463,7 @@ def run_study(
         "setup_cpu_s": round(setup, 1),
         "wall_s": round(record.spent.get("wall_s", 0.0), 1),
         "points": points,
+        "cpu": cpu_model(),
     }
 
 
@@ -595,6 +612,7 @@ def pair_section(pair: str, rows: list[dict[str, Any]], strategies: list[str]) -
     ]
     if len({r["settings"] for r in rows}) > 1:
         lines.append("**Warning: rows of this pair were run with different settings.**")
+    lines.append(machines_line(rows))
     lines += [
         "",
         "| strategy | seeds | hypervolume | Δacc @ uniform's speed (pt) | max over front | speed ratio @ uniform's "
@@ -652,6 +670,27 @@ def pair_section(pair: str, rows: list[dict[str, Any]], strategies: list[str]) -
     line, met = verdict(pair, summaries)
     lines += ["", f"**Verdict: {line}**", "", within_budget(summaries), ""]
     return lines, met
+
+
+def machines_line(rows: list[dict[str, Any]]) -> str:
+    """Which CPU each seed's studies ran on, and a warning where they differ: a ratio against uniform is taken
+    within one seed, so a seed whose studies ran on different machines compares across them, and a mean over
+    seeds that ran on different machines mixes their int8 speedups."""
+    seeds = sorted({r["seed"] for r in rows})
+    cpus = {seed: sorted({r["cpu"] or "not recorded" for r in rows if r["seed"] == seed}) for seed in seeds}
+    line = "CPU per seed: " + "; ".join(f"seed {seed}: {' + '.join(cpus[seed])}" for seed in seeds) + "."
+    mixed = [seed for seed in seeds if len(cpus[seed]) > 1]
+    if mixed:
+        return line + (
+            f" **Warning: the studies of seed {', '.join(map(str, mixed))} ran on different CPUs; their ratios "
+            "against uniform compare machines.**"
+        )
+    recorded = {tuple(c) for c in cpus.values() if c != ["not recorded"]}
+    if len(recorded) > 1:
+        return line + " Seeds ran on different CPUs: each ratio is within one seed, but means over seeds mix machines."
+    if recorded and len(recorded) < len({tuple(c) for c in cpus.values()}):
+        return line + " Not every seed's CPU was recorded: means over seeds may mix machines."
+    return line
 
 
 def within_budget(summaries: list[StrategySummary]) -> str:

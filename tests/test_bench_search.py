@@ -4,6 +4,8 @@ curve over CPU time and the per-pair verdict, including a strategy that loses.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from experiments.bench_search import (
@@ -12,8 +14,11 @@ from experiments.bench_search import (
     StrategySummary,
     VsUniform,
     accuracy_at_speed,
+    append_row,
     grid_size,
     hypervolume_curve,
+    load_rows,
+    machines_line,
     pareto_front,
     repeat_spread,
     speed_at_accuracy,
@@ -150,3 +155,30 @@ def test_within_the_budget_names_the_fastest_feasible_strategy_over_every_seed()
     line = within_budget([level, _summary("amc", [vs(1.6), vs(1.2)]), _summary("haq", [vs(3.0), None])])
     assert "amc, 1.40x" in line  # haq's second seed has no feasible trial: it does not count
     assert "no strategy" in within_budget([level, _summary("haq", [vs(3.0), None])])
+
+
+def _row(seed: int, strategy: str, cpu: str) -> dict:
+    """A results.csv row as a study writes it (the figures do not matter here)."""
+    figures = dict.fromkeys(["baseline_accuracy", "floor", "hypervolume", "cpu_s", "setup_cpu_s", "wall_s"], 0.5)
+    return {"pair": "p", "strategy": strategy, "seed": seed, "settings": "{}", "target": None, "cpu": cpu} | figures
+
+
+def test_a_row_keeps_the_cpu_it_ran_on_and_an_older_row_reads_as_not_recorded(tmp_path: Path) -> None:
+    append_row(tmp_path, {**_row(0, "uniform", "AMD EPYC (no VNNI)"), "points": [Point(0, 0.9, 1.5, 1.0)]})
+    append_row(tmp_path, {**_row(1, "uniform", ""), "points": []})
+    rows = load_rows(tmp_path)
+    assert [r["cpu"] for r in rows] == ["AMD EPYC (no VNNI)", ""]
+    assert rows[0]["points"] == [Point(0, 0.9, 1.5, 1.0)]
+
+
+def test_the_cpu_line_warns_when_one_seed_compares_machines_and_notes_seeds_on_different_ones() -> None:
+    epyc, xeon = "AMD EPYC (no VNNI)", "Intel Xeon (VNNI)"
+    same = machines_line([_row(0, "uniform", epyc), _row(0, "tpe", epyc), _row(1, "uniform", epyc)])
+    assert same == "CPU per seed: seed 0: AMD EPYC (no VNNI); seed 1: AMD EPYC (no VNNI)."
+    across = machines_line([_row(0, "uniform", xeon), _row(1, "uniform", epyc), _row(1, "tpe", epyc)])
+    assert "means over seeds mix machines" in across and "Warning" not in across
+    unknown = machines_line([_row(0, "uniform", ""), _row(1, "uniform", epyc)])
+    assert "seed 0: not recorded" in unknown and "may mix machines" in unknown and "Warning" not in unknown
+    within = machines_line([_row(0, "uniform", ""), _row(0, "tpe", epyc)])
+    assert "seed 0: AMD EPYC (no VNNI) + not recorded" in within
+    assert "**Warning: the studies of seed 0 ran on different CPUs" in within
