@@ -33,17 +33,17 @@ The goal of the issue: the best strategy >= 1.25x uniform's speed at equal accur
 accurate at equal speed (both at the best uniform recipe, mean over seeds, every seed defined) on at least
 two pairs; summary.md says per pair whether a strategy meets it, and lists every strategy.
 
-Resumable, in pieces: each finished study appends one row (its trials' points and CPU time) to
-``results.csv``, and (pair, strategy, seed) rows already there are skipped. Studies live in a SQLite store
-(``--storage``, default ``OUT/bench.db``, gitignored), so a study cut short resumes where it stopped on the
-next invocation with the same settings (the study name carries their digest); its artefact files are deleted
-once its row is written (``--keep-artefacts`` keeps them). A pair's rows must share one set of settings: a run
-with other settings for a pair already in the file is refused (use another ``--out``). ``--report`` only
-rewrites summary.md and hypervolume.png (hypervolume vs cumulative trial CPU-hours, mean over seeds).
-Trials run inline, one at a time, training on ``--threads`` torch threads (default 1: on the shared 2-core
-machine 2 threads spent ~10x the CPU per step spinning at barriers); latency is one thread's CPU time, so two
-pieces (other pairs or other seeds, never the same pair and seed; same ``--out``) can run side by side,
-one per core.
+Resumable, in pieces: each finished study appends one row (its trials' points, CPU time and the CPU it ran on:
+int8 speedups differ between machines, `cpu_model`) to ``results.csv``, and (pair, strategy, seed) rows already
+there are skipped. Studies live in a SQLite store (``--storage``, default ``OUT/bench.db``, gitignored), so a
+study cut short resumes where it stopped on the next invocation with the same settings (the study name carries
+their digest); its artefact files are deleted once its row is written (``--keep-artefacts`` keeps them). A pair's
+rows must share one set of settings: a run with other settings for a pair already in the file is refused (use
+another ``--out``). ``--report`` only rewrites summary.md and hypervolume.png (hypervolume vs cumulative trial
+CPU-hours, mean over seeds). Trials run inline, one at a time, training on ``--threads`` torch threads (default 1:
+on the shared 2-core machine 2 threads spent ~10x the CPU per step spinning at barriers); latency is one thread's
+CPU time, so two pieces (other pairs or other seeds, never the same pair and seed; same ``--out``) can run side by
+side, one per core.
 
 Cost, measured at nice 5 on the shared 2-core machine (load 5-9) with the default settings: a trial that
 prunes and fine-tunes takes about 18 CPU-seconds on mnist-resnet18, 29 on mnist-mobilenetv2 and 74 on minilm
