@@ -685,10 +685,11 @@ def machines_line(rows: list[dict[str, Any]]) -> str:
             f" **Warning: the studies of seed {', '.join(map(str, mixed))} ran on different CPUs; their ratios "
             "against uniform compare machines.**"
         )
-    recorded = {tuple(c) for c in cpus.values() if c != ["not recorded"]}
-    if len(recorded) > 1:
+    machines = {seed_cpus[0] for seed_cpus in cpus.values()}  # one per seed from here on
+    known = machines - {"not recorded"}
+    if len(known) > 1:
         return line + " Seeds ran on different CPUs: each ratio is within one seed, but means over seeds mix machines."
-    if recorded and len(recorded) < len({tuple(c) for c in cpus.values()}):
+    if known and "not recorded" in machines:
         return line + " Not every seed's CPU was recorded: means over seeds may mix machines."
     return line
 
