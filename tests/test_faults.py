@@ -66,23 +66,6 @@ def test_hanging_trial_times_out_and_is_failed(tmp_path, monkeypatch) -> None:
     assert records[0].state == records[2].state == COMPLETE
 
 
-def test_latency_of_the_same_model_agrees_across_concurrent_trials(tmp_path) -> None:
-    """Every trial measures the baseline model again; with 2 workers computing and measuring concurrently,
-    the core gate keeps those measurements within 25% of each other.
-
-    Measured on the 2-core CI machine (thread CPU time, gate on): spreads of 1.10-1.22 between the six trials;
-    with wall time and the gate on 1.13-1.56, and the gate off 1.56 (stop 11). The former 10% bound held on the
-    machine of stop 11 but failed 3 times in 3 on this one. Where the remaining spread comes from is not
-    established (suspects: the two cores' shared caches, Ray's own processes, phases without checkpoints)."""
-    space = tmp_path / "measure.yaml"
-    space.write_text(FAST_SPACE.replace("repeats: 5, warmup: 1", "repeats: 20, warmup: 3"))
-    study = autocompress.search(
-        space, study="lat", storage=f"sqlite:///{tmp_path / 'lat.db'}", strategy="random", trials=6, workers=2
-    )
-    b32 = [t.metrics["baseline_latency_ms_b32"] for t in study.trials()]
-    assert len(b32) == 6 and max(b32) / min(b32) <= 1.25, b32
-
-
 def test_memory_hungry_trial_is_failed_at_its_limit_and_its_worker_lives_on(tmp_path, monkeypatch) -> None:
     """Trial 1 allocates 16 GB in 256 MB tensors under a 1 GB per-trial limit: the allocation fails inside the
     worker, the trial is failed with the limit as its reason, the machine keeps its memory and the same worker
