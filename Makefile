@@ -31,11 +31,13 @@ lock: $(STAMP)
 demo: $(STAMP)
 	RAY_AUTH_MODE=disabled $(BIN)/python -m experiments.demo
 
-# --durations: the slowest tests are printed, to keep the suite within its 15-minute goal on CI's 2 cores.
 # -n 2 (pytest-xdist): two test processes. Much of a test's wall time is Ray and processes starting, stopping and
 # waiting, so two at once took 953 s against 1493 s one at a time on a 2-core machine (2026-12-04).
+PYTEST := RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -n 2 --dist worksteal
+
+# --durations: the slowest tests are printed, to keep the suite within its 15-minute goal on CI's 2 cores.
 test: $(STAMP) chromium
-	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=30 tests
+	$(PYTEST) --durations=30 tests
 
 # The report's browser test needs Debian's chromium: installed here when missing and apt-get is usable (root),
 # otherwise that test is skipped with its reason.
@@ -52,7 +54,7 @@ docs: $(STAMP)
 # Everything but the tests marked slow: under 3 minutes on 2 idle cores once the trained baselines are cached
 # (~/.cache/autocompress; a fresh machine trains them first). `make test` runs the slow ones too.
 test-fast: $(STAMP)
-	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check autocompress experiments tests
