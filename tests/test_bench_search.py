@@ -146,6 +146,9 @@ def test_the_grid_size_is_every_sparsity_times_every_bit_width_the_space_names()
     assert grid_size(PAIRS["mnist-resnet18"]) == 4 * 2
     assert grid_size(PAIRS["minilm"]) == 5 * 2  # value 0/8.3/16.7 %, intermediate 0/12.5/25 %; int8 or float
     assert grid_size(PAIRS["mnist-resnet18-deep"]) == 6 * 2  # the space's grid with 0.875 and 0.9375 added
+    converged = PAIRS["mnist-resnet18-converged"].base()
+    assert converged["task"] == "experiments.tasks.mnist:resnet18_converged"
+    assert converged["defaults"]["channel_sparsity"][-2:] == [0.875, 0.9375] and converged["defaults"]["round_to"] == 8
 
 
 def test_within_the_budget_names_the_fastest_feasible_strategy_over_every_seed() -> None:
