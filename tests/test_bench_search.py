@@ -149,6 +149,8 @@ def test_the_grid_size_is_every_sparsity_times_every_bit_width_the_space_names()
     converged = PAIRS["mnist-resnet18-converged"].base()
     assert converged["task"] == "experiments.tasks.mnist:resnet18_converged"
     assert converged["defaults"]["channel_sparsity"][-2:] == [0.875, 0.9375] and converged["defaults"]["round_to"] == 8
+    tight = PAIRS["mnist-resnet18-tight"].base()
+    assert tight["constraints"]["max_accuracy_drop"] == 0.002 and converged["constraints"]["max_accuracy_drop"] == 0.01
 
 
 def test_within_the_budget_names_the_fastest_feasible_strategy_over_every_seed() -> None:
