@@ -6,7 +6,11 @@ each searched in its published space (``search_spaces/mnist-resnet18.yaml``, ``m
 ``minilm.yaml``: layers, choices, accuracy budget) with the bench's per-trial settings (fine-tune epochs,
 latency repeats and warm-up, runtimes) and the pair's aggressive speed target as a constraint, which the
 constraint-aware strategies steer by as they would for a user. ``digits-resnet`` and ``digits-mobilenet``
-(the small digits CNNs of the first version of this bench) stay available for cheap smoke runs.
+(the small digits CNNs of the first version of this bench) stay available for cheap smoke runs. Three
+ResNet-18 variants (0.45-epoch fine-tune) ask where per-layer allocation could matter: ``mnist-resnet18-deep``
+adds 0.875 and 0.9375 channel sparsity to the grid, ``mnist-resnet18-converged`` does so on a baseline trained
+2 epochs (so the 1-pt floor sits near what a pruned model recovers), ``mnist-resnet18-tight`` on that baseline
+with a 0.2-pt budget.
 
 The uniform baseline is the ``uniform`` strategy (one channel sparsity x one bit-width for every layer, swept
 over the space's grid) at the same trial budget (``--trials``; ``--cpu-hours`` adds an equal CPU budget per
