@@ -1,6 +1,6 @@
 """The walking skeleton end to end with real parts: digits CNN, SQLite, a local Ray cluster, the CLI.
 
-A 12-trial search on 2 Ray workers is interrupted (SIGINT, and separately SIGKILL of the controller) after
+An 8-trial search on 2 Ray workers is interrupted (SIGINT, and separately SIGKILL of the controller) after
 at least two finished trials (with a budget of 6 the quick warm-start trials once all finished before the
 signal arrived), then resumed to the total: no finished trial is lost or changed, no trial
 number is used twice, and the final count equals the budget.
@@ -25,7 +25,7 @@ from tests.conftest import cli_env, descendants, kill_pids, run_cli
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 #: trials of the interrupted search
-BUDGET = 12
+BUDGET = 8
 
 
 def finished_trials(storage: str, study: str) -> dict[int, dict]:
