@@ -10,6 +10,7 @@ import yaml
 
 import autocompress
 from experiments.bench_fidelity import FIDELITY, cpu_to_reach, kept_runs, report, space_text, summarise, with_run
+from experiments.bench_search import DEEP
 from tests.conftest import FAST_SPACE
 
 #: (cumulative trial CPU seconds, accuracy) of the feasible trials, in trial order
@@ -38,6 +39,14 @@ def test_each_mode_searches_the_published_space_with_the_target_and_its_rungs() 
     for space in (full, asha):
         assert space["task"] == published["task"] and space["defaults"] == published["defaults"]
         assert space["constraints"] == {"max_accuracy_drop": 0.01, "min_speedup": 2.5}
+
+
+def test_the_converged_pair_searches_the_deep_grid_on_the_converged_baseline() -> None:
+    rungs, target = FIDELITY["mnist-resnet18-converged"]
+    space = yaml.safe_load(space_text("mnist-resnet18-converged", rungs, target))
+    assert space["task"] == "experiments.tasks.mnist:resnet18_converged"
+    assert space["defaults"]["channel_sparsity"] == list(DEEP)
+    assert space["constraints"] == {"max_accuracy_drop": 0.01, "min_speedup": 6.0}
 
 
 def _run(seed: int, asha_reach: float | None, cpu_hours: float = 0.3) -> dict:
