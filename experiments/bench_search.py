@@ -422,6 +422,18 @@ def check_settings(rows: list[dict[str, Any]], pair: str, settings: Settings) ->
         )
 
 
+def check_machine(rows: list[dict[str, Any]], pair: str, seed: int, cpu: str) -> None:
+    """Refuse to add a study to a seed measured on another CPU: the comparisons are within a seed, and another
+    machine times int8 differently and trains another baseline from the same seed (the converged ResNet-18 came
+    out 0.9902 on an AMD EPYC and 0.9922 on an Intel Xeon), so its floor differs too."""
+    other = {r["cpu"] for r in rows if r["pair"] == pair and r["seed"] == seed and r["cpu"]} - {cpu}
+    if other:
+        sys.exit(
+            f"error: results.csv holds {pair} seed {seed} rows measured on {sorted(other)[0]}, not {cpu}; "
+            "choose another --out (or another seed)"
+        )
+
+
 def cpu_model() -> str:
     """This machine's CPU and whether it has VNNI int8 instructions. Int8 speedups differ between machines
     (MiniLM's all-int8 recipe measured 2.2x in one session's seed, 1.4-1.6x on an AVX2-only EPYC in another's),
@@ -501,6 +513,7 @@ def run(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     rows = load_rows(args.out)
+    cpu = cpu_model()
     done = {(r["pair"], r["strategy"], r["seed"]) for r in rows}
     storage = args.storage or f"sqlite:///{args.out / 'bench.db'}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -513,6 +526,7 @@ def run(args: argparse.Namespace) -> None:
                 for strategy in args.strategies:
                     if (pair_name, strategy, seed) in done:
                         continue
+                    check_machine(rows, pair_name, seed, cpu)
                     row = run_study(pair_name, strategy, seed, settings, space, storage, args.keep_artefacts)
                     append_row(args.out, row)
                     print({k: v for k, v in row.items() if k not in ("points", "settings")}, flush=True)

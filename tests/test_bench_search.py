@@ -15,6 +15,7 @@ from experiments.bench_search import (
     VsUniform,
     accuracy_at_speed,
     append_row,
+    check_machine,
     grid_size,
     hypervolume_curve,
     load_rows,
@@ -188,3 +189,14 @@ def test_the_cpu_line_warns_when_one_seed_compares_machines_and_notes_seeds_on_d
     within = machines_line([_row(0, "uniform", ""), _row(0, "tpe", epyc)])
     assert "seed 0: AMD EPYC (no VNNI) + not recorded" in within
     assert "**Warning: the studies of seed 0 ran on different CPUs" in within
+
+
+def test_a_seed_measured_on_one_cpu_refuses_a_study_on_another() -> None:
+    epyc, xeon = "AMD EPYC (VNNI)", "Intel(R) Xeon(R) Processor (VNNI)"
+    rows = [_row(0, "uniform", epyc), _row(1, "uniform", ""), _row(2, "uniform", xeon)]
+    with pytest.raises(SystemExit, match="seed 0 rows measured on AMD EPYC"):
+        check_machine(rows, rows[0]["pair"], 0, xeon)
+    check_machine(rows, rows[0]["pair"], 0, epyc)
+    check_machine(rows, rows[0]["pair"], 1, xeon)  # not recorded: an older row, nothing to compare
+    check_machine(rows, rows[0]["pair"], 2, xeon)
+    check_machine(rows, "another-pair", 0, xeon)
