@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 import autocompress
-from experiments.bench_search import PAIRS, Point, Settings, hypervolume_curve, space_yaml
+from experiments.bench_search import PAIRS, Point, Settings, cpu_model, hypervolume_curve, space_yaml
 
 #: pair (of bench_search) -> (ASHA's rungs in fine-tune epochs, the speed target as a constraint)
 FIDELITY: dict[str, tuple[tuple[float, ...], float]] = {
@@ -165,7 +165,8 @@ def table(record: dict) -> list[str]:
         )
     target = FIDELITY[record["pair"]][1]
     lines.append(
-        f"\n{record['pair']}: TPE seed {record['seed']}, trials inline on one thread, {record['cpu_hours']:g} "
+        f"\n{record['pair']}: TPE seed {record['seed']} on {record.get('cpu') or 'a CPU not recorded'}, trials inline "
+        f"on one thread, {record['cpu_hours']:g} "
         f"CPU-hours of trial CPU time each, speed target {target:g}x (constraint), hypervolume reference "
         "(accuracy floor, 1.0); best acc at the speed target: of the trials fine-tuned at the top rung and at least "
         "that fast, feasible or not."
@@ -273,7 +274,8 @@ def main() -> None:
             full = Mode(**{**asdict(full), "cpu_to_reach_s": cpu_to_reach(full_reached, full.best_feasible_accuracy)})
         asha, asha_reached = search(args.pair, "asha", rungs, args, Path(tmp))
     rows = [full, Mode(**{**asdict(asha), "cpu_to_reach_s": cpu_to_reach(asha_reached, full.best_feasible_accuracy)})]
-    record = {"pair": args.pair, "seed": args.seed, "cpu_hours": args.cpu_hours, "modes": [asdict(r) for r in rows]}
+    record = {"pair": args.pair, "seed": args.seed, "cpu_hours": args.cpu_hours, "cpu": cpu_model()}
+    record["modes"] = [asdict(r) for r in rows]
     runs = with_run(kept_runs(path), record)  # read now: a run beside this one may have finished meanwhile
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
