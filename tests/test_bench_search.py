@@ -124,6 +124,9 @@ def test_the_verdict_names_the_best_strategy_and_whether_it_meets_the_goal() -> 
     patchy = _summary("haq", [_vs(2.0, 1.0), None, _vs(None, None)])
     line, met = verdict("p", [level, patchy, _summary("random", [_vs(1.1, 0.2)] * 3)])
     assert not met and "beyond 1.10x (random)" in line and "+0.20 pt (random)" in line
+    # past the goal on fewer seeds than the goal asks for is said, not counted
+    line, met = verdict("p", [level, _summary("amc", [_vs(1.98, 0.0)])])
+    assert not met and "amc: 1.98x" in line and "past the 1.25x goal on 1 of 3 seeds" in line
 
 
 def test_the_spread_compares_each_recipe_with_its_repeat_one_grid_later() -> None:
