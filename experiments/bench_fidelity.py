@@ -40,7 +40,7 @@ from experiments.bench_search import PAIRS, Point, Settings, cpu_model, hypervol
 FIDELITY: dict[str, tuple[tuple[float, ...], float]] = {
     "mnist-resnet18": ((0.05, 0.15, 0.45), 2.5),
     "mnist-mobilenetv2": ((0.05, 0.15, 0.45), 1.5),
-    # chosen from the converged baseline's uniform grid (bench_search_converged, _tight): 75 % float runs ~7x
+    # chosen from the converged baseline's uniform grid on an AMD EPYC (bench_search_converged, _tight): 75 % float ~7x
     # within the 1-pt budget, 87.5 % ~8.4x below it, so the feasible front at 6x is neither empty nor trivial
     "mnist-resnet18-converged": ((0.05, 0.15, 0.45), 6.0),
     "digits-resnet": ((1.0, 3.0, 9.0), 1.5),
