@@ -242,11 +242,13 @@ def kept_runs(path: Path) -> list[dict]:
 
 def reused_full(runs: list[dict], args: argparse.Namespace) -> Mode:
     """Full fidelity's row of an earlier run with the same pair, seed and budget (``--reuse-full``): full
-    fidelity is one rung, so a change to ASHA leaves it as it was."""
+    fidelity is one rung, so a change to ASHA leaves it as it was; refused when that run was on another CPU."""
     key = (args.pair, args.seed, args.cpu_hours)
     record = next((r for r in runs if run_key(r) == key), None)
     if record is None:
         raise SystemExit(f"no earlier run of {args.pair} seed {args.seed} at {args.cpu_hours} CPU-hours to reuse")
+    if record.get("cpu") and record["cpu"] != cpu_model():  # ASHA here would be timed against another machine
+        raise SystemExit(f"the earlier run of {args.pair} seed {args.seed} ran on {record['cpu']}, not {cpu_model()}")
     return Mode(**next(m for m in record["modes"] if m["mode"] == "full"))
 
 

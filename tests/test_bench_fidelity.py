@@ -3,14 +3,25 @@ and the space each mode searches (the pair's published space with its speed targ
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 import autocompress
-from experiments.bench_fidelity import FIDELITY, cpu_to_reach, kept_runs, report, space_text, summarise, with_run
-from experiments.bench_search import DEEP
+from experiments.bench_fidelity import (
+    FIDELITY,
+    cpu_to_reach,
+    kept_runs,
+    report,
+    reused_full,
+    space_text,
+    summarise,
+    with_run,
+)
+from experiments.bench_search import DEEP, cpu_model
 from tests.conftest import FAST_SPACE
 
 #: (cumulative trial CPU seconds, accuracy) of the feasible trials, in trial order
@@ -135,3 +146,12 @@ def test_a_mode_is_summarised_from_its_real_study(tmp_path: Path) -> None:
     assert summary.first_feasible_cpu_s == (cumulative[feasible[0]] if feasible else None)
     top = trials[2]
     assert summary.accuracy_at_target == (top.metrics["accuracy"] if top.metrics["speedup"] >= 1.2 else None)
+
+
+def test_reusing_full_fidelity_refuses_a_run_from_another_cpu() -> None:
+    args = argparse.Namespace(pair="mnist-resnet18", seed=0, cpu_hours=0.3)
+    here, elsewhere = {**_run(0, 300.0), "cpu": cpu_model()}, {**_run(0, 300.0), "cpu": "Another CPU (VNNI)"}
+    assert reused_full([here], args).mode == "full"
+    assert reused_full([_run(0, 300.0)], args).mode == "full"  # an older run without its CPU recorded
+    with pytest.raises(SystemExit, match="ran on Another CPU"):
+        reused_full([elsewhere], args)
