@@ -38,8 +38,9 @@ def user_code_lines(code: str) -> int:
 def train_checkpoint(folder: Path) -> None:
     """What the user did before: train the model of my_task.py on its train loader and save the state dict.
     The module builds the model with the global generator, so it is seeded first: otherwise the initial weights
-    depend on what earlier tests in this process drew, and the 2-epoch model's val accuracy ranged 0.48-0.84
-    over 8 initialisations (0.62 for this one)."""
+    depend on what earlier tests in this process drew. Adam at 1e-3 for 3 epochs: at 3e-3 for 2 epochs the val
+    accuracy ranged 0.48-0.84 over initialisations and this seed's fell from 0.62 on one CPU to 0.4986 on another
+    (CI failed on it); 1e-3 for 3 epochs gave 0.85-0.94 over 5 seeds (about 7 s on a core)."""
     torch.manual_seed(0)
     sys.path.insert(0, str(folder))
     try:
@@ -51,9 +52,9 @@ def train_checkpoint(folder: Path) -> None:
         sys.path.remove(str(folder))
     torch.manual_seed(0)
     model = module.model
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    for _ in range(2):
+    for _ in range(3):
         for x, y in module.train:
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
@@ -79,7 +80,7 @@ def test_readme_tour_compresses_a_torchvision_model_with_user_dataloaders(tmp_pa
     manifest = json.loads((tmp_path / "exported" / "manifest.json").read_text())
     assert manifest["task"] == "my_task:task"
     assert manifest["metrics"]["params"] < 0.8 * manifest["baseline"]["params"]  # channels physically removed
-    assert manifest["baseline"]["accuracy"] > 0.5  # the user's ResNet-18 after 2 epochs on 1,078 digits
+    assert manifest["baseline"]["accuracy"] > 0.5  # the user's ResNet-18 after 3 epochs on 1,078 digits
     assert manifest["metrics"]["accuracy"] > 0.3 and manifest["metrics"]["test_accuracy"] > 0.3  # 0.1 is chance
     assert manifest["verified"]["test_accuracy"] == manifest["metrics"]["test_accuracy"]
     runtime, folder = manifest["artefact"]["runtime"], tmp_path / "exported"

@@ -63,6 +63,13 @@ def channel_projection(rows: list[torch.Tensor]) -> Projection:
     return project
 
 
+def flush_subnormal(tensor: torch.Tensor) -> None:
+    """Zero the entries below the smallest normal float, in place. The pull towards a zero of Z shrinks a weight
+    geometrically into subnormal range, where x86 CPUs compute slowly: a conv net's ADMM fine-tune ran 30x
+    slower (42 s against 1.4 s with the values flushed). Such a weight is zero in every sense that matters."""
+    tensor.masked_fill_(tensor.abs() < torch.finfo(tensor.dtype).tiny, 0.0)
+
+
 class ADMM:
     """The ADMM state (Z, U) over blocks of parameters; `step` is the trainer's ``on_step``.
 
@@ -93,6 +100,7 @@ class ADMM:
         for name, block in self.blocks.items():
             for w, z, u in zip(block.params, self.z[name], self.u[name], strict=True):
                 w.sub_(self.rho * (w - z + u))
+                flush_subnormal(w)
         self._count += 1
         if self._count % self.every == 0:
             self.update()

@@ -11,14 +11,17 @@ from torch import nn
 from autocompress.compress import (
     CRITERIA,
     PRUNERS,
+    ADMM,
     ADMMPruner,
     AGPPruner,
+    Block,
     LotteryPruner,
     admm_channels,
     channel_blocks,
     channel_projection,
     cubic_sparsity,
     get_pruner,
+    project_magnitude,
 )
 from autocompress.measure import count_params, layer_weights, to_torchscript
 from autocompress.runtime._trial import Gate, TaskTrainer, run_trial
@@ -125,6 +128,19 @@ def test_admm_pulls_the_weights_onto_the_sparse_set(model_ref: str) -> None:
     residuals = pruner.residuals
     assert len(residuals) >= 3
     assert residuals[-1] < 0.5 * residuals[0]
+
+
+def test_admm_pull_leaves_no_subnormal_weight_to_slow_the_cpu() -> None:
+    """The pull shrinks the weights bound for zero geometrically; left alone they pass through subnormal floats,
+    which made a conv net's ADMM fine-tune 30x slower on x86. They are flushed to exact zeros instead."""
+    weight = nn.Parameter(torch.randn(64, 32))
+    admm = ADMM({"layer": Block([weight], 0.5)}, lambda block: project_magnitude, rho=0.3, every=1000, growth=1.0)
+    subnormal = 0
+    for _ in range(400):  # 0.7 ** 400 takes a unit weight below float32's smallest normal, 1.2e-38
+        admm.step()
+        subnormal += int(((weight != 0) & (weight.abs() < torch.finfo(weight.dtype).tiny)).sum())
+    assert subnormal == 0
+    assert int((weight == 0).sum()) == 32 * 32  # the zeros of Z are reached exactly
 
 
 def channel_policy(task: SupervisedTask, criterion: str, sparsity: float) -> Policy:
