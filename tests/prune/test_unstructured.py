@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from autocompress.compress import (
+    ADMM,
     CRITERIA,
     PRUNERS,
-    ADMM,
     ADMMPruner,
     AGPPruner,
     Block,
