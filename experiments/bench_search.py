@@ -604,15 +604,26 @@ def _best_strategy(summaries: list[StrategySummary], field: str) -> tuple[str, f
     return max(known.items(), key=lambda kv: kv[1], default=None)
 
 
+def _seeds_of(summaries: list[StrategySummary], strategy: str) -> int:
+    return next(s.seeds for s in summaries if s.strategy == strategy)
+
+
 def _goal_line(pair: str, summaries: list[StrategySummary], strategy: str, figure: str, goal: str) -> tuple[str, bool]:
     """The verdict for a strategy past the goal's figure: met only on `GOAL_SEEDS` seeds or more."""
-    seeds = next(s.seeds for s in summaries if s.strategy == strategy)
+    seeds = _seeds_of(summaries, strategy)
     if seeds < GOAL_SEEDS:
         return (
             f"{pair}: best strategy {strategy}: {figure} -> past the {goal} goal on {seeds} of {GOAL_SEEDS} seeds",
             False,
         )
     return f"{pair}: best strategy {strategy}: {figure} -> meets the {goal} goal", True
+
+
+def _with_seeds(summaries: list[StrategySummary], strategy: str) -> str:
+    """The strategy's name, with its seed count when it has fewer than the goal's: a one-seed study should not
+    read as the pair's best strategy on the same footing as three."""
+    seeds = _seeds_of(summaries, strategy)
+    return strategy if seeds >= GOAL_SEEDS else f"{strategy}, {seeds} of {GOAL_SEEDS} seeds"
 
 
 def verdict(pair: str, summaries: list[StrategySummary]) -> tuple[str, bool]:
@@ -630,8 +641,8 @@ def verdict(pair: str, summaries: list[StrategySummary]) -> tuple[str, bool]:
         return _goal_line(
             pair, summaries, best_gain[0], f"{best_gain[1]:+.2f} pt at uniform's speed", f"{GOAL_GAIN_PT} pt"
         )
-    ratio_text = f"{best_ratio[1]:.2f}x ({best_ratio[0]})" if best_ratio else "n/a"
-    gain_text = f"{best_gain[1]:+.2f} pt ({best_gain[0]})" if best_gain else "n/a"
+    ratio_text = f"{best_ratio[1]:.2f}x ({_with_seeds(summaries, best_ratio[0])})" if best_ratio else "n/a"
+    gain_text = f"{best_gain[1]:+.2f} pt ({_with_seeds(summaries, best_gain[0])})" if best_gain else "n/a"
     return (
         f"{pair}: no strategy beats uniform beyond {ratio_text} at equal accuracy or {gain_text} at equal "
         f"speed (goal {GOAL_RATIO}x or +{GOAL_GAIN_PT} pt)",

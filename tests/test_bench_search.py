@@ -127,6 +127,9 @@ def test_the_verdict_names_the_best_strategy_and_whether_it_meets_the_goal() -> 
     # past the goal on fewer seeds than the goal asks for is said, not counted
     line, met = verdict("p", [level, _summary("amc", [_vs(1.98, 0.0)])])
     assert not met and "amc: 1.98x" in line and "past the 1.25x goal on 1 of 3 seeds" in line
+    # short of the goal too, the best strategy says when it stands on fewer seeds
+    line, met = verdict("p", [level, _summary("anneal", [_vs(0.92, -0.1)])])
+    assert not met and "beyond 0.92x (anneal, 1 of 3 seeds)" in line and "-0.10 pt (anneal, 1 of 3 seeds)" in line
 
 
 def test_the_spread_compares_each_recipe_with_its_repeat_one_grid_later() -> None:
