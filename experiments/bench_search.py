@@ -383,11 +383,20 @@ def repeat_spread(points: Sequence[Point], period: int) -> Spread | None:
 
 
 def load_rows(out: Path) -> list[dict[str, Any]]:
+    """The finished studies of `out`; exits with a one-line error when results.csv was written in another format
+    (the first digits bench kept hypervolume curves, not trial points), before anything is appended to it."""
     path = out / "results.csv"
     if not path.exists():
         return []
     with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        missing = [f for f in FIELDS if f != "cpu" and f not in (reader.fieldnames or [])]  # cpu: added later
+        if missing:
+            sys.exit(
+                f"error: {path} lacks the columns {', '.join(missing)}: another bench_search format wrote it; "
+                "choose another --out (or read it with the commit that wrote it)"
+            )
+        rows = list(reader)
     for row in rows:
         row["seed"] = int(row["seed"])
         row["points"] = [Point(*p) for p in json.loads(row["points"])]

@@ -184,6 +184,13 @@ def test_a_row_keeps_the_cpu_it_ran_on_and_an_older_row_reads_as_not_recorded(tm
     assert rows[0]["points"] == [Point(0, 0.9, 1.5, 1.0)]
 
 
+def test_a_results_file_in_another_format_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "results.csv").write_text("model,strategy,seed,trials,hypervolume,curve\nresnet,random,0,30,0.2,[]\n")
+    with pytest.raises(SystemExit, match=r"results\.csv lacks the columns pair, settings, .*points") as refused:
+        load_rows(tmp_path)
+    assert "\n" not in str(refused.value)
+
+
 def test_the_cpu_line_warns_when_one_seed_compares_machines_and_notes_seeds_on_different_ones() -> None:
     epyc, xeon = "AMD EPYC (no VNNI)", "Intel Xeon (VNNI)"
     same = machines_line([_row(0, "uniform", epyc), _row(0, "tpe", epyc), _row(1, "uniform", epyc)])
