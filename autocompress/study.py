@@ -338,7 +338,7 @@ def search(
     finished trials the new controller is told before its first ask (`warm_start`): they are not copied into
     the new study and not counted in its budget; ``spent["warm_start"]`` records how many were replayed.
     """
-    from autocompress.runtime import SearchLoop, baseline_metrics
+    from autocompress.runtime import baseline_metrics
     from autocompress.space import discover_layers, load_space_file, resolve_space
     from autocompress.strategies import make_controller
     from autocompress.task import checked_baseline, load_task
@@ -381,23 +381,12 @@ def search(
     except BaseException:
         runner.shutdown()
         raise
-    SearchLoop(
-        store,
-        name,
-        space,
-        controller,
-        runner,
-        budget,
-        options.get("on_progress"),
-        study_logger(store, name),
-        rebuild=lambda state: _controller_from_state(strategy, space, seed, state),
-    ).run()
-    return Study(name, store)
+    return _run_loop(store, name, space, strategy, seed, controller, runner, budget, options)
 
 
 def resume(name: str, *, storage: str | None = None, **options: Unpack[RunOptions]) -> Study:
     """Continue a study from the store alone; budget options (`RunOptions`) set new totals, the others stay."""
-    from autocompress.runtime import Budget, SearchLoop
+    from autocompress.runtime import Budget
     from autocompress.space import Space
 
     _check_trials(options.get("trials"))
@@ -414,6 +403,24 @@ def resume(name: str, *, storage: str | None = None, **options: Unpack[RunOption
     controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
     runner = start_executor()
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
+    return _run_loop(store, name, space, record.strategy, record.seed, controller, runner, budget, options)
+
+
+def _run_loop(
+    store: StudyStore,
+    name: str,
+    space: Space,
+    strategy: str,
+    seed: int,
+    controller: Controller,
+    runner: Executor,
+    budget: Budget,
+    options: RunOptions,
+) -> Study:
+    """Run a created or resumed study's search loop until its budget is spent; the loop rebuilds the controller
+    from the store's state when another process driving the same study wrote it first."""
+    from autocompress.runtime import SearchLoop
+
     SearchLoop(
         store,
         name,
@@ -423,7 +430,7 @@ def resume(name: str, *, storage: str | None = None, **options: Unpack[RunOption
         budget,
         options.get("on_progress"),
         study_logger(store, name),
-        rebuild=lambda state: _controller_from_state(record.strategy, space, record.seed, state),
+        rebuild=lambda state: _controller_from_state(strategy, space, seed, state),
     ).run()
     return Study(name, store)
 
