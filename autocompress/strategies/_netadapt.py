@@ -10,9 +10,14 @@ that layer pruned to the smallest of its sparsity choices whose predicted latenc
 that cannot meet it alone is left out), evaluated with the short fine-tune (the space's first fidelity rung).
 When all candidates of the iteration are back, the most accurate becomes the new current policy and is
 proposed once more with the long fine-tune (the last rung): that is the iteration's result, and the sequence
-of them traces the accuracy/latency trade-off. When no layer can meet the next target, the search restarts
-from the dense policy; when even the dense policy's first target cannot be met by one layer, each layer is
-proposed at its largest sparsity (the step is larger than any one layer gives).
+of them traces the accuracy/latency trade-off. A space with one fine-tune rung has no longer fine-tune to give
+the winner, so its candidate's trial is the result and nothing is repeated. When no layer can meet the next
+target, the search restarts from the dense policy; when even the dense policy's first target cannot be met by
+one layer, each layer is proposed at its largest sparsity (the step is larger than any one layer gives).
+
+NetAdapt only prunes: every layer stays at the widest weight bits the space offers (float where it offers 32),
+so in a space that also offers int8 its models are float. Each candidate is pruned from the trained baseline
+and fine-tuned from it; NetAdapt's carrying forward of the previous iteration's fine-tuned model is not built.
 
 While an iteration waits for its last candidates and a worker is free, a random policy is proposed so no
 worker idles; those trials are recorded like any other but do not steer the iteration.
@@ -31,7 +36,8 @@ class NetAdaptController(Controller):
     description = (
         "NetAdapt: each iteration's latency target (from the study's measured per-layer table) is the current "
         "prediction less latency_step (0.1) of the dense model's; every layer is pruned just enough to meet it "
-        "(short fine-tune), the most accurate is kept and long fine-tuned (rungs from the space's fidelity)"
+        "(short fine-tune), the most accurate is kept and long fine-tuned (rungs from the space's fidelity); "
+        "prunes only, at the space's widest weight bits"
     )
     knobs = {"latency_step": 0.1}
 
@@ -110,6 +116,7 @@ class NetAdaptController(Controller):
             return
         if self._results:  # every candidate met the target: the most accurate one wins
             _, _, best = max(self._results, key=lambda r: (r[0], -r[1]))
-            self._current, self._winner = best, best
+            self._current = best
+            self._winner = best if len(self.space.finetune_epochs) > 1 else None
         self._results = []
         self._start_iteration()
