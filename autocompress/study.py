@@ -474,6 +474,7 @@ LEADERBOARD_METRICS = (
     "finetune_epochs",
     "rung",
     "promoted_from",
+    "continued_from",
 )
 
 

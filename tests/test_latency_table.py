@@ -100,17 +100,29 @@ def test_haq_cost_is_the_measured_table_not_a_constant(space) -> None:
 def test_netadapt_iterations_meet_their_latency_targets_from_the_table(space) -> None:
     controller = make_controller("netadapt", space, 0)
     table = space.latency_table
+
+    def accuracy(policy: Policy) -> float:
+        return 0.9 - sum(s.channel_sparsity * i for i, (_, s) in enumerate(policy)) / 100
+
     targets = []
     asked = []
-    for _ in range(3):  # three iterations of candidates; one fine-tune rung, so no winner is run again
+    winner = None
+    for iteration in range(3):  # three iterations of candidates; one fine-tune rung, so no winner is run again
         first = controller.ask()
         targets.append(controller.target_ms)
         candidates = [first] + [controller.ask() for _ in range(len(controller._queue))]
         assert candidates and all(table.predict(c.policy) <= targets[-1] for c in candidates)
-        assert all(p.finetune_epochs == 0.2 for p in candidates)
+        # carried forward: each candidate goes on from the last winner's weights, one short fine-tune more
+        assert all(p.finetune_epochs == pytest.approx(0.2 * (iteration + 1)) and p.keep_weights for p in candidates)
+        assert all(p.parent == (None if winner is None else winner.number) for p in candidates)
+        assert winner is None or all(
+            all(s.channel_sparsity >= winner.policy[name].channel_sparsity for name, s in c.policy) for c in candidates
+        )
         for c in candidates:  # the most accurate: the one that prunes the last layers
-            accuracy = 0.9 - sum(s.channel_sparsity * i for i, (_, s) in enumerate(c.policy)) / 100
-            controller.tell(c.number, Outcome("complete", {"accuracy": accuracy, "speedup": 1.0}))
+            controller.tell(c.number, Outcome("complete", {"accuracy": accuracy(c.policy), "speedup": 1.0}))
+            assert c is candidates[-1] or c.number in controller.weights_needed()  # it may still win
+        winner = max(candidates, key=lambda c: accuracy(c.policy))
+        assert controller.weights_needed() == {winner.number}  # the losers' and the old parent's are released
         asked += [json.dumps(c.policy.to_dict(), sort_keys=True) for c in candidates]
     assert len(set(asked)) == len(asked)  # no policy ran twice
     dense = table.predict(_policy(space, 0.0, 32))

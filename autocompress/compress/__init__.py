@@ -77,7 +77,7 @@ from autocompress.compress._lowering import (
     register_quantizer,
 )
 from autocompress.compress._lsq import LSQQuantizer
-from autocompress.compress._prune import ChannelPruning, kept_channels, prune
+from autocompress.compress._prune import ChannelPruning, kept_channels, out_widths, prune, prune_to_widths
 from autocompress.compress._pruners import (
     PRUNERS,
     STRUCTURED_ADMM_SHARE,
@@ -157,6 +157,7 @@ __all__ = [
     "get_quantizer",
     "latency_basis",
     "kept_channels",
+    "out_widths",
     "layer_specs",
     "layer_weights",
     "lowered_layers",
@@ -167,6 +168,7 @@ __all__ = [
     "prepare_quantization",
     "project_magnitude",
     "prune",
+    "prune_to_widths",
     "quantize",
     "quantized_layers",
     "register_criterion",

@@ -35,7 +35,7 @@ from torch import nn
 from autocompress._inputs import ModelInputs
 from autocompress.compress._criteria import make_criterion
 from autocompress.compress._heads import ffn_layers, remove_heads, shrink_ffn
-from autocompress.space import Policy
+from autocompress.space import LayerSetting, Policy
 from autocompress.space._discover import (
     attention_heads,
     build_graph,
@@ -185,6 +185,43 @@ def prune(
     `ChannelPruning` describes; returns the same module object, now smaller. `importance` is a criterion
     already prepared on this model (`prepare_criterion`)."""
     return ChannelPruning(model, policy, example_input, round_to, importance).apply()
+
+
+def out_widths(model: nn.Module, policy: Policy) -> dict[str, int]:
+    """Output channels (features) of each layer of `policy` in `model`."""
+    return {name: _out_channels(model.get_submodule(name)) for name, _ in policy}
+
+
+def prune_to_widths(
+    model: nn.Module,
+    policy: Policy,
+    widths: dict[str, int],
+    example_input: ModelInputs,
+    importance: tp.importance.Importance | None = None,
+) -> nn.Module:
+    """Prune `model`, perhaps already pruned, further so each layer of `policy` keeps `widths[layer]` output
+    channels (at most its present width), in place, as `ChannelPruning` prunes (the policy's criterion, or
+    `importance` prepared on this model); returns the same module object, now smaller.
+
+    How NetAdapt carries a model forward: `widths` are those the policy gives the unpruned model (`out_widths`),
+    and each layer's sparsity becomes relative to what it has now. Attention heads and BERT FFN width round per
+    module, so their counts may differ from the target's: the caller compares the shapes."""
+    now = out_widths(model, policy)
+    for name, width in now.items():
+        if widths[name] > width:
+            raise ValueError(f"layer {name} has {width} output channels and cannot grow to {widths[name]}")
+    relative = Policy(
+        tuple(
+            (name, LayerSetting(**{**s.to_dict(), "channel_sparsity": _ratio_keeping(now[name], widths[name])}))
+            for name, s in policy
+        ),
+        policy.criterion,
+        policy.quantizer,
+        policy.per_channel,
+        None,
+        policy.pruner,
+    )
+    return ChannelPruning(model, relative, example_input, round_to=1, importance=importance).apply()
 
 
 def _set_head_counts(model: nn.Module, head_width: dict[str, int]) -> None:

@@ -50,7 +50,7 @@ HEARTBEAT_S = 10.0
 #: artefact writes failing one after another (a full or read-only disk) before the loop stops: each such trial
 #: is failed with the reason, but a disk that takes nothing would otherwise fail the whole budget
 ARTEFACT_WRITE_FAILURES = 3
-#: artefact kind of a trial's fine-tuned float weights (safetensors), kept while ASHA may promote the trial
+#: artefact kind of a trial's fine-tuned float weights (safetensors), kept while a proposal may go on from them
 WEIGHTS_KIND = "finetuned-weights"
 #: first and longest wait between retries of a store call that failed on a transient database error
 STORE_BACKOFF_S, STORE_BACKOFF_MAX_S = 0.5, 8.0
@@ -162,6 +162,8 @@ class SearchLoop:
         self._best = self._best_feasible(store, study)
         self._retries: dict[int, int] = {}
         self._write_failures = 0  # artefact writes failed in a row
+        #: trials whose fine-tuned weights are stored, released once no proposal may go on from them
+        self._holding = {t.number for t in store.trials(study) if any(a.kind == WEIGHTS_KIND for a in t.artefacts)}
 
     def _count(self, counts: dict[str, int]) -> None:
         """Trial counts of the whole study (all processes): finished, failed, and taken (every row)."""
@@ -373,21 +375,23 @@ class SearchLoop:
             self.executor.submit(self._job(proposal))
             return True
 
-    def _promotion(self, number: int) -> dict[str, float]:
-        """Multi-fidelity bookkeeping stored with the trial: its rung and the trial it was promoted from."""
+    def _lineage(self, number: int) -> dict[str, float]:
+        """Stored with pending trial `number`: the trial whose weights it went on from (``continued_from``) and,
+        under multi-fidelity search, its rung and the trial it was promoted from."""
+        parent = self.controller.pending[number].parent
+        lineage = {} if parent is None else {"continued_from": float(parent)}
         promotion_of = getattr(self.controller, "promotion_of", None)
-        if promotion_of is None:
-            return {}
-        rung, parent = promotion_of(number)
-        return {"rung": float(rung)} | ({"promoted_from": float(parent)} if parent is not None else {})
+        if promotion_of is not None:
+            rung, promoted_from = promotion_of(number)
+            lineage["rung"] = float(rung)
+            if promoted_from is not None:
+                lineage["promoted_from"] = float(promoted_from)
+        return lineage
 
     def _job(self, proposal: Proposal) -> Job:
-        """The trial's job. Under multi-fidelity search (a controller with ``promotion_of``) a trial below the top
-        rung keeps its fine-tuned weights, which its promotion goes on from (`_continuation`)."""
-        promotion = self._promotion(proposal.number)
-        keep = "rung" in promotion and promotion["rung"] < len(self.space.finetune_epochs) - 1
-        parent = promotion.get("promoted_from")
-        start = None if parent is None else self._continuation(int(parent))
+        """The trial's job: it keeps its fine-tuned weights when the proposal asks (a later proposal may go on from
+        them), and starts from its parent's (`_continuation`) when it names one."""
+        start = None if proposal.parent is None else self._continuation(proposal.parent, proposal.policy)
         return Job(
             proposal.number,
             self.space.task,
@@ -396,13 +400,14 @@ class SearchLoop:
             {**self.space.measure, **self.space.shipping()},
             self._seed + proposal.number,
             start,
-            keep,
+            proposal.keep_weights,
         )
 
-    def _continuation(self, parent: int) -> Continuation | None:
-        """Where a trial promoted from trial `parent` starts: the parent's stored fine-tuned weights, checked
-        against their sha256; when they are gone or damaged, the reason (it then fine-tunes from the baseline,
-        and its ``parent_weights`` metric says why). None when the parent was not fine-tuned at all."""
+    def _continuation(self, parent: int, policy: Policy) -> Continuation | None:
+        """Where a trial of `policy` that goes on from trial `parent` starts: the parent's stored fine-tuned
+        weights, checked against their sha256, with the parent's policy when it differs (the trial prunes further);
+        when they are gone or damaged, the reason (it then fine-tunes from the baseline, and its
+        ``parent_weights`` metric says why). None when the parent was not fine-tuned at all."""
         record = self._store(lambda: self.store.trials(self.study, numbers=[parent]))[0]
         epochs = float(record.metrics.get("finetune_epochs", 0.0))
         if not epochs:
@@ -412,13 +417,20 @@ class SearchLoop:
         if check is None or check.status != ARTEFACT_OK:
             why = PARENT_DAMAGED if check is not None and check.status == ARTEFACT_DAMAGED else PARENT_MISSING
             self.log.warning(
-                "weights of trial %d are %s (%s): its promotion fine-tunes from the baseline",
+                "weights of trial %d are %s (%s): trial going on from them fine-tunes from the baseline",
                 parent,
                 why,
                 check.problem if check else "never stored",
             )
             return Continuation(epochs, None, why)
-        return Continuation(epochs, check.path.read_bytes())
+        parent_policy = Policy.from_dict(record.policy)
+        return Continuation(epochs, check.path.read_bytes(), policy=None if parent_policy == policy else parent_policy)
+
+    def _release_weights(self) -> None:
+        """Delete the stored weights of every trial no proposal may still go on from (`Controller.weights_needed`)."""
+        for number in sorted(self._holding - self.controller.weights_needed()):
+            self._store(partial(self.store.remove_artefacts, self.study, number, WEIGHTS_KIND))
+            self._holding.discard(number)
 
     def _record(self, finished: Finished, start: float) -> None:
         number = finished.job.number
@@ -430,7 +442,7 @@ class SearchLoop:
             self.executor.submit(finished.job)
             return
         artefacts, metrics, viol, error = [], {}, {}, finished.error
-        result, promotion = finished.result, self._promotion(number)
+        result, lineage = finished.result, self._lineage(number)
         if result is not None:
             try:
                 for shipped in result.artefacts:  # kind RUNTIME-model, one file per suffix (.xml and .bin)
@@ -448,7 +460,7 @@ class SearchLoop:
                 self._write_failures += 1
                 artefacts, result, error = [], None, f"artefact write failed: {exc}"
         if result is not None:
-            metrics = {**result.metrics, **promotion}
+            metrics = {**result.metrics, **lineage}
             viol = violations(metrics, self.space.constraints)
             self._spent["cpu_s"] += metrics.get("cpu_s", 0.0)
         elif self._retries.get(number):
@@ -482,9 +494,9 @@ class SearchLoop:
                 break
             except StaleControllerState:
                 self._reload()  # the reloaded controller still has this trial pending: tell it again
-        parent = promotion.get("promoted_from")
-        if parent is not None:  # its parent's weights have served: a configuration is promoted from a rung once
-            self._store(partial(self.store.remove_artefacts, self.study, int(parent), WEIGHTS_KIND))
+        if any(a.kind == WEIGHTS_KIND for a in artefacts):
+            self._holding.add(number)
+        self._release_weights()
         if outcome.feasible:
             self._best = max(self._best or 0.0, metrics["accuracy"])
         if outcome.state == COMPLETE:

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -28,8 +28,10 @@ from autocompress.compress import (
     latency_basis,
     make_criterion,
     needs_training,
+    out_widths,
     prepare_criterion,
     prepare_quantization,
+    prune_to_widths,
     quantize,
     sparse_finetune,
     structured_admm,
@@ -71,12 +73,15 @@ PARENT_LOADED, PARENT_MISSING, PARENT_DAMAGED, PARENT_INCOMPATIBLE = "loaded", "
 
 @dataclass(frozen=True)
 class Continuation:
-    """Where a promoted trial starts: the fine-tuned weights of the trial it was promoted from (`save_weights`
-    bytes; None when they cannot be had, `problem` says why) after `epochs` epochs of fine-tuning."""
+    """Where a trial that goes on from an earlier one starts: the fine-tuned weights of that parent trial
+    (`save_weights` bytes; None when they cannot be had, `problem` says why) after `epochs` epochs of
+    fine-tuning. `policy` is the parent's policy when it is not the trial's own (None: the same policy, an ASHA
+    promotion): the trial then removes from the parent's model the channels its own policy prunes beyond it."""
 
     epochs: float
     weights: bytes | None
     problem: str = ""
+    policy: Policy | None = None
 
 
 def save_weights(model: torch.nn.Module) -> bytes:
@@ -297,6 +302,38 @@ def _compress(
     return _Compressed(model, layer_macs, params, packed_bytes, admm_epochs, pruning)
 
 
+def _continued(
+    task: Task, policy: Policy, start: Continuation, x1: Any, trainer: TaskTrainer, epochs: float, gate: Gate
+) -> _Compressed | None:
+    """The parent trial's fine-tuned model (`start`) as this trial goes on from it, or None when its weights do not
+    fit (the trial then starts from the baseline).
+
+    With the parent's own policy (``start.policy`` None) the model is pruned to the policy's shape and the weights
+    loaded. With another policy, the parent's model is rebuilt (its policy's shape, its weights) and each layer
+    loses the channels this policy removes beyond the parent's, chosen by the policy's criterion on the parent's
+    weights (prepared with `epochs`, the fine-tune this trial adds; no structured ADMM). That fits only when the
+    result has exactly the shapes this policy gives the baseline (every layer pruned at least as much as in the
+    parent; attention heads and FFN width, whose counts round per module, are checked the same way) and neither
+    policy trains a quantizer (the parent's weights would hold its fake-quantized modules)."""
+    target = _compress(task, policy, x1, trainer, 0.0, gate, shape_only=True)
+    if start.policy is None:
+        return target if load_weights(target.model, start.weights or b"") else None
+    if needs_training(policy) or needs_training(start.policy):
+        return None
+    parent = _compress(task, start.policy, x1, trainer, 0.0, gate, shape_only=True)
+    if not load_weights(parent.model, start.weights or b""):
+        return None
+    widths, present = out_widths(target.model, policy), out_widths(parent.model, policy)
+    if any(widths[name] > present[name] for name in widths):
+        return None  # the parent pruned a layer more than this policy does
+    criterion = prepare_criterion(policy.criterion, parent.model, task, epochs, gate.checkpoint)
+    model = prune_to_widths(parent.model, policy, widths, x1, criterion)
+    shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    if shapes != {name: tuple(value.shape) for name, value in target.model.state_dict().items()}:
+        return None
+    return replace(target, model=model)
+
+
 def rewind_point(task: Task, policy: Policy, x1: Any, compressed: _Compressed) -> RewindPoint:
     """Where a pruner that rewinds takes `compressed`'s model back to: the task's early checkpoint
     (`autocompress.task.EarlyCheckpoint`) with the same channels removed (`ChannelPruning.replay`) and the same
@@ -338,11 +375,13 @@ def run_trial(
     """Prune, fine-tune, quantize, lower to every runtime of ``measure["runtimes"]``, then evaluate and
     measure what each runtime runs.
 
-    A trial promoted to a higher fine-tune rung passes `continue_from`, its parent's fine-tuned weights after
-    ``epochs``: the model is pruned to the same shape (channel counts follow the policy alone, so no criterion
-    is prepared and no ADMM runs), quantizers that train are prepared, the weights are loaded, and fine-tuning
-    goes on for the extra ``finetune_epochs - epochs`` only (a fresh optimiser and learning-rate schedule over
-    those epochs; the pruner realises the weight sparsity over them again). ``parent_weights`` says whether
+    A trial that goes on from an earlier one (an ASHA promotion, a NetAdapt candidate) passes `continue_from`, its
+    parent's fine-tuned weights after ``epochs``: for the same policy the model is pruned to the same shape
+    (channel counts follow the policy alone, so no criterion is prepared and no ADMM runs), quantizers that train
+    are prepared and the weights are loaded; for a policy that prunes further, the parent's model loses the
+    channels beyond it (`_continued`). Fine-tuning goes on for the extra ``finetune_epochs - epochs`` only (a
+    fresh optimiser and learning-rate schedule over those epochs; the pruner realises the weight sparsity over
+    them again). ``parent_weights`` says whether
     it did (`PARENT_LOADED`) or why it fine-tuned from the baseline for all ``finetune_epochs`` instead;
     ``continued_epochs`` is ``epochs`` or 0. `keep_weights` returns the fine-tuned model before quantization
     (`save_weights`) in `TrialResult.weights`, for a trial that may be promoted. ``finetune_epochs`` is the
@@ -395,11 +434,12 @@ def run_trial(
             if continue_from is not None and tuned:
                 continuation = {"parent_weights": continue_from.problem or PARENT_LOADED, "continued_epochs": 0.0}
                 if continue_from.weights is not None:
-                    compressed = _compress(task, policy, x1, trainer, 0.0, gate, shape_only=True)
-                    if load_weights(compressed.model, continue_from.weights):
-                        continuation["continued_epochs"] = continue_from.epochs
+                    step = finetune_epochs - continue_from.epochs
+                    compressed = _continued(task, policy, continue_from, x1, trainer, step, gate)
+                    if compressed is None:
+                        continuation["parent_weights"] = PARENT_INCOMPATIBLE
                     else:
-                        continuation["parent_weights"], compressed = PARENT_INCOMPATIBLE, None
+                        continuation["continued_epochs"] = continue_from.epochs
             if compressed is None:
                 compressed = _compress(task, policy, x1, trainer, finetune_epochs, gate, shape_only=False)
             model = compressed.model

@@ -3,8 +3,9 @@
 Rungs are the space's ``fidelity.finetune_epochs`` (e.g. [1, 3, 9]). New configurations come from the inner
 controller and run at the lowest rung; whenever a configuration is in the top 1/eta of the results finished
 at its rung (eta is the space's ``fidelity.eta``, default 3), it is promoted: the same policy runs again at
-the next rung, going on from the fine-tuned weights of its trial at the rung below for the extra epochs (the
-loop carries them: `SearchLoop._continuation`; without them it fine-tunes from the baseline).
+the next rung, going on from the fine-tuned weights of its trial at the rung below for the extra epochs (its
+`Proposal.parent`; the loop carries the weights: `SearchLoop._continuation`; without them it fine-tunes from the
+baseline).
 The inner controller learns from the lowest rung, where all of its proposals are measured alike.
 
 Below the top rung a trial is held only to the constraints fine-tuning cannot change (speed, size, MACs): its
@@ -48,9 +49,7 @@ class ASHAController(Controller):
         rung = self._rung[number]
         if rung == 0:
             return 0, None
-        config = self._config[number]
-        parent = next(n for n, c in self._config.items() if c == config and self._rung[n] == rung - 1)
-        return rung, parent
+        return rung, self._trial_at(self._config[number], rung - 1)
 
     def _promotable(self) -> tuple[int, int] | None:
         for rung in range(len(self.rungs) - 2, -1, -1):
@@ -66,16 +65,28 @@ class ASHAController(Controller):
 
     def _ask(self, number: int) -> Proposal:
         promotion = self._promotable()
+        top = len(self.rungs) - 1
         if promotion is not None:
             config, rung = promotion
+            parent = self._trial_at(config, rung - 1)
             self._promoted[rung - 1].add(config)
             self._rung[number], self._config[number] = rung, config
-            return Proposal(number, self._policy[config], self.rungs[rung])
+            return Proposal(number, self._policy[config], self.rungs[rung], parent=parent, keep_weights=rung < top)
         proposal = self.inner.ask()
         self._rung[number], self._config[number] = 0, number
         self._inner_number[number] = proposal.number
         self._policy[number] = proposal.policy
-        return Proposal(number, proposal.policy, self.rungs[0])
+        return Proposal(number, proposal.policy, self.rungs[0], keep_weights=top > 0)
+
+    def _trial_at(self, config: int, rung: int) -> int:
+        return next(n for n, c in self._config.items() if c == config and self._rung[n] == rung)
+
+    def weights_needed(self) -> set[int]:
+        """A trial below the top rung may be promoted until it is (its configuration is promoted from a rung once),
+        and its promotion needs its weights until it has run."""
+        top = len(self.rungs) - 1
+        waiting = {n for n, rung in self._rung.items() if rung < top and self._config[n] not in self._promoted[rung]}
+        return waiting | super().weights_needed()
 
     @property
     def learns_at(self) -> float:

@@ -12,11 +12,21 @@ from autocompress.space import LatencyTable, Policy, Space
 
 @dataclass(frozen=True)
 class Proposal:
-    """What to try next: a policy at a fidelity (fine-tune epochs). `number` is the trial number."""
+    """What to try next: a policy at a fidelity (fine-tune epochs). `number` is the trial number.
+
+    ``finetune_epochs`` is the fine-tuning the trial's final weights will have had in all. A proposal with a
+    ``parent`` (the number of an earlier trial of this study that kept its weights) goes on from that trial's
+    fine-tuned weights, after the parent's own fine-tune, and trains only the difference: the same policy (an
+    ASHA promotion), or one that prunes every layer at least as much, whose extra channels are removed from the
+    parent's model (NetAdapt carrying its model forward). ``keep_weights`` asks the trial to keep its fine-tuned
+    weights, for a later proposal to name it as its parent (`Controller.weights_needed` says how long).
+    """
 
     number: int
     policy: Policy
     finetune_epochs: float
+    parent: int | None = None
+    keep_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +171,12 @@ class Controller(ABC):
     def event_count(self) -> int:
         """Asks plus tells so far: the version of `state_dict`, which only ever grows."""
         return len(self._events)
+
+    def weights_needed(self) -> set[int]:
+        """Numbers of the trials whose kept weights (`Proposal.keep_weights`) a proposal may still go on from:
+        the loop deletes every other trial's. By default the parents of the pending proposals (a trial re-run
+        after a crash needs its parent again); a strategy that names parents later adds the ones it may name."""
+        return {p.parent for p in self.pending.values() if p.parent is not None}
 
     def state_dict(self) -> dict[str, Any]:
         return {"controller": self.name, "seed": self.seed, "events": [list(e) for e in self._events]}

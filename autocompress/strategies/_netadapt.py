@@ -15,9 +15,18 @@ the winner, so its candidate's trial is the result and nothing is repeated. When
 target, the search restarts from the dense policy; when even the dense policy's first target cannot be met by
 one layer, each layer is proposed at its largest sparsity (the step is larger than any one layer gives).
 
+As in NetAdapt, the model is carried forward: each candidate goes on from the current policy's model, the
+previous winner's short-fine-tuned weights (`Proposal.parent`), its one layer losing the channels beyond them
+(chosen by the policy's criterion on those weights), and fine-tunes the short fine-tune more; the winner's long
+fine-tune goes on from its candidate's weights for the rest of the last rung. So fine-tuning accumulates over
+the iterations (a trial's ``finetune_epochs`` is the total its weights have had) while each trial costs one
+short fine-tune. Only the first iteration's candidates, and those after a restart, start from the trained
+baseline; a trial whose parent's weights are gone starts from it too (its ``parent_weights`` metric says why).
+
 NetAdapt only prunes: every layer stays at the widest weight bits the space offers (float where it offers 32),
-so in a space that also offers int8 its models are float. Each candidate is pruned from the trained baseline
-and fine-tuned from it; NetAdapt's carrying forward of the previous iteration's fine-tuned model is not built.
+so in a space that also offers int8 its models are float. A space whose widest bits train a quantizer (QAT,
+LSQ, ...) cannot carry its weights forward: its candidates start from the baseline (``parent_weights``
+``incompatible``).
 
 While an iteration waits for its last candidates and a worker is free, a random policy is proposed so no
 worker idles; those trials are recorded like any other but do not steer the iteration.
@@ -35,9 +44,9 @@ class NetAdaptController(Controller):
     name = "netadapt"
     description = (
         "NetAdapt: each iteration's latency target (from the study's measured per-layer table) is the current "
-        "prediction less latency_step (0.1) of the dense model's; every layer is pruned just enough to meet it "
-        "(short fine-tune), the most accurate is kept and long fine-tuned (rungs from the space's fidelity); "
-        "prunes only, at the space's widest weight bits"
+        "prediction less latency_step (0.1) of the dense model's; every layer of the last winner's fine-tuned model "
+        "is pruned just enough to meet it (short fine-tune), the most accurate is carried forward and long "
+        "fine-tuned (rungs from the space's fidelity); prunes only, at the space's widest weight bits"
     )
     knobs = {"latency_step": 0.1}
 
@@ -53,7 +62,10 @@ class NetAdaptController(Controller):
         self._waiting: dict[int, dict[str, int]] = {}  # asked candidates: number -> state
         self._results: list[tuple[float, int, dict[str, int]]] = []  # (accuracy, number, state)
         self._role: dict[int, str] = {}
-        self._winner: dict[str, int] | None = None  # the last iteration's pick, to be long fine-tuned
+        #: the trial whose fine-tuned weights hold the current policy's model, and their total fine-tune epochs;
+        #: None for the trained baseline (the dense policy)
+        self._parent: tuple[int, float] | None = None
+        self._winner: tuple[int, float, dict[str, int]] | None = None  # the last pick (number, epochs, state)
         #: this iteration's latency target (ms, predicted by the table); None until the first ask
         self.target_ms: float | None = None
 
@@ -69,8 +81,8 @@ class NetAdaptController(Controller):
     def _start_iteration(self) -> None:
         dense = {layer: 0 for layer, _ in self._sparsity}
         step = float(self.options["latency_step"]) * self.predicted_ms(dense)
-        for start in (self._current, dense):
-            self._current = start
+        for start, parent in ((self._current, self._parent), (dense, None)):
+            self._current, self._parent = start, parent
             self.target_ms = self.predicted_ms(start) - step
             self._queue = []
             for layer, choices in self._sparsity:
@@ -93,17 +105,29 @@ class NetAdaptController(Controller):
             self._start_iteration()
         short = self.space.finetune_epochs[0]
         if self._winner is not None:
-            state, self._winner = self._winner, None
+            (parent, epochs, state), self._winner = self._winner, None
             self._role[number] = "winner"
-            return Proposal(number, self._policy(state), self.full_fidelity)
+            total = round(epochs + self.full_fidelity - short, 9)  # without the float sum's trailing digits
+            return Proposal(number, self._policy(state), total, parent=parent)
         if self._queue:
             state = self._queue.pop(0)
             self._waiting[number] = state
             self._role[number] = "candidate"
-            return Proposal(number, self._policy(state), short)
+            current = self._parent[0] if self._parent else None
+            return Proposal(number, self._policy(state), self._candidate_epochs(), parent=current, keep_weights=True)
         self._role[number] = "filler"
         state = {layer: int(self._rng.integers(len(choices))) for layer, choices in self._sparsity}
         return Proposal(number, self._policy(state), short)
+
+    def _candidate_epochs(self) -> float:
+        """The fine-tune total of this iteration's candidates: the current model's, plus the short fine-tune."""
+        return round((self._parent[1] if self._parent else 0.0) + self.space.finetune_epochs[0], 9)
+
+    def weights_needed(self) -> set[int]:
+        """The current model's trial (the next candidates go on from it) and this iteration's finished candidates
+        (one of them will be the next)."""
+        told = {number for _, number, _ in self._results}
+        return told | ({self._parent[0]} if self._parent else set()) | super().weights_needed()
 
     def _tell(self, number: int, outcome: Outcome) -> None:
         role = self._role.pop(number)
@@ -115,8 +139,9 @@ class NetAdaptController(Controller):
         if self._queue or self._waiting:
             return
         if self._results:  # every candidate met the target: the most accurate one wins
-            _, _, best = max(self._results, key=lambda r: (r[0], -r[1]))
-            self._current = best
-            self._winner = best if len(self.space.finetune_epochs) > 1 else None
+            _, winner, best = max(self._results, key=lambda r: (r[0], -r[1]))
+            epochs = self._candidate_epochs()
+            self._current, self._parent = best, (winner, epochs)
+            self._winner = (winner, epochs, best) if len(self.space.finetune_epochs) > 1 else None
         self._results = []
         self._start_iteration()

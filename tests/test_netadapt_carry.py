@@ -1,0 +1,125 @@
+"""NetAdapt carries its model forward (issue #17 item 3): each candidate goes on from the last winner's
+short-fine-tuned weights, its one layer pruned further, for one short fine-tune more; the weights no proposal can
+go on from are deleted; a resumed study goes on from the weights kept across sessions. Real digits trials (the
+fine-tune recording task), a real measured latency table, a real SQLite store, the inline executor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import autocompress
+from autocompress.compress import out_widths, prune, prune_to_widths
+from autocompress.runtime._loop import WEIGHTS_KIND
+from autocompress.space import LayerSetting, Policy, Space
+from autocompress.store import TrialRecord
+from autocompress.study import _controller_from_state
+from experiments.tasks.digits import task as digits
+from tests import finetune_recording_task as recording
+
+SPACE = """task: tests.finetune_recording_task:task
+objectives: {accuracy: max, latency_ms: min}
+fidelity: {finetune_epochs: [0.2]}
+defaults: {channel_sparsity: [0.0, 0.25, 0.5, 0.75], weight_bits: [32]}
+measure: {threads: 1, repeats: 3, warmup: 1, runtimes: [onnxruntime]}
+"""
+STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _space(tmp_path: Path) -> Path:
+    path = tmp_path / "netadapt.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def _call(number: int) -> recording.Call:
+    (call,) = [c for c in recording.CALLS if c.seed == number]  # the study's seed is 0: a trial's seed is its number
+    return call
+
+
+def _sparsity(trial: TrialRecord) -> dict[str, float]:
+    return {name: layer["channel_sparsity"] for name, layer in trial.policy["layers"].items()}
+
+
+def _kept_weights(trials: dict[int, TrialRecord]) -> set[int]:
+    return {n for n, t in trials.items() if any(a.kind == WEIGHTS_KIND for a in t.artefacts)}
+
+
+def _needed(storage: str, name: str) -> set[int]:
+    """What the study's controller, rebuilt from the store, still needs weights of."""
+    study = autocompress.load_study(name, storage)
+    record = study.record
+    controller = _controller_from_state("netadapt", Space.from_dict(record.space), record.seed, record.controller_state)
+    return controller.weights_needed()
+
+
+def _assert_goes_on_from_its_parent(child: TrialRecord, trials: dict[int, TrialRecord]) -> None:
+    parent = trials[int(child.metrics["continued_from"])]
+    iteration = [t for t in trials.values() if t.metrics.get("continued_from") == parent.metrics.get("continued_from")]
+    assert parent.metrics["accuracy"] == max(t.metrics["accuracy"] for t in iteration)  # its iteration's winner
+    assert all(_sparsity(child)[n] >= s for n, s in _sparsity(parent).items())
+    assert sum(_sparsity(child).values()) > sum(_sparsity(parent).values())
+    assert child.metrics["parent_weights"] == "loaded"
+    assert child.metrics["continued_epochs"] == parent.metrics["finetune_epochs"]
+    assert child.metrics["finetune_epochs"] == pytest.approx(parent.metrics["finetune_epochs"] + 0.2)
+    assert _call(child.number).steps == child.metrics["finetune_steps"] == digits.finetune_steps(0.2)
+    start, end = _call(child.number).start, _call(parent.number).end
+    learned = [k for k in start if not k.endswith(STATS)]
+    same = [k for k in learned if start[k].shape == end[k].shape]
+    assert same and all(torch.equal(start[k], end[k]) for k in same)  # untouched layers: the parent's weights
+    rows = [k for k in learned if start[k].dim() == 4 and start[k].shape[1:] == end[k].shape[1:]]
+    narrowed = [k for k in rows if start[k].shape[0] < end[k].shape[0]]
+    assert narrowed  # the layer pruned further keeps some of the parent's fine-tuned filters, as they were
+    for key in narrowed:
+        assert all(any(torch.equal(row, kept) for kept in end[key]) for row in start[key])
+
+
+@pytest.mark.slow
+def test_candidates_go_on_from_the_last_winners_weights_pruned_further(tmp_path) -> None:
+    recording.CALLS.clear()
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = autocompress.search(
+        _space(tmp_path), study="n", storage=storage, strategy="netadapt", trials=9, executor="inline"
+    )
+    trials = {t.number: t for t in study.trials()}
+    carried = [t for t in trials.values() if "continued_from" in t.metrics]
+    assert len({t.metrics["continued_from"] for t in carried}) >= 2  # two iterations went on from a winner
+    for child in carried:
+        _assert_goes_on_from_its_parent(child, trials)
+    kept = _kept_weights(trials)
+    assert kept == _needed(storage, "n") and kept  # exactly what the controller may still go on from
+    assert len(kept) < len([t for t in trials.values() if t.metrics["finetune_epochs"] > 0]) - 3  # losers deleted
+    assert all(check.status == "ok" for check in study.verify())
+
+
+@pytest.mark.slow
+def test_a_resumed_study_goes_on_from_the_weights_kept_across_sessions(tmp_path) -> None:
+    recording.CALLS.clear()
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    autocompress.search(_space(tmp_path), study="r", storage=storage, strategy="netadapt", trials=5, executor="inline")
+    before = {t.number: t for t in autocompress.load_study("r", storage).trials()}
+    held = _kept_weights(before)
+    assert held and held == _needed(storage, "r")
+    study = autocompress.resume("r", storage=storage, trials=9, executor="inline")
+    trials = {t.number: t for t in study.trials()}
+    resumed = [t for t in trials.values() if t.number >= 5 and "continued_from" in t.metrics]
+    assert any(int(t.metrics["continued_from"]) in held for t in resumed)  # the first session's winner
+    for child in resumed:
+        _assert_goes_on_from_its_parent(child, trials)
+    assert _kept_weights(trials) == _needed(storage, "r")
+
+
+def test_pruning_a_pruned_model_further_gives_the_shapes_the_policy_gives_the_unpruned_model() -> None:
+    x1 = digits.example_input(1)
+    layers = ("stem.0", "block1.conv1", "block2.conv1", "down.0")
+    parent_policy = Policy.from_mapping({n: LayerSetting(0.25 if n == "block1.conv1" else 0.0, 32) for n in layers})
+    further_pruned = {"block1.conv1": 0.5, "down.0": 0.75}
+    child_policy = Policy.from_mapping({n: LayerSetting(further_pruned.get(n, 0.0), 32) for n in layers})
+    parent = prune(digits.baseline_model(), parent_policy, x1)
+    direct = prune(digits.baseline_model(), child_policy, x1)
+    further = prune_to_widths(parent, child_policy, out_widths(direct, child_policy), x1)
+    assert {k: v.shape for k, v in further.state_dict().items()} == {k: v.shape for k, v in direct.state_dict().items()}
+    with pytest.raises(ValueError, match="cannot grow"):
+        prune_to_widths(direct, parent_policy, out_widths(digits.baseline_model(), parent_policy), x1)
