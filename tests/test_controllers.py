@@ -218,11 +218,13 @@ def test_netadapt_prunes_one_layer_per_candidate_and_long_finetunes_the_winner(s
     for proposal in first:
         controller.tell(proposal.number, outcome_for(proposal))
     winner = controller.ask()
-    assert winner.finetune_epochs == 5
     best = max(first, key=lambda p: outcome_for(p).values["accuracy"])
     assert winner.policy == best.policy
+    # the long fine-tune goes on from the candidate's weights for the rest of the last rung: 1 + (5 - 1) epochs
+    assert (winner.parent, winner.finetune_epochs, winner.keep_weights) == (best.number, 5, False)
     second = controller.ask()
     assert sum(s.channel_sparsity > 0 for _, s in second.policy) in (1, 2)  # builds on the winner
+    assert (second.parent, second.finetune_epochs, second.keep_weights) == (best.number, 2, True)  # from its model
 
 
 def test_importing_autocompress_loads_neither_optuna_nor_shadows_the_strategies_package():

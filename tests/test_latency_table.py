@@ -13,6 +13,7 @@ from torch import nn
 import autocompress
 from autocompress.compress import prune
 from autocompress.deploy import get_runtime
+from autocompress.errors import UserError
 from autocompress.measure import WIDTHS, compare_latency
 from autocompress.runtime._trial import measurement_clock
 from autocompress.space import LatencyTable, Policy, Space, discover_layers, parse_space, resolve_space
@@ -129,6 +130,23 @@ def test_netadapt_iterations_meet_their_latency_targets_from_the_table(space) ->
     step = 0.1 * dense
     assert targets[0] == pytest.approx(dense - step)
     assert targets[1] < targets[0] and targets[2] < targets[1]  # the budget shrinks each iteration
+
+
+def test_netadapt_weight_bits_min_prunes_the_int8_model_by_the_tables_int8_entries(space) -> None:
+    int8 = make_controller(
+        "netadapt", dataclasses.replace(space, strategy_options={"netadapt": {"weight_bits": "min"}}), 0
+    )
+    proposal = int8.ask()
+    assert all(s.weight_bits == 8 for _, s in proposal.policy)
+    dense = space.latency_table.predict(_policy(space, 0.0, 8))
+    assert int8.target_ms == pytest.approx(0.9 * dense)
+    assert (
+        space.latency_table.predict(proposal.policy)
+        <= int8.target_ms
+        < 0.9 * space.latency_table.predict(_policy(space, 0.0, 32))
+    )
+    with pytest.raises(UserError, match="strategy.netadapt.weight_bits"):
+        make_controller("netadapt", dataclasses.replace(space, strategy_options={"netadapt": {"weight_bits": "8"}}), 0)
 
 
 def test_amc_latency_target_clips_every_policy_under_it(space) -> None:

@@ -23,10 +23,11 @@ the iterations (a trial's ``finetune_epochs`` is the total its weights have had)
 short fine-tune. Only the first iteration's candidates, and those after a restart, start from the trained
 baseline; a trial whose parent's weights are gone starts from it too (its ``parent_weights`` metric says why).
 
-NetAdapt only prunes: every layer stays at the widest weight bits the space offers (float where it offers 32),
-so in a space that also offers int8 its models are float. A space whose widest bits train a quantizer (QAT,
-LSQ, ...) cannot carry its weights forward: its candidates start from the baseline (``parent_weights``
-``incompatible``).
+NetAdapt only prunes: every layer stays at one weight bit-width, by default the widest the space offers
+(``weight_bits: max``; float where it offers 32, as in the paper). ``weight_bits: min`` keeps each layer at the
+narrowest instead: NetAdapt on the int8 model a user deploys, its latency steps read from the table's int8 entries.
+A bit-width whose quantizer trains (QAT, LSQ, ...) cannot carry its weights forward: the candidates then start
+from the baseline (``parent_weights`` ``incompatible``).
 
 While an iteration waits for its last candidates and a worker is free, a random policy is proposed so no
 worker idles; those trials are recorded like any other but do not steer the iteration.
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from autocompress.errors import UserError
 from autocompress.space import Space
 from autocompress.strategies._base import Controller, Outcome, Proposal
 
@@ -46,17 +48,24 @@ class NetAdaptController(Controller):
         "NetAdapt: each iteration's latency target (from the study's measured per-layer table) is the current "
         "prediction less latency_step (0.1) of the dense model's; every layer of the last winner's fine-tuned model "
         "is pruned just enough to meet it (short fine-tune), the most accurate is carried forward and long "
-        "fine-tuned (rungs from the space's fidelity); prunes only, at the space's widest weight bits"
+        "fine-tuned (rungs from the space's fidelity); prunes only, every layer at the space's widest "
+        "(weight_bits: max) or narrowest (min) bits"
     )
-    knobs = {"latency_step": 0.1}
+    knobs = {"latency_step": 0.1, "weight_bits": "max"}
 
     manages_fidelity = True
 
     def __init__(self, space: Space, seed: int = 0) -> None:
         super().__init__(space, seed)
+        if self.options["weight_bits"] not in ("min", "max"):
+            raise UserError(
+                "space: strategy.netadapt.weight_bits",
+                f"{self.options['weight_bits']!r} is not 'min' or 'max' (the bits every layer keeps while it prunes)",
+            )
         self._rng = np.random.default_rng(seed)
         self._sparsity = [(layer, c) for layer, s, c in space.dimensions() if s == "channel_sparsity"]
-        self._bits = {layer: max(c.weight_bits) for layer, c in space.layers.items()}
+        pick = min if self.options["weight_bits"] == "min" else max
+        self._bits = {layer: pick(c.weight_bits) for layer, c in space.layers.items()}
         self._current = {layer: 0 for layer, _ in self._sparsity}
         self._queue: list[dict[str, int]] = []  # candidates of this iteration not yet asked
         self._waiting: dict[int, dict[str, int]] = {}  # asked candidates: number -> state
