@@ -10,6 +10,8 @@ import pytest
 
 from experiments.bench_search import (
     PAIRS,
+    STRATEGIES,
+    VARIANTS,
     Point,
     StrategySummary,
     VsUniform,
@@ -22,6 +24,8 @@ from experiments.bench_search import (
     machines_line,
     pareto_front,
     repeat_spread,
+    settings_for,
+    space_yaml,
     speed_at_accuracy,
     verdict,
     versus_uniform,
@@ -213,3 +217,21 @@ def test_a_seed_measured_on_one_cpu_refuses_a_study_on_another() -> None:
     check_machine(rows, rows[0]["pair"], 1, xeon)  # not recorded: an older row, nothing to compare
     check_machine(rows, rows[0]["pair"], 2, xeon)
     check_machine(rows, "another-pair", 0, xeon)
+
+
+def test_a_variant_sets_its_strategys_knobs_in_its_own_space_only() -> None:
+    import argparse
+
+    import yaml
+
+    from autocompress.space import parse_space
+
+    args = argparse.Namespace(
+        trials=4, cpu_hours=None, finetune=None, repeats=None, runtimes=None, no_target=False, threads=1
+    )
+    pair = PAIRS["digits-resnet"]
+    settings = settings_for(pair, args)
+    int8 = space_yaml(pair, settings, "netadapt-int8")
+    assert parse_space(int8).strategy == {"netadapt": {"weight_bits": "min"}}
+    assert "strategy" not in yaml.safe_load(space_yaml(pair, settings, "netadapt"))
+    assert VARIANTS["netadapt-int8"][0] == "netadapt" and "netadapt-int8" in STRATEGIES
