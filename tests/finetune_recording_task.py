@@ -27,6 +27,12 @@ class Call:
 CALLS: list[Call] = []
 
 
+def call_of(number: int) -> Call:
+    """The one fine-tuning call of trial `number` of a study with seed 0 (its trainer's seed is the number)."""
+    (call,) = [c for c in CALLS if c.seed == number]
+    return call
+
+
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -31,12 +31,6 @@ def _space(tmp_path: Path) -> Path:
     return path
 
 
-def _call(number: int) -> recording.Call:
-    """The fine-tuning call of trial `number` of a study with seed 0 (its trainer's seed is the number)."""
-    (call,) = [c for c in recording.CALLS if c.seed == number]
-    return call
-
-
 @pytest.mark.slow
 def test_a_promoted_trial_takes_exactly_the_extra_steps_from_its_parents_weights(tmp_path) -> None:
     recording.CALLS.clear()
@@ -52,9 +46,14 @@ def test_a_promoted_trial_takes_exactly_the_extra_steps_from_its_parents_weights
         assert child.metrics["parent_weights"] == "loaded" and child.metrics["continued_epochs"] == 0.2
         assert child.metrics["finetune_epochs"] == 0.6  # the weights' total, as a from-scratch trial reports it
         extra = digits.finetune_steps(0.6 - 0.2)
-        assert _call(child.number).steps == extra == child.metrics["finetune_steps"] < digits.finetune_steps(0.6)
-        assert _call(parent.number).steps == parent.metrics["finetune_steps"] == digits.finetune_steps(0.2)
-        start, weights_at_parent_end = _call(child.number).start, _call(parent.number).end
+        assert (
+            recording.call_of(child.number).steps
+            == extra
+            == child.metrics["finetune_steps"]
+            < digits.finetune_steps(0.6)
+        )
+        assert recording.call_of(parent.number).steps == parent.metrics["finetune_steps"] == digits.finetune_steps(0.2)
+        start, weights_at_parent_end = recording.call_of(child.number).start, recording.call_of(parent.number).end
         assert start.keys() == weights_at_parent_end.keys()
         # batch-norm running statistics are re-estimated after the parent's fine-tuning (recalibrate_batch_norm),
         # so they differ from those its last step left; every learned tensor is the parent's
@@ -91,7 +90,7 @@ def test_resume_with_the_parents_weights_gone_or_damaged_fine_tunes_from_the_bas
     assert child.metrics["rung"] == 1  # the third trial is the promotion of the better of the first two
     parent = int(child.metrics["promoted_from"])
     assert child.metrics["parent_weights"] == done[parent] and child.metrics["continued_epochs"] == 0.0
-    assert _call(2).steps == child.metrics["finetune_steps"] == digits.finetune_steps(0.6)
+    assert recording.call_of(2).steps == child.metrics["finetune_steps"] == digits.finetune_steps(0.6)
     log = (tmp_path / "autocompress-artifacts" / "r" / "study.log").read_text()
     assert f"weights of trial {parent} are {done[parent]}" in log
 

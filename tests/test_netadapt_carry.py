@@ -34,11 +34,6 @@ def _space(tmp_path: Path) -> Path:
     return path
 
 
-def _call(number: int) -> recording.Call:
-    (call,) = [c for c in recording.CALLS if c.seed == number]  # the study's seed is 0: a trial's seed is its number
-    return call
-
-
 def _sparsity(trial: TrialRecord) -> dict[str, float]:
     return {name: layer["channel_sparsity"] for name, layer in trial.policy["layers"].items()}
 
@@ -64,8 +59,8 @@ def _assert_goes_on_from_its_parent(child: TrialRecord, trials: dict[int, TrialR
     assert child.metrics["parent_weights"] == "loaded"
     assert child.metrics["continued_epochs"] == parent.metrics["finetune_epochs"]
     assert child.metrics["finetune_epochs"] == pytest.approx(parent.metrics["finetune_epochs"] + 0.2)
-    assert _call(child.number).steps == child.metrics["finetune_steps"] == digits.finetune_steps(0.2)
-    start, end = _call(child.number).start, _call(parent.number).end
+    assert recording.call_of(child.number).steps == child.metrics["finetune_steps"] == digits.finetune_steps(0.2)
+    start, end = recording.call_of(child.number).start, recording.call_of(parent.number).end
     learned = [k for k in start if not k.endswith(STATS)]
     same = [k for k in learned if start[k].shape == end[k].shape]
     assert same and all(torch.equal(start[k], end[k]) for k in same)  # untouched layers: the parent's weights
