@@ -18,6 +18,7 @@ from autocompress.measure import WIDTHS, compare_latency
 from autocompress.runtime._trial import measurement_clock
 from autocompress.space import LatencyTable, Policy, Space, discover_layers, parse_space, resolve_space
 from autocompress.strategies import Outcome, make_controller
+from autocompress.strategies._netadapt import STEP_HALVINGS
 from autocompress.task import load_task
 from tests.conftest import with_measured_table
 
@@ -123,13 +124,44 @@ def test_netadapt_iterations_meet_their_latency_targets_from_the_table(space) ->
             controller.tell(c.number, Outcome("complete", {"accuracy": accuracy(c.policy), "speedup": 1.0}))
             assert c is candidates[-1] or c.number in controller.weights_needed()  # it may still win
         winner = max(candidates, key=lambda c: accuracy(c.policy))
-        assert controller.weights_needed() == {winner.number}  # the losers' and the old parent's are released
         asked += [json.dumps(c.policy.to_dict(), sort_keys=True) for c in candidates]
+        if controller._parent is None:  # started over from the dense model: no layer could take even the last step
+            state = {n: list(c).index(winner.policy[n].channel_sparsity) for n, c in controller._sparsity}
+            smallest = 0.1 * table.predict(_policy(space, 0.0, 32)) / 2**STEP_HALVINGS
+            assert all(
+                controller.predicted_ms({**state, n: i}) > controller.predicted_ms(state) - smallest
+                for n, c in controller._sparsity
+                for i in range(state[n] + 1, len(c))
+            )
+            assert controller.weights_needed() == set() and iteration > 0
+            break
+        assert controller.weights_needed() == {winner.number}  # the losers' and the old parent's are released
     assert len(set(asked)) == len(asked)  # no policy ran twice
     dense = table.predict(_policy(space, 0.0, 32))
     step = 0.1 * dense
     assert targets[0] == pytest.approx(dense - step)
-    assert targets[1] < targets[0] and targets[2] < targets[1]  # the budget shrinks each iteration
+    assert all(later < earlier for earlier, later in zip(targets, targets[1:], strict=False))  # the budget shrinks
+
+
+def test_netadapt_halves_a_step_no_layer_can_meet_alone_instead_of_starting_over(space) -> None:
+    plain = make_controller("netadapt", space, 0)
+    dense = plain.predicted_ms({layer: 0 for layer, _ in plain._sparsity})
+    most = max(  # the largest cut one layer alone gives the dense model
+        dense - plain.predicted_ms({**{n: 0 for n, _ in plain._sparsity}, layer: len(choices) - 1})
+        for layer, choices in plain._sparsity
+    )
+    step = 1.5 * most / dense  # more than any one layer gives; its half is less
+    halving = make_controller(
+        "netadapt", dataclasses.replace(space, strategy_options={"netadapt": {"latency_step": step}}), 0
+    )
+    candidates = [halving.ask()]
+    candidates += [halving.ask() for _ in range(len(halving._queue))]
+    assert halving.target_ms == pytest.approx(dense - step * dense / 2)
+    for candidate in candidates:  # each layer pruned just enough for the halved step
+        state = {n: list(c).index(candidate.policy[n].channel_sparsity) for n, c in halving._sparsity}
+        assert halving.predicted_ms(state) <= halving.target_ms
+        (layer,) = [n for n, index in state.items() if index]
+        assert state[layer] == 1 or halving.predicted_ms({**state, layer: state[layer] - 1}) > halving.target_ms
 
 
 def test_netadapt_weight_bits_min_prunes_the_int8_model_by_the_tables_int8_entries(space) -> None:
