@@ -400,7 +400,10 @@ def resume(name: str, *, storage: str | None = None, **options: Unpack[RunOption
     if measured is not space:
         space = measured
         store.update_study(name, space=space.to_dict())
-    controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
+    try:
+        controller = _controller_from_state(record.strategy, space, record.seed, record.controller_state)
+    except RuntimeError as exc:  # the stored history does not replay: nothing is changed, the study stays as it is
+        raise UserError(f"study {name}: controller_state", str(exc)) from None
     runner = start_executor()
     store.update_study(name, budgets=budget.to_dict(), status="running", stop_reason="")
     return _run_loop(store, name, space, record.strategy, record.seed, controller, runner, budget, options)

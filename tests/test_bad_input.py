@@ -53,6 +53,17 @@ def sensitivity(*extra: str) -> Callable[[Path], list[str]]:
     return lambda w: ["sensitivity", str(w / "space.yaml"), "--out", str(w / "sensitivity"), *extra]
 
 
+def rewrite_history(work: Path) -> None:
+    """Change the stored fingerprint of the study's last ask, as if another version of its strategy had proposed it."""
+    store = StudyStore(f"sqlite:///{work / 'store.db'}")
+    state = store.controller_state("done")
+    events = [list(e) for e in state["events"]]
+    last = max(i for i, e in enumerate(events) if e[0] == "ask")
+    events[last][2] = "0" * 16
+    store.update_study("done", controller_state={**state, "events": events})
+    store.close()
+
+
 def tamper(work: Path) -> None:
     """Corrupt every trial's artefact, so whichever trial export picks fails its sha256 check."""
     store = StudyStore(f"sqlite:///{work / 'store.db'}")
@@ -292,6 +303,12 @@ CASES = [
         space=GOOD.replace("experiments.tasks.digits:task", "tests.faulty_task:unexportable").replace(
             "runtimes: [torchscript]", "runtimes: [onnxruntime]"
         ),
+    ),
+    Case(
+        "resume-history-another-strategy-proposed",
+        on_store("resume", "done", "--trials", "3"),
+        "study done: controller_state: replay diverged at ask 1",
+        setup=rewrite_history,
     ),
     Case("missing-sqlite-file", lambda w: ["studies", "--storage", f"sqlite:///{w / 'nope.db'}"], "no study store"),
 ]

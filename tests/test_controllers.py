@@ -89,6 +89,19 @@ class TestControllerContract:
             original.tell(a.number, outcome_for(a))
             restored.tell(b.number, outcome_for(b))
 
+    def test_a_replay_that_proposes_another_trial_is_an_error_and_older_states_still_load(self, name, space) -> None:
+        original = make_controller(name, space, 3)
+        drive(original, 5, fail_every=4)
+        state = json.loads(json.dumps(original.state_dict()))
+        older = {**state, "events": [e[:2] if e[0] == "ask" else e for e in state["events"]]}  # asks without digests
+        restored = make_controller(name, space, 3)
+        restored.load_state_dict(older)
+        assert key(restored.ask()) == key(original.ask())
+        last_ask = max(i for i, e in enumerate(state["events"]) if e[0] == "ask")
+        state["events"][last_ask][2] = "0" * 16  # as if the stored trial had been proposed by other code
+        with pytest.raises(RuntimeError, match=f"replay diverged at ask {state['events'][last_ask][1]}"):
+            make_controller(name, space, 3).load_state_dict(state)
+
     def test_a_restore_replays_the_trials_observed_before_the_first_ask(self, name, space) -> None:
         elsewhere = drive(make_controller(name, space, 5), 6, fail_every=4)  # another study's trials
         original = make_controller(name, space, 3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -66,7 +68,9 @@ class Controller(ABC):
        must not stall on failures. Outcomes carry every metric, so a controller may optimise what it needs.
     3. After every `tell` the loop stores `state_dict()` in the study. `state_dict` returns JSON-compatible
        data only (never pickle); `load_state_dict` on a fresh instance of the same class, seed and space
-       restores it so that the next `ask` returns exactly what the uninterrupted controller would have.
+       restores it so that the next `ask` returns exactly what the uninterrupted controller would have. Each
+       stored ask holds its proposal's `proposal_digest`, so a replay that proposes otherwise (a study resumed
+       under a changed strategy) stops with an error instead of mixing two searches in one study.
     4. Before its first ask, a controller may be told trials it never asked (`observe`): a warm start from a
        finished study on the same task. They are outside the trial numbering, logged as events like asks and
        tells (so a restore replays them), and each strategy learns from them what it can (`_observe`; the
@@ -139,7 +143,7 @@ class Controller(ABC):
         proposal = self._ask(number)
         self._next_number += 1
         self.pending[number] = proposal
-        self._events.append(["ask", number])
+        self._events.append(["ask", number, proposal_digest(proposal)])
         return proposal
 
     def tell(self, number: int, outcome: Outcome) -> None:
@@ -189,8 +193,11 @@ class Controller(ABC):
         for event in state["events"]:
             if event[0] == "ask":
                 proposal = self.ask()
-                if proposal.number != event[1]:
-                    raise RuntimeError(f"replay diverged at ask {event[1]}")
+                if proposal.number != event[1] or event[2:] not in ([], [proposal_digest(proposal)]):
+                    raise RuntimeError(
+                        f"replay diverged at ask {event[1]}: this {self.name} proposes another trial than the stored "
+                        "one (a study started by another version of the strategy); start a new study"
+                    )
             elif event[0] == "observe":
                 self.observe(Policy.from_dict(event[1]), Outcome.from_dict(event[2]))
             else:
@@ -207,6 +214,15 @@ class Controller(ABC):
     @property
     def full_fidelity(self) -> float:
         return self.space.finetune_epochs[-1]
+
+
+def proposal_digest(proposal: Proposal) -> str:
+    """A short fingerprint of what a proposal asks (policy, epochs, parent, weights kept), stored with each ask so a
+    replay that proposes anything else is caught (asks stored before it have none and are checked by number)."""
+    text = json.dumps(
+        [proposal.policy.to_dict(), proposal.finetune_epochs, proposal.parent, proposal.keep_weights], sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def scalar_score(outcome: Outcome, objectives: dict[str, str], reference: dict[str, float] | None = None) -> float:
