@@ -12,7 +12,9 @@ import torch
 
 import autocompress
 from autocompress.compress import out_widths, prune, prune_to_widths
+from autocompress.runtime import run_trial
 from autocompress.runtime._loop import WEIGHTS_KIND
+from autocompress.runtime._trial import Continuation
 from autocompress.space import LayerSetting, Policy, Space
 from autocompress.store import TrialRecord
 from autocompress.study import _controller_from_state
@@ -118,3 +120,14 @@ def test_pruning_a_pruned_model_further_gives_the_shapes_the_policy_gives_the_un
     assert {k: v.shape for k, v in further.state_dict().items()} == {k: v.shape for k, v in direct.state_dict().items()}
     with pytest.raises(ValueError, match="cannot grow"):
         prune_to_widths(direct, parent_policy, out_widths(digits.baseline_model(), parent_policy), x1)
+
+
+def test_a_child_that_prunes_less_than_its_parent_fine_tunes_from_the_baseline() -> None:
+    measure = {"threads": 1, "repeats": 2, "warmup": 1, "runtimes": ["onnxruntime"]}
+    parent_policy = Policy.from_mapping({"block1.conv1": LayerSetting(0.5, 32)})
+    parent = run_trial("experiments.tasks.digits:task", parent_policy, 0.2, measure=measure, keep_weights=True)
+    child_policy = Policy.from_mapping({"block1.conv1": LayerSetting(0.25, 32)})
+    start = Continuation(0.2, parent.weights, policy=parent_policy)
+    child = run_trial("experiments.tasks.digits:task", child_policy, 0.4, measure=measure, continue_from=start)
+    assert child.metrics["parent_weights"] == "incompatible" and child.metrics["continued_epochs"] == 0.0
+    assert child.metrics["finetune_steps"] == digits.finetune_steps(0.4)  # all of it, from the baseline

@@ -323,11 +323,11 @@ def _continued(
     parent = _compress(task, start.policy, x1, trainer, 0.0, gate, shape_only=True)
     if not load_weights(parent.model, start.weights or b""):
         return None
-    widths, present = out_widths(target.model, policy), out_widths(parent.model, policy)
-    if any(widths[name] > present[name] for name in widths):
-        return None  # the parent pruned a layer more than this policy does
     criterion = prepare_criterion(policy.criterion, parent.model, task, epochs, gate.checkpoint)
-    model = prune_to_widths(parent.model, policy, widths, x1, criterion)
+    try:
+        model = prune_to_widths(parent.model, policy, out_widths(target.model, policy), x1, criterion)
+    except ValueError:  # the parent pruned a layer more than this policy does
+        return None
     shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
     if shapes != {name: tuple(value.shape) for name, value in target.model.state_dict().items()}:
         return None
