@@ -16,8 +16,8 @@ models that are at chance right after pruning).
 
 from __future__ import annotations
 
-from autocompress.errors import UserError
 from autocompress.space import Policy, Space
+from autocompress.strategies._base import fixed_bits
 from autocompress.strategies._ddpg import LayerAgentController, estimate_macs, nearest
 
 
@@ -33,12 +33,8 @@ class AMCController(LayerAgentController):
     knobs = {"target_macs": 0.5, "target_latency": 0.0, "weight_bits": "min", **LayerAgentController.agent_knobs}
 
     def __init__(self, space: Space, seed: int = 0) -> None:
-        if space.strategy_options.get("amc", {}).get("weight_bits", "min") not in ("min", "max"):
-            raise UserError(
-                "space: strategy.amc.weight_bits",
-                "must be 'min' or 'max' (the bit-width every layer keeps while the agent prunes)",
-            )
         super().__init__(space, seed)
+        self._weight_bits = fixed_bits(space, self.name, self.options["weight_bits"])
         self._total = estimate_macs(space, {})
         limit = space.constraints.get("max_macs")
         self.target = float(limit) if limit else float(self.options["target_macs"]) * self._total
@@ -53,10 +49,6 @@ class AMCController(LayerAgentController):
     def wants_latency_table(cls, space: Space) -> bool:
         return bool(space.strategy_options.get("amc", {}).get("target_latency"))
 
-    def _bits(self) -> dict[str, int]:
-        pick = min if self.options["weight_bits"] == "min" else max
-        return {n: pick(c.weight_bits) for n, c in self.space.layers.items()}
-
     def _fits(self, keep: dict[str, float]) -> bool:
         """Whether ratios `keep` meet the MACs target and, when set, the latency target."""
         if estimate_macs(self.space, keep) > self.target * (1 + 1e-9):
@@ -65,7 +57,7 @@ class AMCController(LayerAgentController):
         if not share:
             return True
         table = self.latency_table
-        return table.total(keep, self._bits()) <= share * table.total({}, {}) * (1 + 1e-9)
+        return table.total(keep, self._weight_bits) <= share * table.total({}, {}) * (1 + 1e-9)
 
     def _agent_layers(self) -> list[str]:
         return [layer for layer, setting, _ in self.space.dimensions() if setting == "channel_sparsity"]
@@ -101,7 +93,7 @@ class AMCController(LayerAgentController):
         return nearest(action, feasible or self._keeps[layer][:1])
 
     def _policy(self, executed: list[float]) -> Policy:
-        bits = self._bits()
+        bits = self._weight_bits
         keep = dict(zip(self.layers, executed, strict=True))
         params: dict[str, float] = {}
         for n, c in self.space.layers.items():

@@ -216,6 +216,18 @@ class Controller(ABC):
         return self.space.finetune_epochs[-1]
 
 
+def fixed_bits(space: Space, strategy: str, choice: str) -> dict[str, int]:
+    """The weight bits every layer keeps under a strategy that only prunes: the narrowest each layer offers
+    (`choice` ``min``) or the widest (``max``); anything else is bad input to the strategy's ``weight_bits`` knob."""
+    if choice not in ("min", "max"):
+        raise UserError(
+            f"space: strategy.{strategy}.weight_bits",
+            f"{choice!r} is not 'min' or 'max' (the bit-width every layer keeps while it prunes)",
+        )
+    pick = min if choice == "min" else max
+    return {layer: pick(c.weight_bits) for layer, c in space.layers.items()}
+
+
 def proposal_digest(proposal: Proposal) -> str:
     """A short fingerprint of what a proposal asks (policy, epochs, parent, weights kept), stored with each ask so a
     replay that proposes anything else is caught (asks stored before it have none and are checked by number)."""

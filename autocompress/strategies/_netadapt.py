@@ -38,9 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from autocompress.errors import UserError
 from autocompress.space import Space
-from autocompress.strategies._base import Controller, Outcome, Proposal
+from autocompress.strategies._base import Controller, Outcome, Proposal, fixed_bits
 
 #: how many times an iteration halves the latency step when no layer can meet it alone, before it gives up on the
 #: current model: an int8 ResNet-18's layers met a 10 % step only in the first two iterations, and restarting from
@@ -63,15 +62,9 @@ class NetAdaptController(Controller):
 
     def __init__(self, space: Space, seed: int = 0) -> None:
         super().__init__(space, seed)
-        if self.options["weight_bits"] not in ("min", "max"):
-            raise UserError(
-                "space: strategy.netadapt.weight_bits",
-                f"{self.options['weight_bits']!r} is not 'min' or 'max' (the bits every layer keeps while it prunes)",
-            )
         self._rng = np.random.default_rng(seed)
         self._sparsity = [(layer, c) for layer, s, c in space.dimensions() if s == "channel_sparsity"]
-        pick = min if self.options["weight_bits"] == "min" else max
-        self._bits = {layer: pick(c.weight_bits) for layer, c in space.layers.items()}
+        self._bits = fixed_bits(space, self.name, self.options["weight_bits"])
         self._current = {layer: 0 for layer, _ in self._sparsity}
         self._queue: list[dict[str, int]] = []  # candidates of this iteration not yet asked
         self._waiting: dict[int, dict[str, int]] = {}  # asked candidates: number -> state
