@@ -99,7 +99,7 @@ def test_haq_cost_is_the_measured_table_not_a_constant(space) -> None:
     assert same._repair([1.0] * len(same.layers)) == [1.0] * len(same.layers)  # stays float: int8 would not help
 
 
-def test_netadapt_iterations_meet_their_latency_targets_from_the_table(space) -> None:
+def test_netadapt_iterations_meet_their_latency_targets_from_the_table_until_no_layer_can_shrink(space) -> None:
     controller = make_controller("netadapt", space, 0)
     table = space.latency_table
 
@@ -109,7 +109,8 @@ def test_netadapt_iterations_meet_their_latency_targets_from_the_table(space) ->
     targets = []
     asked = []
     winner = None
-    for iteration in range(3):  # three iterations of candidates; one fine-tune rung, so no winner is run again
+    iterations = sum(len(c) - 1 for _, c in controller._sparsity)  # each iteration prunes one layer a step more
+    for iteration in range(iterations):  # one fine-tune rung, so no winner is run again
         first = controller.ask()
         targets.append(controller.target_ms)
         candidates = [first] + [controller.ask() for _ in range(len(controller._queue))]
@@ -125,17 +126,21 @@ def test_netadapt_iterations_meet_their_latency_targets_from_the_table(space) ->
             assert c is candidates[-1] or c.number in controller.weights_needed()  # it may still win
         winner = max(candidates, key=lambda c: accuracy(c.policy))
         asked += [json.dumps(c.policy.to_dict(), sort_keys=True) for c in candidates]
-        if controller._parent is None:  # started over from the dense model: no layer could take even the last step
-            state = {n: list(c).index(winner.policy[n].channel_sparsity) for n, c in controller._sparsity}
-            smallest = 0.1 * table.predict(_policy(space, 0.0, 32)) / 2**STEP_HALVINGS
-            assert all(
-                controller.predicted_ms({**state, n: i}) > controller.predicted_ms(state) - smallest
-                for n, c in controller._sparsity
-                for i in range(state[n] + 1, len(c))
-            )
-            assert controller.weights_needed() == set() and iteration > 0
+        if controller.exhausted is not None:
             break
         assert controller.weights_needed() == {winner.number}  # the losers' and the old parent's are released
+    # done, as NetAdapt is: no layer of the last winner can take even the smallest step alone
+    assert controller.exhausted is not None and f"trial {winner.number}" in controller.exhausted
+    state = {n: list(c).index(winner.policy[n].channel_sparsity) for n, c in controller._sparsity}
+    smallest = 0.1 * table.predict(_policy(space, 0.0, 32)) / 2**STEP_HALVINGS
+    assert all(
+        controller.predicted_ms({**state, n: i}) > controller.predicted_ms(state) - smallest
+        for n, c in controller._sparsity
+        for i in range(state[n] + 1, len(c))
+    )
+    assert controller.weights_needed() == set()  # nothing goes on from any trial any more
+    with pytest.raises(RuntimeError, match="nothing more to propose"):
+        controller.ask()
     assert len(set(asked)) == len(asked)  # no policy ran twice
     dense = table.predict(_policy(space, 0.0, 32))
     step = 0.1 * dense

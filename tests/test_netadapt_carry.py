@@ -131,3 +131,23 @@ def test_a_child_that_prunes_less_than_its_parent_fine_tunes_from_the_baseline()
     child = run_trial("experiments.tasks.digits:task", child_policy, 0.4, measure=measure, continue_from=start)
     assert child.metrics["parent_weights"] == "incompatible" and child.metrics["continued_epochs"] == 0.0
     assert child.metrics["finetune_steps"] == digits.finetune_steps(0.4)  # all of it, from the baseline
+
+
+@pytest.mark.slow
+def test_netadapt_ends_its_study_when_no_layer_can_shrink_further_and_a_resume_adds_nothing(tmp_path) -> None:
+    space = tmp_path / "ends.yaml"  # one step per layer (0 or 75 %): NetAdapt runs out within a few iterations
+    space.write_text(
+        SPACE.replace("[0.0, 0.25, 0.5, 0.75]", "[0.0, 0.75]") + "strategy: {netadapt: {latency_step: 0.3}}\n"
+    )
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = autocompress.search(space, study="e", storage=storage, strategy="netadapt", trials=20, executor="inline")
+    trials = {t.number: t for t in study.trials()}
+    last = max(trials.values(), key=lambda t: sum(_sparsity(t).values()))
+    assert 1 < len(trials) < 20 and all(t.state == "complete" for t in trials.values())
+    assert study.record.status == "finished"
+    assert study.record.stop_reason.startswith("netadapt is done: no layer can meet even 1/8 of the latency step")
+    assert f"trial {last.number}" in study.record.stop_reason  # the smallest model is NetAdapt's last
+    assert _kept_weights(trials) == _needed(storage, "e") == set()  # nothing goes on from any of them
+    resumed = autocompress.resume("e", storage=storage, trials=40, executor="inline")
+    assert len(resumed.trials()) == len(trials)
+    assert resumed.record.stop_reason == study.record.stop_reason

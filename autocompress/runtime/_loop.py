@@ -1,9 +1,9 @@
 """The search loop: the only writer of the store.
 
-It asks the controller for proposals while workers are free and budget is left, submits them, and records
-each finished trial together with the controller's state in one transaction. Resuming is the same loop
-started on a study whose controller is rebuilt from the store; trials left running by a dead controller are
-re-run first, under their old numbers.
+It asks the controller for proposals while workers are free, budget is left and the strategy has more
+(`Controller.exhausted`), submits them, and records each finished trial together with the controller's state in
+one transaction. Resuming is the same loop started on a study whose controller is rebuilt from the store; trials
+left running by a dead controller are re-run first, under their old numbers.
 """
 
 from __future__ import annotations
@@ -236,7 +236,11 @@ class SearchLoop:
                 while (
                     reason is None
                     and in_flight < self.executor.slots
-                    and (redo or self.budget.trials is None or taken < self.budget.trials)
+                    and (
+                        redo
+                        or self.controller.exhausted is None
+                        and (self.budget.trials is None or taken < self.budget.trials)
+                    )
                 ):
                     new = not redo
                     if not self._submit(redo):
@@ -268,7 +272,10 @@ class SearchLoop:
             raise
         self.executor.shutdown()
         self._spent["wall_s"] = wall_before + time.monotonic() - start
-        reason = reason or self._stop_reason(self._spent["wall_s"]) or "no more proposals"
+        reason = reason or self._stop_reason(self._spent["wall_s"])
+        if reason is None:
+            exhausted = self.controller.exhausted
+            reason = f"{self.controller.name} is done: {exhausted}" if exhausted else "no more proposals"
         self._test_front()
         spent = self._final_spent()
         self._store(lambda: self.store.update_study(self.study, status="finished", stop_reason=reason, spent=spent))
@@ -346,7 +353,7 @@ class SearchLoop:
 
     def _submit(self, redo: list[Proposal]) -> bool:
         """Start the next trial (a left-over one first); False when another process took the last of the
-        trial budget meanwhile."""
+        trial budget meanwhile, or its trials left the strategy with nothing more to propose."""
         while True:
             before = self._expected()
             proposal = redo[0] if redo else self.controller.ask()
@@ -367,7 +374,8 @@ class SearchLoop:
             except StaleControllerState:
                 self._reload()
                 self._count(self._store(lambda: self.store.trial_counts(self.study)))
-                if self.budget.trials is not None and self._taken >= self.budget.trials and not redo:
+                budget_spent = self.budget.trials is not None and self._taken >= self.budget.trials
+                if (budget_spent or self.controller.exhausted is not None) and not redo:
                     return False
                 continue
             if redo:

@@ -75,6 +75,9 @@ class Controller(ABC):
        finished study on the same task. They are outside the trial numbering, logged as events like asks and
        tells (so a restore replays them), and each strategy learns from them what it can (`_observe`; the
        default ignores them).
+    5. A strategy that has nothing more to propose says why in `exhausted` (None while it has more). The loop
+       then asks no more, lets the running trials finish and ends the session with that reason, whatever trial
+       budget is left; a resumed study replays to the same state and ends at once. `ask` refuses meanwhile.
 
     Controllers are deterministic for a given space, seed and sequence of asks, tells and observations. The
     default state is the event log of asks, tells and observations, restored by replaying it; a strategy whose
@@ -138,7 +141,15 @@ class Controller(ABC):
             )
         return self.space.latency_table
 
+    @property
+    def exhausted(self) -> str | None:
+        """Why this strategy has nothing more to propose (it is done, as NetAdapt is when no layer can shrink
+        further), or None while it has; by default a strategy always has more."""
+        return None
+
     def ask(self) -> Proposal:
+        if self.exhausted is not None:
+            raise RuntimeError(f"{self.name} has nothing more to propose: {self.exhausted}")
         number = self._next_number
         proposal = self._ask(number)
         self._next_number += 1

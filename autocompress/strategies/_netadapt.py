@@ -13,8 +13,10 @@ proposed once more with the long fine-tune (the last rung): that is the iteratio
 of them traces the accuracy/latency trade-off. A space with one fine-tune rung has no longer fine-tune to give
 the winner, so its candidate's trial is the result and nothing is repeated. When no layer can meet the target,
 the step is halved (up to `STEP_HALVINGS` times; NetAdapt's own experiments decay it too), so the model keeps
-shrinking in smaller steps; only when no layer can take even the smallest does the search restart from the dense
-policy, and when even the dense policy cannot meet one, each layer is proposed at its largest sparsity.
+shrinking in smaller steps. When no layer can take even the smallest, NetAdapt is done: after the last winner's
+long fine-tune the strategy is `exhausted` and the study ends, whatever trial budget is left (an earlier version
+restarted from the dense model and repeated its first iteration). When even the dense model cannot meet one, each
+layer is proposed at its largest sparsity.
 
 As in NetAdapt, the model is carried forward: each candidate goes on from the current policy's model, the
 previous winner's short-fine-tuned weights (`Proposal.parent`), its one layer losing the channels beyond them
@@ -41,9 +43,8 @@ import numpy as np
 from autocompress.space import Space
 from autocompress.strategies._base import Controller, Outcome, Proposal, fixed_bits
 
-#: how many times an iteration halves the latency step when no layer can meet it alone, before it gives up on the
-#: current model: an int8 ResNet-18's layers met a 10 % step only in the first two iterations, and restarting from
-#: the dense model then proposed the first iteration's candidates again
+#: how many times an iteration halves the latency step when no layer can meet it alone, before NetAdapt is done
+#: with the current model: an int8 ResNet-18's layers met a 10 % step only in the first two iterations
 STEP_HALVINGS = 3
 
 
@@ -76,6 +77,7 @@ class NetAdaptController(Controller):
         self._winner: tuple[int, float, dict[str, int]] | None = None  # the last pick (number, epochs, state)
         #: this iteration's latency target (ms, predicted by the table); None until the first ask
         self.target_ms: float | None = None
+        self._done: str | None = None  # why no iteration can follow the current one
 
     @classmethod
     def wants_latency_table(cls, space: Space) -> bool:
@@ -89,20 +91,28 @@ class NetAdaptController(Controller):
     def _start_iteration(self) -> None:
         dense = {layer: 0 for layer, _ in self._sparsity}
         full_step = float(self.options["latency_step"]) * self.predicted_ms(dense)
-        for start, parent in ((self._current, self._parent), (dense, None)):
-            self._current, self._parent = start, parent
-            for halvings in range(STEP_HALVINGS + 1):
-                self.target_ms = self.predicted_ms(start) - full_step / 2**halvings
-                self._queue = []
-                for layer, choices in self._sparsity:
-                    for index in range(start[layer] + 1, len(choices)):
-                        state = {**start, layer: index}
-                        if self.predicted_ms(state) <= self.target_ms:
-                            self._queue.append(state)
-                            break
-                if self._queue:
-                    return
+        for halvings in range(STEP_HALVINGS + 1):
+            self.target_ms = self.predicted_ms(self._current) - full_step / 2**halvings
+            for layer, choices in self._sparsity:
+                for index in range(self._current[layer] + 1, len(choices)):
+                    state = {**self._current, layer: index}
+                    if self.predicted_ms(state) <= self.target_ms:
+                        self._queue.append(state)
+                        break
+            if self._queue:
+                return
+        if self._parent is not None:
+            self._done = (
+                f"no layer can meet even 1/{2**STEP_HALVINGS} of the latency step alone "
+                f"(the model of trial {self._parent[0]} is NetAdapt's last)"
+            )
+            return
         self._queue = [{**dense, layer: len(choices) - 1} for layer, choices in self._sparsity if len(choices) > 1]
+
+    @property
+    def exhausted(self) -> str | None:
+        """Done once no layer can take even the smallest step and the last winner has had its long fine-tune."""
+        return self._done if self._winner is None else None
 
     def _policy(self, state: dict[str, int]):
         params = {f"{layer}/channel_sparsity": choices[state[layer]] for layer, choices in self._sparsity}
@@ -134,7 +144,9 @@ class NetAdaptController(Controller):
 
     def weights_needed(self) -> set[int]:
         """The current model's trial (the next candidates go on from it) and this iteration's finished candidates
-        (one of them will be the next)."""
+        (one of them will be the next); once NetAdapt is done, only what its pending trials go on from."""
+        if self._done is not None:
+            return super().weights_needed()
         told = {number for _, number, _ in self._results}
         return told | ({self._parent[0]} if self._parent else set()) | super().weights_needed()
 
