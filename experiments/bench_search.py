@@ -663,13 +663,17 @@ def verdict(pair: str, summaries: list[StrategySummary]) -> tuple[str, bool]:
         return _goal_line(
             pair, summaries, best_gain[0], f"{best_gain[1]:+.2f} pt at uniform's speed", f"{GOAL_GAIN_PT} pt"
         )
-    ratio_text = f"{best_ratio[1]:.2f}x ({_with_seeds(summaries, best_ratio[0])})" if best_ratio else "n/a"
-    gain_text = f"{best_gain[1]:+.2f} pt ({_with_seeds(summaries, best_gain[0])})" if best_gain else "n/a"
-    return (
-        f"{pair}: no strategy beats uniform beyond {ratio_text} at equal accuracy or {gain_text} at equal "
-        f"speed (goal {GOAL_RATIO}x or +{GOAL_GAIN_PT} pt)",
-        False,
+    at_accuracy = (
+        f"beyond {best_ratio[1]:.2f}x ({_with_seeds(summaries, best_ratio[0])}) at equal accuracy"
+        if best_ratio
+        else "at equal accuracy (no strategy has a trial as accurate as the best uniform recipe)"
     )
+    at_speed = (
+        f"{'' if best_ratio else 'beyond '}{best_gain[1]:+.2f} pt ({_with_seeds(summaries, best_gain[0])}) at equal speed"
+        if best_gain
+        else "at equal speed (no strategy has a trial as fast as the best uniform recipe)"
+    )
+    return f"{pair}: no strategy beats uniform {at_accuracy} or {at_speed} (goal {GOAL_RATIO}x or +{GOAL_GAIN_PT} pt)", False
 
 
 def pair_section(pair: str, rows: list[dict[str, Any]], strategies: list[str]) -> tuple[list[str], bool]:

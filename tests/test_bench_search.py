@@ -134,6 +134,10 @@ def test_the_verdict_names_the_best_strategy_and_whether_it_meets_the_goal() -> 
     # short of the goal too, the best strategy says when it stands on fewer seeds
     line, met = verdict("p", [level, _summary("anneal", [_vs(0.92, -0.1)])])
     assert not met and "beyond 0.92x (anneal, 1 of 3 seeds)" in line and "-0.10 pt (anneal, 1 of 3 seeds)" in line
+    # no trial as accurate as the best uniform recipe in any seed: said so, not "n/a"
+    line, met = verdict("p", [level, _summary("netadapt", [_vs(None, -0.58)] * 3)])
+    assert not met and "no strategy has a trial as accurate as the best uniform recipe" in line
+    assert "beyond -0.58 pt (netadapt) at equal speed" in line and "n/a" not in line
 
 
 def test_the_spread_compares_each_recipe_with_its_repeat_one_grid_later() -> None:
