@@ -669,11 +669,13 @@ def verdict(pair: str, summaries: list[StrategySummary]) -> tuple[str, bool]:
         else "at equal accuracy (no strategy has a trial as accurate as the best uniform recipe)"
     )
     at_speed = (
-        f"{'' if best_ratio else 'beyond '}{best_gain[1]:+.2f} pt ({_with_seeds(summaries, best_gain[0])}) at equal speed"
+        f"{'' if best_ratio else 'beyond '}{best_gain[1]:+.2f} pt ({_with_seeds(summaries, best_gain[0])}) "
+        "at equal speed"
         if best_gain
         else "at equal speed (no strategy has a trial as fast as the best uniform recipe)"
     )
-    return f"{pair}: no strategy beats uniform {at_accuracy} or {at_speed} (goal {GOAL_RATIO}x or +{GOAL_GAIN_PT} pt)", False
+    goal = f"goal {GOAL_RATIO}x or +{GOAL_GAIN_PT} pt"
+    return f"{pair}: no strategy beats uniform {at_accuracy} or {at_speed} ({goal})", False
 
 
 def pair_section(pair: str, rows: list[dict[str, Any]], strategies: list[str]) -> tuple[list[str], bool]:
