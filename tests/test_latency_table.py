@@ -148,6 +148,24 @@ def test_netadapt_iterations_meet_their_latency_targets_from_the_table_until_no_
     assert all(later < earlier for earlier, later in zip(targets, targets[1:], strict=False))  # the budget shrinks
 
 
+def test_netadapt_with_two_rungs_is_done_only_after_its_last_winner_had_its_long_fine_tune(space) -> None:
+    controller = make_controller("netadapt", dataclasses.replace(space, finetune_epochs=(0.2, 0.6)), 0)
+    winner = None
+    for _ in range(sum(len(c) - 1 for _, c in controller._sparsity)):
+        candidates = [controller.ask()]
+        candidates += [controller.ask() for _ in range(len(controller._queue))]
+        for c in candidates:
+            controller.tell(c.number, Outcome("complete", {"accuracy": 0.5 + c.number / 1000, "speedup": 1.0}))
+        last = candidates[-1]  # the most accurate: the last one asked
+        assert controller.exhausted is None and last.number in controller.weights_needed()  # its long fine-tune
+        winner = controller.ask()
+        assert winner.parent == last.number and winner.finetune_epochs > last.finetune_epochs
+        controller.tell(winner.number, Outcome("complete", {"accuracy": 0.9, "speedup": 1.0}))
+        if controller.exhausted is not None:
+            break
+    assert winner is not None and controller.exhausted is not None and controller.weights_needed() == set()
+
+
 def test_netadapt_halves_a_step_no_layer_can_meet_alone_instead_of_starting_over(space) -> None:
     plain = make_controller("netadapt", space, 0)
     dense = plain.predicted_ms({layer: 0 for layer, _ in plain._sparsity})

@@ -144,8 +144,9 @@ class NetAdaptController(Controller):
 
     def weights_needed(self) -> set[int]:
         """The current model's trial (the next candidates go on from it) and this iteration's finished candidates
-        (one of them will be the next); once NetAdapt is done, only what its pending trials go on from."""
-        if self._done is not None:
+        (one of them will be the next); once NetAdapt is done (its last winner's long fine-tune asked), only what
+        its pending trials go on from."""
+        if self.exhausted is not None:
             return super().weights_needed()
         told = {number for _, number, _ in self._results}
         return told | ({self._parent[0]} if self._parent else set()) | super().weights_needed()
