@@ -233,15 +233,7 @@ class SearchLoop:
                     self._store(lambda: self.store.queue_unfinished(self.study, lambda owner, _: owner == self.owner))
                     break
                 taken = self._taken  # every trial row of the study, left-over ones included
-                while (
-                    reason is None
-                    and in_flight < self.executor.slots
-                    and (
-                        redo
-                        or self.controller.exhausted is None
-                        and (self.budget.trials is None or taken < self.budget.trials)
-                    )
-                ):
+                while reason is None and in_flight < self.executor.slots and (redo or self._may_propose(taken)):
                     new = not redo
                     if not self._submit(redo):
                         break
@@ -351,6 +343,11 @@ class SearchLoop:
             self.store.add_metrics(self.study, trial.number, {"test_accuracy": test})
             self.log.info("trial %d on the front: test accuracy %.4f", trial.number, test)
 
+    def _may_propose(self, taken: int) -> bool:
+        """Whether a new trial may start when `taken` trials of the study have: trial budget is left and the
+        strategy has more to propose."""
+        return self.controller.exhausted is None and (self.budget.trials is None or taken < self.budget.trials)
+
     def _submit(self, redo: list[Proposal]) -> bool:
         """Start the next trial (a left-over one first); False when another process took the last of the
         trial budget meanwhile, or its trials left the strategy with nothing more to propose."""
@@ -374,8 +371,7 @@ class SearchLoop:
             except StaleControllerState:
                 self._reload()
                 self._count(self._store(lambda: self.store.trial_counts(self.study)))
-                budget_spent = self.budget.trials is not None and self._taken >= self.budget.trials
-                if (budget_spent or self.controller.exhausted is not None) and not redo:
+                if not redo and not self._may_propose(self._taken):
                     return False
                 continue
             if redo:
