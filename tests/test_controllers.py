@@ -49,12 +49,15 @@ def outcome_for(proposal, fail_every: int = 0) -> Outcome:
 
 
 def drive(controller, steps: int, in_flight: int = 3, reverse: bool = False, fail_every: int = 0) -> list:
-    """Ask/tell with several proposals in flight; tells newest-first when `reverse` (out of order)."""
+    """Ask/tell with several proposals in flight; tells newest-first when `reverse` (out of order). Asks no more
+    once the controller is `exhausted` (netadapt, when its measured table leaves no layer a step to take)."""
     asked, pending = [], []
     for _ in range(steps):
-        while len(pending) < in_flight:
+        while len(pending) < in_flight and controller.exhausted is None:
             pending.append(controller.ask())
             asked.append(pending[-1])
+        if not pending:
+            break
         done = pending.pop(-1 if reverse else 0)
         controller.tell(done.number, outcome_for(done, fail_every))
     return asked
@@ -84,6 +87,9 @@ class TestControllerContract:
         restored.load_state_dict(state)
         assert sorted(restored.pending) == sorted(original.pending)
         for _ in range(8):
+            assert restored.exhausted == original.exhausted
+            if original.exhausted is not None:
+                break
             a, b = original.ask(), restored.ask()
             assert key(a) == key(b)
             original.tell(a.number, outcome_for(a))
@@ -111,6 +117,9 @@ class TestControllerContract:
         restored = make_controller(name, space, 3)
         restored.load_state_dict(json.loads(json.dumps(original.state_dict())))
         for _ in range(6):
+            assert restored.exhausted == original.exhausted
+            if original.exhausted is not None:
+                break
             a, b = original.ask(), restored.ask()
             assert key(a) == key(b)
             original.tell(a.number, outcome_for(a))
