@@ -159,6 +159,9 @@ PAIRS: dict[str, Pair] = {
     # 0.05 epoch (43 steps of 64 images) and 15 repeats: the published spaces' per-trial settings
     "mnist-resnet18": Pair("search_spaces/mnist-resnet18.yaml", "speedup", 2.5, 0.05, 15),
     "mnist-mobilenetv2": Pair("search_spaces/mnist-mobilenetv2.yaml", "speedup", 1.5, 0.05, 15),
+    # int8 alone is ~2.4x here but 1.6 pt below the baseline (ResNet-18's 2.5 target would ask for int8 nearly
+    # everywhere), so the target leaves room for keeping layers in float
+    "mnist-resnet50": Pair("search_spaces/mnist-resnet50.yaml", "speedup", 1.5, 0.05, 15),
     "minilm": Pair("search_spaces/minilm.yaml", "speedup_b32", 2.0, 1.0, 15),
     "mnist-resnet18-deep": RESNET18_DEEP,
     "mnist-resnet18-converged": RESNET18_CONVERGED,
@@ -168,7 +171,7 @@ PAIRS: dict[str, Pair] = {
     "digits-resnet": Pair(DIGITS_SPACE.format(model="resnet"), "speedup", None, 1.0, 10, 1),
     "digits-mobilenet": Pair(DIGITS_SPACE.format(model="mobilenet"), "speedup", None, 1.0, 10, 1),
 }
-REAL_PAIRS = ("mnist-resnet18", "mnist-mobilenetv2", "minilm")
+REAL_PAIRS = ("mnist-resnet18", "mnist-mobilenetv2", "mnist-resnet50", "minilm")
 #: uniform first: every other strategy is judged against it
 STRATEGIES = ("uniform", "random", "tpe", "nsga2", "anneal", "netadapt", "amc", "haq", "autocompress", "netadapt-int8")
 #: bench strategies that are a strategy with knobs set (the space file's ``strategy`` section): name -> (strategy,

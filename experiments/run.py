@@ -79,6 +79,9 @@ EXPERIMENTS: dict[str, Experiment] = {
     "mnist-resnet18": Experiment(
         "search_spaces/mnist-resnet18.yaml", 16, time="30m", note="torchvision ResNet-18 on the real MNIST"
     ),
+    "mnist-resnet50": Experiment(
+        "search_spaces/mnist-resnet50.yaml", 16, time="30m", note="torchvision ResNet-50 on the real MNIST"
+    ),
     "mnist-mobilenetv2": Experiment(
         "search_spaces/mnist-mobilenetv2.yaml", 16, time="30m", note="torchvision MobileNetV2 on the real MNIST"
     ),
