@@ -159,6 +159,8 @@ def test_the_spread_compares_each_recipe_with_its_repeat_one_grid_later() -> Non
 
 def test_the_grid_size_is_every_sparsity_times_every_bit_width_the_space_names() -> None:
     assert grid_size(PAIRS["mnist-resnet18"]) == 4 * 2
+    assert grid_size(PAIRS["mnist-resnet50"]) == 4 * 2
+    assert PAIRS["mnist-resnet50"].base()["task"] == "experiments.tasks.mnist:resnet50"
     assert grid_size(PAIRS["minilm"]) == 5 * 2  # value 0/8.3/16.7 %, intermediate 0/12.5/25 %; int8 or float
     assert grid_size(PAIRS["mnist-resnet18-deep"]) == 6 * 2  # the space's grid with 0.875 and 0.9375 added
     converged = PAIRS["mnist-resnet18-converged"].base()
