@@ -669,7 +669,7 @@ def verdict(pair: str, summaries: list[StrategySummary]) -> tuple[str, bool]:
     at_accuracy = (
         f"beyond {best_ratio[1]:.2f}x ({_with_seeds(summaries, best_ratio[0])}) at equal accuracy"
         if best_ratio
-        else "at equal accuracy (no strategy has a trial as accurate as the best uniform recipe)"
+        else "at equal accuracy (no strategy has a trial as accurate as the best uniform recipe in every seed)"
     )
     at_speed = (
         f"{'' if best_ratio else 'beyond '}{best_gain[1]:+.2f} pt ({_with_seeds(summaries, best_gain[0])}) "

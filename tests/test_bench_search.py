@@ -136,8 +136,11 @@ def test_the_verdict_names_the_best_strategy_and_whether_it_meets_the_goal() -> 
     assert not met and "beyond 0.92x (anneal, 1 of 3 seeds)" in line and "-0.10 pt (anneal, 1 of 3 seeds)" in line
     # no trial as accurate as the best uniform recipe in any seed: said so, not "n/a"
     line, met = verdict("p", [level, _summary("netadapt", [_vs(None, -0.58)] * 3)])
-    assert not met and "no strategy has a trial as accurate as the best uniform recipe" in line
+    assert not met and "no strategy has a trial as accurate as the best uniform recipe in every seed" in line
     assert "beyond -0.58 pt (netadapt) at equal speed" in line and "n/a" not in line
+    # one seed with such a trial is not every seed: the line says "in every seed", not that none has one
+    line, met = verdict("p", [level, _summary("haq", [_vs(1.65, 0.0), _vs(None, -0.06), _vs(None, -0.02)])])
+    assert not met and "as accurate as the best uniform recipe in every seed" in line and "-0.03 pt (haq)" in line
 
 
 def test_the_spread_compares_each_recipe_with_its_repeat_one_grid_later() -> None:
