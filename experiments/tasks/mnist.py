@@ -47,8 +47,8 @@ MEAN, STD = 0.1307, 0.3081
 #: for the shared 2-core machine: a step of ResNet-18 is 0.29 CPU-seconds at 1 thread, where a process got ~10-25 %
 #: of a core, and 2 threads there spent ~10x the CPU per step spinning at barriers. MobileNetV2 reached only 93.7 %
 #: (val) after a quarter epoch (97.1 % after three quarters), ResNet-18 97.5 % after a quarter. On a quiet core a
-#: step takes 0.28 s (ResNet-18, MobileNetV2), 0.21 s (MobileNetV3-Small), 0.54 s (EfficientNet-B0), 0.71 s
-#: (ResNet-50, 96.3 % val after a quarter epoch)
+#: step takes 0.28 s (ResNet-18, MobileNetV2), 0.21 s (MobileNetV3-Small), 0.54 s (EfficientNet-B0); ResNet-50's
+#: quarter epoch took 152 s with its evaluation (at most 0.71 s a step, the other core busy) for 96.3 % val
 TRAIN_EPOCHS = {
     "resnet18": 0.25,
     "resnet50": 0.25,
