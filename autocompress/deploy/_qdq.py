@@ -45,8 +45,10 @@ from torch.ao.quantization.quantize_fx import convert_to_reference_fx
 from torch.nn import functional as F
 
 from autocompress.compress import (
+    REFERENCE_LAYERS,
     calibrate_quantization,
     copy_for_lowering,
+    dequantized_layer,
     fx_quantization,
     get_quantizer,
     layer_specs,
@@ -54,12 +56,6 @@ from autocompress.compress import (
 from autocompress.deploy._base import Artefact, Inputs, LoweringError, Runtime, as_tuple, input_names
 from autocompress.space import Policy
 
-_REFERENCE = (
-    torch.ao.nn.quantized.reference.Conv1d,
-    torch.ao.nn.quantized.reference.Conv2d,
-    torch.ao.nn.quantized.reference.Conv3d,
-    torch.ao.nn.quantized.reference.Linear,
-)
 #: integer range of a quantized activation's dtype (what the int8 kernels clamp to)
 _RANGE = {torch.quint8: (0, 255), torch.qint8: (-128, 127)}
 
@@ -78,10 +74,7 @@ class _QDQLayer(nn.Module):
         self.zero_point: torch.Tensor
         self.register_buffer("scale", layer.weight_scale.detach().float().reshape(-1))
         self.register_buffer("zero_point", layer.weight_zero_point.detach().int().reshape(-1))
-        self.layer: Any = _float_layer(layer)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's quantized tensors are deprecated; only their values are used
-            self.layer.weight.copy_(layer.get_weight())  # type: ignore[operator]  # quantized and dequantized with the layer's qparams
+        self.layer: Any = dequantized_layer(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.per_channel:
@@ -95,30 +88,6 @@ class _QDQLayer(nn.Module):
         if isinstance(self.layer, nn.Linear):
             return F.linear(x, weight, self.layer.bias)
         return self.layer._conv_forward(x, weight, self.layer.bias)
-
-
-def _float_layer(layer: Any) -> nn.Module:
-    """A plain torch layer with the hyperparameters and bias of a reference quantized one (whose state holds
-    ``qscheme`` values that the TorchScript-based exporter cannot trace)."""
-    bias = layer.bias is not None
-    if isinstance(layer, nn.Linear):
-        plain: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias)
-    else:
-        conv_type = next(t for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d) if isinstance(layer, t))
-        plain = conv_type(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            layer.groups,
-            bias,
-            layer.padding_mode,
-        )
-    if bias:
-        plain.bias.data = layer.bias.detach().clone()
-    return plain.eval()
 
 
 def qdq_module(
@@ -135,7 +104,7 @@ def qdq_module(
     with fx_quantization():
         reference = convert_to_reference_fx(prepared)  # type: ignore[arg-type]
     for name, module in list(reference.named_modules()):
-        if isinstance(module, _REFERENCE):
+        if isinstance(module, REFERENCE_LAYERS):
             reference.set_submodule(name, _QDQLayer(module))
     graph = reference.graph
     for node in list(graph.nodes):

@@ -55,6 +55,17 @@ def deploy(task: SupervisedTask, policy: Policy) -> nn.Module:
     return quantize(model, policy, x1, task.calibration_batches())
 
 
+#: the models' classifier: a Linear whose output is the model's, so its result stays float and on the x86 lowering
+#: it is a float Linear holding its int8 grid's weights (`autocompress.compress._lowering`)
+OUTPUT_LINEAR = "fc"
+
+
+def grid_levels(model: nn.Module) -> int:
+    """Most distinct weight values in one output row of the output Linear (at most 255 on an int8 grid)."""
+    weight = dict(model.named_modules())[OUTPUT_LINEAR].weight.detach()
+    return max(int(row.unique().numel()) for row in weight)
+
+
 def int_weights(model: nn.Module) -> list[torch.Tensor]:
     return [
         m.weight().int_repr()
@@ -68,7 +79,9 @@ def int_weights(model: nn.Module) -> list[torch.Tensor]:
 def test_8bit_model_runs_in_int8_and_keeps_accuracy(task: SupervisedTask, name: str) -> None:
     policy = uniform(task, name, 8)
     deployed = deploy(task, policy)
-    assert lowered_layers(deployed) == len(policy.layers)  # every layer really runs an int8 kernel
+    # every layer but the output Linear really runs an int8 kernel; that one holds int8-grid weights, returns float
+    assert lowered_layers(deployed) == len(policy.layers) - 1
+    assert grid_levels(deployed) <= 255
     script = to_torchscript(deployed, task.example_input(1))  # the export path
     float_accuracy = task.evaluate(task.baseline_model())
     assert task.evaluate(script) >= float_accuracy - TOLERANCE_8BIT
@@ -86,11 +99,11 @@ def test_4bit_weights_lie_on_the_4bit_grid_of_the_int8_kernel(name: str) -> None
         task, Policy.from_mapping({n: LayerSetting(weight_bits=4 if n in inner else 8) for n in names}, quantizer=name)
     )
     weights = int_weights(deployed)
-    assert len(weights) == len(names)
-    four_bit = weights[1:-1]
+    assert len(weights) == len(names) - 1  # the output Linear is a float layer on its grid (`grid_levels`)
+    four_bit = weights[1:]
     assert all(int(w.abs().max()) <= 7 for w in four_bit)
     assert all(int(w.abs().max()) == 7 for w in four_bit) or name == "lsq"  # min-max uses the full grid
-    assert all(int(w.abs().max()) > 7 for w in (weights[0], weights[-1]))  # the 8-bit ends use the 8-bit grid
+    assert int(weights[0].abs().max()) > 7  # the 8-bit stem uses the 8-bit grid
     assert task.evaluate(deployed) > 0.5  # still a classifier, not noise
 
 
@@ -123,7 +136,8 @@ def test_mixed_precision_policy_gives_one_model_with_float_layers_where_asked(na
     modules = dict(deployed.named_modules())
     float_layers = [n for n, b in bits.items() if b == 32]
     assert all(".quantized" not in type(modules[n]).__module__ for n in float_layers)
-    assert lowered_layers(deployed) == len(names) - len(float_layers)
+    int8_output = OUTPUT_LINEAR not in float_layers  # then a float layer on its grid
+    assert lowered_layers(deployed) == len(names) - len(float_layers) - int8_output
     assert task.evaluate(to_torchscript(deployed, task.example_input(1))) > 0.8
 
 
