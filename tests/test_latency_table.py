@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import OrderedDict
 
 import pytest
+import torch
 from torch import nn
 
 import autocompress
@@ -16,7 +18,7 @@ from autocompress.deploy import get_runtime
 from autocompress.errors import UserError
 from autocompress.measure import WIDTHS, compare_latency
 from autocompress.runtime._trial import measurement_clock
-from autocompress.space import LatencyTable, Policy, Space, discover_layers, parse_space, resolve_space
+from autocompress.space import LatencyTable, LayerSetting, Policy, Space, discover_layers, parse_space, resolve_space
 from autocompress.strategies import Outcome, make_controller
 from autocompress.strategies._netadapt import STEP_HALVINGS
 from autocompress.task import load_task
@@ -245,3 +247,20 @@ def test_one_layer_variants_shrink_the_pruned_sides() -> None:
     depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)
     module, x = one_layer(depthwise, (1, 32, 8, 8), {"out_root": "dw", "in_roots": {"dw": 32}, "in_channels": 32}, 0.25)
     assert module.layer.groups == module.layer.in_channels == module.layer.out_channels == 8
+
+
+def test_an_inner_linear_is_measured_with_its_int8_output_and_the_classifier_as_it_runs() -> None:
+    """Alone, a Linear's output is the module's, which lowering keeps float (on TorchScript a float Linear):
+    the table measures an inner Linear with its int8 output, and only the model's own output Linear as that."""
+    from autocompress.compress import lowered_layers, quantize
+    from autocompress.measure._lut import one_layer, returned_layers
+
+    model = nn.Sequential(OrderedDict(hidden=nn.Linear(16, 32), act=nn.ReLU(), fc=nn.Linear(32, 10))).eval()
+    x = torch.randn(4, 16)
+    assert returned_layers(model, x, ["hidden", "fc"]) == {"fc"}
+    info = {"out_root": "hidden", "in_roots": {}, "in_channels": 16}
+    policy = Policy.from_mapping({"layer": LayerSetting(weight_bits=8)})
+    for returned, int8_kernels in ((False, 1), (True, 0)):
+        module, example = one_layer(model.hidden, torch.Size((1, 16)), info, 1.0, returned)
+        deployed = quantize(module, policy, example, [example])
+        assert lowered_layers(deployed) == int8_kernels

@@ -13,6 +13,11 @@ Each runtime's cost of a call that computes next to nothing (a 1x1 conv on one v
 model pays it once, not once per layer (on OpenVINO it was most of a small layer's time), so a prediction
 counts it once and each layer by what it adds to it.
 
+A Linear that is not the model's output is measured with an int8 output: alone, its output would be the
+module's, which the lowering keeps float (a classifier's logits; on TorchScript a float Linear), so it is
+followed by an `nn.Identity` that shares its output's grid. The model's own output Linear is measured as it
+runs, float output and all (`returned_layers`).
+
 What it does not see: a layer alone quantizes its float input and dequantizes its output, which an int8 chain
 shares between layers, and ops outside conv/linear (pooling, adds) are left out; the table ranks policies, it
 is not the model's latency.
@@ -59,15 +64,37 @@ def layer_inputs(model: nn.Module, example: ModelInputs, names: Iterable[str]) -
     return shapes
 
 
+def returned_layers(model: nn.Module, example: ModelInputs, names: Iterable[str]) -> set[str]:
+    """The named modules whose output the model returns as it is (alone or in a tuple, list or dict), on one
+    forward pass of `example`."""
+    produced: dict[int, str] = {}
+    hooks = []
+    for name in names:
+
+        def hook(_module: nn.Module, _args: Any, output: Any, name: str = name) -> None:
+            produced[id(output)] = name
+
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            result = call_model(model.eval(), example)
+    finally:
+        for handle in hooks:
+            handle.remove()
+    values = result.values() if isinstance(result, dict) else result if isinstance(result, tuple | list) else [result]
+    return {produced[id(value)] for value in values if id(value) in produced}
+
+
 def _scaled(channels: int, width: float, multiple: int = 1) -> int:
     return max(multiple, round(channels * width / multiple) * multiple)
 
 
 def one_layer(
-    module: nn.Module, shape: torch.Size, info: dict[str, Any], width: float
+    module: nn.Module, shape: torch.Size, info: dict[str, Any], width: float, returned: bool = True
 ) -> tuple[nn.Module, torch.Tensor]:
     """A fresh copy of conv/linear `module` with its prunable sides at `width`, and a random input of its
-    real shape (channels scaled to match), as a module whose one layer is named ``layer``."""
+    real shape (channels scaled to match), as a module whose one layer is named ``layer``; a Linear the model
+    does not return (`returned` False) is followed by an identity, so that its int8 output is measured too."""
     out_side, in_side = scaled_sides(info)
     layer: nn.Module
     if isinstance(module, nn.Linear):
@@ -75,6 +102,8 @@ def one_layer(
         in_f = _scaled(module.in_features, width) if in_side else module.in_features
         layer = nn.Linear(in_f, out_f, bias=module.bias is not None)
         x = torch.randn(*shape[:-1], in_f)
+        if not returned:
+            return nn.Sequential(OrderedDict(layer=layer, output=nn.Identity())).eval(), x
     else:
         conv: nn.Conv1d | nn.Conv2d = module  # type: ignore[assignment]
         groups = conv.groups
@@ -123,6 +152,7 @@ def build_latency_table(
     kinds = (nn.Conv1d, nn.Conv2d, nn.Linear)
     names = [n for n in space.layers if n in space.layer_info and isinstance(model.get_submodule(n), kinds)]
     shapes = layer_inputs(model, example, names)
+    returned = returned_layers(model, example, names)
     bits = sorted({b for n in names for b in space.layers[n].weight_bits}, reverse=True)
     entries: dict[str, dict[str, dict[int, tuple[float, ...]]]] = {runtime: {} for runtime in runtimes}
     timing: dict[str, Any] = {"threads": threads, "warmup": warmup, "repeats": repeats, "clock": clock}
@@ -136,7 +166,7 @@ def build_latency_table(
         widths = WIDTHS if any(scaled_sides(info)) else (1.0,)
         variants: dict[tuple[str, int, float], Callable[[Any], Any]] = {}
         for width in widths:
-            module, x = one_layer(model.get_submodule(name), shapes[name], info, width)
+            module, x = one_layer(model.get_submodule(name), shapes[name], info, width, name in returned)
             for b in bits:
                 policy = Policy.from_mapping(
                     {"layer": LayerSetting(weight_bits=b)}, quantizer=space.quantizer, per_channel=space.per_channel
