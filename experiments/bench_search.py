@@ -90,8 +90,6 @@ import hashlib
 import io
 import json
 import math
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -103,6 +101,7 @@ from typing import Any
 
 import yaml
 
+from autocompress.measure import cpu_model
 from autocompress.store import hypervolume_2d
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -458,18 +457,6 @@ def check_machine(rows: list[dict[str, Any]], pair: str, seed: int, cpu: str) ->
             f"error: results.csv holds {pair} seed {seed} rows measured on {sorted(other)[0]}, not {cpu}; "
             "choose another --out (or another seed)"
         )
-
-
-def cpu_model() -> str:
-    """This machine's CPU and whether it has VNNI int8 instructions. Int8 speedups differ between machines
-    (MiniLM's all-int8 recipe measured 2.2x in one session's seed, 1.4-1.6x on an AVX2-only EPYC in another's),
-    and without VNNI the weights keep 7 bits (`int8_kernels_saturate`), so a row records where it ran."""
-    from autocompress.compress._quant_base import int8_kernels_saturate
-
-    cpuinfo = Path("/proc/cpuinfo")
-    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text() if cpuinfo.exists() else "", re.M)
-    model = found.group(1).strip() if found else platform.processor() or platform.machine()
-    return f"{model} ({'no VNNI' if int8_kernels_saturate() else 'VNNI'})"
 
 
 def run_study(

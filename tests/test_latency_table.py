@@ -264,3 +264,23 @@ def test_an_inner_linear_is_measured_with_its_int8_output_and_the_classifier_as_
         module, example = one_layer(model.hidden, torch.Size((1, 16)), info, 1.0, returned)
         deployed = quantize(module, policy, example, [example])
         assert lowered_layers(deployed) == int8_kernels
+
+
+def test_a_table_is_measured_once_per_machine_and_again_when_what_it_depends_on_changes(task) -> None:
+    from autocompress.runtime import measure_latency_table
+    from autocompress.runtime._trial import latency_table_key
+    from autocompress.task import cache_dir
+
+    space = resolve_space(parse_space(SPACE), discover_layers(task.baseline_model(), task.example_input(1)))
+    fewer = dataclasses.replace(space, measure={**space.measure, "repeats": 3})
+    files = [cache_dir() / "latency-tables" / f"{latency_table_key(s, ('onnxruntime',))}.json" for s in (space, fewer)]
+    assert files[0] != files[1]
+    for file in files:
+        file.unlink(missing_ok=True)
+    first = measure_latency_table(space)
+    assert files[0].exists() and not files[1].exists()
+    assert measure_latency_table(space) == first  # read back: a second measurement never repeats every median
+    again = measure_latency_table(fewer)
+    assert files[1].exists() and again != first and again.entries.keys() == first.entries.keys()
+    files[0].write_text("{")
+    assert measure_latency_table(space).entries.keys() == first.entries.keys()  # a damaged file: measured again

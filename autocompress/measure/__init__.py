@@ -12,7 +12,7 @@ from autocompress.measure._counters import (
     serialize,
     to_torchscript,
 )
-from autocompress.measure._latency import compare_latency, torch_threads
+from autocompress.measure._latency import compare_latency, cpu_model, torch_threads
 from autocompress.measure._lut import WIDTHS, build_latency_table
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "count_params",
     "count_sparse_bytes",
     "count_weight_sparsity",
+    "cpu_model",
     "layer_weights",
     "serialize",
     "to_torchscript",

@@ -13,10 +13,13 @@ capped every measured batch-1 speedup. A fresh copy is also how a server that lo
 from __future__ import annotations
 
 import io
+import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -72,3 +75,15 @@ def fresh_copy(model: Callable[..., object]) -> Callable[..., object]:
     if not isinstance(model, torch.jit.ScriptModule):
         return model
     return torch.jit.load(io.BytesIO(serialize(model)))
+
+
+def cpu_model() -> str:
+    """This machine's CPU and whether it has VNNI int8 instructions. Int8 speedups differ between machines
+    (MiniLM's all-int8 recipe measured 2.2x in one session's seed, 1.4-1.6x on an AVX2-only EPYC in another's),
+    and without VNNI the weights keep 7 bits (`int8_kernels_saturate`), so a measurement records where it ran."""
+    from autocompress.compress._quant_base import int8_kernels_saturate
+
+    cpuinfo = Path("/proc/cpuinfo")
+    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text() if cpuinfo.exists() else "", re.M)
+    model = found.group(1).strip() if found else platform.processor() or platform.machine()
+    return f"{model} ({'no VNNI' if int8_kernels_saturate() else 'VNNI'})"

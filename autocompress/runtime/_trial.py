@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import inspect
+import json
 import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,10 +50,11 @@ from autocompress.measure import (
     count_params,
     count_sparse_bytes,
     count_weight_sparsity,
+    cpu_model,
     torch_threads,
 )
 from autocompress.space import LatencyTable, Policy, Space
-from autocompress.task import Task, checked_metric, load_task
+from autocompress.task import Task, cache_dir, checked_metric, load_task
 
 
 @dataclass(frozen=True)
@@ -603,9 +607,56 @@ def baseline_metrics(task_ref: str, measure: dict[str, Any]) -> dict[str, Any]:
 def measure_latency_table(space: Space) -> LatencyTable:
     """The study's `LatencyTable`: each layer of the task's float model alone, lowered as trials lower (the
     space's quantizer; the QDQ file built once for the ONNX runtimes) to every runtime of ``space.measure`` that
-    can run it, timed as trials are timed."""
-    task = cached_task(space.task)
+    can run it, timed as trials are timed.
+
+    Measured once per machine and kept under `autocompress.task.cache_dir` (``latency-tables/``), keyed by what
+    the table depends on (`latency_table_key`): a later study of the same layers, bit-widths, runtimes and
+    timing on this CPU reads it instead of measuring again (on an MNIST ResNet-50 that took 9-13 CPU-minutes a
+    study). Delete the folder to measure afresh."""
     runtimes = tuple(space.measure.get("runtimes") or LEGACY_RUNTIMES)
+    cached = cache_dir() / "latency-tables" / f"{latency_table_key(space, runtimes)}.json"
+    try:
+        return LatencyTable.from_dict(json.loads(cached.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or a damaged file: measured again
+        pass
+    table = _build_latency_table(space, runtimes)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(table.to_dict()))
+    partial.replace(cached)  # atomic: a concurrent study reads a whole table or none
+    return table
+
+
+def latency_table_key(space: Space, runtimes: tuple[str, ...]) -> str:
+    """A digest of everything a latency table depends on: the task and its layers (their shapes and choices of
+    bit-width), quantizer, timing settings, the runtimes and their versions, torch, this CPU, and the source of
+    this package (a change to lowering or measuring makes a new table)."""
+    names = sorted(set(space.layer_info) & set(space.layers))
+    facts = {
+        "task": space.task,
+        "layers": {name: [space.layer_info[name], list(space.layers[name].weight_bits)] for name in names},
+        "quantizer": [space.quantizer, space.per_channel],
+        "timing": {key: space.measure.get(key) for key in ("threads", "warmup", "repeats")},
+        "runtimes": {name: get_runtime(name).version() for name in runtimes},
+        "torch": torch.__version__,
+        "cpu": cpu_model(),
+        "source": _package_digest(),
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@functools.cache
+def _package_digest() -> str:
+    """sha256 of this package's Python source files."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _build_latency_table(space: Space, runtimes: tuple[str, ...]) -> LatencyTable:
+    task = cached_task(space.task)
     threads = space.measure["threads"]
 
     def compile_(module: torch.nn.Module, policy: Policy, x: torch.Tensor) -> dict[str, Callable[..., Any]]:
