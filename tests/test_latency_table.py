@@ -253,11 +253,11 @@ def test_an_inner_linear_is_measured_with_its_int8_output_and_the_classifier_as_
     """Alone, a Linear's output is the module's, which lowering keeps float (on TorchScript a float Linear):
     the table measures an inner Linear with its int8 output, and only the model's own output Linear as that."""
     from autocompress.compress import lowered_layers, quantize
-    from autocompress.measure._lut import one_layer, returned_layers
+    from autocompress.measure._lut import layer_inputs, one_layer
 
     model = nn.Sequential(OrderedDict(hidden=nn.Linear(16, 32), act=nn.ReLU(), fc=nn.Linear(32, 10))).eval()
     x = torch.randn(4, 16)
-    assert returned_layers(model, x, ["hidden", "fc"]) == {"fc"}
+    assert layer_inputs(model, x, ["hidden", "fc"]) == ({"hidden": (4, 16), "fc": (4, 32)}, {"fc"})
     info = {"out_root": "hidden", "in_roots": {}, "in_channels": 16}
     policy = Policy.from_mapping({"layer": LayerSetting(weight_bits=8)})
     for returned, int8_kernels in ((False, 1), (True, 0)):

@@ -16,7 +16,7 @@ counts it once and each layer by what it adds to it.
 A Linear that is not the model's output is measured with an int8 output: alone, its output would be the
 module's, which the lowering keeps float (a classifier's logits; on TorchScript a float Linear), so it is
 followed by an `nn.Identity` that shares its output's grid. The model's own output Linear is measured as it
-runs, float output and all (`returned_layers`).
+runs, float output and all (`layer_inputs` finds which the model returns).
 
 What it does not see: a layer alone quantizes its float input and dequantizes its output, which an int8 chain
 shares between layers, and ops outside conv/linear (pooling, adds) are left out; the table ranks policies, it
@@ -45,36 +45,24 @@ WIDTHS = (0.25, 0.5, 0.75, 1.0)
 Compile = Callable[[nn.Module, Policy, torch.Tensor], dict[str, Callable[..., Any]]]
 
 
-def layer_inputs(model: nn.Module, example: ModelInputs, names: Iterable[str]) -> dict[str, torch.Size]:
-    """The shape of the first input of each named module on one forward pass of `example`."""
+def layer_inputs(
+    model: nn.Module, example: ModelInputs, names: Iterable[str]
+) -> tuple[dict[str, torch.Size], set[str]]:
+    """On one forward pass of `example`: the shape of the first input of each named module, and the named
+    modules whose output the model returns as it is (alone or in a tuple, list or dict)."""
     shapes: dict[str, torch.Size] = {}
-    hooks = []
-    for name in names:
-
-        def hook(_module: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
-            shapes.setdefault(name, args[0].shape)
-
-        hooks.append(model.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            call_model(model.eval(), example)
-    finally:
-        for handle in hooks:
-            handle.remove()
-    return shapes
-
-
-def returned_layers(model: nn.Module, example: ModelInputs, names: Iterable[str]) -> set[str]:
-    """The named modules whose output the model returns as it is (alone or in a tuple, list or dict), on one
-    forward pass of `example`."""
     produced: dict[int, str] = {}
     hooks = []
     for name in names:
 
+        def pre_hook(_module: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            shapes.setdefault(name, args[0].shape)
+
         def hook(_module: nn.Module, _args: Any, output: Any, name: str = name) -> None:
             produced[id(output)] = name
 
-        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+        module = model.get_submodule(name)
+        hooks += [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(hook)]
     try:
         with torch.no_grad():
             result = call_model(model.eval(), example)
@@ -82,7 +70,7 @@ def returned_layers(model: nn.Module, example: ModelInputs, names: Iterable[str]
         for handle in hooks:
             handle.remove()
     values = result.values() if isinstance(result, dict) else result if isinstance(result, tuple | list) else [result]
-    return {produced[id(value)] for value in values if id(value) in produced}
+    return shapes, {produced[id(value)] for value in values if id(value) in produced}
 
 
 def _scaled(channels: int, width: float, multiple: int = 1) -> int:
@@ -151,8 +139,7 @@ def build_latency_table(
     start = time.perf_counter()
     kinds = (nn.Conv1d, nn.Conv2d, nn.Linear)
     names = [n for n in space.layers if n in space.layer_info and isinstance(model.get_submodule(n), kinds)]
-    shapes = layer_inputs(model, example, names)
-    returned = returned_layers(model, example, names)
+    shapes, returned = layer_inputs(model, example, names)
     bits = sorted({b for n in names for b in space.layers[n].weight_bits}, reverse=True)
     entries: dict[str, dict[str, dict[int, tuple[float, ...]]]] = {runtime: {} for runtime in runtimes}
     timing: dict[str, Any] = {"threads": threads, "warmup": warmup, "repeats": repeats, "clock": clock}
