@@ -26,9 +26,9 @@ quantizers. Rounding logits to 8 bits flips close calls: a quarter-epoch MNIST R
 -204..482 (2.7 a step), lost 1.56 points with only its ``fc`` in int8 on every runtime, and kept 0.9626 of its
 0.9630 with float logits (all 54 layers int8: 0.9474 before in bench_search's trials, 0.9628 after, OpenVINO).
 OpenVINO and ONNX Runtime run that layer as an int8 MatMul with a float result. torch's x86 kernels have no
-static int8 Linear with a float output, so on the TorchScript lowering it is a float Linear holding the int8 grid's weights
-(`dequantized_layer`): the same values as the Q/DQ file, at float cost for that one layer (a classifier head;
-torch's dynamic int8 Linear re-quantizes its input per call at 7 bits and kept 0.9610 there).
+static int8 Linear with a float output, so on the TorchScript lowering it is a float Linear holding the int8
+grid's weights (`dequantized_layer`): the same values as the Q/DQ file, at float cost for that one layer (a
+classifier head; torch's dynamic int8 Linear re-quantizes its input per call at 7 bits and kept 0.9610 there).
 """
 
 from __future__ import annotations
