@@ -372,10 +372,14 @@ class SupervisedTask:
 
 
 def _save_atomic(path: Path, state: dict[str, torch.Tensor]) -> None:
-    """Write `state` to `path` through a temporary file renamed over it: concurrent workers never read half a
-    file."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file renamed over it: concurrent workers never read half a
+    file."""
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(buffer.getvalue())
+    tmp.write_bytes(data)
     tmp.replace(path)

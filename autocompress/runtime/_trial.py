@@ -54,7 +54,7 @@ from autocompress.measure import (
     torch_threads,
 )
 from autocompress.space import LatencyTable, Policy, Space
-from autocompress.task import Task, cache_dir, checked_metric, load_task
+from autocompress.task import Task, cache_dir, checked_metric, load_task, write_atomic
 
 
 @dataclass(frozen=True)
@@ -621,9 +621,7 @@ def measure_latency_table(space: Space) -> LatencyTable:
         pass
     table = _build_latency_table(space, runtimes)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(table.to_dict()))
-    partial.replace(cached)  # atomic: a concurrent study reads a whole table or none
+    write_atomic(cached, json.dumps(table.to_dict()).encode())  # a concurrent study reads a whole table or none
     return table
 
 
