@@ -15,7 +15,8 @@ trial CPU time each mode spent, counted in trial order, until a trial first reac
 within 60 % of full fidelity's. Also reported: trials, fine-tune epochs (each trial's total: a promoted trial
 counts its rung's epochs), epochs trained (what the search paid: a promoted trial trains only its extra
 epochs), and the hypervolume of the feasible (accuracy, speedup) points above (floor, 1.0).
-Writes experiments/results/bench_fidelity.{json,md}: every run kept, one per (pair, seed, budget); a rerun
+``--target`` searches a pair under another speed target (recorded with the run).
+Writes experiments/results/bench_fidelity.{json,md}: every run kept, one per (pair, target, seed, budget); a rerun
 replaces its own. The kept runs are read when a run ends, so runs of other seeds or pairs can go side by side
 (one per core).
 
@@ -85,9 +86,8 @@ def search(
     pair_name: str, mode: str, rungs: tuple[float, ...], args: argparse.Namespace, tmp: Path
 ) -> tuple[Mode, list[tuple[float, float]]]:
     """Run one mode to the CPU budget; `summarise` it."""
-    target = FIDELITY[pair_name][1]
     space = tmp / f"{mode}.yaml"
-    space.write_text(space_text(pair_name, rungs, target))
+    space.write_text(space_text(pair_name, rungs, args.target))
     started = time.monotonic()
     study = autocompress.search(
         space,
@@ -163,7 +163,7 @@ def table(record: dict) -> list[str]:
             f"| {r.mode} | {r.rungs} | {r.trials} | {r.finetune_epochs:g} | {r.trained_epochs:g} | {best} | "
             f"{at_target} | {reach} | {r.cpu_s:.0f} | {r.hypervolume:.4f} |"
         )
-    target = FIDELITY[record["pair"]][1]
+    target = run_target(record)
     lines.append(
         f"\n{record['pair']}: TPE seed {record['seed']} on {record.get('cpu') or 'a CPU not recorded'}, trials inline "
         f"on one thread, {record['cpu_hours']:g} "
@@ -214,23 +214,29 @@ def report(runs: list[dict]) -> list[str]:
     """Every run's table, then one line per pair: in how many seeds ASHA met the goal."""
     lines: list[str] = []
     for record in runs:
-        lines += [f"## {record['pair']}, seed {record['seed']}", "", *table(record), ""]
-    for pair in sorted({r["pair"] for r in runs}):
-        shares = [goal_share(*(Mode(**m) for m in r["modes"])) for r in runs if r["pair"] == pair]
+        lines += [f"## {record['pair']} at {run_target(record):g}x, seed {record['seed']}", "", *table(record), ""]
+    for pair, target in sorted({(r["pair"], run_target(r)) for r in runs}):
+        same = [r for r in runs if (r["pair"], run_target(r)) == (pair, target)]
+        shares = [goal_share(*(Mode(**m) for m in r["modes"])) for r in same]
         met = sum(s is not None and s <= GOAL_SHARE for s in shares)
-        empty = sum(r["modes"][0]["best_feasible_accuracy"] is None for r in runs if r["pair"] == pair)
+        empty = sum(r["modes"][0]["best_feasible_accuracy"] is None for r in same)
         note = f" (full fidelity found no feasible trial in {empty})" if empty else ""
-        lines.append(f"**{pair}: ASHA met the goal in {met} of {len(shares)} seeds{note}.**")
+        lines.append(f"**{pair} at {target:g}x: ASHA met the goal in {met} of {len(shares)} seeds{note}.**")
     return lines
 
 
-def run_key(record: dict) -> tuple[str, int, float]:
-    """What makes a run its own: (pair, seed, CPU-hour budget)."""
-    return record["pair"], record["seed"], record["cpu_hours"]
+def run_target(record: dict) -> float:
+    """The speed target a run searched under (runs from before ``--target`` used their pair's)."""
+    return record.get("target", FIDELITY[record["pair"]][1])
+
+
+def run_key(record: dict) -> tuple[str, float, int, float]:
+    """What makes a run its own: (pair, speed target, seed, CPU-hour budget)."""
+    return record["pair"], run_target(record), record["seed"], record["cpu_hours"]
 
 
 def with_run(runs: list[dict], record: dict) -> list[dict]:
-    """`runs` with `record` in place of an earlier run of the same pair, seed and budget, ordered by pair, seed."""
+    """`runs` with `record` in place of an earlier run of the same pair, target, seed and budget, in that order."""
     kept = [r for r in runs if run_key(r) != run_key(record)]
     return sorted([*kept, record], key=run_key)
 
@@ -243,10 +249,12 @@ def kept_runs(path: Path) -> list[dict]:
 def reused_full(runs: list[dict], args: argparse.Namespace) -> Mode:
     """Full fidelity's row of an earlier run with the same pair, seed and budget (``--reuse-full``): full
     fidelity is one rung, so a change to ASHA leaves it as it was; refused when that run was on another CPU."""
-    key = (args.pair, args.seed, args.cpu_hours)
+    key = (args.pair, args.target, args.seed, args.cpu_hours)
     record = next((r for r in runs if run_key(r) == key), None)
     if record is None:
-        raise SystemExit(f"no earlier run of {args.pair} seed {args.seed} at {args.cpu_hours} CPU-hours to reuse")
+        raise SystemExit(
+            f"no earlier run of {args.pair} at {args.target:g}x, seed {args.seed}, {args.cpu_hours} CPU-hours to reuse"
+        )
     if record.get("cpu") and record["cpu"] != cpu_model():  # ASHA here would be timed against another machine
         raise SystemExit(f"the earlier run of {args.pair} seed {args.seed} ran on {record['cpu']}, not {cpu_model()}")
     return Mode(**next(m for m in record["modes"] if m["mode"] == "full"))
@@ -257,11 +265,14 @@ def main() -> None:
     parser.add_argument("--pair", choices=list(FIDELITY), default="mnist-resnet18")
     parser.add_argument("--cpu-hours", type=float, default=0.3, help="trial CPU time per mode")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", type=float, help="the speed target (constraint); default: the pair's in FIDELITY")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where the results go")
     parser.add_argument(
         "--reuse-full", action="store_true", help="run only ASHA; full fidelity's row from OUT/bench_fidelity.json"
     )
     args = parser.parse_args()
+    if args.target is None:
+        args.target = FIDELITY[args.pair][1]
     import torch
 
     torch.set_num_threads(1)
@@ -276,7 +287,8 @@ def main() -> None:
             full = Mode(**{**asdict(full), "cpu_to_reach_s": cpu_to_reach(full_reached, full.best_feasible_accuracy)})
         asha, asha_reached = search(args.pair, "asha", rungs, args, Path(tmp))
     rows = [full, Mode(**{**asdict(asha), "cpu_to_reach_s": cpu_to_reach(asha_reached, full.best_feasible_accuracy)})]
-    record = {"pair": args.pair, "seed": args.seed, "cpu_hours": args.cpu_hours, "cpu": cpu_model()}
+    record = {"pair": args.pair, "target": args.target, "seed": args.seed, "cpu_hours": args.cpu_hours}
+    record["cpu"] = cpu_model()
     record["modes"] = [asdict(r) for r in rows]
     runs = with_run(kept_runs(path), record)  # read now: a run beside this one may have finished meanwhile
     out.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,18 @@ def test_a_rerun_replaces_its_own_run_and_keeps_the_other_seeds_in_order() -> No
     assert runs[1]["modes"][1]["cpu_to_reach_s"] == 200.0
 
 
+def test_a_run_under_another_speed_target_is_its_own_run_and_counted_apart() -> None:
+    # runs from before --target carry none: they searched under their pair's target (2.5x for mnist-resnet18)
+    runs = with_run([_run(0, 200.0)], {**_run(0, None), "target": 2.0})
+    runs = with_run(runs, {**_run(0, 400.0), "target": 2.5})  # the pair's own target: replaces the first run
+    assert [(r.get("target"), r["modes"][1]["cpu_to_reach_s"]) for r in runs] == [(2.0, None), (2.5, 400.0)]
+    lines = report(runs)
+    assert "## mnist-resnet18 at 2x, seed 0" in lines and "## mnist-resnet18 at 2.5x, seed 0" in lines
+    assert "**mnist-resnet18 at 2x: ASHA met the goal in 0 of 1 seeds.**" in lines
+    assert "**mnist-resnet18 at 2.5x: ASHA met the goal in 0 of 1 seeds.**" in lines  # 400 / 500 misses
+    assert any("speed target 2x (constraint)" in line for line in lines)
+
+
 def test_the_kept_runs_are_read_from_the_file_as_it_is_when_asked(tmp_path: Path) -> None:
     path = tmp_path / "bench_fidelity.json"
     assert kept_runs(path) == []
@@ -99,7 +111,7 @@ def test_the_kept_runs_are_read_from_the_file_as_it_is_when_asked(tmp_path: Path
 def test_the_report_counts_the_seeds_where_asha_met_the_goal() -> None:
     # 200 / 500 = 40 % meets the 60 % goal; 400 / 500 = 80 % misses it; never reaching it misses it
     lines = report([_run(0, 200.0), _run(1, 400.0), _run(2, None)])
-    assert "**mnist-resnet18: ASHA met the goal in 1 of 3 seeds.**" in lines
+    assert "**mnist-resnet18 at 2.5x: ASHA met the goal in 1 of 3 seeds.**" in lines
     assert any("in 40% of the CPU time" in line and "met." in line for line in lines)
     assert any("in 80% of the CPU time" in line and "missed." in line for line in lines)
     assert sum("did not reach" in line for line in lines) == 1
@@ -107,7 +119,7 @@ def test_the_report_counts_the_seeds_where_asha_met_the_goal() -> None:
 
 def test_without_a_full_fidelity_front_the_goal_is_not_counted_and_what_asha_found_is_said() -> None:
     lines = report([_run(0, 200.0), _no_full_front(1, 0.9612, 250.0), _no_full_front(2, None, None)])
-    count = "**mnist-resnet18: ASHA met the goal in 1 of 3 seeds (full fidelity found no feasible trial in 2).**"
+    count = "**mnist-resnet18 at 2.5x: ASHA met the goal in 1 of 3 seeds (full fidelity found no feasible trial in 2).**"
     assert count in lines
     found = next(line for line in lines if "Full fidelity found no feasible trial" in line)
     assert "ASHA found one after 250 trial CPU-s (25% of full fidelity's), best 0.9612" in found
@@ -149,7 +161,7 @@ def test_a_mode_is_summarised_from_its_real_study(tmp_path: Path) -> None:
 
 
 def test_reusing_full_fidelity_refuses_a_run_from_another_cpu() -> None:
-    args = argparse.Namespace(pair="mnist-resnet18", seed=0, cpu_hours=0.3)
+    args = argparse.Namespace(pair="mnist-resnet18", seed=0, cpu_hours=0.3, target=2.5)
     here, elsewhere = {**_run(0, 300.0), "cpu": cpu_model()}, {**_run(0, 300.0), "cpu": "Another CPU (VNNI)"}
     assert reused_full([here], args).mode == "full"
     assert reused_full([_run(0, 300.0)], args).mode == "full"  # an older run without its CPU recorded
