@@ -263,13 +263,15 @@ def space_yaml(pair: Pair, settings: Settings, strategy: str | None = None) -> s
 
 @dataclass(frozen=True)
 class Point:
-    """A trial as the bench sees it: its number, validation accuracy and speed (None for a failed trial) and
-    the CPU seconds it took."""
+    """A trial as the bench sees it: its number, validation accuracy and speed (None for a failed trial), the
+    CPU seconds it took and the fine-tune epochs behind its weights, epochs carried from earlier trials included
+    (a NetAdapt chain, an ASHA promotion; None for a failed trial and in rows from before it was kept)."""
 
     number: int
     accuracy: float | None
     speed: float | None
     cpu_s: float
+    epochs: float | None = None
 
     @property
     def complete(self) -> bool:
@@ -343,6 +345,14 @@ def versus_uniform(
         ratio_max=max(known_ratios, default=None),
         ratio_budget=None if fastest_feasible is None else fastest_feasible / front[0][1],
     )
+
+
+def fastest_at(points: Iterable[Point], accuracy: float) -> Point | None:
+    """The fastest complete point at least `accuracy` accurate, the more accurate of equally fast ones (None:
+    none is that accurate): at the floor, the best uniform recipe; at its accuracy, the strategy's trial the
+    speed ratio at equal accuracy compares with it."""
+    complete = [p for p in points if p.complete and p.accuracy >= accuracy]  # type: ignore[operator]
+    return max(complete, key=lambda p: (p.speed, p.accuracy), default=None)
 
 
 def hypervolume_curve(points: Sequence[Point], floor: float) -> list[tuple[float, float]]:
@@ -488,6 +498,7 @@ def run_study(
             t.metrics["accuracy"] if t.state == "complete" else None,
             t.metrics[pair.speed] if t.state == "complete" else None,
             float(t.metrics.get("cpu_s", 0.0)),
+            float(t.metrics["finetune_epochs"]) if t.state == "complete" else None,
         )
         for t in trials
     ]
@@ -750,7 +761,36 @@ def pair_section(pair: str, rows: list[dict[str, Any]], strategies: list[str]) -
         ]
     line, met = verdict(pair, summaries)
     lines += ["", f"**Verdict: {line}**", "", within_budget(summaries), ""]
+    best = _best_strategy(summaries, "ratio_best")
+    if best is not None and (training := training_line(rows, best[0])):
+        lines += [training, ""]
     return lines, met
+
+
+def training_line(rows: list[dict[str, Any]], strategy: str) -> str | None:
+    """The fine-tune epochs behind the trials `strategy`'s speed ratio at equal accuracy compares, per seed:
+    its trial's (carried epochs included) against the best uniform recipe's, and a warning where it had more.
+    A strategy that carries a model forward (NetAdapt) or a trial promoted from a rung can be ahead by training
+    rather than by its allocation; the bench's budget is trials and CPU time, not training, so the ratio stands
+    but must be read with this. None when no seed's rows kept the epochs."""
+    uniform = {r["seed"]: r for r in rows if r["strategy"] == "uniform"}
+    compared = []
+    for row in sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["seed"]):
+        recipe = fastest_at(uniform[row["seed"]]["points"], row["floor"]) if row["seed"] in uniform else None
+        trial = fastest_at(row["points"], recipe.accuracy) if recipe is not None else None  # type: ignore[arg-type]
+        if recipe is not None and trial is not None and recipe.epochs is not None and trial.epochs is not None:
+            compared.append((row["seed"], trial.epochs, recipe.epochs))
+    if not compared:
+        return None
+    per_seed = ", ".join(f"seed {seed}: {mine:g} vs {theirs:g}" for seed, mine, theirs in compared)
+    ahead = [seed for seed, mine, theirs in compared if mine > theirs]
+    line = f"Fine-tune epochs behind the trials compared at equal accuracy ({strategy} vs uniform): {per_seed}."
+    if ahead:
+        line += (
+            f" **In seed {', '.join(map(str, ahead))} {strategy}'s trial had more fine-tuning than the uniform recipe: "
+            "its ratio is at equal trials and CPU time, not at equal training.**"
+        )
+    return line
 
 
 def machines_line(rows: list[dict[str, Any]]) -> str:

@@ -119,7 +119,9 @@ def test_the_report_counts_the_seeds_where_asha_met_the_goal() -> None:
 
 def test_without_a_full_fidelity_front_the_goal_is_not_counted_and_what_asha_found_is_said() -> None:
     lines = report([_run(0, 200.0), _no_full_front(1, 0.9612, 250.0), _no_full_front(2, None, None)])
-    count = "**mnist-resnet18 at 2.5x: ASHA met the goal in 1 of 3 seeds (full fidelity found no feasible trial in 2).**"
+    count = (
+        "**mnist-resnet18 at 2.5x: ASHA met the goal in 1 of 3 seeds (full fidelity found no feasible trial in 2).**"
+    )
     assert count in lines
     found = next(line for line in lines if "Full fidelity found no feasible trial" in line)
     assert "ASHA found one after 250 trial CPU-s (25% of full fidelity's), best 0.9612" in found

@@ -27,6 +27,7 @@ from experiments.bench_search import (
     settings_for,
     space_yaml,
     speed_at_accuracy,
+    training_line,
     verdict,
     versus_uniform,
     within_budget,
@@ -195,6 +196,38 @@ def test_a_row_keeps_the_cpu_it_ran_on_and_an_older_row_reads_as_not_recorded(tm
     rows = load_rows(tmp_path)
     assert [r["cpu"] for r in rows] == ["AMD EPYC (no VNNI)", ""]
     assert rows[0]["points"] == [Point(0, 0.9, 1.5, 1.0)]
+
+
+def test_a_row_keeps_the_epochs_behind_each_trial_and_an_older_row_reads_them_as_unknown(tmp_path: Path) -> None:
+    append_row(
+        tmp_path, {**_row(0, "netadapt", ""), "points": [Point(0, 0.9, 1.5, 1.0, 0.25), Point(1, None, None, 1.0)]}
+    )
+    path = tmp_path / "results.csv"
+    row = path.read_text().splitlines()[1]
+    older = row.replace("[[0, 0.9, 1.5, 1.0, 0.25], [1, null, null, 1.0, null]]", "[[0, 0.9, 1.5, 1.0]]")
+    path.write_text(path.read_text() + older + "\n")  # a row written before the epochs were kept: 4 fields a trial
+    rows = load_rows(tmp_path)
+    assert rows[0]["points"] == [Point(0, 0.9, 1.5, 1.0, 0.25), Point(1, None, None, 1.0, None)]
+    assert rows[1]["points"] == [Point(0, 0.9, 1.5, 1.0, None)]
+
+
+def _points(*trials: tuple[float, float, float]) -> list[Point]:
+    return [Point(i, acc, speed, 1.0, epochs) for i, (acc, speed, epochs) in enumerate(trials)]
+
+
+def test_the_training_line_says_where_the_strategys_compared_trial_had_more_fine_tuning() -> None:
+    # uniform's best recipe: its fastest trial above the 0.97 floor (2.0x at 0.975, unpruned int8: 0 epochs);
+    # the strategy's compared trial: its fastest at least 0.975 accurate
+    uniform = {**_row(0, "uniform", ""), "floor": FLOOR, "points": _points((0.975, 2.0, 0.0), (0.96, 3.0, 0.05))}
+    carried = {**_row(0, "netadapt", ""), "floor": FLOOR, "points": _points((0.976, 3.0, 0.25), (0.99, 1.0, 0.05))}
+    level = {**_row(1, "netadapt", ""), "floor": FLOOR, "points": _points((0.976, 3.0, 0.0))}
+    line = training_line([uniform, {**uniform, "seed": 1}, carried, level], "netadapt")
+    assert line is not None
+    assert "seed 0: 0.25 vs 0, seed 1: 0 vs 0." in line
+    assert "In seed 0 netadapt's trial had more fine-tuning" in line and "not at equal training" in line
+    assert "more fine-tuning" not in training_line([uniform, {**uniform, "seed": 1}, level], "netadapt")  # type: ignore[operator]
+    older = {**carried, "points": [Point(0, 0.976, 3.0, 1.0)]}  # a row from before the epochs were kept
+    assert training_line([uniform, older], "netadapt") is None
 
 
 def test_a_results_file_in_another_format_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
