@@ -769,26 +769,26 @@ def pair_section(pair: str, rows: list[dict[str, Any]], strategies: list[str]) -
 
 def training_line(rows: list[dict[str, Any]], strategy: str) -> str | None:
     """The fine-tune epochs behind the trials `strategy`'s speed ratio at equal accuracy compares, per seed:
-    its trial's (carried epochs included) against the best uniform recipe's, and a warning where it had more.
-    A strategy that carries a model forward (NetAdapt) or a trial promoted from a rung can be ahead by training
-    rather than by its allocation; the bench's budget is trials and CPU time, not training, so the ratio stands
-    but must be read with this. None when no seed's rows kept the epochs."""
+    its trial's (carried epochs included) against the best uniform recipe's, and a warning where its trial had
+    more than one trial's fine-tune, which no uniform recipe can have: a strategy that carries its model forward
+    (NetAdapt) can be ahead by training rather than by its allocation. The bench's budget is trials and CPU time,
+    not training, so the ratio stands but must be read with this. None when no seed's rows kept the epochs."""
     uniform = {r["seed"]: r for r in rows if r["strategy"] == "uniform"}
     compared = []
     for row in sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["seed"]):
         recipe = fastest_at(uniform[row["seed"]]["points"], row["floor"]) if row["seed"] in uniform else None
         trial = fastest_at(row["points"], recipe.accuracy) if recipe is not None else None  # type: ignore[arg-type]
         if recipe is not None and trial is not None and recipe.epochs is not None and trial.epochs is not None:
-            compared.append((row["seed"], trial.epochs, recipe.epochs))
+            compared.append((row["seed"], trial.epochs, recipe.epochs, json.loads(row["settings"])["finetune"]))
     if not compared:
         return None
-    per_seed = ", ".join(f"seed {seed}: {mine:g} vs {theirs:g}" for seed, mine, theirs in compared)
-    ahead = [seed for seed, mine, theirs in compared if mine > theirs]
+    per_seed = ", ".join(f"seed {seed}: {mine:g} vs {theirs:g}" for seed, mine, theirs, _ in compared)
     line = f"Fine-tune epochs behind the trials compared at equal accuracy ({strategy} vs uniform): {per_seed}."
-    if ahead:
+    carried = [seed for seed, mine, _, one_trial in compared if mine > one_trial + 1e-9]
+    if carried:
         line += (
-            f" **In seed {', '.join(map(str, ahead))} {strategy}'s trial had more fine-tuning than the uniform recipe: "
-            "its ratio is at equal trials and CPU time, not at equal training.**"
+            f" **In seed {', '.join(map(str, carried))} {strategy}'s trial carried more fine-tuning than one trial "
+            "gets, which no uniform recipe has: its ratio is at equal trials and CPU time, not at equal training.**"
         )
     return line
 

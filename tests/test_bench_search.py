@@ -215,19 +215,28 @@ def _points(*trials: tuple[float, float, float]) -> list[Point]:
     return [Point(i, acc, speed, 1.0, epochs) for i, (acc, speed, epochs) in enumerate(trials)]
 
 
-def test_the_training_line_says_where_the_strategys_compared_trial_had_more_fine_tuning() -> None:
-    # uniform's best recipe: its fastest trial above the 0.97 floor (2.0x at 0.975, unpruned int8: 0 epochs);
-    # the strategy's compared trial: its fastest at least 0.975 accurate
-    uniform = {**_row(0, "uniform", ""), "floor": FLOOR, "points": _points((0.975, 2.0, 0.0), (0.96, 3.0, 0.05))}
-    carried = {**_row(0, "netadapt", ""), "floor": FLOOR, "points": _points((0.976, 3.0, 0.25), (0.99, 1.0, 0.05))}
-    level = {**_row(1, "netadapt", ""), "floor": FLOOR, "points": _points((0.976, 3.0, 0.0))}
-    line = training_line([uniform, {**uniform, "seed": 1}, carried, level], "netadapt")
+def test_the_training_line_says_where_the_strategys_compared_trial_carried_more_than_one_trials_fine_tune() -> None:
+    # one trial fine-tunes 0.05 epoch; uniform's best recipe: its fastest trial above the 0.97 floor (2.0x at
+    # 0.975, unpruned int8: 0 epochs); the strategy's compared trial: its fastest at least 0.975 accurate
+    def row(seed: int, strategy: str, *trials: tuple[float, float, float]) -> dict:
+        return {
+            **_row(seed, strategy, ""),
+            "settings": '{"finetune": 0.05}',
+            "floor": FLOOR,
+            "points": _points(*trials),
+        }
+
+    uniform = [row(seed, "uniform", (0.975, 2.0, 0.0), (0.96, 3.0, 0.05)) for seed in (0, 1)]
+    carried = row(0, "netadapt", (0.976, 3.0, 0.25), (0.99, 1.0, 0.05))  # a chain of five 0.05-epoch links
+    one_trial = row(1, "netadapt", (0.976, 3.0, 0.05))  # pruned, one trial's fine-tune: uniform's pruned recipes get it
+    line = training_line([*uniform, carried, one_trial], "netadapt")
     assert line is not None
-    assert "seed 0: 0.25 vs 0, seed 1: 0 vs 0." in line
-    assert "In seed 0 netadapt's trial had more fine-tuning" in line and "not at equal training" in line
-    assert "more fine-tuning" not in training_line([uniform, {**uniform, "seed": 1}, level], "netadapt")  # type: ignore[operator]
+    assert "seed 0: 0.25 vs 0, seed 1: 0.05 vs 0." in line
+    assert "In seed 0 netadapt's trial carried more fine-tuning than one trial gets" in line
+    assert "not at equal training" in line
+    assert "carried" not in training_line([*uniform, one_trial], "netadapt")  # type: ignore[operator]
     older = {**carried, "points": [Point(0, 0.976, 3.0, 1.0)]}  # a row from before the epochs were kept
-    assert training_line([uniform, older], "netadapt") is None
+    assert training_line([*uniform, older], "netadapt") is None
 
 
 def test_a_results_file_in_another_format_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
