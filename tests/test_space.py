@@ -108,6 +108,17 @@ def test_batch_32_speedup_constraint_is_judged_on_the_batch_32_speedup_alone() -
     }
 
 
+def test_an_accuracy_exactly_at_the_budgets_edge_keeps_it_and_one_image_more_breaks_it() -> None:
+    # 50 of 5,000 validation images below a 0.9706 baseline: a drop of exactly 1 pt, 0.010000000000000009 in floats
+    at_edge = {"accuracy_drop": 0.9706 - 0.9606}
+    assert at_edge["accuracy_drop"] > 0.01  # the rounding this is about
+    assert violations(at_edge, {"max_accuracy_drop": 0.01}) == {"max_accuracy_drop": 0.0}
+    one_more = violations({"accuracy_drop": 0.9706 - 0.9604}, {"max_accuracy_drop": 0.01})["max_accuracy_drop"]
+    assert one_more == pytest.approx(0.02)  # 0.0002 over a 0.01 budget
+    assert violations({"speedup": 1.5 - 1e-12}, {"min_speedup": 1.5}) == {"min_speedup": 0.0}
+    assert violations({"speedup": 1.4999}, {"min_speedup": 1.5})["min_speedup"] > 0
+
+
 def test_every_constraint_of_the_table_is_a_schema_key_and_judges_its_metric_in_its_direction() -> None:
     for name, constraint in CONSTRAINTS.items():
         limit = 0.5 if constraint.fraction else 4.0
