@@ -10,6 +10,7 @@ from autocompress.runtime._executors import (
 )
 from autocompress.runtime._loop import Budget, Progress, SearchLoop, violations
 from autocompress.runtime._trial import (
+    Continuation,
     Gate,
     TrialResult,
     baseline_metrics,
@@ -21,6 +22,7 @@ from autocompress.runtime._trial import (
 
 __all__ = [
     "Budget",
+    "Continuation",
     "Executor",
     "Finished",
     "Gate",
