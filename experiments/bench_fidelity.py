@@ -247,7 +247,7 @@ def kept_runs(path: Path) -> list[dict]:
 
 
 def reused_full(runs: list[dict], args: argparse.Namespace) -> Mode:
-    """Full fidelity's row of an earlier run with the same pair, seed and budget (``--reuse-full``): full
+    """Full fidelity's row of an earlier run with the same pair, target, seed and budget (``--reuse-full``): full
     fidelity is one rung, so a change to ASHA leaves it as it was; refused when that run was on another CPU."""
     key = (args.pair, args.target, args.seed, args.cpu_hours)
     record = next((r for r in runs if run_key(r) == key), None)
