@@ -32,6 +32,10 @@ from experiments.bench_search import cpu_model
 #: recipes compared, as uniform channel sparsity x weight bits over the space's layers (ASHA's promotions on the
 #: ResNet-18 pair at its 2.5x target are pruned int8 recipes)
 RECIPES = {"50-int8": (0.5, 8), "25-int8": (0.25, 8)}
+#: how a chain trains: `chain`, each rung a fine-tune of its own (a fresh cosine schedule from the full learning
+#: rate; ASHA before `FinetunePart`); `parts`, each rung the next stretch of one fine-tune of the top rung's epochs
+#: (its schedule and batches, `run_trial`'s ``schedule_epochs``; ASHA now)
+WAYS = {"chain": "each rung its own schedule", "parts": "stretches of one schedule"}
 
 
 def recipe_policy(space: Space, sparsity: float, bits: int) -> Policy:
@@ -48,6 +52,7 @@ def main() -> None:
     parser.add_argument("--pair", choices=list(FIDELITY), default="mnist-resnet18")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS), help="how the chain trains")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     import torch
@@ -71,21 +76,27 @@ def main() -> None:
         policy = recipe_policy(space, sparsity, bits)
         for seed in args.seeds:
             single = run_trial(space.task, policy, rungs[-1], measure=measure, seed=seed)
-            start, chain = None, []
-            for link, epochs in enumerate(rungs):
-                result = run_trial(
-                    space.task,
-                    policy,
-                    epochs,
-                    measure=measure,
-                    seed=seed + link,
-                    continue_from=start,
-                    keep_weights=True,
-                )
-                chain.append(result.metrics["accuracy"])
-                start = Continuation(epochs, result.weights)
             row = {"recipe": f"{sparsity:.0%} channels, {bits} bits", "seed": seed, "cpu": cpu_model()}
-            row |= {"single": single.metrics["accuracy"], "chain": chain, "speedup": single.metrics["speedup"]}
+            row |= {"single": single.metrics["accuracy"], "speedup": single.metrics["speedup"]}
+            for way in args.ways:
+                start, accuracies = None, []
+                for link, epochs in enumerate(rungs):
+                    result = run_trial(
+                        space.task,
+                        policy,
+                        epochs,
+                        measure=measure,
+                        seed=seed + link,
+                        continue_from=start,
+                        keep_weights=True,
+                        schedule_epochs=rungs[-1] if way == "parts" else None,
+                    )
+                    accuracies.append(result.metrics["accuracy"])
+                    batches_seed = result.metrics.get("finetune_seed")  # set when it ran as a part
+                    start = Continuation(
+                        epochs, result.weights, seed=None if batches_seed is None else int(batches_seed)
+                    )
+                row[way] = accuracies
             rows.append(row)
             print(row, flush=True)
     write(args, rungs, rows)
@@ -99,28 +110,47 @@ def write(args: argparse.Namespace, rungs: tuple[float, ...], rows: list[dict]) 
     kept = json.loads(path.read_text()) if path.exists() else {"pair": args.pair, "rungs": list(rungs), "rows": []}
     if (kept["pair"], kept["rungs"]) != (args.pair, list(rungs)):
         raise SystemExit(f"error: {path} holds {kept['pair']} at rungs {kept['rungs']}; choose another --out")
-    new = {(r["recipe"], r["seed"]) for r in rows}
-    rows = sorted(
-        [*(r for r in kept["rows"] if (r["recipe"], r["seed"]) not in new), *rows],
-        key=lambda r: (r["recipe"], r["seed"]),
-    )
+    merged = {(r["recipe"], r["seed"]): r for r in kept["rows"]}
+    for row in rows:  # a rerun's figures replace the row's, and the ways it did not run are kept
+        key = (row["recipe"], row["seed"])
+        merged[key] = {**merged.get(key, {}), **row}
+    rows = [merged[key] for key in sorted(merged)]
     path.write_text(json.dumps({**kept, "rows": rows}, indent=2) + "\n")
     cpus = " + ".join(sorted({r["cpu"] for r in rows}))
     lines = [
         f"# A promoted ASHA trial vs one fine-tune of the same length ({args.pair}, {cpus})",
         "",
         f"Rungs {list(rungs)} epochs; `single`: one fine-tune of {rungs[-1]:g} epoch from the baseline; `chain`: the "
-        "rungs in turn, each going on from the one before (validation accuracy after each link).",
+        "rungs in turn, each going on from the one before, each with a schedule of its own; `parts`: the same, each "
+        "rung the next stretch of one fine-tune's schedule and batches (validation accuracy after each rung; – where "
+        "a row did not run that way).",
         "",
-        "| recipe | seed | single | chain (after each rung) | chain - single (pt) |",
-        "|---|---|---|---|---|",
+        "| recipe | seed | single | chain (after each rung) | parts (after each rung) | chain - single (pt) | parts - "
+        "single (pt) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    diffs = [100 * (r["chain"][-1] - r["single"]) for r in rows]
-    for r, diff in zip(rows, diffs, strict=True):
-        links = " / ".join(f"{a:.4f}" for a in r["chain"])
-        lines.append(f"| {r['recipe']} | {r['seed']} | {r['single']:.4f} | {links} | {diff:+.2f} |")
-    spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
-    lines += ["", f"Chain - single over {len(diffs)} runs: {statistics.mean(diffs):+.2f}{spread} pt."]
+
+    def links(row: dict, way: str) -> str:
+        return " / ".join(f"{a:.4f}" for a in row[way]) if way in row else "–"
+
+    def gap(row: dict, way: str) -> str:
+        return f"{100 * (row[way][-1] - row['single']):+.2f}" if way in row else "–"
+
+    for r in rows:
+        lines.append(
+            f"| {r['recipe']} | {r['seed']} | {r['single']:.4f} | {links(r, 'chain')} | {links(r, 'parts')} | "
+            f"{gap(r, 'chain')} | {gap(r, 'parts')} |"
+        )
+    lines.append("")
+    for way in WAYS:
+        diffs = [100 * (r[way][-1] - r["single"]) for r in rows if way in r]
+        if diffs:
+            spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+            below = sum(d < 0 for d in diffs)
+            lines.append(
+                f"{way.capitalize()} - single over {len(diffs)} runs: {statistics.mean(diffs):+.2f}{spread} pt "
+                f"({below} below)."
+            )
     (args.out / "bench_continuation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.task import FinetunePart
 from experiments.tasks.digits import task as digits
 
 
@@ -21,6 +22,7 @@ class Call:
     steps: int
     start: dict[str, torch.Tensor]
     end: dict[str, torch.Tensor]
+    part: FinetunePart | None = None
 
 
 #: every fine-tuning call in this process, in order
@@ -58,4 +60,31 @@ class FinetuneRecordingTask:
         CALLS.append(Call(seed, epochs, steps, start, _weights(model)))
 
 
+class PartRecordingTask(FinetuneRecordingTask):
+    """The same, with a ``finetune`` that trains a stretch of a longer fine-tune (`FinetunePart`), as the
+    built-in tasks can: ASHA's rungs then run as parts of one fine-tune."""
+
+    name = "part-recording-digits"
+
+    def finetune(
+        self,
+        model: nn.Module,
+        epochs: float,
+        seed: int = 0,
+        on_step: Callable[[], None] | None = None,
+        part: FinetunePart | None = None,
+    ) -> None:
+        start, steps = _weights(model), 0
+
+        def step() -> None:
+            nonlocal steps
+            steps += 1
+            if on_step is not None:
+                on_step()
+
+        digits.finetune(model, epochs, seed=seed, on_step=step, part=part)
+        CALLS.append(Call(seed, epochs, steps, start, _weights(model), part))
+
+
 task = FinetuneRecordingTask()
+part_task = PartRecordingTask()

@@ -15,6 +15,7 @@ from autocompress.runtime._loop import WEIGHTS_KIND
 from autocompress.runtime._trial import Continuation, save_weights
 from autocompress.space import LayerSetting, Policy
 from autocompress.store import COMPLETE, StudyStore
+from autocompress.task import FinetunePart
 from experiments.tasks.digits import DigitsNet
 from experiments.tasks.digits import task as digits
 from tests import finetune_recording_task as recording
@@ -117,3 +118,28 @@ def test_weights_of_a_model_prepared_for_a_training_quantizer_load_into_its_prom
     )
     assert child.metrics["parent_weights"] == "loaded" and child.metrics["continued_epochs"] == 0.2
     assert child.metrics["finetune_steps"] == digits.finetune_steps(0.4)
+
+
+@pytest.mark.slow
+def test_rungs_run_as_parts_of_one_fine_tune_of_the_top_rungs_epochs(tmp_path) -> None:
+    """With a task whose ``finetune`` takes ``part``, a rung-0 trial trains the first stretch of one 0.6-epoch
+    fine-tune and its promotion the next, on the same schedule and batches (its chain's seed)."""
+    recording.CALLS.clear()
+    space = tmp_path / "parts.yaml"
+    space.write_text(RUNGS.replace("tests.finetune_recording_task:task", "tests.finetune_recording_task:part_task"))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = autocompress.search(space, study="p", storage=storage, strategy="random", trials=6, executor="inline")
+    trials = {t.number: t for t in study.trials()}
+    promoted = [t for t in trials.values() if t.metrics.get("rung") == 1 and t.metrics["finetune_epochs"] > 0]
+    assert promoted
+    for child in promoted:
+        parent = trials[int(child.metrics["promoted_from"])]
+        assert child.metrics["finetune_seed"] == parent.metrics["finetune_seed"] == parent.number
+        first, then = (c for c in recording.CALLS if c.seed == parent.number)  # the chain's two stretches
+        assert first.part == FinetunePart(0.0, 0.6) and then.part == FinetunePart(0.2, 0.6)
+        assert first.steps == digits.finetune_steps(0.2) == parent.metrics["finetune_steps"]
+        assert then.steps == digits.finetune_steps(0.6) - digits.finetune_steps(0.2) == child.metrics["finetune_steps"]
+        learned = [k for k in then.start if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+        assert all(torch.equal(then.start[k], first.end[k]) for k in learned)
+    unpromoted = [t for t in trials.values() if t.metrics.get("rung") == 0 and t.metrics["finetune_epochs"] > 0]
+    assert all(t.metrics["finetune_seed"] == t.number for t in unpromoted)

@@ -32,6 +32,8 @@ class Job:
     #: a promoted trial's start (`run_trial`'s ``continue_from``) and whether to return the fine-tuned weights
     continue_from: Continuation | None = None
     keep_weights: bool = False
+    #: the fine-tune this trial's training is a stretch of (`run_trial`'s ``schedule_epochs``)
+    schedule_epochs: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def execute(
                 gate=gate or Gate(),
                 continue_from=job.continue_from,
                 keep_weights=job.keep_weights,
+                schedule_epochs=job.schedule_epochs,
             )
     except (MemoryError, RuntimeError) as exc:
         if memory and (isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)):

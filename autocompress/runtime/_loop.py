@@ -405,6 +405,7 @@ class SearchLoop:
             self._seed + proposal.number,
             start,
             proposal.keep_weights,
+            proposal.schedule_epochs,
         )
 
     def _continuation(self, parent: int, policy: Policy) -> Continuation | None:
@@ -428,7 +429,13 @@ class SearchLoop:
             )
             return Continuation(epochs, None, why)
         parent_policy = Policy.from_dict(record.policy)
-        return Continuation(epochs, check.path.read_bytes(), policy=None if parent_policy == policy else parent_policy)
+        seed = record.metrics.get("finetune_seed")
+        return Continuation(
+            epochs,
+            check.path.read_bytes(),
+            policy=None if parent_policy == policy else parent_policy,
+            seed=None if seed is None else int(seed),
+        )
 
     def _release_weights(self) -> None:
         """Delete the stored weights of every trial no proposal may still go on from (`Controller.weights_needed`)."""

@@ -54,7 +54,7 @@ from autocompress.measure import (
     torch_threads,
 )
 from autocompress.space import LatencyTable, Policy, Space
-from autocompress.task import Task, cache_dir, checked_metric, load_task, write_atomic
+from autocompress.task import FinetunePart, Task, cache_dir, checked_metric, load_task, write_atomic
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,15 @@ class Continuation:
     """Where a trial that goes on from an earlier one starts: the fine-tuned weights of that parent trial
     (`save_weights` bytes; None when they cannot be had, `problem` says why) after `epochs` epochs of
     fine-tuning. `policy` is the parent's policy when it is not the trial's own (None: the same policy, an ASHA
-    promotion): the trial then removes from the parent's model the channels its own policy prunes beyond it."""
+    promotion): the trial then removes from the parent's model the channels its own policy prunes beyond it.
+    `seed`: the seed the parent's fine-tune drew its batches with, when it was a stretch of a longer fine-tune
+    (its ``finetune_seed`` metric), so that the trial goes on drawing the same fine-tune's batches."""
 
     epochs: float
     weights: bytes | None
     problem: str = ""
     policy: Policy | None = None
+    seed: int | None = None
 
 
 def save_weights(model: torch.nn.Module) -> bytes:
@@ -178,11 +181,15 @@ class TaskTrainer:
     `taken` counts the optimisation steps trained so far (None for a task without ``on_step``: not counted).
     `rewind` builds the `rewind_point` (a trial sets it to `rewind_point` of its compressed model; by default
     the model as the pruner is given it).
+    `part`: set when this trial's training is a stretch of one longer fine-tune (an ASHA rung, `FinetunePart`);
+    each `train` call then trains the next stretch of it, for a task whose ``finetune`` accepts ``part`` (others
+    train each call as a fine-tune of its own).
     """
 
     task: Task
     seed: int
     gate: Gate
+    part: FinetunePart | None = None
     taken: int | None = field(default=0, init=False)
     rewind: Callable[[], RewindPoint] = field(
         default=functools.partial(RewindPoint, None, "the weights it was given (no rewind point was set)"), init=False
@@ -200,7 +207,10 @@ class TaskTrainer:
             self.taken = (self.taken or 0) + 1
             step()
 
-        if "on_step" in inspect.signature(self.task.finetune).parameters:
+        if self.part is not None and takes_part(self.task):
+            part, self.part = self.part, replace(self.part, after=self.part.after + epochs)
+            self.task.finetune(model, epochs, seed=self.seed, on_step=counted_step, part=part)  # type: ignore[call-arg]
+        elif "on_step" in inspect.signature(self.task.finetune).parameters:
             self.task.finetune(model, epochs, seed=self.seed, on_step=counted_step)  # type: ignore[call-arg]
         else:
             self.taken = None
@@ -214,6 +224,11 @@ class TaskTrainer:
 
     def rewind_point(self) -> RewindPoint:
         return self.rewind()
+
+
+def takes_part(task: Task) -> bool:
+    """Whether the task's ``finetune`` can train a stretch of a longer fine-tune (``part``, with ``on_step``)."""
+    return {"part", "on_step"} <= inspect.signature(task.finetune).parameters.keys()
 
 
 def recalibrate_batch_norm(model: nn.Module, batches: Iterable[ModelInputs]) -> None:
@@ -375,6 +390,7 @@ def run_trial(
     gate: Gate | None = None,
     continue_from: Continuation | None = None,
     keep_weights: bool = False,
+    schedule_epochs: float | None = None,
 ) -> TrialResult:
     """Prune, fine-tune, quantize, lower to every runtime of ``measure["runtimes"]``, then evaluate and
     measure what each runtime runs.
@@ -388,7 +404,10 @@ def run_trial(
     them again). ``parent_weights`` says whether
     it did (`PARENT_LOADED`) or why it fine-tuned from the baseline for all ``finetune_epochs`` instead;
     ``continued_epochs`` is ``epochs`` or 0. `keep_weights` returns the fine-tuned model before quantization
-    (`save_weights`) in `TrialResult.weights`, for a trial that may be promoted. ``finetune_epochs`` is the
+    (`save_weights`) in `TrialResult.weights`, for a trial that may be promoted. With `schedule_epochs` the
+    trial's fine-tune is the stretch of one fine-tune of that many epochs after the epochs it goes on from (an
+    ASHA rung: `autocompress.task.FinetunePart`, for a task whose ``finetune`` takes ``part``; others ignore it),
+    drawing the batches of its chain's first trial (``finetune_seed``, reported). ``finetune_epochs`` is the
     epochs the final weights have been fine-tuned in total; ``finetune_steps`` the optimiser steps taken in
     this trial (for a task whose ``finetune`` takes ``on_step``).
 
@@ -429,7 +448,11 @@ def run_trial(
         runtimes = tuple(measure.get("runtimes") or LEGACY_RUNTIMES)
         base = _baseline(task_ref, runtimes)
         x1, x32 = task.example_input(1), task.example_input(32)
-        trainer = TaskTrainer(task, seed, gate)
+        in_parts = schedule_epochs is not None and takes_part(task)
+        batches_seed = seed  # a stretch of a longer fine-tune draws that fine-tune's batches
+        if in_parts and continue_from is not None and continue_from.seed is not None:
+            batches_seed = continue_from.seed
+        trainer = TaskTrainer(task, batches_seed, gate)
         with torch_threads(train_threads or torch.get_num_threads()):
             trains_quantizer = needs_training(policy)
             tuned = finetune_epochs if policy.prunes or trains_quantizer else 0.0
@@ -444,6 +467,8 @@ def run_trial(
                         continuation["parent_weights"] = PARENT_INCOMPATIBLE
                     else:
                         continuation["continued_epochs"] = continue_from.epochs
+            if in_parts:
+                trainer.part = FinetunePart(continuation.get("continued_epochs", 0.0), schedule_epochs)  # type: ignore[arg-type]
             if compressed is None:
                 compressed = _compress(task, policy, x1, trainer, finetune_epochs, gate, shape_only=False)
             model = compressed.model
@@ -507,6 +532,7 @@ def run_trial(
             **continuation,
             **pruner_metrics,
             **({"finetune_steps": float(trainer.taken)} if trainer.taken is not None else {}),
+            **({"finetune_seed": float(trainer.seed)} if in_parts else {}),
             "wall_s": time.perf_counter() - start_wall,
             "cpu_s": time.process_time() - start_cpu,
         }

@@ -22,6 +22,9 @@ class Proposal:
     ASHA promotion), or one that prunes every layer at least as much, whose extra channels are removed from the
     parent's model (NetAdapt carrying its model forward). ``keep_weights`` asks the trial to keep its fine-tuned
     weights, for a later proposal to name it as its parent (`Controller.weights_needed` says how long).
+    ``schedule_epochs``, when set, makes the trial's training a stretch of one fine-tune of that many epochs
+    (`autocompress.task.FinetunePart`): ASHA sets it to its top rung, so a rung trial trains on the top rung's
+    schedule and its promotion goes on along it.
     """
 
     number: int
@@ -29,6 +32,7 @@ class Proposal:
     finetune_epochs: float
     parent: int | None = None
     keep_weights: bool = False
+    schedule_epochs: float | None = None
 
 
 @dataclass(frozen=True)
@@ -240,11 +244,13 @@ def fixed_bits(space: Space, strategy: str, choice: str) -> dict[str, int]:
 
 
 def proposal_digest(proposal: Proposal) -> str:
-    """A short fingerprint of what a proposal asks (policy, epochs, parent, weights kept), stored with each ask so a
-    replay that proposes anything else is caught (asks stored before it have none and are checked by number)."""
-    text = json.dumps(
-        [proposal.policy.to_dict(), proposal.finetune_epochs, proposal.parent, proposal.keep_weights], sort_keys=True
-    )
+    """A short fingerprint of what a proposal asks (policy, epochs, parent, weights kept, the schedule it is a
+    stretch of when set), stored with each ask so a replay that proposes anything else is caught (asks stored
+    before it have none and are checked by number)."""
+    asked = [proposal.policy.to_dict(), proposal.finetune_epochs, proposal.parent, proposal.keep_weights]
+    if proposal.schedule_epochs is not None:
+        asked.append(proposal.schedule_epochs)
+    text = json.dumps(asked, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from autocompress._inputs import ModelInputs, batch_size_of, call_model, concat, take
 from autocompress.errors import UserError
-from autocompress.task import default_optimizer, eval_mode, seed_everything, train_steps
+from autocompress.task import FinetunePart, default_optimizer, eval_mode, seed_everything, train_steps
 from autocompress.tasks._batches import forward_names, split_batch
 
 #: how many examples `example_input` draws from the validation loader before repeating them
@@ -116,22 +116,39 @@ class ClassificationTask:
         return float(self.metric(torch.cat(outputs), torch.cat(targets)))
 
     def finetune(
-        self, model: nn.Module, epochs: float, seed: int = 0, on_step: Callable[[], None] | None = None
+        self,
+        model: nn.Module,
+        epochs: float,
+        seed: int = 0,
+        on_step: Callable[[], None] | None = None,
+        part: FinetunePart | None = None,
     ) -> None:
         """`finetune_steps(epochs)` steps of the user's loss and optimiser over the train loader (restarted
-        as often as needed), calling `on_step` after each optimiser step."""
+        as often as needed), calling `on_step` after each optimiser step. A `part` of a longer fine-tune skips
+        the batches the fine-tune took before it (they are loaded and dropped: a loader cannot seek)."""
         steps = self.finetune_steps(epochs)
         if steps == 0:
             return
+        first, steps, total = (0, steps, steps) if part is None else part.steps(epochs, self.finetune_steps)
         seed_everything(seed)
         batches = self._cycle("train")
+        for _ in range(first):
+            next(batches)
         model.train()
 
         def loss_at(_: int) -> torch.Tensor:
             inputs, target = next(batches)
             return self.loss(call_model(model, inputs), target)
 
-        train_steps(model.parameters(), loss_at, steps=steps, optimizer=self.optimizer, on_step=on_step)
+        train_steps(
+            model.parameters(),
+            loss_at,
+            steps=steps,
+            optimizer=self.optimizer,
+            on_step=on_step,
+            first_step=first,
+            schedule_steps=total,
+        )
         model.eval()
 
     def finetune_steps(self, epochs: float) -> int:

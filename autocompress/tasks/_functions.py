@@ -13,7 +13,14 @@ from torch import nn
 
 from autocompress._inputs import ModelInputs, take
 from autocompress.errors import UserError
-from autocompress.task import checked_metric, default_optimizer, eval_mode, seed_everything, train_steps
+from autocompress.task import (
+    FinetunePart,
+    checked_metric,
+    default_optimizer,
+    eval_mode,
+    seed_everything,
+    train_steps,
+)
 from autocompress.tasks._classification import trained_model
 
 
@@ -51,8 +58,15 @@ class FunctionTask:
         return checked_metric(self, split, self.evaluate_fn(model, split))
 
     def finetune(
-        self, model: nn.Module, epochs: float, seed: int = 0, on_step: Callable[[], None] | None = None
+        self,
+        model: nn.Module,
+        epochs: float,
+        seed: int = 0,
+        on_step: Callable[[], None] | None = None,
+        part: FinetunePart | None = None,
     ) -> None:
+        """`finetune_steps(epochs)` steps of ``train_loss``; a `part` of a longer fine-tune passes
+        ``train_loss`` that fine-tune's step numbers and follows its schedule."""
         steps = self.finetune_steps(epochs)
         if steps == 0:
             return
@@ -62,11 +76,18 @@ class FunctionTask:
                 "is not given, so the task cannot fine-tune; give train_loss(model, step), or search only "
                 "post-training quantization (no channel_sparsity, no weight_sparsity, no training quantizer)",
             )
+        first, steps, total = (0, steps, steps) if part is None else part.steps(epochs, self.finetune_steps)
         seed_everything(seed)
         loss = self.train_loss
         model.train()
         train_steps(
-            model.parameters(), lambda step: loss(model, step), steps=steps, optimizer=self.optimizer, on_step=on_step
+            model.parameters(),
+            lambda step: loss(model, step),
+            steps=steps,
+            optimizer=self.optimizer,
+            on_step=on_step,
+            first_step=first,
+            schedule_steps=total,
         )
         model.eval()
 
