@@ -48,16 +48,7 @@ class FinetuneRecordingTask:
     def finetune(
         self, model: nn.Module, epochs: float, seed: int = 0, on_step: Callable[[], None] | None = None
     ) -> None:
-        start, steps = _weights(model), 0
-
-        def step() -> None:
-            nonlocal steps
-            steps += 1
-            if on_step is not None:
-                on_step()
-
-        digits.finetune(model, epochs, seed=seed, on_step=step)
-        CALLS.append(Call(seed, epochs, steps, start, _weights(model)))
+        _recorded(model, epochs, seed, on_step, None)
 
 
 class PartRecordingTask(FinetuneRecordingTask):
@@ -74,16 +65,23 @@ class PartRecordingTask(FinetuneRecordingTask):
         on_step: Callable[[], None] | None = None,
         part: FinetunePart | None = None,
     ) -> None:
-        start, steps = _weights(model), 0
+        _recorded(model, epochs, seed, on_step, part)
 
-        def step() -> None:
-            nonlocal steps
-            steps += 1
-            if on_step is not None:
-                on_step()
 
-        digits.finetune(model, epochs, seed=seed, on_step=step, part=part)
-        CALLS.append(Call(seed, epochs, steps, start, _weights(model), part))
+def _recorded(
+    model: nn.Module, epochs: float, seed: int, on_step: Callable[[], None] | None, part: FinetunePart | None
+) -> None:
+    """The digits task's fine-tune of `model`, recorded in `CALLS`."""
+    start, steps = _weights(model), 0
+
+    def step() -> None:
+        nonlocal steps
+        steps += 1
+        if on_step is not None:
+            on_step()
+
+    digits.finetune(model, epochs, seed=seed, on_step=step, part=part)
+    CALLS.append(Call(seed, epochs, steps, start, _weights(model), part))
 
 
 task = FinetuneRecordingTask()
