@@ -166,6 +166,7 @@ def test_reusing_full_fidelity_refuses_a_run_from_another_cpu() -> None:
     args = argparse.Namespace(pair="mnist-resnet18", seed=0, cpu_hours=0.3, target=2.5)
     here, elsewhere = {**_run(0, 300.0), "cpu": cpu_model()}, {**_run(0, 300.0), "cpu": "Another CPU (VNNI)"}
     assert reused_full([here], args).mode == "full"
-    assert reused_full([_run(0, 300.0)], args).mode == "full"  # an older run without its CPU recorded
     with pytest.raises(SystemExit, match="ran on Another CPU"):
         reused_full([elsewhere], args)
+    with pytest.raises(SystemExit, match="ran on a CPU not recorded"):  # an older run: its machine is unknown
+        reused_full([_run(0, 300.0)], args)
