@@ -161,11 +161,17 @@ class FinetunePart:
     after: float
     of: float
 
-    def steps(self, epochs: float, steps_of: Callable[[float], int]) -> tuple[int, int, int]:
-        """(first step, steps to take, steps of the whole fine-tune) for `epochs` of this part, counted by the
-        task's ``finetune_steps`` (`steps_of`)."""
-        first = steps_of(self.after)
-        return first, max(0, steps_of(self.after + epochs) - first), steps_of(self.of)
+
+def finetune_schedule(
+    epochs: float, steps_of: Callable[[float], int], part: FinetunePart | None
+) -> tuple[int, int, int]:
+    """(first step, steps to take, steps of the schedule) of `epochs` of fine-tuning, counted by the task's
+    ``finetune_steps`` (`steps_of`): a fine-tune of its own, or the stretch `part` of a longer one."""
+    if part is None:
+        steps = steps_of(epochs)
+        return 0, steps, steps
+    first = steps_of(part.after)
+    return first, max(0, steps_of(part.after + epochs) - first), steps_of(part.of)
 
 
 def cache_dir() -> Path:
@@ -359,8 +365,7 @@ class SupervisedTask:
             return
         seed_everything(seed)
         x, y = self.data["train"]
-        steps = self.finetune_steps(epochs)
-        first, steps, total = (0, steps, steps) if part is None else part.steps(epochs, self.finetune_steps)
+        first, steps, total = finetune_schedule(epochs, self.finetune_steps, part)
         model.train()
         train_minibatches(
             model.parameters(),

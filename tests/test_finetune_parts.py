@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from autocompress.task import FinetunePart, train_minibatches, train_steps
+from autocompress.task import FinetunePart, finetune_schedule, train_minibatches, train_steps
 from autocompress.tasks import FunctionTask
 
 STEPS = 10
@@ -72,9 +72,10 @@ def test_a_parts_steps_are_counted_by_the_tasks_own_steps_per_epoch() -> None:
     def per_epoch(epochs: float) -> int:
         return round(epochs * 40)
 
-    assert FinetunePart(0.0, 0.45).steps(0.05, per_epoch) == (0, 2, 18)
-    assert FinetunePart(0.05, 0.45).steps(0.10, per_epoch) == (2, 4, 18)
-    assert FinetunePart(0.15, 0.45).steps(0.30, per_epoch) == (6, 12, 18)  # 2 + 4 + 12 = the whole 18
+    assert finetune_schedule(0.05, per_epoch, FinetunePart(0.0, 0.45)) == (0, 2, 18)
+    assert finetune_schedule(0.10, per_epoch, FinetunePart(0.05, 0.45)) == (2, 4, 18)
+    assert finetune_schedule(0.30, per_epoch, FinetunePart(0.15, 0.45)) == (6, 12, 18)  # 2 + 4 + 12 = the whole 18
+    assert finetune_schedule(0.45, per_epoch, None) == (0, 18, 18)  # a fine-tune of its own
 
 
 def test_a_function_task_passes_train_loss_the_whole_fine_tunes_step_numbers() -> None:

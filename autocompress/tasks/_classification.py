@@ -20,7 +20,14 @@ from torch import nn
 
 from autocompress._inputs import ModelInputs, batch_size_of, call_model, concat, take
 from autocompress.errors import UserError
-from autocompress.task import FinetunePart, default_optimizer, eval_mode, seed_everything, train_steps
+from autocompress.task import (
+    FinetunePart,
+    default_optimizer,
+    eval_mode,
+    finetune_schedule,
+    seed_everything,
+    train_steps,
+)
 from autocompress.tasks._batches import forward_names, split_batch
 
 #: how many examples `example_input` draws from the validation loader before repeating them
@@ -126,10 +133,9 @@ class ClassificationTask:
         """`finetune_steps(epochs)` steps of the user's loss and optimiser over the train loader (restarted
         as often as needed), calling `on_step` after each optimiser step. A `part` of a longer fine-tune skips
         the batches the fine-tune took before it (they are loaded and dropped: a loader cannot seek)."""
-        steps = self.finetune_steps(epochs)
+        first, steps, total = finetune_schedule(epochs, self.finetune_steps, part)
         if steps == 0:
             return
-        first, steps, total = (0, steps, steps) if part is None else part.steps(epochs, self.finetune_steps)
         seed_everything(seed)
         batches = self._cycle("train")
         for _ in range(first):

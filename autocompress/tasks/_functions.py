@@ -18,6 +18,7 @@ from autocompress.task import (
     checked_metric,
     default_optimizer,
     eval_mode,
+    finetune_schedule,
     seed_everything,
     train_steps,
 )
@@ -67,7 +68,7 @@ class FunctionTask:
     ) -> None:
         """`finetune_steps(epochs)` steps of ``train_loss``; a `part` of a longer fine-tune passes
         ``train_loss`` that fine-tune's step numbers and follows its schedule."""
-        steps = self.finetune_steps(epochs)
+        first, steps, total = finetune_schedule(epochs, self.finetune_steps, part)
         if steps == 0:
             return
         if self.train_loss is None:
@@ -76,7 +77,6 @@ class FunctionTask:
                 "is not given, so the task cannot fine-tune; give train_loss(model, step), or search only "
                 "post-training quantization (no channel_sparsity, no weight_sparsity, no training quantizer)",
             )
-        first, steps, total = (0, steps, steps) if part is None else part.steps(epochs, self.finetune_steps)
         seed_everything(seed)
         loss = self.train_loss
         model.train()
