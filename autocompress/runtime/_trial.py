@@ -181,9 +181,9 @@ class TaskTrainer:
     `taken` counts the optimisation steps trained so far (None for a task without ``on_step``: not counted).
     `rewind` builds the `rewind_point` (a trial sets it to `rewind_point` of its compressed model; by default
     the model as the pruner is given it).
-    `part`: set when this trial's training is a stretch of one longer fine-tune (an ASHA rung, `FinetunePart`);
-    each `train` call then trains the next stretch of it, for a task whose ``finetune`` accepts ``part`` (others
-    train each call as a fine-tune of its own).
+    `part`: set when this trial's training is a stretch of one longer fine-tune (an ASHA rung, `FinetunePart`), and
+    only for a task whose ``finetune`` accepts ``part`` (`takes_part`; others train each call as a fine-tune of its
+    own); each `train` call then trains the next stretch of it.
     """
 
     task: Task
@@ -207,7 +207,7 @@ class TaskTrainer:
             self.taken = (self.taken or 0) + 1
             step()
 
-        if self.part is not None and takes_part(self.task):
+        if self.part is not None:
             part, self.part = self.part, replace(self.part, after=self.part.after + epochs)
             self.task.finetune(model, epochs, seed=self.seed, on_step=counted_step, part=part)  # type: ignore[call-arg]
         elif "on_step" in inspect.signature(self.task.finetune).parameters:
@@ -448,9 +448,9 @@ def run_trial(
         runtimes = tuple(measure.get("runtimes") or LEGACY_RUNTIMES)
         base = _baseline(task_ref, runtimes)
         x1, x32 = task.example_input(1), task.example_input(32)
-        in_parts = schedule_epochs is not None and takes_part(task)
+        part_of = schedule_epochs if takes_part(task) else None  # the fine-tune this trial is a stretch of
         batches_seed = seed  # a stretch of a longer fine-tune draws that fine-tune's batches
-        if in_parts and continue_from is not None and continue_from.seed is not None:
+        if part_of is not None and continue_from is not None and continue_from.seed is not None:
             batches_seed = continue_from.seed
         trainer = TaskTrainer(task, batches_seed, gate)
         with torch_threads(train_threads or torch.get_num_threads()):
@@ -467,8 +467,8 @@ def run_trial(
                         continuation["parent_weights"] = PARENT_INCOMPATIBLE
                     else:
                         continuation["continued_epochs"] = continue_from.epochs
-            if in_parts:
-                trainer.part = FinetunePart(continuation.get("continued_epochs", 0.0), schedule_epochs)  # type: ignore[arg-type]
+            if part_of is not None:
+                trainer.part = FinetunePart(continuation.get("continued_epochs", 0.0), part_of)
             if compressed is None:
                 compressed = _compress(task, policy, x1, trainer, finetune_epochs, gate, shape_only=False)
             model = compressed.model
@@ -532,7 +532,7 @@ def run_trial(
             **continuation,
             **pruner_metrics,
             **({"finetune_steps": float(trainer.taken)} if trainer.taken is not None else {}),
-            **({"finetune_seed": float(trainer.seed)} if in_parts else {}),
+            **({"finetune_seed": float(trainer.seed)} if part_of is not None else {}),
             "wall_s": time.perf_counter() - start_wall,
             "cpu_s": time.process_time() - start_cpu,
         }
