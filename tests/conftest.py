@@ -38,6 +38,21 @@ def with_measured_table(space, runtime: str = "onnxruntime"):
     return dataclasses.replace(space, latency_table=measure_latency_table(cheap))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_latency_tables(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Latency tables this test session measures itself: a table kept from an earlier run (perhaps measured
+    while another suite loaded the cores) would steer this run's NetAdapt and HAQ as that run's noise did.
+    Trained baselines stay shared. Set in the environment, so CLI subprocesses and Ray workers read it too."""
+    folder = tmp_path_factory.mktemp("latency-tables")
+    before = os.environ.get("AUTOCOMPRESS_LATENCY_TABLES")
+    os.environ["AUTOCOMPRESS_LATENCY_TABLES"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("AUTOCOMPRESS_LATENCY_TABLES")
+    else:
+        os.environ["AUTOCOMPRESS_LATENCY_TABLES"] = before
+
+
 @pytest.fixture
 def fast_space(tmp_path: Path) -> Path:
     path = tmp_path / "digits-fast.yaml"

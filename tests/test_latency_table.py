@@ -266,14 +266,14 @@ def test_an_inner_linear_is_measured_with_its_int8_output_and_the_classifier_as_
         assert lowered_layers(deployed) == int8_kernels
 
 
-def test_a_table_is_measured_once_per_machine_and_again_when_what_it_depends_on_changes(task) -> None:
+def test_a_table_is_measured_once_per_machine_and_again_when_its_inputs_change(task, own_latency_tables) -> None:
     from autocompress.runtime import measure_latency_table
-    from autocompress.runtime._trial import latency_table_key
-    from autocompress.task import cache_dir
+    from autocompress.runtime._trial import latency_table_dir, latency_table_key
 
     space = resolve_space(parse_space(SPACE), discover_layers(task.baseline_model(), task.example_input(1)))
     fewer = dataclasses.replace(space, measure={**space.measure, "repeats": 3})
-    files = [cache_dir() / "latency-tables" / f"{latency_table_key(s, ('onnxruntime',))}.json" for s in (space, fewer)]
+    files = [latency_table_dir() / f"{latency_table_key(s, ('onnxruntime',))}.json" for s in (space, fewer)]
+    assert files[0].parent == own_latency_tables  # not the user's cache
     assert files[0] != files[1]
     for file in files:
         file.unlink(missing_ok=True)

@@ -635,12 +635,12 @@ def measure_latency_table(space: Space) -> LatencyTable:
     space's quantizer; the QDQ file built once for the ONNX runtimes) to every runtime of ``space.measure`` that
     can run it, timed as trials are timed.
 
-    Measured once per machine and kept under `autocompress.task.cache_dir` (``latency-tables/``), keyed by what
-    the table depends on (`latency_table_key`): a later study of the same layers, bit-widths, runtimes and
-    timing on this CPU reads it instead of measuring again (on an MNIST ResNet-50 that took 9-13 CPU-minutes a
-    study). Delete the folder to measure afresh."""
+    Measured once per machine and kept in `latency_table_dir`, keyed by what the table depends on
+    (`latency_table_key`): a later study of the same layers, bit-widths, runtimes and timing on this CPU reads it
+    instead of measuring again (on an MNIST ResNet-50 that took 9-13 CPU-minutes a study). Delete the file to
+    measure afresh: a table measured while other work loaded the machine is read back as it was measured."""
     runtimes = tuple(space.measure.get("runtimes") or LEGACY_RUNTIMES)
-    cached = cache_dir() / "latency-tables" / f"{latency_table_key(space, runtimes)}.json"
+    cached = latency_table_dir() / f"{latency_table_key(space, runtimes)}.json"
     try:
         return LatencyTable.from_dict(json.loads(cached.read_text()))
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or a damaged file: measured again
@@ -649,6 +649,14 @@ def measure_latency_table(space: Space) -> LatencyTable:
     cached.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(cached, json.dumps(table.to_dict()).encode())  # a concurrent study reads a whole table or none
     return table
+
+
+def latency_table_dir() -> Path:
+    """Where measured latency tables are kept: ``$AUTOCOMPRESS_LATENCY_TABLES``, default ``latency-tables/`` in
+    `autocompress.task.cache_dir`. The test suite points it at a folder of its own, so no table one run measured
+    under load steers a later run's searches."""
+    folder = os.environ.get("AUTOCOMPRESS_LATENCY_TABLES")
+    return Path(folder) if folder else cache_dir() / "latency-tables"
 
 
 def latency_table_key(space: Space, runtimes: tuple[str, ...]) -> str:
