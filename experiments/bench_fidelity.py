@@ -15,9 +15,10 @@ trial CPU time each mode spent, counted in trial order, until a trial first reac
 within 60 % of full fidelity's. Also reported: trials, fine-tune epochs (each trial's total: a promoted trial
 counts its rung's epochs), epochs trained (what the search paid: a promoted trial trains only its extra
 epochs), and the hypervolume of the feasible (accuracy, speedup) points above (floor, 1.0).
-``--target`` searches a pair under another speed target (recorded with the run).
-Writes experiments/results/bench_fidelity.{json,md}: every run kept, one per (pair, target, seed, budget); a rerun
-replaces its own. The kept runs are read when a run ends, so runs of other seeds or pairs can go side by side
+``--target`` searches a pair under another speed target, ``--rungs`` with other fine-tune rungs (both recorded with
+the run; full fidelity fine-tunes for the top rung).
+Writes experiments/results/bench_fidelity.{json,md}: every run kept, one per (pair, target, rungs, seed, budget); a
+rerun replaces its own. The kept runs are read when a run ends, so runs of other seeds or pairs can go side by side
 (one per core).
 
     nice -n 5 taskset -c 0 python -m experiments.bench_fidelity --pair mnist-resnet18 --cpu-hours 0.3
@@ -214,15 +215,21 @@ def report(runs: list[dict]) -> list[str]:
     """Every run's table, then one line per pair: in how many seeds ASHA met the goal."""
     lines: list[str] = []
     for record in runs:
-        lines += [f"## {record['pair']} at {run_target(record):g}x, seed {record['seed']}", "", *table(record), ""]
-    for pair, target in sorted({(r["pair"], run_target(r)) for r in runs}):
-        same = [r for r in runs if (r["pair"], run_target(r)) == (pair, target)]
+        lines += [f"## {setting(*run_key(record)[:3])}, seed {record['seed']}", "", *table(record), ""]
+    for key in sorted({run_key(r)[:3] for r in runs}):
+        same = [r for r in runs if run_key(r)[:3] == key]
         shares = [goal_share(*(Mode(**m) for m in r["modes"])) for r in same]
         met = sum(s is not None and s <= GOAL_SHARE for s in shares)
         empty = sum(r["modes"][0]["best_feasible_accuracy"] is None for r in same)
         note = f" (full fidelity found no feasible trial in {empty})" if empty else ""
-        lines.append(f"**{pair} at {target:g}x: ASHA met the goal in {met} of {len(shares)} seeds{note}.**")
+        lines.append(f"**{setting(*key)}: ASHA met the goal in {met} of {len(shares)} seeds{note}.**")
     return lines
+
+
+def setting(pair: str, target: float, rungs: tuple[float, ...]) -> str:
+    """A pair at its speed target, and its rungs where they are not the pair's own."""
+    other = "" if rungs == FIDELITY[pair][0] else f", rungs {list(rungs)}"
+    return f"{pair} at {target:g}x{other}"
 
 
 def run_target(record: dict) -> float:
@@ -230,13 +237,19 @@ def run_target(record: dict) -> float:
     return record.get("target", FIDELITY[record["pair"]][1])
 
 
-def run_key(record: dict) -> tuple[str, float, int, float]:
-    """What makes a run its own: (pair, speed target, seed, CPU-hour budget)."""
-    return record["pair"], run_target(record), record["seed"], record["cpu_hours"]
+def run_rungs(record: dict) -> tuple[float, ...]:
+    """The fine-tune rungs a run's ASHA searched with (its full fidelity fine-tuned for the top one)."""
+    return tuple(next(m for m in record["modes"] if m["mode"] == "asha")["rungs"])
+
+
+def run_key(record: dict) -> tuple[str, float, tuple[float, ...], int, float]:
+    """What makes a run its own: (pair, speed target, rungs, seed, CPU-hour budget)."""
+    return record["pair"], run_target(record), run_rungs(record), record["seed"], record["cpu_hours"]
 
 
 def with_run(runs: list[dict], record: dict) -> list[dict]:
-    """`runs` with `record` in place of an earlier run of the same pair, target, seed and budget, in that order."""
+    """`runs` with `record` in place of an earlier run of the same pair, target, rungs, seed and budget, in that
+    order."""
     kept = [r for r in runs if run_key(r) != run_key(record)]
     return sorted([*kept, record], key=run_key)
 
@@ -247,16 +260,17 @@ def kept_runs(path: Path) -> list[dict]:
 
 
 def reused_full(runs: list[dict], args: argparse.Namespace) -> Mode:
-    """Full fidelity's row of an earlier run with the same pair, target, seed and budget (``--reuse-full``): full
+    """Full fidelity's row of an earlier run with the same pair, target, rungs, seed and budget (``--reuse-full``): full
     fidelity is one rung, so a change to ASHA leaves it as it was; refused when that run was on another CPU or on one
     not recorded (the measure compares trial CPU seconds, and a different machine also times the speed target
     differently, which changes full fidelity's feasible trials: mnist-resnet18 seed 1 reached 0.9838 after 369
     trial CPU-s on the machine of 2026-12-03 and 0.984 after 145 s on an AMD EPYC)."""
-    key = (args.pair, args.target, args.seed, args.cpu_hours)
+    key = (args.pair, args.target, tuple(args.rungs), args.seed, args.cpu_hours)
     record = next((r for r in runs if run_key(r) == key), None)
     if record is None:
         raise SystemExit(
-            f"no earlier run of {args.pair} at {args.target:g}x, seed {args.seed}, {args.cpu_hours} CPU-hours to reuse"
+            f"no earlier run of {setting(args.pair, args.target, tuple(args.rungs))}, seed {args.seed}, "
+            f"{args.cpu_hours} CPU-hours to reuse"
         )
     if record.get("cpu") != cpu_model():  # ASHA here would be timed against another machine
         ran_on = record.get("cpu") or "a CPU not recorded"
@@ -270,6 +284,9 @@ def main() -> None:
     parser.add_argument("--cpu-hours", type=float, default=0.3, help="trial CPU time per mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target", type=float, help="the speed target (constraint); default: the pair's in FIDELITY")
+    parser.add_argument(
+        "--rungs", type=float, nargs="+", help="ASHA's fine-tune rungs in epochs; default: the pair's in FIDELITY"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where the results go")
     parser.add_argument(
         "--reuse-full", action="store_true", help="run only ASHA; full fidelity's row from OUT/bench_fidelity.json"
@@ -277,10 +294,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.target is None:
         args.target = FIDELITY[args.pair][1]
+    if args.rungs is None:
+        args.rungs = list(FIDELITY[args.pair][0])
     import torch
 
     torch.set_num_threads(1)
-    rungs = FIDELITY[args.pair][0]
+    rungs = tuple(args.rungs)
     out = args.out
     path = out / "bench_fidelity.json"
     with tempfile.TemporaryDirectory() as tmp:

@@ -65,7 +65,7 @@ def _run(seed: int, asha_reach: float | None, cpu_hours: float = 0.3) -> dict:
     mode = {"rungs": [0.45], "trials": 10, "finetune_epochs": 4.5, "trained_epochs": 4.5, "hypervolume": 0.05}
     mode |= {"best_feasible_accuracy": 0.98, "cpu_s": 1000.0, "wall_s": 2000.0}
     full = {**mode, "mode": "full", "cpu_to_reach_s": 500.0}
-    asha = {**mode, "mode": "asha", "cpu_to_reach_s": asha_reach}
+    asha = {**mode, "mode": "asha", "cpu_to_reach_s": asha_reach, "rungs": [0.05, 0.15, 0.45]}
     return {"pair": "mnist-resnet18", "seed": seed, "cpu_hours": cpu_hours, "modes": [full, asha]}
 
 
@@ -97,6 +97,18 @@ def test_a_run_under_another_speed_target_is_its_own_run_and_counted_apart() -> 
     assert "**mnist-resnet18 at 2x: ASHA met the goal in 0 of 1 seeds.**" in lines
     assert "**mnist-resnet18 at 2.5x: ASHA met the goal in 0 of 1 seeds.**" in lines  # 400 / 500 misses
     assert any("speed target 2x (constraint)" in line for line in lines)
+
+
+def test_a_run_with_other_rungs_is_its_own_run_and_named_with_them() -> None:
+    longer = _run(0, None)
+    longer["modes"][0]["rungs"], longer["modes"][1]["rungs"] = [1.35], [0.15, 0.45, 1.35]
+    runs = with_run([_run(0, 200.0)], longer)
+    assert len(runs) == 2
+    lines = report(runs)
+    assert "## mnist-resnet18 at 2.5x, seed 0" in lines  # the pair's own rungs go unnamed
+    assert "## mnist-resnet18 at 2.5x, rungs [0.15, 0.45, 1.35], seed 0" in lines
+    assert "**mnist-resnet18 at 2.5x, rungs [0.15, 0.45, 1.35]: ASHA met the goal in 0 of 1 seeds.**" in lines
+    assert "**mnist-resnet18 at 2.5x: ASHA met the goal in 1 of 1 seeds.**" in lines
 
 
 def test_the_kept_runs_are_read_from_the_file_as_it_is_when_asked(tmp_path: Path) -> None:
@@ -163,7 +175,7 @@ def test_a_mode_is_summarised_from_its_real_study(tmp_path: Path) -> None:
 
 
 def test_reusing_full_fidelity_refuses_a_run_from_another_cpu() -> None:
-    args = argparse.Namespace(pair="mnist-resnet18", seed=0, cpu_hours=0.3, target=2.5)
+    args = argparse.Namespace(pair="mnist-resnet18", seed=0, cpu_hours=0.3, target=2.5, rungs=[0.05, 0.15, 0.45])
     here, elsewhere = {**_run(0, 300.0), "cpu": cpu_model()}, {**_run(0, 300.0), "cpu": "Another CPU (VNNI)"}
     assert reused_full([here], args).mode == "full"
     with pytest.raises(SystemExit, match="ran on Another CPU"):
