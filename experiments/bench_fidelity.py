@@ -215,9 +215,9 @@ def report(runs: list[dict]) -> list[str]:
     """Every run's table, then one line per pair: in how many seeds ASHA met the goal."""
     lines: list[str] = []
     for record in runs:
-        lines += [f"## {setting(*run_key(record)[:3])}, seed {record['seed']}", "", *table(record), ""]
-    for key in sorted({run_key(r)[:3] for r in runs}):
-        same = [r for r in runs if run_key(r)[:3] == key]
+        lines += [f"## {setting(*run_setting(record))}, seed {record['seed']}", "", *table(record), ""]
+    for key in sorted({run_setting(r) for r in runs}):
+        same = [r for r in runs if run_setting(r) == key]
         shares = [goal_share(*(Mode(**m) for m in r["modes"])) for r in same]
         met = sum(s is not None and s <= GOAL_SHARE for s in shares)
         empty = sum(r["modes"][0]["best_feasible_accuracy"] is None for r in same)
@@ -242,9 +242,14 @@ def run_rungs(record: dict) -> tuple[float, ...]:
     return tuple(next(m for m in record["modes"] if m["mode"] == "asha")["rungs"])
 
 
+def run_setting(record: dict) -> tuple[str, float, tuple[float, ...]]:
+    """What a run searched: (pair, speed target, rungs); the report counts seeds per setting."""
+    return record["pair"], run_target(record), run_rungs(record)
+
+
 def run_key(record: dict) -> tuple[str, float, tuple[float, ...], int, float]:
-    """What makes a run its own: (pair, speed target, rungs, seed, CPU-hour budget)."""
-    return record["pair"], run_target(record), run_rungs(record), record["seed"], record["cpu_hours"]
+    """What makes a run its own: its setting (`run_setting`), seed and CPU-hour budget."""
+    return *run_setting(record), record["seed"], record["cpu_hours"]
 
 
 def with_run(runs: list[dict], record: dict) -> list[dict]:
