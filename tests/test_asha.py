@@ -110,3 +110,33 @@ def test_below_the_top_rung_accuracy_is_ranked_not_held_to_the_accuracy_budget(s
     # the inner strategy learns the speed target from the lowest rung, not the accuracy budget
     tells = [e for e in controller.inner.state_dict()["events"] if e[0] == "tell"]
     assert [t[2]["violations"] for t in tells] == [{"min_speedup": v} for v in (-0.1, 0.3, 0.2)]
+
+
+def test_a_result_goes_on_when_within_the_top_third_of_its_rung_so_far(space) -> None:
+    # rung-0 accuracies told in this order; eta 3: each goes on when it is at least the k-th best of the rung's
+    # results so far, itself included, k = max(results // 3, 1)
+    told = [0.90, 0.95, 0.93, 0.96, 0.92, 0.97, 0.94, 0.965]
+    went_on = [True, True, False, True, False, True, False, True]  # the last: second of 8
+    controller = make_controller("random", space, seed=3)
+    for accuracy, expected in zip(told, went_on, strict=True):
+        proposal = controller.ask()
+        assert proposal.finetune_epochs == 1
+        outcome = Outcome("complete", {"accuracy": accuracy, "latency_ms": 1.0}, {"max_accuracy_drop": 0.5})
+        controller.tell(proposal.number, outcome)
+        if expected:  # a promotion runs next: the same policy at the next rung, from this trial's weights
+            promoted = controller.ask()
+            assert (promoted.finetune_epochs, promoted.parent, promoted.policy) == (3, proposal.number, proposal.policy)
+            assert controller.weights_needed() == {proposal.number}
+            controller.tell(promoted.number, Outcome("failed"))  # a failure goes on from no rung
+    assert len(controller._scores[0]) == len(told)
+
+
+def test_the_first_configuration_runs_to_the_top_rung_at_once(space) -> None:
+    controller = make_controller("tpe", space, seed=0)
+    first = [controller.ask()]
+    for _ in range(2):
+        controller.tell(first[-1].number, fake_outcome(first[-1].policy))
+        first.append(controller.ask())
+    assert [p.finetune_epochs for p in first] == [1, 3, 9]
+    assert [p.parent for p in first] == [None, 0, 1] and first[0].policy == first[1].policy == first[2].policy
+    assert [p.keep_weights for p in first] == [True, True, False]

@@ -21,8 +21,11 @@ from experiments.tasks.digits import task as digits
 from tests import finetune_recording_task as recording
 from tests.conftest import FAST_SPACE
 
-RUNGS = FAST_SPACE.replace("experiments.tasks.digits:task", "tests.finetune_recording_task:task").replace(
-    "fidelity: {finetune_epochs: [0.5]}", "fidelity: {finetune_epochs: [0.2, 0.6], eta: 2}"
+# every policy meets the speed target, so which trials go on depends on accuracy alone, not on timing noise
+RUNGS = (
+    FAST_SPACE.replace("experiments.tasks.digits:task", "tests.finetune_recording_task:task")
+    .replace("fidelity: {finetune_epochs: [0.5]}", "fidelity: {finetune_epochs: [0.2, 0.6], eta: 2}")
+    .replace("min_speedup: 1.2", "min_speedup: 0.5")
 )
 
 
@@ -63,37 +66,34 @@ def test_a_promoted_trial_takes_exactly_the_extra_steps_from_its_parents_weights
         assert all(torch.equal(start[k], weights_at_parent_end[k]) for k in learned)
         assert not torch.equal(start["fc.weight"], digits.baseline_model().state_dict()["fc.weight"])
         assert not [a for a in parent.artefacts if a.kind == WEIGHTS_KIND]  # served its promotion: removed
-    for trial in trials.values():  # kept only where ASHA may still promote: fine-tuned rung-0 trials
-        kept = [a for a in trial.artefacts if a.kind == WEIGHTS_KIND]
-        waiting = trial.metrics.get("rung") == 0 and trial.metrics["finetune_epochs"] > 0
-        assert len(kept) == (waiting and trial.number not in {int(c.metrics["promoted_from"]) for c in promoted})
+    # weights are kept only while a promotion waits to run from them: trials run one by one, so at the end only the
+    # last trial's can (a rung result is judged when it arrives; one that did not go on never will)
+    holding = {t.number for t in trials.values() if any(a.kind == WEIGHTS_KIND for a in t.artefacts)}
+    assert holding <= {max(trials)}
     assert all(check.status == "ok" for check in study.verify())
 
 
 @pytest.mark.slow
-def test_resume_with_the_parents_weights_gone_or_damaged_fine_tunes_from_the_baseline(tmp_path) -> None:
+@pytest.mark.parametrize("harm", ["missing", "damaged"])
+def test_resume_with_the_parents_weights_gone_or_damaged_fine_tunes_from_the_baseline(tmp_path, harm) -> None:
     recording.CALLS.clear()
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    autocompress.search(_space(tmp_path), study="r", storage=storage, strategy="random", trials=2, executor="inline")
+    autocompress.search(_space(tmp_path), study="r", storage=storage, strategy="random", trials=1, executor="inline")
     store = StudyStore(storage)
-    done = {}
-    for trial in store.trials("r", (COMPLETE,)):
-        (weights,) = [a for a in trial.artefacts if a.kind == WEIGHTS_KIND]
-        path = store.artefact_file(weights)
-        if trial.number == 0:
-            path.unlink()
-            done[0] = "missing"
-        else:
-            path.write_bytes(path.read_bytes()[:-8] + b"damaged!")
-            done[trial.number] = "damaged"
-    study = autocompress.resume("r", storage=storage, trials=3, executor="inline")
-    child = study.store.trial("r", 2)
-    assert child.metrics["rung"] == 1  # the third trial is the promotion of the better of the first two
-    parent = int(child.metrics["promoted_from"])
-    assert child.metrics["parent_weights"] == done[parent] and child.metrics["continued_epochs"] == 0.0
-    assert recording.call_of(2).steps == child.metrics["finetune_steps"] == digits.finetune_steps(0.6)
+    (first,) = store.trials("r", (COMPLETE,))
+    (weights,) = [a for a in first.artefacts if a.kind == WEIGHTS_KIND]  # the first result goes on: its promotion waits
+    path = store.artefact_file(weights)
+    if harm == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:-8] + b"damaged!")
+    study = autocompress.resume("r", storage=storage, trials=2, executor="inline")
+    child = study.store.trial("r", 1)
+    assert child.metrics["rung"] == 1 and int(child.metrics["promoted_from"]) == first.number == 0
+    assert child.metrics["parent_weights"] == harm and child.metrics["continued_epochs"] == 0.0
+    assert recording.call_of(1).steps == child.metrics["finetune_steps"] == digits.finetune_steps(0.6)
     log = (tmp_path / "autocompress-artifacts" / "r" / "study.log").read_text()
-    assert f"weights of trial {parent} are {done[parent]}" in log
+    assert f"weights of trial 0 are {harm}" in log
 
 
 def test_weights_that_do_not_fit_the_pruned_model_are_not_loaded() -> None:

@@ -1,8 +1,14 @@
 """Asynchronous successive halving (ASHA) over fine-tuning epochs, wrapped around any controller.
 
 Rungs are the space's ``fidelity.finetune_epochs`` (e.g. [1, 3, 9]). New configurations come from the inner
-controller and run at the lowest rung; whenever a configuration is in the top 1/eta of the results finished
-at its rung (eta is the space's ``fidelity.eta``, default 3), it is promoted: the same policy runs again at
+controller and run at the lowest rung. A result below the top rung is judged when it arrives, as Ray Tune's
+ASHA and Optuna's successive-halving pruner judge theirs: it goes on when it is within the top 1/eta of the
+results its rung has had so far, itself included (eta is the space's ``fidelity.eta``, default 3; the first
+result at a rung always goes on, so the first configuration runs to the top rung as early as a full-fidelity
+search's first trial does). The rule of Li et al. (2020), which promotes only once a rung holds eta results,
+made the first top-rung trial wait for about eta^2 rung-0 trials (mnist-resnet18: 9 rung-0 and 3 rung-1
+trials, while full fidelity often had its best feasible trial by its third, `experiments/bench_fidelity.py`).
+A promotion runs next, before any new configuration: the same policy runs again at
 the next rung, going on from the fine-tuned weights of its trial at the rung below for the extra epochs (its
 `Proposal.parent`; the loop carries the weights: `SearchLoop._continuation`; without them it fine-tunes from the
 baseline). The rungs are stretches of one fine-tune of the top rung's epochs (`Proposal.schedule_epochs`): a
@@ -13,8 +19,9 @@ restart the schedule at each rung, which cost 0.18 ± 0.14 pt at the top rung on
 `experiments/bench_continuation.py`). A trial below the top rung is judged mid-schedule, not annealed.
 The inner controller learns from the lowest rung, where all of its proposals are measured alike.
 
-Below the top rung a trial is held only to the constraints fine-tuning cannot change (speed, size, MACs): its
-accuracy is ranked within its rung, not held to the accuracy budget, which is judged at the full fine-tune.
+Below the top rung a trial is held only to the constraints fine-tuning cannot change (speed, size, MACs), and one
+that breaks them (or failed) does not go on: more fine-tuning cannot make it feasible. Its accuracy is ranked within
+its rung, not held to the accuracy budget, which is judged at the full fine-tune.
 Holding a one-ninth fine-tune to that budget rules out exactly the pruned configurations that the rest of the
 fine-tune recovers (on mnist-resnet18, rungs 0.05/0.15/0.45 epoch, 8 of the first 9 it promoted were too slow for
 the speed target; `experiments/bench_fidelity.py`).
@@ -47,7 +54,7 @@ class ASHAController(Controller):
         self._inner_number: dict[int, int] = {}  # rung-0 trial number -> inner controller's number
         self._policy: dict[int, Any] = {}  # config id -> policy
         self._scores: list[dict[int, float]] = [{} for _ in self.rungs]  # per rung: config id -> score
-        self._promoted: list[set[int]] = [set() for _ in self.rungs]  # per rung: configs promoted from it
+        self._promotions: list[tuple[int, int]] = []  # (config id, rung) to run next, in the order they went on
 
     def promotion_of(self, number: int) -> tuple[int, int | None]:
         """(rung, trial number it was promoted from) of trial `number`."""
@@ -56,25 +63,17 @@ class ASHAController(Controller):
             return 0, None
         return rung, self._trial_at(self._config[number], rung - 1)
 
-    def _promotable(self) -> tuple[int, int] | None:
-        for rung in range(len(self.rungs) - 2, -1, -1):
-            scores = self._scores[rung]
-            top = len(scores) // self.eta
-            if top == 0:
-                continue
-            best = sorted(scores, key=lambda c: (-scores[c], c))[:top]
-            for config in best:
-                if config not in self._promoted[rung] and scores[config] > float("-inf"):
-                    return config, rung + 1
-        return None
+    def _goes_on(self, rung: int, score: float) -> bool:
+        """Whether a result at `rung` (below the top) is within the top 1/eta of its rung's results so far, itself
+        included."""
+        results = sorted([*self._scores[rung].values(), score], reverse=True)
+        return score >= results[max(len(results) // self.eta, 1) - 1]
 
     def _ask(self, number: int) -> Proposal:
-        promotion = self._promotable()
         top = len(self.rungs) - 1
-        if promotion is not None:
-            config, rung = promotion
+        if self._promotions:
+            config, rung = self._promotions.pop(0)
             parent = self._trial_at(config, rung - 1)
-            self._promoted[rung - 1].add(config)
             self._rung[number], self._config[number] = rung, config
             return Proposal(
                 number,
@@ -94,10 +93,8 @@ class ASHAController(Controller):
         return next(n for n, c in self._config.items() if c == config and self._rung[n] == rung)
 
     def weights_needed(self) -> set[int]:
-        """A trial below the top rung may be promoted until it is (its configuration is promoted from a rung once),
-        and its promotion needs its weights until it has run."""
-        top = len(self.rungs) - 1
-        waiting = {n for n, rung in self._rung.items() if rung < top and self._config[n] not in self._promoted[rung]}
+        """A promotion waiting to run needs the weights of its trial at the rung below."""
+        waiting = {self._trial_at(config, rung - 1) for config, rung in self._promotions}
         return waiting | super().weights_needed()
 
     @property
@@ -111,8 +108,12 @@ class ASHAController(Controller):
 
     def _tell(self, number: int, outcome: Outcome) -> None:
         rung, config = self._rung[number], self._config[number]
-        judged = outcome if rung == len(self.rungs) - 1 else below_top_rung(outcome)
-        self._scores[rung][config] = scalar_score(judged, self._first)
+        top = len(self.rungs) - 1
+        judged = outcome if rung == top else below_top_rung(outcome)
+        score = scalar_score(judged, self._first)
+        if rung < top and judged.feasible and self._goes_on(rung, score):  # more fine-tuning cannot make it feasible
+            self._promotions.append((config, rung + 1))
+        self._scores[rung][config] = score
         if rung == 0:
             self.inner.tell(self._inner_number[number], judged)
 
