@@ -140,3 +140,17 @@ def test_the_first_configuration_runs_to_the_top_rung_at_once(space) -> None:
     assert [p.finetune_epochs for p in first] == [1, 3, 9]
     assert [p.parent for p in first] == [None, 0, 1] and first[0].policy == first[1].policy == first[2].policy
     assert [p.keep_weights for p in first] == [True, True, False]
+
+
+def test_a_result_too_slow_for_the_target_or_failed_does_not_go_on(space) -> None:
+    controller = make_controller("random", space, seed=5)
+    slow, failed = controller.ask(), controller.ask()
+    # more accurate than the later result (even less its violation), but short of the speed target, which
+    # fine-tuning cannot change
+    controller.tell(slow.number, Outcome("complete", {"accuracy": 0.99, "latency_ms": 1.0}, {"min_speedup": 0.05}))
+    controller.tell(failed.number, Outcome("failed"))
+    fresh = controller.ask()
+    assert fresh.finetune_epochs == 1 and fresh.parent is None and controller.weights_needed() == set()
+    controller.tell(fresh.number, Outcome("complete", {"accuracy": 0.90, "latency_ms": 1.0}, {"min_speedup": -0.1}))
+    promoted = controller.ask()  # the first result at its rung that can become feasible: the slow one is no rival
+    assert (promoted.finetune_epochs, promoted.parent) == (3, fresh.number)

@@ -20,8 +20,8 @@ restart the schedule at each rung, which cost 0.18 ± 0.14 pt at the top rung on
 The inner controller learns from the lowest rung, where all of its proposals are measured alike.
 
 Below the top rung a trial is held only to the constraints fine-tuning cannot change (speed, size, MACs), and one
-that breaks them (or failed) does not go on: more fine-tuning cannot make it feasible. Its accuracy is ranked within
-its rung, not held to the accuracy budget, which is judged at the full fine-tune.
+that breaks them (or failed) does not go on, nor counts among its rung's results: more fine-tuning cannot make it
+feasible. Its accuracy is ranked within its rung, not held to the accuracy budget, judged at the full fine-tune.
 Holding a one-ninth fine-tune to that budget rules out exactly the pruned configurations that the rest of the
 fine-tune recovers (on mnist-resnet18, rungs 0.05/0.15/0.45 epoch, 8 of the first 9 it promoted were too slow for
 the speed target; `experiments/bench_fidelity.py`).
@@ -53,7 +53,7 @@ class ASHAController(Controller):
         self._config: dict[int, int] = {}  # trial number -> config id (its rung-0 trial number)
         self._inner_number: dict[int, int] = {}  # rung-0 trial number -> inner controller's number
         self._policy: dict[int, Any] = {}  # config id -> policy
-        self._scores: list[dict[int, float]] = [{} for _ in self.rungs]  # per rung: config id -> score
+        self._scores: list[dict[int, float]] = [{} for _ in self.rungs]  # per rung: config id -> score, if it can go on
         self._promotions: list[tuple[int, int]] = []  # (config id, rung) to run next, in the order they went on
 
     def promotion_of(self, number: int) -> tuple[int, int | None]:
@@ -65,7 +65,7 @@ class ASHAController(Controller):
 
     def _goes_on(self, rung: int, score: float) -> bool:
         """Whether a result at `rung` (below the top) is within the top 1/eta of its rung's results so far, itself
-        included."""
+        included; results that broke a constraint fine-tuning cannot change are not among them."""
         results = sorted([*self._scores[rung].values(), score], reverse=True)
         return score >= results[max(len(results) // self.eta, 1) - 1]
 
@@ -110,10 +110,11 @@ class ASHAController(Controller):
         rung, config = self._rung[number], self._config[number]
         top = len(self.rungs) - 1
         judged = outcome if rung == top else below_top_rung(outcome)
-        score = scalar_score(judged, self._first)
-        if rung < top and judged.feasible and self._goes_on(rung, score):  # more fine-tuning cannot make it feasible
-            self._promotions.append((config, rung + 1))
-        self._scores[rung][config] = score
+        if rung < top and judged.feasible:  # else more fine-tuning cannot make it feasible: it competes for nothing
+            score = scalar_score(judged, self._first)
+            if self._goes_on(rung, score):
+                self._promotions.append((config, rung + 1))
+            self._scores[rung][config] = score
         if rung == 0:
             self.inner.tell(self._inner_number[number], judged)
 
