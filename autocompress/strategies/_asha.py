@@ -8,8 +8,8 @@ result at a rung always goes on, so the first configuration runs to the top rung
 search's first trial does). The rule of Li et al. (2020), which promotes only once a rung holds eta results,
 made the first top-rung trial wait for about eta^2 rung-0 trials (mnist-resnet18: 9 rung-0 and 3 rung-1
 trials, while full fidelity often had its best feasible trial by its third, `experiments/bench_fidelity.py`).
-A promotion runs next, before any new configuration: the same policy runs again at
-the next rung, going on from the fine-tuned weights of its trial at the rung below for the extra epochs (its
+A promotion runs next, before any new configuration: the same policy runs again at the next rung, going on
+from the fine-tuned weights of its trial at the rung below for the extra epochs (its
 `Proposal.parent`; the loop carries the weights: `SearchLoop._continuation`; without them it fine-tunes from the
 baseline). The rungs are stretches of one fine-tune of the top rung's epochs (`Proposal.schedule_epochs`): a
 rung trial trains on that fine-tune's learning-rate schedule and batches and stops at its rung, and its
