@@ -5,10 +5,10 @@ until the same budget of trial CPU time (``--cpu-hours``) is spent. `full` fine-
 rung's epochs; `asha` runs the rungs with eta 3 (a rung result goes on when it is within the top third of its
 rung's results so far), a promoted trial going on from its parent rung's fine-tuned weights. Pairs
 (`FIDELITY`): ``mnist-resnet18`` (torchvision ResNet-18 on the real MNIST in its published space, bench_search's
-speed target 2.5x as a constraint; rungs 0.05 / 0.15 / 0.45 epoch), ``mnist-mobilenetv2`` (likewise, bench_search's target 1.5x; there no pruned MobileNetV2 kept the
-accuracy budget after 0.05 epoch), ``mnist-resnet18-converged`` (bench_search's deep sparsity grid on the
-2-epoch ResNet-18 baseline, target 6x; same rungs) and ``digits-resnet`` (the digits residual CNN; rungs
-1 / 3 / 9 epochs, target 1.5x).
+speed target 2.5x as a constraint; rungs 0.05 / 0.15 / 0.45 epoch), ``mnist-mobilenetv2`` (likewise,
+bench_search's target 1.5x; there no pruned MobileNetV2 kept the accuracy budget after 0.05 epoch),
+``mnist-resnet18-converged`` (bench_search's deep sparsity grid on the 2-epoch ResNet-18 baseline, target 6x; same
+rungs) and ``digits-resnet`` (the digits residual CNN; rungs 1 / 3 / 9 epochs, target 1.5x).
 
 The issue's measure: full fidelity's best feasible accuracy (accuracy budget and speed target met), and the
 trial CPU time each mode spent, counted in trial order, until a trial first reached it; the goal is ASHA
