@@ -53,7 +53,7 @@ class ASHAController(Controller):
         self._config: dict[int, int] = {}  # trial number -> config id (its rung-0 trial number)
         self._inner_number: dict[int, int] = {}  # rung-0 trial number -> inner controller's number
         self._policy: dict[int, Any] = {}  # config id -> policy
-        self._scores: list[dict[int, float]] = [{} for _ in self.rungs]  # per rung: config id -> score, if it can go on
+        self._scores: list[dict[int, float]] = [{} for _ in self.rungs[:-1]]  # per rung below the top: config -> score
         self._promotions: list[tuple[int, int]] = []  # (config id, rung) to run next, in the order they went on
 
     def promotion_of(self, number: int) -> tuple[int, int | None]:
