@@ -28,13 +28,15 @@ measure: {threads: 1, repeats: 5, warmup: 1, runtimes: [torchscript]}  # deploy 
 
 
 def with_measured_table(space, runtime: str = "onnxruntime"):
-    """`space` with a real `LatencyTable` measured on one runtime with few repeats (ONNX Runtime compiles a
-    one-layer module in milliseconds, OpenVINO in about a second), for tests of the strategies that read one."""
+    """`space` with a real `LatencyTable` measured on one runtime (ONNX Runtime compiles a one-layer module in
+    milliseconds, OpenVINO in about a second), for tests of the strategies that read one. 15 repeats (the
+    product's default is 30): compiling dominates the table's cost (digits net: 2-3.5 s at 5, 15 or 30 repeats),
+    and at 5 a loaded CI core once ordered two policies against their measured latency."""
     import dataclasses
 
     from autocompress.runtime import measure_latency_table
 
-    cheap = dataclasses.replace(space, measure={**space.measure, "runtimes": [runtime], "repeats": 5, "warmup": 1})
+    cheap = dataclasses.replace(space, measure={**space.measure, "runtimes": [runtime], "repeats": 15, "warmup": 1})
     return dataclasses.replace(space, latency_table=measure_latency_table(cheap))
 
 

@@ -25,6 +25,7 @@ is not the model's latency.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -143,11 +144,13 @@ def build_latency_table(
     bits = sorted({b for n in names for b in space.layers[n].weight_bits}, reverse=True)
     entries: dict[str, dict[str, dict[int, tuple[float, ...]]]] = {runtime: {} for runtime in runtimes}
     timing: dict[str, Any] = {"threads": threads, "warmup": warmup, "repeats": repeats, "clock": clock}
-    # a call that computes next to nothing: what each runtime spends per call whatever the model
+    # a call that computes next to nothing: what each runtime spends per call whatever the model. It is timed
+    # among each layer's variants, so it sees the load they saw; the table keeps its median over the layers
+    # (one number, subtracted from every entry: measured once, a burst of load on it skewed them all)
     empty = torch.zeros(1, 1, 1, 1)
     calls = compile_(nn.Sequential(OrderedDict(layer=nn.Conv2d(1, 1, 1))).eval(), Policy(()), empty)
     failed: set[str] = set()  # runtimes that cannot run some variant: left out of the table
-    overhead = compare_latency({rt: _bound(calls[rt], empty) for rt in runtimes}, empty, **timing)
+    overheads: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
     for name in [n for n in names if n in shapes]:
         info = space.layer_info[name]
         widths = WIDTHS if any(scaled_sides(info)) else (1.0,)
@@ -164,9 +167,11 @@ def build_latency_table(
                         variants[(runtime, b, width)] = _bound(compiled[runtime], x)
                     else:
                         failed.add(runtime)
+        variants.update({(runtime, 0, 0.0): _bound(calls[runtime], empty) for runtime in runtimes})  # bits 0: empty
         times = compare_latency({str(k): run for k, run in variants.items()}, empty, **timing)
         for runtime in set(runtimes) - failed:
             entries[runtime][name] = {b: tuple(times[str((runtime, b, w))] for w in widths) for b in bits}
+            overheads[runtime].append(times[str((runtime, 0, 0.0))])
     entries = {runtime: layers for runtime, layers in entries.items() if runtime not in failed}
     if not entries:
         raise ValueError(f"no runtime of {', '.join(runtimes)} runs every layer of the space alone")
@@ -174,4 +179,5 @@ def build_latency_table(
         n: {k: space.layer_info[n][k] for k in ("out_root", "in_roots", "in_channels")}
         for n in next(iter(entries.values()))
     }
+    overhead = {runtime: statistics.median(overheads[runtime]) for runtime in entries}
     return LatencyTable(WIDTHS, entries, coupling, overhead, threads, time.perf_counter() - start)
