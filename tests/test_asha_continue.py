@@ -66,6 +66,10 @@ def test_a_promoted_trial_takes_exactly_the_extra_steps_from_its_parents_weights
         assert all(torch.equal(start[k], weights_at_parent_end[k]) for k in learned)
         assert not torch.equal(start["fc.weight"], digits.baseline_model().state_dict()["fc.weight"])
         assert not [a for a in parent.artefacts if a.kind == WEIGHTS_KIND]  # served its promotion: removed
+        # the same policy is the same network: its timings are the parent's, not measured again
+        timed = [k for k in parent.metrics if k.startswith(("latency_ms", "baseline_latency_ms", "speedup"))]
+        assert len(timed) >= 6 and all(child.metrics[k] == parent.metrics[k] for k in timed)
+        assert child.metrics["latency_reused"] == 1.0 and "latency_reused" not in parent.metrics
     # weights are kept only while a promotion waits to run from them: trials run one by one, so at the end only the
     # last trial's can (a rung result is judged when it arrives; one that did not go on never will)
     holding = {t.number for t in trials.values() if any(a.kind == WEIGHTS_KIND for a in t.artefacts)}
@@ -92,6 +96,8 @@ def test_resume_with_the_parents_weights_gone_or_damaged_fine_tunes_from_the_bas
     assert child.metrics["rung"] == 1 and int(child.metrics["promoted_from"]) == first.number == 0
     assert child.metrics["parent_weights"] == harm and child.metrics["continued_epochs"] == 0.0
     assert recording.call_of(1).steps == child.metrics["finetune_steps"] == digits.finetune_steps(0.6)
+    assert child.metrics["latency_reused"] == 1.0  # weights gone, but the same policy: the same network's timings
+    assert child.metrics["speedup"] == first.metrics["speedup"]
     log = (tmp_path / "autocompress-artifacts" / "r" / "study.log").read_text()
     assert f"weights of trial 0 are {harm}" in log
 

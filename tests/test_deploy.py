@@ -18,7 +18,7 @@ from torch import nn
 import autocompress
 from autocompress.compress import copy_for_lowering, prepare_quantization, prune, quantize
 from autocompress.deploy import RUNTIMES, Artefact, CompiledModel, get_runtime, installed_runtimes, lower_all
-from autocompress.runtime import Gate, honest_figures, run_trial, shipping_runtime
+from autocompress.runtime import Gate, honest_figures, run_trial, shipping_runtime, timings_of
 from autocompress.space import LayerSetting, Policy, Space
 from autocompress.task import load_task
 from experiments.tasks.text import majority_accuracy, text_splits
@@ -233,6 +233,7 @@ def test_a_trial_ships_on_the_fastest_runtime_within_the_accuracy_budget_at_the_
     assert (m["latency_ms"], m["latency_ms_b32"]) == (2.0, 10.0)  # both batches of what ships
     assert (m["speedup"], m["speedup_b32"]) == (4.0 / 2.0, 40.0 / 10.0)  # over the baseline's fastest runtime
     assert (m["baseline_runtime"], m["speedup@torchscript"]) == ("openvino", 5.0 / 1.0)
+    assert timings_of(m) == latencies  # read back from the metrics, as a promotion of the same network reuses them
 
 
 @pytest.mark.parametrize(

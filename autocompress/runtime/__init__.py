@@ -18,6 +18,7 @@ from autocompress.runtime._trial import (
     measure_latency_table,
     run_trial,
     shipping_runtime,
+    timings_of,
 )
 
 __all__ = [
@@ -38,5 +39,6 @@ __all__ = [
     "measure_latency_table",
     "run_trial",
     "shipping_runtime",
+    "timings_of",
     "violations",
 ]

@@ -28,6 +28,7 @@ from autocompress.runtime._trial import (
     PARENT_MISSING,
     Continuation,
     evaluate_test,
+    timings_of,
 )
 from autocompress.space import Policy, Space, violations
 from autocompress.store import (
@@ -417,6 +418,8 @@ class SearchLoop:
         epochs = float(record.metrics.get("finetune_epochs", 0.0))
         if not epochs:
             return None
+        parent_policy = Policy.from_dict(record.policy)
+        timings = timings_of(record.metrics) if parent_policy == policy else None  # the same network
         stored = [a for a in record.artefacts if a.kind == WEIGHTS_KIND]
         check = self.store.check_artefact(parent, stored[0]) if stored else None
         if check is None or check.status != ARTEFACT_OK:
@@ -427,14 +430,14 @@ class SearchLoop:
                 why,
                 check.problem if check else "never stored",
             )
-            return Continuation(epochs, None, why)
-        parent_policy = Policy.from_dict(record.policy)
+            return Continuation(epochs, None, why, timings=timings)
         seed = record.metrics.get("finetune_seed")
         return Continuation(
             epochs,
             check.path.read_bytes(),
             policy=None if parent_policy == policy else parent_policy,
             seed=None if seed is None else int(seed),
+            timings=timings,
         )
 
     def _release_weights(self) -> None:
