@@ -3,7 +3,7 @@
 Both modes search the same space with TPE and the same seed, trials inline one at a time on one training thread,
 until the same budget of trial CPU time (``--cpu-hours``) is spent. `full` fine-tunes every trial for the top
 rung's epochs; `asha` runs the rungs with eta 3 (a rung result goes on when it is within the top third of its
-rung's results so far), a promoted trial going on from its parent rung's fine-tuned weights. Pairs
+rung's results so far), a promoted trial going on from its parent rung's fine-tuned weights (and timings). Pairs
 (`FIDELITY`): ``mnist-resnet18`` (torchvision ResNet-18 on the real MNIST in its published space, bench_search's
 speed target 2.5x as a constraint; rungs 0.05 / 0.15 / 0.45 epoch), ``mnist-mobilenetv2`` (likewise,
 bench_search's target 1.5x; there no pruned MobileNetV2 kept the accuracy budget after 0.05 epoch),

@@ -437,7 +437,9 @@ def run_trial(
     Latency is measured interleaved with the baseline in this process, inside `gate.measuring()` so that no
     other trial's work shares the measured cores, on `measurement_clock`: the float baseline and the candidate
     on each runtime in turn, freshly loaded, at batch 1 and 32 (``latency_ms@RUNTIME``,
-    ``baseline_latency_ms@RUNTIME``, ``speedup@RUNTIME`` and the ``_b32`` ones; `measure_runtimes`).
+    ``baseline_latency_ms@RUNTIME``, ``speedup@RUNTIME`` and the ``_b32`` ones; `measure_runtimes`). A trial that
+    goes on from a parent of its own policy takes the parent's timings instead (`Continuation.timings`,
+    ``latency_reused``): the same network, timed once.
     The trial ships on one runtime, ``runtime`` (`shipping_runtime`): the fastest at ``measure``'s
     ``serving_batch`` (1 or 32, `Space.shipping`) among those whose artefact keeps the accuracy budget
     (``max_accuracy_drop``, when given), else the fastest. ``latency_ms`` (and ``_b32``) is the candidate on
