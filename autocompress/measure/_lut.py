@@ -179,5 +179,8 @@ def build_latency_table(
         n: {k: space.layer_info[n][k] for k in ("out_root", "in_roots", "in_channels")}
         for n in next(iter(entries.values()))
     }
+    if not any(overheads.values()):  # no layer to time it among: timed alone, as before
+        alone = compare_latency({rt: _bound(calls[rt], empty) for rt in runtimes}, empty, **timing)
+        overheads = {runtime: [ms] for runtime, ms in alone.items()}
     overhead = {runtime: statistics.median(overheads[runtime]) for runtime in entries}
     return LatencyTable(WIDTHS, entries, coupling, overhead, threads, time.perf_counter() - start)
