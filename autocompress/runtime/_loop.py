@@ -419,7 +419,8 @@ class SearchLoop:
         if not epochs:
             return None
         parent_policy = Policy.from_dict(record.policy)
-        timings = timings_of(record.metrics) if parent_policy == policy else None  # the same network
+        same_network = parent_policy == policy
+        timings = timings_of(record.metrics) if same_network else None
         stored = [a for a in record.artefacts if a.kind == WEIGHTS_KIND]
         check = self.store.check_artefact(parent, stored[0]) if stored else None
         if check is None or check.status != ARTEFACT_OK:
@@ -435,7 +436,7 @@ class SearchLoop:
         return Continuation(
             epochs,
             check.path.read_bytes(),
-            policy=None if parent_policy == policy else parent_policy,
+            policy=None if same_network else parent_policy,
             seed=None if seed is None else int(seed),
             timings=timings,
         )
