@@ -149,6 +149,7 @@ def build_latency_table(
     # (one number, subtracted from every entry: measured once, a burst of load on it skewed them all)
     empty = torch.zeros(1, 1, 1, 1)
     calls = compile_(nn.Sequential(OrderedDict(layer=nn.Conv2d(1, 1, 1))).eval(), Policy(()), empty)
+    empty_calls = {runtime: _bound(calls[runtime], empty) for runtime in runtimes}
     failed: set[str] = set()  # runtimes that cannot run some variant: left out of the table
     overheads: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
     for name in [n for n in names if n in shapes]:
@@ -167,7 +168,7 @@ def build_latency_table(
                         variants[(runtime, b, width)] = _bound(compiled[runtime], x)
                     else:
                         failed.add(runtime)
-        variants.update({(runtime, 0, 0.0): _bound(calls[runtime], empty) for runtime in runtimes})  # bits 0: empty
+        variants.update({(runtime, 0, 0.0): run for runtime, run in empty_calls.items()})  # bits 0: empty
         times = compare_latency({str(k): run for k, run in variants.items()}, empty, **timing)
         for runtime in set(runtimes) - failed:
             entries[runtime][name] = {b: tuple(times[str((runtime, b, w))] for w in widths) for b in bits}
@@ -180,7 +181,7 @@ def build_latency_table(
         for n in next(iter(entries.values()))
     }
     if not any(overheads.values()):  # no layer to time it among: timed alone, as before
-        alone = compare_latency({rt: _bound(calls[rt], empty) for rt in runtimes}, empty, **timing)
+        alone = compare_latency(empty_calls, empty, **timing)
         overheads = {runtime: [ms] for runtime, ms in alone.items()}
     overhead = {runtime: statistics.median(overheads[runtime]) for runtime in entries}
     return LatencyTable(WIDTHS, entries, coupling, overhead, threads, time.perf_counter() - start)
